@@ -1,0 +1,1 @@
+"""The small shared core every package may import: errors, configuration knobs, types, hardware."""

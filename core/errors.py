@@ -1,0 +1,93 @@
+"""The one exception hierarchy of Tessera Autotune; every message says what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class TesseraError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InvalidConfigError(TesseraError, ValueError):
+    """A tile configuration breaks a rule of its kernel family for a given problem."""
+
+    def __init__(self, message: str, *, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.config = dict(config) if config is not None else None
+
+
+class CompileError(TesseraError):
+    """NVRTC (or the host C++ compiler) rejected a rendered kernel source."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        log: str,
+        options: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.log = log
+        self.options = list(options)
+        self.config = dict(config) if config is not None else None
+        super().__init__(
+            f"{message}\n  config: {self.config}\n  options: {' '.join(self.options)}\n"
+            f"  compiler log:\n{log.rstrip()}"
+        )
+
+
+class OutOfResourcesError(TesseraError):
+    """A kernel needs more of a resource (registers, shared memory, threads) than the arch allows."""
+
+    def __init__(self, *, resource: str, need: int, limit: int, arch: str) -> None:
+        self.resource = resource
+        self.need = need
+        self.limit = limit
+        self.arch = arch
+        super().__init__(
+            f"{resource}: needs {need}, limit on {arch} is {limit}; "
+            "pick a smaller tile, fewer stages or fewer warps"
+        )
+
+
+class LaunchError(TesseraError):
+    """A kernel launch failed on the device or in the host emulator."""
+
+    def __init__(
+        self, message: str, *, kernel: str, grid: Sequence[int], block: Sequence[int]
+    ) -> None:
+        self.kernel = kernel
+        self.grid = tuple(grid)
+        self.block = tuple(block)
+        super().__init__(f"{kernel} grid={self.grid} block={self.block}: {message}")
+
+
+class CudaError(TesseraError):
+    """A CUDA driver or runtime call returned an error status."""
+
+
+class NoDeviceError(TesseraError):
+    """A CUDA GPU was required but none is usable; use device='emulator' or 'cpu' instead."""
+
+
+class CacheMissError(TesseraError, KeyError):
+    """No usable cache entry for a kernel_key in any searched cache directory."""
+
+    def __init__(self, kernel_key: str, searched: Sequence[str], reasons: Sequence[str] = ()) -> None:
+        self.kernel_key = kernel_key
+        self.searched = list(searched)
+        self.reasons = list(reasons)
+        detail = "".join(f"\n  - {r}" for r in self.reasons)
+        super().__init__(
+            f"no cached kernel for {kernel_key!r}; searched: {', '.join(self.searched) or '(none)'}"
+            f"{detail}\n  run `python -m generator.tune` for this problem to build it"
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class EmulatorError(TesseraError):
+    """The host emulator detected a fault in a kernel (divergent barrier, bad address, ...)."""

@@ -1,0 +1,220 @@
+"""The value types every package shares: dtypes, tile configurations and problem descriptions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Literal, Union
+
+DType = Literal["fp16", "bf16"]
+DTYPES: tuple[DType, ...] = ("fp16", "bf16")
+DTYPE_BYTES = 2
+OPS = ("attention", "gemm")
+
+
+def _check_positive_int(owner: str, name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{owner}.{name}={value!r}: must be a positive integer")
+
+
+def _check_dtype(owner: str, value: object) -> None:
+    if value not in DTYPES:
+        raise ValueError(f"{owner}.dtype={value!r}: must be one of {', '.join(DTYPES)}")
+
+
+def stable_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the only form keys are built from."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One point of a kernel family's tile space.
+
+    Family-specific rules (divisibility, shared memory) live with the family's space;
+    here only the rules every family shares are checked.
+    """
+
+    block_m: int
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "block_m", "block_n", "block_k", "num_warps", "num_stages",
+    )
+
+    def __post_init__(self) -> None:
+        for name in self.FIELDS:
+            _check_positive_int("TileConfig", name, getattr(self, name))
+        if self.num_warps & (self.num_warps - 1):
+            raise ValueError(f"TileConfig.num_warps={self.num_warps}: must be a power of two")
+        if self.num_warps * 32 > 1024:
+            raise ValueError(
+                f"TileConfig.num_warps={self.num_warps}: at most 32 warps (1024 threads) a block"
+            )
+
+    @property
+    def num_threads(self) -> int:
+        return self.num_warps * 32
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def key(self) -> str:
+        return stable_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TileConfig:
+        missing = [name for name in cls.FIELDS if name not in data]
+        extra = sorted(set(data) - set(cls.FIELDS))
+        if missing or extra:
+            raise ValueError(
+                f"config {data!r}: expected exactly the keys {', '.join(cls.FIELDS)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(extra)}" if extra else "")
+            )
+        return cls(**{name: data[name] for name in cls.FIELDS})
+
+    def __str__(self) -> str:
+        return (
+            f"m{self.block_m}n{self.block_n}k{self.block_k}"
+            f"w{self.num_warps}s{self.num_stages}"
+        )
+
+
+@dataclass(frozen=True)
+class AttentionProblem:
+    """Forward attention over Q, K, V of layout [batch, heads, seq, head_dim]."""
+
+    batch: int
+    heads: int
+    seq_q: int
+    seq_kv: int
+    head_dim: int
+    dtype: DType = "fp16"
+    causal: bool = False
+
+    op: ClassVar[str] = "attention"
+    family: ClassVar[str] = "attention_fwd"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name not in ("dtype", "causal"):
+                _check_positive_int("AttentionProblem", f.name, getattr(self, f.name))
+        _check_dtype("AttentionProblem", self.dtype)
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"AttentionProblem.causal={self.causal!r}: must be a bool")
+
+    def flops(self) -> float:
+        """Forward FLOPs, counted as every published FlashAttention benchmark counts them."""
+        total = 4.0 * self.batch * self.heads * self.seq_q * self.seq_kv * self.head_dim
+        return total / 2 if self.causal else total
+
+    def io_bytes(self) -> int:
+        elems = self.batch * self.heads * self.head_dim * (2 * self.seq_q + 2 * self.seq_kv)
+        lse_bytes = self.batch * self.heads * self.seq_q * 4
+        return elems * DTYPE_BYTES + lse_bytes
+
+    def kernel_key(self, arch: str) -> str:
+        mask = "causal" if self.causal else "noncausal"
+        return (
+            f"{self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{self.seq_q}"
+            f".skv{self.seq_kv}.d{self.head_dim}.{mask}.{arch}"
+        )
+
+    def generic_key(self, arch: str) -> str:
+        """The key of the generic (runtime-shape) kernel serving this problem class."""
+        mask = "causal" if self.causal else "noncausal"
+        return f"{self.family}.{self.dtype}.d{self.head_dim}.{mask}.{arch}.generic"
+
+    def shape_str(self) -> str:
+        return f"{self.batch}x{self.heads}x{self.seq_q}x{self.seq_kv}x{self.head_dim}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    """C[M,N] = A[M,K] @ B[K,N], row-major, output in the input dtype."""
+
+    m: int
+    n: int
+    k: int
+    dtype: DType = "fp16"
+
+    op: ClassVar[str] = "gemm"
+    family: ClassVar[str] = "gemm"
+
+    def __post_init__(self) -> None:
+        for name in ("m", "n", "k"):
+            _check_positive_int("GemmProblem", name, getattr(self, name))
+        _check_dtype("GemmProblem", self.dtype)
+
+    def flops(self) -> float:
+        return 2.0 * self.m * self.n * self.k
+
+    def io_bytes(self) -> int:
+        return (self.m * self.k + self.k * self.n + self.m * self.n) * DTYPE_BYTES
+
+    def kernel_key(self, arch: str) -> str:
+        return f"{self.family}.{self.dtype}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+
+    def generic_key(self, arch: str) -> str:
+        return f"{self.family}.{self.dtype}.{arch}.generic"
+
+    def shape_str(self) -> str:
+        return f"{self.m}x{self.n}x{self.k}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, **asdict(self)}
+
+
+Problem = Union[AttentionProblem, GemmProblem]
+
+SHAPE_FORMS = {
+    "attention": "BxHxSxD or BxHxSQxSKVxD (batch, heads, sequence length(s), head_dim)",
+    "gemm": "MxNxK",
+}
+
+
+def parse_shape(
+    op: str, shape: str, *, dtype: DType = "fp16", causal: bool = False
+) -> Problem:
+    """Parse a CLI shape such as '8x16x2048x64' into a problem; ValueError names the form."""
+    if op not in SHAPE_FORMS:
+        raise ValueError(f"op={op!r}: expected one of {', '.join(OPS)}")
+    parts = shape.lower().split("x")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        dims = []
+    if any(d <= 0 for d in dims):
+        dims = []
+    if op == "attention":
+        if len(dims) == 4:
+            b, h, s, d = dims
+            return AttentionProblem(b, h, s, s, d, dtype=dtype, causal=causal)
+        if len(dims) == 5:
+            b, h, sq, skv, d = dims
+            return AttentionProblem(b, h, sq, skv, d, dtype=dtype, causal=causal)
+    elif len(dims) == 3:
+        if causal:
+            raise ValueError("--causal applies to attention only, not gemm")
+        return GemmProblem(*dims, dtype=dtype)
+    raise ValueError(
+        f"--shape {shape!r}: expected {SHAPE_FORMS[op]} with positive integers, "
+        f"e.g. {'8x16x2048x64' if op == 'attention' else '4096x4096x4096'}"
+    )
+
+
+def problem_from_dict(data: dict[str, Any]) -> Problem:
+    """Inverse of `Problem.to_dict()`."""
+    body = {k: v for k, v in data.items() if k != "op"}
+    if data.get("op") == "attention":
+        return AttentionProblem(**body)
+    if data.get("op") == "gemm":
+        return GemmProblem(**body)
+    raise ValueError(f"problem {data!r}: 'op' must be one of {', '.join(OPS)}")
