@@ -1,0 +1,45 @@
+"""What every kernel family declares next to its template: space, launch geometry, parameters."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.space import Space
+from core.types import Problem, TileConfig
+
+
+@dataclass(frozen=True)
+class LaunchGeometry:
+    """How one rendered kernel is launched for one problem."""
+
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    smem_bytes: int  # dynamic shared memory; above 48 KiB needs the opt-in attribute at load
+
+
+class Family(Protocol):
+    """A kernel family (attention_fwd, gemm): one template and everything that goes with it."""
+
+    name: str  # "attention_fwd" | "gemm"; also the template file stem
+    op: str  # "attention" | "gemm"
+    kernel_name: str  # the extern "C" entry point in the rendered source
+    template_path: str  # relative to the templates package, e.g. "attention/attention_fwd.cu.j2"
+    space: Space
+    params_type: type[ctypes.Structure]  # mirrors the kernel's Params struct, by value
+
+    def template_context(
+        self, problem: Problem, config: TileConfig, *, specialized: bool
+    ) -> Mapping[str, Any]:
+        """Jinja2 variables; `specialized` makes problem sizes compile-time constants."""
+        ...
+
+    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry: ...
+
+    def smem_bytes(self, problem: Problem, config: TileConfig) -> int: ...
+
+    def default_config(self, problem: Problem, arch: str) -> TileConfig:
+        """The heuristic configuration of the generic (tier 2) kernel for this problem class."""
+        ...

@@ -1,0 +1,36 @@
+"""Session-wide test setup: private cache directories, the GPU marker's skip, a per-test timeout."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the user's caches. The compile cache is shared by the whole session so
+# a kernel compiled by one test is a hit for the next; kernel caches are per test (fixture).
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="tessera-tests-"))
+os.environ.setdefault("TESSERA_COMPILE_CACHE_DIR", str(_SESSION_DIR / "compile"))
+os.environ["TESSERA_CACHE_DIR"] = str(_SESSION_DIR / "kernels")
+os.environ.pop("TESSERA_CACHE_PATH", None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from generator.gpu import probe
+
+    gpu = probe()
+    if gpu.available:
+        return
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {gpu.reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh writable kernel cache directory, also set as TESSERA_CACHE_DIR."""
+    path = tmp_path / "kernels"
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(path))
+    return path
