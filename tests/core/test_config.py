@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from core import config
+
+
+def test_knob_reads_environment_with_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_JOBS", "3")
+    assert config.JOBS.get() == 3
+    assert config.default_jobs() == 3
+    monkeypatch.delenv("TESSERA_JOBS")
+    assert config.JOBS.get() is None
+
+
+def test_bad_knob_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESSERA_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="TESSERA_CACHE_MAX_BYTES='lots'"):
+        config.CACHE_MAX_BYTES.get()
+
+
+def test_cache_dir_override(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(tmp_path))
+    assert config.default_cache_dir() == tmp_path
+
+
+def test_knob_table_lists_every_knob() -> None:
+    table = config.knobs_markdown_table()
+    for knob in config.KNOBS:
+        assert f"`{knob.name}`" in table
+
+
+def test_no_module_outside_config_reads_environ() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("core", "generator", "templates", "autotune", "cache", "runtime"):
+        for path in (root / package).rglob("*.py"):
+            if path.name == "config.py" and path.parent.name == "core":
+                continue
+            text = path.read_text()
+            if "os.environ" in text or "os.getenv" in text:
+                offenders.append(str(path.relative_to(root)))
+    assert not offenders, f"read knobs through core.config instead: {offenders}"

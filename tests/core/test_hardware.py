@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import pytest
+
+from core.hardware import ARCHS, arch_spec
+
+
+def test_arch_table_matches_reference() -> None:
+    assert arch_spec("sm_90").sm_count == 132
+    assert arch_spec("sm_80").max_smem_per_block_bytes == 163 * 1024
+    assert arch_spec("sm_86").max_warps_per_sm == 48
+    assert arch_spec("sm_89").compute_capability == (8, 9)
+    assert set(ARCHS) == {"sm_80", "sm_86", "sm_89", "sm_90"}
+
+
+def test_unknown_arch_names_choices() -> None:
+    with pytest.raises(ValueError, match="sm_80, sm_86, sm_89, sm_90"):
+        arch_spec("sm_70")

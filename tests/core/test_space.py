@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from core.space import Constraint, Param, Space
+from core.types import GemmProblem, TileConfig
+
+
+def _space() -> Space:
+    def k_fits(config: TileConfig, problem, arch: str) -> str | None:
+        if config.block_k > problem.k:
+            return f"block_k={config.block_k} exceeds k={problem.k}"
+        return None
+
+    return Space(
+        family="toy",
+        params=(
+            Param("block_m", (32, 64)),
+            Param("block_n", (32,)),
+            Param("block_k", (16, 32)),
+            Param("num_warps", (2, 4)),
+            Param("num_stages", (2,)),
+        ),
+        constraints=(Constraint("k_fits", k_fits),),
+    )
+
+
+def test_space_enumerates_product_and_filters_by_constraints() -> None:
+    space = _space()
+    assert space.size() == 8
+    assert len(list(space.all_configs())) == 8
+    valid = space.valid_configs(GemmProblem(64, 64, 16), "sm_90")
+    assert len(valid) == 4 and all(c.block_k == 16 for c in valid)
+
+
+def test_violations_name_rule_field_and_value() -> None:
+    space = _space()
+    bad = TileConfig(block_m=128, block_n=32, block_k=32, num_warps=4, num_stages=2)
+    reasons = space.violations(bad, GemmProblem(64, 64, 16), "sm_90")
+    assert any("block_m=128 is not one of [32, 64]" in r for r in reasons)
+    assert any(r.startswith("k_fits: block_k=32 exceeds k=16") for r in reasons)
+
+
+def test_space_must_cover_every_tile_field() -> None:
+    with pytest.raises(ValueError, match="must be exactly"):
+        Space(family="broken", params=(Param("block_m", (16,)),), constraints=())

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.types import (
+    AttentionProblem,
+    GemmProblem,
+    TileConfig,
+    parse_shape,
+    problem_from_dict,
+)
+
+
+def test_tile_config_key_is_sorted_json_and_round_trips() -> None:
+    config = TileConfig(block_m=128, block_n=64, block_k=32, num_warps=4, num_stages=2)
+    key = config.key()
+    assert json.loads(key) == config.to_dict()
+    assert list(json.loads(key)) == sorted(config.to_dict())
+    assert TileConfig.from_dict(json.loads(key)) == config
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("block_m", 0, "block_m=0"),
+        ("num_warps", 3, "power of two"),
+        ("num_warps", 64, "1024 threads"),
+        ("num_stages", -1, "num_stages=-1"),
+        ("block_k", 1.5, "block_k=1.5"),
+    ],
+)
+def test_tile_config_rejects_bad_fields_naming_them(field: str, value: object, needle: str) -> None:
+    kwargs = {"block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}
+    kwargs[field] = value  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+        TileConfig(**kwargs)
+
+
+def test_from_dict_names_missing_and_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="missing num_stages.*unknown bogus"):
+        TileConfig.from_dict(
+            {"block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "bogus": 1}
+        )
+
+
+def test_parse_attention_shapes() -> None:
+    p = parse_shape("attention", "8x16x2048x64", dtype="bf16", causal=True)
+    assert p == AttentionProblem(8, 16, 2048, 2048, 64, dtype="bf16", causal=True)
+    q = parse_shape("attention", "1x2x17x33x128")
+    assert isinstance(q, AttentionProblem)
+    assert (q.seq_q, q.seq_kv, q.head_dim) == (17, 33, 128)
+
+
+@pytest.mark.parametrize("shape", ["8x16x2048", "8x16x0x64", "axbxcxd", "", "8x16x2048x64x1x1"])
+def test_parse_shape_rejects_malformed_naming_the_form(shape: str) -> None:
+    with pytest.raises(ValueError, match="BxHxSxD"):
+        parse_shape("attention", shape)
+
+
+def test_parse_gemm_shape_and_causal_rejected() -> None:
+    assert parse_shape("gemm", "67x45x93") == GemmProblem(67, 45, 93)
+    with pytest.raises(ValueError, match="MxNxK"):
+        parse_shape("gemm", "67x45")
+    with pytest.raises(ValueError, match="attention only"):
+        parse_shape("gemm", "1x2x3", causal=True)
+
+
+def test_kernel_key_names_every_specialization() -> None:
+    base = AttentionProblem(8, 16, 2048, 2048, 64)
+    keys = {
+        base.kernel_key("sm_90"),
+        base.kernel_key("sm_80"),
+        AttentionProblem(8, 16, 2048, 2048, 64, causal=True).kernel_key("sm_90"),
+        AttentionProblem(8, 16, 2048, 2048, 64, dtype="bf16").kernel_key("sm_90"),
+        AttentionProblem(8, 16, 2048, 2048, 128).kernel_key("sm_90"),
+        AttentionProblem(8, 16, 1024, 2048, 64).kernel_key("sm_90"),
+        AttentionProblem(4, 16, 2048, 2048, 64).kernel_key("sm_90"),
+    }
+    assert len(keys) == 7
+    assert base.kernel_key("sm_90") == "attention_fwd.fp16.b8.h16.sq2048.skv2048.d64.noncausal.sm_90"
+    assert GemmProblem(67, 45, 93).kernel_key("sm_80") == "gemm.fp16.m67.n45.k93.sm_80"
+
+
+def test_problem_dict_round_trip() -> None:
+    for problem in (AttentionProblem(1, 2, 3, 4, 64, causal=True), GemmProblem(1, 2, 3, "bf16")):
+        assert problem_from_dict(json.loads(json.dumps(problem.to_dict()))) == problem
+
+
+def test_flop_counting_matches_reference_figures() -> None:
+    p = AttentionProblem(8, 16, 2048, 2048, 64)
+    assert p.flops() == pytest.approx(137.4e9, rel=1e-3)
+    assert AttentionProblem(8, 16, 2048, 2048, 64, causal=True).flops() == p.flops() / 2
