@@ -66,8 +66,22 @@ LOG_LEVEL: Knob[str] = Knob(
     "TESSERA_LOG_LEVEL", str, "WARNING", "Python logging level of the tessera loggers."
 )
 
+CACHE_MAX_ENTRIES: Knob[int] = Knob(
+    "TESSERA_CACHE_MAX_ENTRIES", int, None,
+    "Optional LRU limit on the number of entries in the writable kernel cache (default: none).",
+)
+CACHE_WRITE_DELAY_S: Knob[float] = Knob(
+    "TESSERA_CACHE_WRITE_DELAY_S", float, 0.0,
+    "Test hook: seconds a cache put sleeps between writing payloads (to kill a writer mid-put).",
+)
+TUNING_SPACES_DIR: Knob[str] = Knob(
+    "TESSERA_TUNING_SPACES_DIR", str, None,
+    "Directory of recorded Kernel Tuner spaces for `python -m autotune.replay`.",
+)
+
 KNOBS: tuple[Knob, ...] = (
     CACHE_DIR, CACHE_PATH, CACHE_MAX_BYTES, COMPILE_CACHE_DIR, ARCH, JOBS, CXX, LOG_LEVEL,
+    CACHE_MAX_ENTRIES, CACHE_WRITE_DELAY_S, TUNING_SPACES_DIR,
 )
 
 

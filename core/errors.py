@@ -91,3 +91,62 @@ class CacheMissError(TesseraError, KeyError):
 
 class EmulatorError(TesseraError):
     """The host emulator detected a fault in a kernel (divergent barrier, bad address, ...)."""
+
+
+class InvalidCacheKeyError(TesseraError, ValueError):
+    """A kernel_key cannot name a cache entry (empty, too long, or not [A-Za-z0-9._-])."""
+
+
+class CacheCorruptError(TesseraError):
+    """A cache entry failed an integrity check (checksum, size or metadata); it is never loaded."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"{path}: {reason}; the entry is treated as a miss, "
+            "run `python -m cache verify` to remove bad entries"
+        )
+
+
+class CacheLockError(TesseraError):
+    """A cache lock could not be taken in time (another live process holds it)."""
+
+
+class BundleError(TesseraError):
+    """A kernel cache bundle was refused; nothing was written."""
+
+    def __init__(self, bundle: str, problems: Sequence[str]) -> None:
+        self.bundle = bundle
+        self.problems = list(problems)
+        detail = "".join(f"\n  - {p}" for p in self.problems)
+        super().__init__(
+            f"bundle {bundle} refused, nothing was imported:{detail}\n"
+            "  re-export it with `python -m cache export` from a trusted cache"
+        )
+
+
+class NoValidConfigError(TesseraError):
+    """Tuning found no candidate that compiled, fit the arch and ran correctly."""
+
+    def __init__(self, problem: str, reasons: Sequence[str]) -> None:
+        self.problem = problem
+        self.reasons = list(reasons)
+        detail = "".join(f"\n  - {r}" for r in self.reasons)
+        super().__init__(
+            f"no valid tile configuration for {problem}; every candidate failed:{detail}\n"
+            "  widen the family's space, give more --trials, or check the compiler log above"
+        )
+
+
+class IncorrectResultError(TesseraError):
+    """A candidate kernel's output differs from the family's float64 reference."""
+
+    def __init__(self, kernel: str, *, error: float, tolerance: float) -> None:
+        self.kernel = kernel
+        self.error = error
+        self.tolerance = tolerance
+        super().__init__(
+            f"{kernel}: relative error {error:.3g} > tolerance {tolerance:.3g} against the "
+            "reference; the configuration is rejected (report the template bug)"
+        )

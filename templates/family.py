@@ -29,6 +29,13 @@ class Family(Protocol):
     template_path: str  # relative to the templates package, e.g. "attention/attention_fwd.cu.j2"
     space: Space
     params_type: type[ctypes.Structure]  # mirrors the kernel's Params struct, by value
+    params_fields: tuple[ParamField, ...]  # the one source of the C struct and params_type
+
+    def make_params(
+        self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
+    ) -> ctypes.Structure:
+        """The kernel's by-value argument; `pointers` maps tensor names to device addresses."""
+        ...
 
     def template_context(
         self, problem: Problem, config: TileConfig, *, specialized: bool
@@ -43,3 +50,27 @@ class Family(Protocol):
     def default_config(self, problem: Problem, arch: str) -> TileConfig:
         """The heuristic configuration of the generic (tier 2) kernel for this problem class."""
         ...
+
+
+@dataclass(frozen=True)
+class ParamField:
+    """One field of a kernel's by-value Params struct: the single source of its C and ctypes forms.
+
+    `c_type` may name `elem_t`, the template's 16-bit element type; pointers travel as c_void_p.
+    """
+
+    name: str
+    c_type: str
+    ctype: type  # a ctypes scalar type: c_void_p, c_int32, c_float
+
+    def c_declaration(self) -> str:
+        return f"{self.c_type} {self.name};"
+
+
+def params_structure(name: str, fields: tuple[ParamField, ...]) -> type[ctypes.Structure]:
+    """The ctypes.Structure laid out exactly as the C struct rendered from the same `fields`."""
+    return type(name, (ctypes.Structure,), {"_fields_": [(f.name, f.ctype) for f in fields]})
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)

@@ -32,7 +32,7 @@
 
 #define TS_DEVICE __device__ __forceinline__
 #define TESSERA_KERNEL(name, Params, threads) \
-  extern "C" __global__ void __launch_bounds__(threads) name(const Params p)
+  extern "C" __global__ void __launch_bounds__(threads, 1) name(const Params p)
 #define TESSERA_EXPORT(name, Params)
 
 namespace tessera {

@@ -1,0 +1,309 @@
+"""Hotspot detection over runtime traces: rank signatures by total time, propose tuning tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.types import AttentionProblem, GemmProblem, Problem, stable_json
+
+log = logging.getLogger("tessera.autotune.hotspots")
+
+EVENTS = ("call", "promote", "demote", "tune")
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """One line of a runtime trace: a call (event 'call') or a tier change or tuning outcome.
+
+    `shape` is (batch, heads, seq_q, seq_kv, head_dim) for attention and (m, n, k) for gemm.
+    """
+
+    time_s: float  # Unix time the call started
+    event: str
+    op: str
+    dtype: str
+    shape: tuple[int, ...]
+    causal: bool
+    scale: float | None
+    tier: int
+    wall_ms: float
+    kernel_key: str | None = None
+    config: dict[str, int] | None = None
+    ok: bool = True
+    detail: str = ""
+    pid: int = 0
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        return stable_json(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TraceRecord:
+        return cls(
+            time_s=float(data["time_s"]),
+            event=str(data["event"]),
+            op=str(data["op"]),
+            dtype=str(data["dtype"]),
+            shape=tuple(int(d) for d in data["shape"]),
+            causal=bool(data["causal"]),
+            scale=data.get("scale"),
+            tier=int(data["tier"]),
+            wall_ms=float(data["wall_ms"]),
+            kernel_key=data.get("kernel_key"),
+            config=data.get("config"),
+            ok=bool(data.get("ok", True)),
+            detail=str(data.get("detail", "")),
+            pid=int(data.get("pid", 0)),
+        )
+
+    def problem(self) -> Problem:
+        if self.op == "attention":
+            b, h, sq, skv, d = self.shape
+            return AttentionProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
+        m, n, k = self.shape
+        return GemmProblem(m, n, k, dtype=self.dtype)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Hotspot:
+    """One problem's share of a trace: how often, how long, on which tiers."""
+
+    problem: Problem
+    count: int
+    total_ms: float
+    min_ms: float
+    max_ms: float
+    share: float  # of the whole trace's call time
+    tiers: dict[int, int]  # tier -> calls
+    last_tier: int
+    scales: int  # distinct scale values seen (the kernel takes scale at run time)
+
+    @property
+    def mean_ms(self) -> float:
+        return self.total_ms / self.count
+
+    def label(self) -> str:
+        mask = " causal" if getattr(self.problem, "causal", False) else ""
+        return f"{self.problem.op} {self.problem.dtype} {self.problem.shape_str()}{mask}"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """How consistent one op's calls are: one dominant shape favours specialization."""
+
+    op: str
+    calls: int
+    shapes: int
+    dtypes: int
+    top_shape_share: float
+    top_dtype_share: float
+    shape_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def consistent(self) -> bool:
+        return self.top_shape_share >= CONSISTENT_SHARE
+
+    def verdict(self) -> str:
+        if self.consistent:
+            return "consistent shapes: specialized (tier 3) kernels pay off"
+        return "varied shapes: the generic (tier 2) kernel carries most calls"
+
+
+CONSISTENT_SHARE = 0.8  # a shape taking this share of an op's calls makes its pattern 'consistent'
+
+
+def load_trace(path: str | Path) -> list[TraceRecord]:
+    """Every well-formed record of a JSONL trace; a torn last line (killed writer) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"trace {path} does not exist; run with RuntimeConfig(trace_path=...)"
+        )
+    records, bad = [], 0
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                records.append(TraceRecord.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+    if bad:
+        log.warning("trace %s: skipped %d malformed line(s)", path, bad)
+    return records
+
+
+def rank(
+    records: Iterable[TraceRecord], *, min_count: int = 2, min_time_ms: float = 0.0
+) -> list[Hotspot]:
+    """Successful calls grouped by problem, hottest (cumulative wall time) first.
+
+    A problem is a hotspot when it was called at least `min_count` times and took at least
+    `min_time_ms` in total.
+    """
+    groups: dict[Problem, list[TraceRecord]] = defaultdict(list)
+    for record in records:
+        if record.event == "call" and record.ok:
+            groups[record.problem()].append(record)
+    grand_total_ms = sum(r.wall_ms for group in groups.values() for r in group) or 1.0
+    hotspots = []
+    for problem, group in groups.items():
+        total_ms = sum(r.wall_ms for r in group)
+        if len(group) < min_count or total_ms < min_time_ms:
+            continue
+        times = [r.wall_ms for r in group]
+        hotspots.append(
+            Hotspot(
+                problem=problem,
+                count=len(group),
+                total_ms=total_ms,
+                min_ms=min(times),
+                max_ms=max(times),
+                share=total_ms / grand_total_ms,
+                tiers=dict(sorted(Counter(r.tier for r in group).items())),
+                last_tier=max(group, key=lambda r: r.time_s).tier,
+                scales=len({r.scale for r in group}),
+            )
+        )
+    hotspots.sort(key=lambda h: (-h.total_ms, h.label()))
+    return hotspots
+
+
+def patterns(records: Iterable[TraceRecord]) -> list[Pattern]:
+    """Per op: how many distinct shapes and dtypes, and how dominant the most common of each is."""
+    by_op: dict[str, list[TraceRecord]] = defaultdict(list)
+    for record in records:
+        if record.event == "call" and record.ok:
+            by_op[record.op].append(record)
+    result = []
+    for op, group in sorted(by_op.items()):
+        shapes = Counter("x".join(map(str, r.shape)) for r in group)
+        dtypes = Counter(r.dtype for r in group)
+        result.append(
+            Pattern(
+                op=op,
+                calls=len(group),
+                shapes=len(shapes),
+                dtypes=len(dtypes),
+                top_shape_share=shapes.most_common(1)[0][1] / len(group),
+                top_dtype_share=dtypes.most_common(1)[0][1] / len(group),
+                shape_counts=dict(shapes.most_common()),
+            )
+        )
+    return result
+
+
+def propose_tasks(
+    hotspots: Sequence[Hotspot], top: int, *, skip_specialized: bool = False
+) -> list[Problem]:
+    """The problems of the `top` hottest hotspots, to tune (e.g. `generator.tune --from-trace`).
+
+    With `skip_specialized`, hotspots whose latest call already ran at tier 3 are passed over.
+    """
+    if top < 0:
+        raise ValueError(f"top={top}: expected a count >= 0")
+    chosen = [h for h in hotspots if not (skip_specialized and h.last_tier == 3)]
+    return [h.problem for h in chosen[:top]]
+
+
+def tune_command(problem: Problem) -> str:
+    """The `generator.tune` command line that tunes one proposed problem."""
+    causal = " --causal" if getattr(problem, "causal", False) else ""
+    return (
+        f"python -m generator.tune --op {problem.op} --shape {problem.shape_str()} "
+        f"--dtype {problem.dtype}{causal}"
+    )
+
+
+def report(records: Sequence[TraceRecord], *, min_count: int, min_time_ms: float, top: int) -> str:
+    """The text `python -m autotune.hotspots` prints: hotspots, patterns, proposed tasks."""
+    hotspots = rank(records, min_count=min_count, min_time_ms=min_time_ms)
+    calls = sum(1 for r in records if r.event == "call" and r.ok)
+    lines = [
+        f"{calls} successful call(s), {len(hotspots)} hotspot(s) "
+        f"(min_count={min_count}, min_time_ms={min_time_ms:g})",
+        "",
+    ]
+    lines.append(
+        f"{'#':>3} {'problem':<42} {'calls':>6} {'total ms':>10} {'mean ms':>9} {'share':>6}  tiers"
+    )
+    for i, h in enumerate(hotspots, 1):
+        tiers = " ".join(f"t{t}:{n}" for t, n in h.tiers.items())
+        lines.append(
+            f"{i:>3} {h.label():<42} {h.count:>6} {h.total_ms:>10.3f} "
+            f"{h.mean_ms:>9.3f} {h.share:>6.1%}  {tiers}"
+        )
+    lines.append("")
+    lines.append("patterns:")
+    for p in patterns(records):
+        lines.append(
+            f"  {p.op}: {p.calls} calls, {p.shapes} shape(s) (top {p.top_shape_share:.0%}), "
+            f"{p.dtypes} dtype(s) (top {p.top_dtype_share:.0%}): {p.verdict()}"
+        )
+    lines.append("")
+    lines.append(f"proposed tuning tasks (top {top}):")
+    for problem in propose_tasks(hotspots, top):
+        lines.append(f"  {tune_command(problem)}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m autotune.hotspots",
+        description="Rank the signatures of a runtime trace (JSONL) and propose tuning tasks.",
+    )
+    parser.add_argument(
+        "trace", type=Path, help="JSONL trace written by RuntimeConfig(trace_path=)"
+    )
+    parser.add_argument(
+        "--min-count", type=int, default=2, help="calls a hotspot needs (default 2)"
+    )
+    parser.add_argument(
+        "--min-time-ms",
+        type=float,
+        default=0.0,
+        help="cumulative milliseconds a hotspot needs (default 0)",
+    )
+    parser.add_argument("--top", type=int, default=5, help="tuning tasks to propose (default 5)")
+    parser.add_argument("--json", action="store_true", help="print the hotspots as JSON")
+    args = parser.parse_args(argv)
+    try:
+        records = load_trace(args.trace)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        hotspots = rank(records, min_count=args.min_count, min_time_ms=args.min_time_ms)
+        print(
+            json.dumps(
+                [
+                    {
+                        "problem": h.problem.to_dict(),
+                        "count": h.count,
+                        "total_ms": h.total_ms,
+                        "mean_ms": h.mean_ms,
+                        "share": h.share,
+                        "tiers": h.tiers,
+                        "last_tier": h.last_tier,
+                    }
+                    for h in hotspots
+                ],
+                indent=2,
+            )
+        )
+    else:
+        print(report(records, min_count=args.min_count, min_time_ms=args.min_time_ms, top=args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

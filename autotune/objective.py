@@ -1,0 +1,243 @@
+"""What a tuning trial's number comes from: the analytical `model` or the `measured` GPU time."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from autotune.cost_model import ResourceUsage, estimate
+from core.errors import IncorrectResultError, NoDeviceError
+from core.types import AttentionProblem, Problem, TileConfig
+
+ObjectiveKind = Literal["model", "measured"]
+WARMUP_RUNS = 3
+TIMED_RUNS = 10  # the issue's minimum; the median of these is the trial's value
+
+
+class CompiledLike(Protocol):
+    """What an objective needs of a compiled candidate (generator.compile.CompiledKernel)."""
+
+    @property
+    def resources(self) -> ResourceUsage: ...
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One candidate's value and where it came from."""
+
+    time_ms: float
+    kind: ObjectiveKind
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """Evaluates a compiled candidate; expected failures raise core.errors exceptions."""
+
+    kind: ObjectiveKind
+
+    def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation: ...
+
+
+def _family(problem: Problem) -> Any:
+    from templates.registry import get_family
+
+    return get_family(problem.family)
+
+
+class ModelObjective:
+    """The cost model on the candidate's real ptxas resources: no GPU needed."""
+
+    kind: ObjectiveKind = "model"
+
+    def __init__(self, *, arch: str, family: Any = None) -> None:
+        self.arch = arch
+        self._family = family
+
+    def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
+        family = self._family or _family(problem)
+        cost = estimate(
+            problem,
+            config,
+            compiled.resources,
+            dynamic_smem_bytes=family.smem_bytes(problem, config),
+            arch=self.arch,
+        )
+        return Evaluation(cost.time_ms, "model", cost.to_dict())
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """||got - want|| / ||want|| in float64 (Frobenius norm)."""
+    got64, want64 = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got64 - want64) / max(np.linalg.norm(want64), 1e-30))
+
+
+# Launches rotate over enough copies of the tensors to exceed the largest L2 here (H100, 50 MB)
+# twice over, so a warm cache does not flatter the kernel (hardware.md's L2 column).
+ROTATION_BYTES = 100 * 1024 * 1024
+MAX_ROTATION_SETS = 16
+
+
+def _host_dtype(problem: Problem) -> Any:
+    if problem.dtype == "bf16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.float16
+
+
+def _random_inputs(problem: Problem, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    dtype = _host_dtype(problem)
+    if isinstance(problem, AttentionProblem):
+        b, h, d = problem.batch, problem.heads, problem.head_dim
+        return {
+            "q": rng.standard_normal((b, h, problem.seq_q, d)).astype(dtype),
+            "k": rng.standard_normal((b, h, problem.seq_kv, d)).astype(dtype),
+            "v": rng.standard_normal((b, h, problem.seq_kv, d)).astype(dtype),
+        }
+    return {
+        "a": rng.standard_normal((problem.m, problem.k)).astype(dtype),
+        "b": rng.standard_normal((problem.k, problem.n)).astype(dtype),
+    }
+
+
+def _output_shapes(problem: Problem) -> dict[str, tuple[tuple[int, ...], Any]]:
+    if isinstance(problem, AttentionProblem):
+        rows = (problem.batch, problem.heads, problem.seq_q)
+        return {
+            "o": ((*rows, problem.head_dim), _host_dtype(problem)),
+            "lse": (rows, np.float32),
+        }
+    return {"c": ((problem.m, problem.n), _host_dtype(problem))}
+
+
+def _reference(problem: Problem, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The family's reference outputs in float64."""
+    if isinstance(problem, AttentionProblem):
+        from templates.attention.reference import attention_reference
+
+        o, lse = attention_reference(
+            inputs["q"], inputs["k"], inputs["v"], causal=problem.causal, accum_dtype=np.float64
+        )
+        return {"o": o, "lse": lse}
+    from templates.gemm.reference import gemm_reference
+
+    return {"c": gemm_reference(inputs["a"], inputs["b"], accum_dtype=np.float64)}
+
+
+class MeasuredObjective:
+    """Median CUDA-event kernel time on the GPU, after a once-per-candidate correctness check.
+
+    CUDA-only and unverified on hardware here: written against generator.device (load,
+    buffers, time_kernel with rotated Params). Inputs, the float64 reference and the rotated
+    buffer sets are made once per problem and reused by every candidate.
+    """
+
+    kind: ObjectiveKind = "measured"
+
+    def __init__(self, *, arch: str, family: Any = None, seed: int = 0) -> None:
+        self.arch = arch
+        self._family = family
+        self._rng = np.random.default_rng(seed)
+        self._problem: Problem | None = None
+        self._buffers: list[dict[str, Any]] = []
+        self._inputs: dict[str, np.ndarray] = {}
+        self._want: dict[str, np.ndarray] = {}
+
+    def _prepare(self, problem: Problem) -> None:
+        from generator import device
+
+        if self._problem == problem:
+            return
+        self.close()
+        self._inputs = _random_inputs(problem, self._rng)
+        self._want = _reference(problem, self._inputs)
+        outputs = _output_shapes(problem)
+        sets = min(MAX_ROTATION_SETS, max(1, -(-ROTATION_BYTES // problem.io_bytes())))
+        for _ in range(sets):
+            buffers = {name: device.to_device(array) for name, array in self._inputs.items()}
+            for name, (shape, dtype) in outputs.items():
+                buffers[name] = device.allocate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            self._buffers.append(buffers)
+        self._problem = problem
+
+    def close(self) -> None:
+        """Free the device buffers."""
+        for buffers in self._buffers:
+            for buffer in buffers.values():
+                buffer.free()
+        self._buffers, self._problem = [], None
+
+    def _check(self, problem: Problem, config: TileConfig, kernel: Any, geometry: Any) -> None:
+        family = self._family or _family(problem)
+        buffers = self._buffers[0]
+        outputs = _output_shapes(problem)
+        for name, (_, dtype) in outputs.items():
+            itemsize = np.dtype(dtype).itemsize
+            buffers[name].poison(itemsize, "bfloat16" if problem.dtype == "bf16" else "float16")
+        pointers = {name: buffer.ptr for name, buffer in buffers.items()}
+        kernel.launch(family.make_params(problem, pointers=pointers), geometry)
+        kernel.device.sync()
+        from generator.verify import LSE_ABS_TOL, Tolerance
+
+        rel_tol = Tolerance.of(problem.dtype).rel
+        for name, (shape, dtype) in outputs.items():
+            got = buffers[name].download(shape, dtype)
+            if name == "lse":  # fp32 throughout: an absolute bound (generator.verify)
+                error = float(np.max(np.abs(got.astype(np.float64) - self._want[name])))
+                tolerance = LSE_ABS_TOL
+            else:
+                error, tolerance = relative_error(got, self._want[name]), rel_tol
+            if not error <= tolerance:  # NaN (an unwritten output) fails too
+                raise IncorrectResultError(
+                    f"{problem.family} {config} output {name}", error=error, tolerance=tolerance
+                )
+
+    def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
+        from generator import device
+
+        family = self._family or _family(problem)
+        self._prepare(problem)
+        geometry = family.launch_geometry(problem, config)
+        kernel = device.load(
+            compiled.cubin, compiled.kernel_name, geometry.smem_bytes, ptx=compiled.ptx
+        )
+        self._check(problem, config, kernel, geometry)
+        params = [
+            family.make_params(problem, pointers={n: b.ptr for n, b in buffers.items()})
+            for buffers in self._buffers
+        ]
+        times_ms = device.time_kernel(
+            kernel, params, geometry, warmup=WARMUP_RUNS, repetitions=TIMED_RUNS
+        )
+        return Evaluation(
+            statistics.median(times_ms),
+            "measured",
+            {"runs": len(times_ms), "min_ms": min(times_ms), "max_ms": max(times_ms)},
+        )
+
+
+def choose_objective(arch: str) -> Objective:
+    """Measured when a GPU of exactly `arch` is present, else the cost model."""
+    from generator.gpu import probe
+
+    gpu = probe()
+    if gpu.available and gpu.arch == arch:
+        return MeasuredObjective(arch=arch)
+    return ModelObjective(arch=arch)
+
+
+def require_gpu(arch: str) -> MeasuredObjective:
+    """A measured objective, or NoDeviceError saying why none can be had."""
+    from generator.gpu import probe
+
+    gpu = probe()
+    if not gpu.available or gpu.arch != arch:
+        raise NoDeviceError(
+            f"measured tuning for {arch} needs a {arch} GPU; found: {gpu.arch or gpu.reason}. "
+            "Tune with the cost model instead (the default without a GPU)."
+        )
+    return MeasuredObjective(arch=arch)

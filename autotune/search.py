@@ -1,0 +1,294 @@
+"""Tune one problem: search its family's tile space, compile in batches, keep the best."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from autotune.objective import Objective, ObjectiveKind, choose_objective
+from autotune.strategy import Candidate, Searcher, SearchSpace, StrategySettings
+from core.config import default_jobs
+from core.errors import (
+    CompileError,
+    IncorrectResultError,
+    InvalidConfigError,
+    LaunchError,
+    NoValidConfigError,
+    OutOfResourcesError,
+)
+from core.space import Space
+from core.types import Problem, TileConfig
+
+Status = Literal[
+    "ok", "invalid", "compile_error", "spill", "out_of_resources", "incorrect", "launch_error"
+]
+# compile_fn(problem, configs, *, arch, jobs) -> one compiled kernel or CompileError per config.
+CompileFn = Callable[..., Sequence[Any]]
+DEFAULT_TRIALS = 48
+MAX_REASONS_LISTED = 12
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One proposal of the search and what became of it."""
+
+    number: int  # Optuna trial number; invalid proposals are numbered too
+    config: dict[str, int]
+    status: Status
+    reason: str | None = None
+    value_ms: float | None = None
+    kind: ObjectiveKind | None = None
+    resources: dict[str, int] | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    spent: bool = True  # False for proposals the space rejected before compiling
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "detail": dict(self.detail)}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The fastest configuration found and the full record of how."""
+
+    problem: Problem
+    arch: str
+    objective_kind: ObjectiveKind
+    best_config: TileConfig
+    best_time_ms: float
+    records: tuple[TrialRecord, ...]
+    trials_run: int  # configurations compiled and evaluated (the budget's unit)
+    n_valid: int  # evaluated successfully
+    n_failed: int  # compiled or evaluated but failed (compile error, spill, resources, ...)
+    n_invalid: int  # proposals rejected by the space before compiling (not counted in trials)
+    wall_time_s: float
+    stopped_by: Literal["trials", "timeout", "exhausted"]
+    seed: int
+
+
+def family_search_space(space: Space, problem: Problem, arch: str) -> SearchSpace:
+    """The family's Space for one problem and arch as the strategy's generic SearchSpace."""
+
+    def violations(params: Mapping[str, Any]) -> list[str]:
+        try:
+            config = TileConfig(**params)
+        except ValueError as exc:
+            return [str(exc)]
+        return space.violations(config, problem, arch)
+
+    return SearchSpace(
+        params=tuple((p.name, p.choices) for p in space.params), violations=violations
+    )
+
+
+def _default_compile(family: Any) -> CompileFn:
+    def compile_fn(
+        problem: Problem, configs: Sequence[TileConfig], *, arch: str, jobs: int
+    ) -> Sequence[Any]:
+        from generator.compile import compile_many
+        from generator.render import render
+
+        rendereds = [render(family, problem, config, arch=arch) for config in configs]
+        return compile_many(rendereds, arch=arch, jobs=jobs)
+
+    return compile_fn
+
+
+def _summarise(reasons: Sequence[str]) -> list[str]:
+    counts = collections.Counter(reasons)
+    lines = [f"{n} x {reason}" if n > 1 else reason for reason, n in counts.most_common()]
+    if len(lines) > MAX_REASONS_LISTED:
+        lines = [*lines[:MAX_REASONS_LISTED], f"... and {len(lines) - MAX_REASONS_LISTED} more"]
+    return lines
+
+
+def _no_valid_points(space: SearchSpace) -> list[str]:
+    """Why every point of `space` is invalid, most frequent rule first."""
+    reasons = []
+    for values in itertools.product(*(choices for _, choices in space.params)):
+        reasons += space.violations(space.as_dict(values))
+    return _summarise(reasons)
+
+
+def _evaluate(
+    candidate: Candidate, outcome: Any, problem: Problem, objective: Objective
+) -> TrialRecord:
+    """Turn one compile outcome into a record; expected failures are recorded, not raised."""
+    config = TileConfig(**candidate.params)
+    resources: dict[str, int] | None = None
+
+    def failed(status: Status, reason: str) -> TrialRecord:
+        return TrialRecord(candidate.number, config.to_dict(), status, reason, resources=resources)
+
+    if isinstance(outcome, CompileError):
+        return failed("compile_error", str(outcome).splitlines()[0])
+    if isinstance(outcome, OutOfResourcesError):
+        return failed("out_of_resources", str(outcome))
+    if isinstance(outcome, BaseException):
+        raise outcome
+    res = outcome.resources
+    resources = res.to_dict() if hasattr(res, "to_dict") else dict(vars(res))
+    if res.spill_store_bytes > 0 or res.spill_load_bytes > 0:
+        return failed(
+            "spill",
+            f"spills {res.spill_store_bytes} bytes stored, {res.spill_load_bytes} loaded "
+            f"per thread at {res.registers} registers",
+        )
+    try:
+        evaluation = objective.evaluate(problem, config, outcome)
+    except OutOfResourcesError as exc:
+        return failed("out_of_resources", str(exc))
+    except IncorrectResultError as exc:
+        return failed("incorrect", str(exc))
+    except LaunchError as exc:
+        return failed("launch_error", str(exc))
+    except InvalidConfigError as exc:
+        return failed("invalid", str(exc))
+    return TrialRecord(
+        candidate.number,
+        config.to_dict(),
+        "ok",
+        None,
+        evaluation.time_ms,
+        evaluation.kind,
+        resources,
+        evaluation.detail,
+    )
+
+
+def tune(
+    problem: Problem,
+    *,
+    arch: str,
+    trials: int = DEFAULT_TRIALS,
+    timeout_s: float | None = None,
+    seed: int = 0,
+    jobs: int | None = None,
+    objective: Objective | None = None,
+    progress: bool = True,
+    compile_fn: CompileFn | None = None,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+    space: Space | None = None,
+    settings: StrategySettings | None = None,
+) -> TuneResult:
+    """Search `problem`'s tile space on `arch` for the fastest configuration.
+
+    Args:
+        trials: evaluations to spend (compiled candidates); invalid proposals and repeats
+            are never spent.
+        timeout_s: stop starting new batches after this many seconds.
+        jobs: candidates compiled in parallel per batch (default: core.config.default_jobs()).
+        objective: default `choose_objective(arch)`: measured on a GPU of `arch`, else model.
+        compile_fn: `(problem, configs, *, arch, jobs) -> [CompiledKernel | CompileError]`;
+            default renders with the family's template and calls generator.compile.compile_many.
+        on_trial: called with every record as it is made.
+        space: default the family's space (templates.registry).
+
+    Raises:
+        NoValidConfigError: no candidate was valid, listing why each kind failed.
+    """
+    if trials < 1:
+        raise ValueError(f"trials={trials}: must be at least 1")
+    start = time.perf_counter()
+    family = None
+    if space is None or compile_fn is None:
+        from templates.registry import get_family
+
+        family = get_family(problem.family)
+        space = space or family.space
+    compile_fn = compile_fn or _default_compile(family)
+    objective = objective or choose_objective(arch)
+    jobs = max(1, jobs or default_jobs())
+    search_space = family_search_space(space, problem, arch)
+    searcher = Searcher(
+        search_space, seed=seed, budget=trials, settings=settings or StrategySettings()
+    )
+    if searcher.n_valid == 0:
+        raise NoValidConfigError(
+            f"{problem.family} {problem.shape_str()} on {arch}", _no_valid_points(search_space)
+        )
+
+    records: list[TrialRecord] = []
+    evaluated = 0
+    stopped_by: Literal["trials", "timeout", "exhausted"] = "trials"
+    best: TrialRecord | None = None
+
+    def record(rec: TrialRecord) -> None:
+        records.append(rec)
+        if on_trial is not None:
+            on_trial(rec)
+
+    bar = tqdm(
+        total=trials,
+        file=sys.stderr,
+        disable=not progress,
+        unit="trial",
+        desc=f"tune {problem.family} {problem.shape_str()} [{objective.kind}]",
+    )
+    try:
+        while evaluated < trials:
+            if timeout_s is not None and time.perf_counter() - start >= timeout_s:
+                stopped_by = "timeout"
+                break
+            batch: list[Candidate] = []
+            while len(batch) < min(jobs, trials - evaluated):
+                candidate = searcher.ask()
+                if candidate is None:
+                    break
+                batch.append(candidate)
+            for rejection in searcher.rejections:
+                if not rejection.repeat:
+                    reason = "; ".join(rejection.reasons)
+                    record(
+                        TrialRecord(
+                            rejection.number, rejection.params, "invalid", reason, spent=False
+                        )
+                    )
+            searcher.rejections.clear()
+            if not batch:
+                stopped_by = "exhausted"
+                break
+            configs = [TileConfig(**c.params) for c in batch]
+            outcomes = compile_fn(problem, configs, arch=arch, jobs=jobs)
+            for candidate, outcome in zip(batch, outcomes, strict=True):
+                rec = _evaluate(candidate, outcome, problem, objective)
+                searcher.tell(candidate, rec.value_ms, rec.reason)
+                evaluated += 1
+                record(rec)
+                if rec.value_ms is not None and (
+                    best is None or best.value_ms is None or rec.value_ms < best.value_ms
+                ):
+                    best = rec
+                bar.update(1)
+                if best is not None:
+                    bar.set_postfix_str(f"best {best.value_ms:.4f} ms ({objective.kind})")
+    finally:
+        bar.close()
+
+    if best is None or best.value_ms is None:
+        failures = [f"{r.status}: {r.reason}" for r in records if r.status != "ok"]
+        raise NoValidConfigError(
+            f"{problem.family} {problem.shape_str()} on {arch}",
+            _summarise(failures) or ["no candidate was evaluated (timeout too short?)"],
+        )
+    return TuneResult(
+        problem=problem,
+        arch=arch,
+        objective_kind=objective.kind,
+        best_config=TileConfig.from_dict(best.config),
+        best_time_ms=best.value_ms,
+        records=tuple(records),
+        trials_run=evaluated,
+        n_valid=sum(r.status == "ok" for r in records),
+        n_failed=sum(r.status != "ok" and r.spent for r in records),
+        n_invalid=sum(not r.spent for r in records),
+        wall_time_s=time.perf_counter() - start,
+        stopped_by=stopped_by,
+        seed=seed,
+    )

@@ -1,0 +1,48 @@
+"""Inter-process locks of the cache: OS file locks that die with their holder.
+
+We use filelock's UnixFileLock (fcntl.flock) on POSIX, never a soft (lock-file-exists) lock:
+the kernel drops an flock when its holder exits for any reason, SIGKILL included, so a killed
+process can never leave a lock that blocks others. The lock files themselves stay on disk,
+empty and harmless; they are never deleted, because unlinking a lock file that a live process
+holds would let a second process lock a new file of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import filelock
+
+from core.errors import CacheLockError
+
+INDEX_LOCK_TIMEOUT_S = 60.0
+
+_LockClass: type[filelock.BaseFileLock] = (
+    filelock.UnixFileLock if os.name == "posix" else filelock.FileLock
+)
+
+
+def file_lock(path: Path) -> filelock.BaseFileLock:
+    """An OS-level lock on `path` (created if missing); not reentrant across instances."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _LockClass(str(path))
+
+
+@contextmanager
+def hold(path: Path, *, timeout_s: float = INDEX_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the lock at `path` for the block; CacheLockError after `timeout_s`."""
+    lock = file_lock(path)
+    try:
+        lock.acquire(timeout=timeout_s)
+    except filelock.Timeout:
+        raise CacheLockError(
+            f"{path}: held by another process for more than {timeout_s:.0f} s; "
+            "a process still alive holds it (locks of dead processes are released by the OS)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

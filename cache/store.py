@@ -1,0 +1,531 @@
+"""KernelCache: the multi-process safe, LRU-bounded, layered store of tuned kernels.
+
+Concurrency argument (see also cache/layout.py and cache/lock.py):
+
+- Publish: a put writes the whole entry (header, metadata, cubin, PTX) to a temp file in the
+  same filesystem, fsyncs it, then renames it over `entries/<key>.kernel` and fsyncs the
+  directory. rename(2) is atomic, so a reader opens either the old file or the new one,
+  never a mix, and a writer killed at any point leaves at most an orphan temp file that no
+  reader ever looks at.
+- Readers take no lock: they read the entry file whole into memory and verify every
+  checksum before returning. If eviction unlinks the file meanwhile, the open descriptor
+  still reads the complete old inode (POSIX unlink semantics), so eviction never removes an
+  entry "while it is being read": the reader already holds all of it.
+- Renames into entries/, eviction and quarantine all run under `locks/index.lock`, so an
+  eviction decision can never delete an entry published after it scanned: a completed put
+  is only ever removed by a later eviction that saw it, or by a later put of the same key.
+- Single-flight builds hold `locks/<key>.lock` while building. All locks are OS flocks,
+  released by the kernel when the holder dies (SIGKILL included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from cache import eviction, validity
+from cache.entry import CacheEntry, KernelPayload, decode_entry, encode_entry, read_metadata
+from cache.layers import search_path
+from cache.layout import Layout, check_key
+from cache.lock import file_lock, hold
+from core import config
+from core.errors import CacheCorruptError, CacheMissError, TesseraError
+
+log = logging.getLogger("tessera.cache")
+
+DEFAULT_TOUCH_INTERVAL_S = 60.0
+DEFAULT_WAIT_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """One line of `KernelCache.entries()`: what `python -m cache ls` prints."""
+
+    kernel_key: str
+    layer: Path
+    read_only: bool
+    size_bytes: int
+    last_used_s: float
+    metadata: dict[str, Any] | None  # None when the metadata failed its checks
+    problem: str | None = None  # why metadata is None
+
+
+@dataclass(frozen=True)
+class BadEntry:
+    """An entry that failed verification."""
+
+    kernel_key: str
+    layer: Path
+    reason: str
+    removed: bool
+
+
+class KernelCache:
+    """The kernel cache: one writable directory plus read-only layers, searched in order."""
+
+    def __init__(
+        self,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        read_only_dirs: Sequence[str | os.PathLike[str]] | None = None,
+        writable: bool = True,
+        max_bytes: int | None = None,
+        max_entries: int | None = None,
+        touch_interval_s: float = DEFAULT_TOUCH_INTERVAL_S,
+        memo: bool = True,
+    ) -> None:
+        """Args:
+        cache_dir: the writable cache (default TESSERA_CACHE_DIR, else XDG user cache).
+        read_only_dirs: read-only layers searched after it (default TESSERA_CACHE_PATH).
+        writable: False to open `cache_dir` read-only (never written nor evicted).
+        max_bytes: LRU byte limit (default TESSERA_CACHE_MAX_BYTES, 2 GiB).
+        max_entries: optional LRU entry limit (default TESSERA_CACHE_MAX_ENTRIES, none).
+        touch_interval_s: last-use times are written at most this often per entry and
+            process, so a hot load is not a disk write; LRU order is exact to this grain.
+        memo: keep loaded entries in memory; a later get in this process is a dict lookup.
+        """
+        path = search_path(cache_dir=cache_dir, read_only_dirs=read_only_dirs, writable=writable)
+        self.search_path = path
+        self.max_bytes = max_bytes if max_bytes is not None else config.CACHE_MAX_BYTES.get()
+        self.max_entries = (
+            max_entries if max_entries is not None else config.CACHE_MAX_ENTRIES.get()
+        )
+        self.touch_interval_s = touch_interval_s
+        self._writable = Layout(path.writable) if path.writable is not None else None
+        self._layers: list[tuple[Layout, bool]] = []
+        if self._writable is not None:
+            self._layers.append((self._writable, False))
+        self._layers += [(Layout(p), True) for p in path.read_only]
+        self._memo_enabled = memo
+        # key -> [entry, monotonic time of its last touch by this process]
+        self._memo: dict[str, list[Any]] = {}
+
+    # ----------------------------------------------------------------------------- reads
+
+    def get(
+        self,
+        kernel_key: str,
+        *,
+        arch: str | None = None,
+        template_hash: str | None = None,
+        nvrtc_version: str | None = None,
+    ) -> CacheEntry | None:
+        """The first valid entry for `kernel_key` in the search path, else None.
+
+        Args:
+            arch: the device's arch (sm_XY); entries it cannot run are skipped, and an
+                entry whose cubin does not fit but whose PTX does comes back `use_ptx=True`.
+            template_hash: skip entries built from another template source.
+            nvrtc_version: skip entries built by another NVRTC (exact match).
+        """
+        return self.lookup(
+            kernel_key, arch=arch, template_hash=template_hash, nvrtc_version=nvrtc_version
+        )[0]
+
+    def require(
+        self,
+        kernel_key: str,
+        *,
+        arch: str | None = None,
+        template_hash: str | None = None,
+        nvrtc_version: str | None = None,
+    ) -> CacheEntry:
+        """Like `get`, but raise CacheMissError naming every layer searched and why it missed."""
+        entry, reasons = self.lookup(
+            kernel_key, arch=arch, template_hash=template_hash, nvrtc_version=nvrtc_version
+        )
+        if entry is None:
+            raise CacheMissError(kernel_key, [str(p) for p in self.search_path.all()], reasons)
+        return entry
+
+    def lookup(
+        self,
+        kernel_key: str,
+        *,
+        arch: str | None = None,
+        template_hash: str | None = None,
+        nvrtc_version: str | None = None,
+    ) -> tuple[CacheEntry | None, list[str]]:
+        """(entry or None, the reasons each entry found was not served)."""
+        memo = self._memo.get(kernel_key)
+        if memo is not None:
+            entry = memo[0]
+            reason, use_ptx = validity.check(
+                entry.metadata,
+                has_cubin=entry.cubin is not None,
+                has_ptx=entry.ptx is not None,
+                arch=arch,
+                template_hash=template_hash,
+                nvrtc_version=nvrtc_version,
+            )
+            if reason is None:
+                if not entry.read_only and time.monotonic() - memo[1] > self.touch_interval_s:
+                    memo[1] = time.monotonic()
+                    _touch(Layout(entry.layer).entry_path(kernel_key))
+                return (entry if entry.use_ptx == use_ptx else replace(entry, use_ptx=use_ptx)), []
+        check_key(kernel_key)
+        reasons: list[str] = []
+        for layout, read_only in self._layers:
+            entry, reason = self._load(layout, kernel_key, read_only=read_only)
+            if entry is None:
+                if reason:
+                    reasons.append(reason)
+                continue
+            reason, use_ptx = validity.check(
+                entry.metadata,
+                has_cubin=entry.cubin is not None,
+                has_ptx=entry.ptx is not None,
+                arch=arch,
+                template_hash=template_hash,
+                nvrtc_version=nvrtc_version,
+            )
+            if reason is not None:
+                reasons.append(f"{layout.entry_path(kernel_key)}: {reason}")
+                continue
+            if self._memo_enabled:
+                self._memo[kernel_key] = [entry, time.monotonic()]
+            return (replace(entry, use_ptx=True) if use_ptx else entry), reasons
+        return None, reasons
+
+    def _load(
+        self, layout: Layout, kernel_key: str, *, read_only: bool
+    ) -> tuple[CacheEntry | None, str | None]:
+        """Read and verify one layer's entry; quarantine it (writable layer) if corrupt."""
+        path = layout.entry_path(kernel_key)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                blob = f.read()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"{path}: unreadable: {exc}"
+        try:
+            metadata, cubin, ptx = decode_entry(blob, path=str(path))
+            if metadata.get("kernel_key") != kernel_key:
+                raise CacheCorruptError(
+                    str(path), f"records key {metadata.get('kernel_key')!r}, not {kernel_key!r}"
+                )
+        except CacheCorruptError as exc:
+            log.warning("cache miss, corrupt entry: %s", exc)
+            if not read_only:
+                self._quarantine(layout, path, st)
+            return None, f"{path}: corrupt: {exc.reason}"
+        if not read_only and time.time() - st.st_mtime > self.touch_interval_s:
+            _touch(path)
+        entry = CacheEntry(
+            kernel_key=kernel_key,
+            metadata=metadata,
+            cubin=cubin,
+            ptx=ptx,
+            layer=layout.root,
+            read_only=read_only,
+            size_bytes=len(blob),
+        )
+        return entry, None
+
+    def _quarantine(self, layout: Layout, path: Path, seen: os.stat_result) -> bool:
+        """Move the corrupt file we read out of entries/, unless a new put replaced it since."""
+        try:
+            with hold(layout.index_lock_path):
+                now = os.stat(path)
+                if (now.st_ino, now.st_dev) != (seen.st_ino, seen.st_dev):
+                    return False  # already replaced by a fresh put: leave that one alone
+                layout.quarantine_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(path, layout.quarantine_dir / f"{path.name}.{time.time_ns()}.bad")
+                log.warning("quarantined %s", path)
+                return True
+        except (OSError, TesseraError) as exc:
+            log.warning("could not quarantine %s: %s", path, exc)
+            return False
+
+    def read_entry_file(self, kernel_key: str) -> tuple[bytes, Path] | None:
+        """The verified bytes of the first entry file for `kernel_key` and its layer (bundles)."""
+        check_key(kernel_key)
+        for layout, _ in self._layers:
+            path = layout.entry_path(kernel_key)
+            try:
+                blob = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            try:
+                metadata, _, _ = decode_entry(blob, path=str(path))
+            except CacheCorruptError as exc:
+                log.warning("skipping corrupt entry: %s", exc)
+                continue
+            if metadata.get("kernel_key") == kernel_key:
+                return blob, layout.root
+        return None
+
+    def list_keys(self, *, writable_only: bool = False) -> list[str]:
+        """Every key present in any layer (or only the writable one), sorted, no duplicates."""
+        layers = [(lay, ro) for lay, ro in self._layers if not (writable_only and ro)]
+        return sorted({key for layout, _ in layers for key in layout.entry_keys()})
+
+    def entries(self) -> list[EntryInfo]:
+        """Every entry file of every layer with its metadata (payloads not read)."""
+        infos = []
+        for layout, read_only in self._layers:
+            for stat in sorted(eviction.scan(layout), key=lambda s: s.kernel_key):
+                path = layout.entry_path(stat.kernel_key)
+                metadata: dict[str, Any] | None
+                problem = None
+                try:
+                    metadata = read_metadata(path)
+                except (CacheCorruptError, OSError) as exc:
+                    metadata, problem = None, str(exc)
+                infos.append(
+                    EntryInfo(
+                        stat.kernel_key,
+                        layout.root,
+                        read_only,
+                        stat.size_bytes,
+                        stat.last_used_s,
+                        metadata,
+                        problem,
+                    )
+                )
+        return infos
+
+    def forget(self) -> None:
+        """Drop this process's memo: the next get reads from disk."""
+        self._memo.clear()
+
+    # ---------------------------------------------------------------------------- writes
+
+    def _require_writable(self) -> Layout:
+        if self._writable is None:
+            raise TesseraError(
+                "this KernelCache has no writable directory; "
+                "open it with writable=True and a cache_dir you can write"
+            )
+        return self._writable
+
+    def put(
+        self,
+        kernel_key: str,
+        *,
+        cubin: bytes | None,
+        ptx: str | None,
+        metadata: Mapping[str, Any],
+    ) -> CacheEntry:
+        """Store (or replace) the entry of `kernel_key` atomically; evict LRU entries if over.
+
+        Returns the entry as stored (metadata with kernel_key, format_version, created_at and
+        the payload checksums added).
+        """
+        layout = self._require_writable()
+        check_key(kernel_key)
+        head, cubin_bytes, ptx_bytes, stored = encode_entry(
+            kernel_key, cubin=cubin, ptx=ptx, metadata=metadata
+        )
+        self.publish_file(kernel_key, (head, cubin_bytes, ptx_bytes))
+        entry = CacheEntry(
+            kernel_key=kernel_key,
+            metadata=stored,
+            cubin=cubin_bytes if cubin is not None else None,
+            ptx=ptx,
+            layer=layout.root,
+            read_only=False,
+            size_bytes=len(head) + len(cubin_bytes) + len(ptx_bytes),
+        )
+        if self._memo_enabled:
+            self._memo[kernel_key] = [entry, time.monotonic()]
+        return entry
+
+    def publish_file(self, kernel_key: str, parts: Sequence[bytes]) -> list[str]:
+        """Write an already-encoded entry file atomically; return the keys evicted to fit it.
+
+        Callers other than `put` (bundle import) must have verified the bytes with
+        `decode_entry` first.
+        """
+        layout = self._require_writable()
+        layout.make_dirs()
+        delay_s = config.CACHE_WRITE_DELAY_S.get() or 0.0
+        final = layout.entry_path(kernel_key)
+        tmp = layout.tmp_dir / f"{kernel_key}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                for i, part in enumerate(parts):
+                    if i and delay_s:  # test hook: a window to SIGKILL a writer mid-put
+                        f.flush()
+                        time.sleep(delay_s)
+                    f.write(part)
+                f.flush()
+                os.fsync(f.fileno())
+            with hold(layout.index_lock_path):
+                os.replace(tmp, final)
+                _fsync_dir(layout.entries_dir)
+                evicted = self._evict_locked(
+                    layout,
+                    max_bytes=self.max_bytes,
+                    max_entries=self.max_entries,
+                    protect=frozenset([kernel_key]),
+                )
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._memo.pop(kernel_key, None)
+        return evicted
+
+    def _evict_locked(
+        self,
+        layout: Layout,
+        *,
+        max_bytes: int | None,
+        max_entries: int | None,
+        protect: frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """Evict LRU entries until the limits hold; the caller holds the index lock."""
+        if max_bytes is None and max_entries is None:
+            return []
+        victims = eviction.plan(
+            eviction.scan(layout), max_bytes=max_bytes, max_entries=max_entries, protect=protect
+        )
+        for key in victims:
+            layout.entry_path(key).unlink(missing_ok=True)
+            self._memo.pop(key, None)
+            log.info("evicted %s from %s (LRU)", key, layout.root)
+        return victims
+
+    def prune(self, *, max_bytes: int | None = None, max_entries: int | None = None) -> list[str]:
+        """Evict LRU entries of the writable cache down to the limits (default: the cache's);
+        also delete stale temp and quarantined files. Returns the evicted keys."""
+        layout = self._require_writable()
+        if not layout.version_dir.exists():
+            return []
+        with hold(layout.index_lock_path):
+            victims = self._evict_locked(
+                layout,
+                max_bytes=self.max_bytes if max_bytes is None else max_bytes,
+                max_entries=self.max_entries if max_entries is None else max_entries,
+            )
+        eviction.remove_stale(layout.tmp_dir)
+        eviction.remove_stale(layout.quarantine_dir)
+        return victims
+
+    def remove(self, kernel_key: str) -> bool:
+        """Remove one entry of the writable cache; True if it was there."""
+        layout = self._require_writable()
+        path = layout.entry_path(kernel_key)
+        self._memo.pop(kernel_key, None)
+        if not path.exists():
+            return False
+        with hold(layout.index_lock_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+        return True
+
+    def clear(self) -> int:
+        """Remove every entry and quarantined file of the writable cache; return the count."""
+        layout = self._require_writable()
+        self._memo.clear()
+        if not layout.version_dir.exists():
+            return 0
+        count = 0
+        with hold(layout.index_lock_path):
+            for key in layout.entry_keys():
+                layout.entry_path(key).unlink(missing_ok=True)
+                count += 1
+        eviction.remove_stale(layout.quarantine_dir, older_than_s=-1.0)
+        eviction.remove_stale(layout.tmp_dir)  # young temp files may belong to live writers
+        return count
+
+    def verify(self) -> list[BadEntry]:
+        """Check every entry of every layer; quarantine bad ones of the writable cache."""
+        bad = []
+        for layout, read_only in self._layers:
+            for key in layout.entry_keys():
+                path = layout.entry_path(key)
+                try:
+                    with open(path, "rb") as f:
+                        st = os.fstat(f.fileno())
+                        blob = f.read()
+                    metadata, _, _ = decode_entry(blob, path=str(path))
+                    if metadata.get("kernel_key") != key:
+                        raise CacheCorruptError(str(path), "metadata names another key")
+                except FileNotFoundError:
+                    continue
+                except CacheCorruptError as exc:
+                    removed = not read_only and self._quarantine(layout, path, st)
+                    bad.append(BadEntry(key, layout.root, exc.reason, removed))
+                    self._memo.pop(key, None)
+        return bad
+
+    # ---------------------------------------------------------------------- single-flight
+
+    def get_or_build(
+        self,
+        kernel_key: str,
+        build_fn: Callable[[], KernelPayload],
+        *,
+        wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+        arch: str | None = None,
+        template_hash: str | None = None,
+        nvrtc_version: str | None = None,
+    ) -> CacheEntry:
+        """The entry for `kernel_key`, building it with `build_fn` if no valid one exists.
+
+        Single-flight: of several processes missing the same key, one builds while the
+        others wait on the key's lock and then load its result. A waiter that waits longer
+        than `wait_timeout_s` builds itself; a builder that dies releases the lock at once.
+        """
+        want = {"arch": arch, "template_hash": template_hash, "nvrtc_version": nvrtc_version}
+        entry = self.get(kernel_key, **want)
+        if entry is not None:
+            return entry
+        layout = self._require_writable()
+        lock = file_lock(layout.key_lock_path(kernel_key))
+        try:
+            lock.acquire(timeout=wait_timeout_s)
+            locked = True
+        except filelock.Timeout:
+            log.warning(
+                "waited %.1f s for another process to build %s; building it here",
+                wait_timeout_s,
+                kernel_key,
+            )
+            locked = False
+        try:
+            if locked:
+                entry = self.get(kernel_key, **want)
+                if entry is not None:
+                    return entry
+            built = build_fn()
+            stored = self.put(kernel_key, cubin=built.cubin, ptx=built.ptx, metadata=built.metadata)
+            _, use_ptx = validity.check(
+                stored.metadata,
+                has_cubin=stored.cubin is not None,
+                has_ptx=stored.ptx is not None,
+                **want,
+            )
+            return replace(stored, use_ptx=use_ptx) if use_ptx else stored
+        finally:
+            if locked:
+                lock.release()
+
+
+def _touch(path: Path) -> None:
+    """Record a use: the entry file's mtime is its last-use time (contents untouched)."""
+    with contextlib.suppress(OSError):  # evicted or replaced meanwhile, or read-only fs
+        os.utime(path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

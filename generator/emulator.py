@@ -1,0 +1,270 @@
+"""Runs rendered attention and GEMM kernels on the CPU through the host build of their exact source."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from core.errors import EmulatorError, InvalidConfigError
+from core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
+from generator import toolchain
+from generator.host_build import build_host_library
+from generator.render import RenderedKernel, render
+from templates.registry import get_family
+
+NUMPY_DTYPES: dict[DType, Any] = {"fp16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
+# Each tensor sits between two guard zones of poison bytes; a kernel writing past either end of
+# a tensor changes them and the launch fails, instead of corrupting the Python heap.
+GUARD_BYTES = 4096
+POISON_BYTE = 0xFF  # NaN in f16, bf16 and f32
+ALIGN_BYTES = 256
+
+
+@dataclass(frozen=True)
+class EmulatedRun:
+    """What one emulated launch produced and cost."""
+
+    rendered: RenderedKernel
+    outputs: dict[str, np.ndarray]
+    compile_time_s: float
+    run_time_s: float
+    cache_hit: bool
+
+
+def dtype_name(array: np.ndarray) -> DType:
+    """The project's dtype name of a float16 or ml_dtypes.bfloat16 array."""
+    for name, dtype in NUMPY_DTYPES.items():
+        if array.dtype == dtype:
+            return name
+    raise TypeError(f"arrays must be float16 or ml_dtypes.bfloat16, got {array.dtype}")
+
+
+def resolve_config(
+    problem: Problem, config: TileConfig | Mapping[str, int] | None, *, arch: str | None = None
+) -> TileConfig:
+    """The family's default configuration, or `config` checked against the family's space.
+
+    Raises:
+        InvalidConfigError: naming the field, value and rule `config` breaks.
+    """
+    family = get_family(problem.family)
+    target = arch or toolchain.default_arch()
+    if config is None:
+        return family.default_config(problem, target)
+    if isinstance(config, TileConfig):
+        tile = config
+    else:
+        try:
+            tile = TileConfig.from_dict(dict(config))
+        except (ValueError, TypeError) as exc:
+            raise InvalidConfigError(f"config={dict(config)!r}: {exc}", config=config) from None
+    violations = family.space.violations(tile, problem, target)
+    if violations:
+        detail = "".join(f"\n  - {reason}" for reason in violations)
+        raise InvalidConfigError(
+            f"{family.name} config {tile} is invalid for {problem.shape_str()} ({problem.dtype}) "
+            f"on {target}:{detail}\n  pick one of space.valid_configs(problem, arch)",
+            config=tile.to_dict(),
+        )
+    return tile
+
+
+class _GuardedBuffer:
+    """A C-contiguous array placed between two poisoned guard zones."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.name = name
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        self._raw = np.full(GUARD_BYTES + nbytes + GUARD_BYTES + ALIGN_BYTES, POISON_BYTE, np.uint8)
+        start = GUARD_BYTES + (-(self._raw.ctypes.data + GUARD_BYTES) % ALIGN_BYTES)
+        self._start, self._end = start, start + nbytes
+        self.array = self._raw[start : start + nbytes].view(dtype).reshape(shape)
+
+    @property
+    def address(self) -> int:
+        return int(self.array.ctypes.data)
+
+    def check_guards(self, kernel: str) -> None:
+        below = self._raw[self._start - GUARD_BYTES : self._start]
+        above = self._raw[self._end : self._end + GUARD_BYTES]
+        for side, zone in (("before", below), ("after", above)):
+            touched = np.flatnonzero(zone != POISON_BYTE)
+            if touched.size:
+                raise EmulatorError(
+                    f"kernel {kernel} wrote {touched.size} bytes out of bounds {side} tensor "
+                    f"{self.name!r} (within {GUARD_BYTES} bytes of its end); check the store's "
+                    "row/column bounds"
+                )
+
+
+def run_rendered(
+    rendered: RenderedKernel,
+    *,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+    scale: float | None = None,
+) -> EmulatedRun:
+    """Build (or reuse) the host library of `rendered.source` and launch it over its grid.
+
+    Outputs start as NaN so elements the kernel never writes show up in any comparison.
+
+    Raises:
+        CompileError: the host compiler rejected the source.
+        EmulatorError: the kernel faulted (deadlock, divergence, bad address, stray write).
+    """
+    family = get_family(rendered.family)
+    problem, config = rendered.problem, rendered.config
+    library = build_host_library(rendered.source)
+    kernel = library.kernel(rendered.kernel_name)
+    buffers: dict[str, _GuardedBuffer] = {}
+    for name, array in inputs.items():
+        buffers[name] = _GuardedBuffer(name, array.shape, array.dtype)
+        buffers[name].array[...] = array
+    for name, (shape, dtype) in outputs.items():
+        buffers[name] = _GuardedBuffer(name, shape, np.dtype(dtype))  # already NaN
+    pointers = {name: buf.address for name, buf in buffers.items()}
+    params: ctypes.Structure = (
+        family.make_params(problem, pointers=pointers, scale=scale)
+        if scale is not None
+        else family.make_params(problem, pointers=pointers)
+    )
+    geometry = family.launch_geometry(problem, config)
+    start = time.perf_counter()
+    kernel.launch(
+        params, grid=geometry.grid, block=geometry.block, smem_bytes=geometry.smem_bytes
+    )
+    run_time_s = time.perf_counter() - start
+    for buf in buffers.values():
+        buf.check_guards(rendered.kernel_name)
+    return EmulatedRun(
+        rendered=rendered,
+        outputs={name: buffers[name].array.copy() for name in outputs},
+        compile_time_s=library.compile_time_s,
+        run_time_s=run_time_s,
+        cache_hit=library.cache_hit,
+    )
+
+
+def attention_problem(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = False
+) -> AttentionProblem:
+    """The problem that q [B,H,Sq,D], k and v [B,H,Skv,D] describe; ValueError on mismatch."""
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError("q, k, v must be 4-D [batch, heads, seq, head_dim] arrays")
+    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(
+            f"q {q.shape}, k {k.shape}, v {v.shape}: need q [B,H,Sq,D] and k, v [B,H,Skv,D]"
+        )
+    dtype = dtype_name(q)
+    if dtype_name(k) != dtype or dtype_name(v) != dtype:
+        raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    b, h, sq, d = q.shape
+    return AttentionProblem(b, h, sq, k.shape[2], d, dtype=dtype, causal=bool(causal))
+
+
+def gemm_problem(a: np.ndarray, b: np.ndarray) -> GemmProblem:
+    """The problem that a [M,K] and b [K,N] describe; ValueError on mismatch."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"a {a.shape}, b {b.shape}: need a [M,K] and b [K,N]")
+    dtype = dtype_name(a)
+    if dtype_name(b) != dtype:
+        raise TypeError(f"a and b must share one dtype, got {a.dtype}, {b.dtype}")
+    return GemmProblem(a.shape[0], b.shape[1], a.shape[1], dtype=dtype)
+
+
+def run_attention_problem(
+    problem: AttentionProblem,
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    scale: float | None = None,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> EmulatedRun:
+    """Render the attention kernel for `problem` and run it on q, k, v (outputs o and lse)."""
+    target = arch or toolchain.default_arch()
+    tile = resolve_config(problem, config, arch=target)
+    rendered = render(get_family("attention"), problem, tile, specialized=specialized, arch=target)
+    b, h, sq, d = q.shape
+    return run_rendered(
+        rendered,
+        inputs={"q": _c(q), "k": _c(k), "v": _c(v)},
+        outputs={"o": ((b, h, sq, d), q.dtype), "lse": ((b, h, sq), np.dtype(np.float32))},
+        scale=scale,
+    )
+
+
+def run_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Attention forward on the emulator: (O [B,H,Sq,D] in the input dtype, LSE [B,H,Sq] f32).
+
+    Raises:
+        InvalidConfigError: `config` is not valid for this problem.
+        EmulatorError: the kernel faulted.
+    """
+    problem = attention_problem(q, k, v, causal=causal)
+    run = run_attention_problem(
+        problem, q, k, v, scale=scale, config=config, specialized=specialized, arch=arch
+    )
+    return run.outputs["o"], run.outputs["lse"]
+
+
+def run_gemm_problem(
+    problem: GemmProblem,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> EmulatedRun:
+    """Render the GEMM kernel for `problem` and run it on a, b (output c)."""
+    target = arch or toolchain.default_arch()
+    tile = resolve_config(problem, config, arch=target)
+    rendered = render(get_family("gemm"), problem, tile, specialized=specialized, arch=target)
+    return run_rendered(
+        rendered,
+        inputs={"a": _c(a), "b": _c(b)},
+        outputs={"c": ((problem.m, problem.n), a.dtype)},
+    )
+
+
+def run_gemm(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> np.ndarray:
+    """C = A @ B on the emulator, in the input dtype.
+
+    Raises:
+        InvalidConfigError: `config` is not valid for this problem.
+        EmulatorError: the kernel faulted.
+    """
+    problem = gemm_problem(a, b)
+    return run_gemm_problem(
+        problem, a, b, config=config, specialized=specialized, arch=arch
+    ).outputs["c"]
+
+
+def _c(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array)

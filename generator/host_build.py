@@ -1,0 +1,202 @@
+"""The host build: a rendered kernel source compiled by the system C++ compiler into a launchable .so."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import config
+from core.errors import CompileError, EmulatorError, LaunchError
+
+INCLUDE_DIR = Path(__file__).resolve().parent.parent / "templates" / "include"
+HOST_HEADER_DIR = INCLUDE_DIR / "tessera"
+# The emulator is a test vehicle and at test shapes the compiler dominates: an attention kernel
+# builds in ~0.4 s at -O0 vs ~1.0 s at -O1/-O2 and runs 1x2x128x64 in 40 ms vs 13 ms
+# (benchmarks/bench_emulator.py). Larger problems amortise -O2.
+DEFAULT_OPT_LEVEL = 0
+HOST_FLAGS: tuple[str, ...] = (
+    "-std=c++20",
+    "-fPIC",
+    "-shared",
+    "-fno-strict-aliasing",
+    "-fvisibility=hidden",
+    "-fno-gnu-unique",
+    "-DTESSERA_HOST_EMULATION",
+)
+ERROR_BUFFER_BYTES = 4096
+HOST_CACHE_FORMAT = 1
+
+_loaded: dict[str, ctypes.CDLL] = {}
+_loaded_lock = threading.Lock()
+
+
+@functools.cache
+def compiler_version(cxx: str) -> str:
+    """The first line of `cxx --version`; part of every host-build cache key."""
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise CompileError(
+            f"host C++ compiler {cxx!r} is not usable; install g++ >= 12 or set TESSERA_CXX",
+            log=str(exc),
+        ) from exc
+    return out.stdout.splitlines()[0] if out.stdout else cxx
+
+
+def host_header_digest() -> str:
+    """Hash of every header the host build can include (the intrinsics contract, both halves)."""
+    digest = hashlib.sha256()
+    for path in sorted(HOST_HEADER_DIR.rglob("*")):
+        if path.is_file() and path.suffix in (".h", ".cuh"):
+            digest.update(str(path.relative_to(HOST_HEADER_DIR)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def host_build_key(source: str, *, cxx: str, flags: Sequence[str]) -> str:
+    """Content address of a host build: source, host headers, compiler version, flags, format."""
+    digest = hashlib.sha256()
+    for part in (
+        source,
+        host_header_digest(),
+        compiler_version(cxx),
+        " ".join(flags),
+        str(HOST_CACHE_FORMAT),
+    ):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class HostLibrary:
+    """A built and loaded host library and where it came from."""
+
+    path: Path
+    key: str
+    compile_time_s: float
+    cache_hit: bool
+    lib: ctypes.CDLL
+
+    def kernel(self, kernel_name: str) -> HostKernel:
+        try:
+            fn = getattr(self.lib, f"tessera_launch_{kernel_name}")
+        except AttributeError:
+            raise EmulatorError(
+                f"{self.path} exports no tessera_launch_{kernel_name}; does the source end with "
+                f"TESSERA_EXPORT({kernel_name}, Params)?"
+            ) from None
+        fn.restype = ctypes.c_int
+        fn.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_size_t,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
+        return HostKernel(name=kernel_name, fn=fn)
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    """One exported launcher: runs the kernel over a grid on the CPU."""
+
+    name: str
+    fn: ctypes._CFuncPtr  # type: ignore[name-defined]
+
+    def launch(
+        self,
+        params: ctypes.Structure,
+        *,
+        grid: Sequence[int],
+        block: Sequence[int],
+        smem_bytes: int,
+    ) -> None:
+        """Run every block; raises EmulatorError with the emulator's diagnosis on a fault."""
+        grid3 = (ctypes.c_uint * 3)(*_dim3(grid))
+        block3 = (ctypes.c_uint * 3)(*_dim3(block))
+        err = ctypes.create_string_buffer(ERROR_BUFFER_BYTES)
+        status = self.fn(
+            ctypes.byref(params), grid3, block3, smem_bytes, err, ERROR_BUFFER_BYTES
+        )
+        if status != 0:
+            message = err.value.decode(errors="replace")
+            if "declared for at most" in message:
+                raise LaunchError(message, kernel=self.name, grid=grid, block=block)
+            raise EmulatorError(f"{message} (grid={tuple(grid)}, block={tuple(block)})")
+
+
+def _dim3(dims: Sequence[int]) -> tuple[int, int, int]:
+    padded = (*tuple(int(d) for d in dims), 1, 1, 1)[:3]
+    return padded[0], padded[1], padded[2]
+
+
+def build_host_library(
+    source: str, *, opt_level: int = DEFAULT_OPT_LEVEL, cache_dir: Path | None = None
+) -> HostLibrary:
+    """Compile `source` for the host (or reuse the build of the same content) and load it.
+
+    Raises:
+        CompileError: the host compiler rejected the source; carries its log and flags.
+    """
+    if opt_level not in (0, 1, 2, 3):
+        raise ValueError(f"opt_level={opt_level}: must be 0, 1, 2 or 3 (g++ -O level)")
+    cxx = config.CXX.get() or "g++"
+    flags = (*HOST_FLAGS, f"-O{opt_level}")
+    key = host_build_key(source, cxx=cxx, flags=flags)
+    with _loaded_lock:
+        lib = _loaded.get(key)
+    root = (cache_dir or config.default_compile_cache_dir()) / "host"
+    path = root / key[:2] / f"{key}.so"
+    if lib is not None:
+        return HostLibrary(path=path, key=key, compile_time_s=0.0, cache_hit=True, lib=lib)
+    cache_hit = path.exists()
+    compile_time_s = 0.0
+    if not cache_hit:
+        compile_time_s = _compile(source, path, cxx=cxx, flags=flags)
+    lib = ctypes.CDLL(str(path))
+    with _loaded_lock:
+        _loaded.setdefault(key, lib)
+    return HostLibrary(
+        path=path, key=key, compile_time_s=compile_time_s, cache_hit=cache_hit, lib=lib
+    )
+
+
+def _compile(source: str, path: Path, *, cxx: str, flags: Sequence[str]) -> float:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Private temporaries, then an atomic rename: parallel test processes never see a partial .so.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
+        src = Path(tmp) / "kernel.cpp"
+        src.write_text(source)
+        out = Path(tmp) / "kernel.so"
+        cmd = [cxx, *flags, f"-I{INCLUDE_DIR}", "-x", "c++", str(src), "-o", str(out)]
+        start = time.perf_counter()
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if result.returncode != 0:
+            raise CompileError(
+                "host build failed: the kernel source does not compile for the emulator",
+                log=result.stderr or result.stdout,
+                options=cmd,
+            )
+        os.replace(out, path)
+    return elapsed
+
+
+def array_pointer(array: np.ndarray) -> int:
+    """Address of a C-contiguous array's first element (what a Params pointer field takes)."""
+    if not array.flags.c_contiguous:
+        raise ValueError("kernel arguments must be C-contiguous arrays")
+    return int(array.ctypes.data)

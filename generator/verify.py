@@ -1,0 +1,252 @@
+"""`python -m generator.verify`: run kernels on the host emulator and check them against float64 NumPy.
+
+Tolerances, from the unit roundoff u of the output dtype (fp16: u = 2^-11, bf16: u = 2^-8): the
+kernels accumulate in fp32, so the error that survives is the final rounding of each output
+element (<= u relative) plus, for attention, the rounding of P to 16 bits before P*V (<= u
+relative per probability). Both are normwise <= 2u; the tolerance of 4u on
+||out - ref|| / ||ref|| leaves room for fp32 accumulation and fast_exp2, and an indexing, layout
+or synchronisation bug moves the error to O(1). The max abs error is bounded by 8u * max|ref|.
+LSE is fp32 throughout: max abs error 1e-3 (a mis-indexed row is off by O(1)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from core import config as knobs
+from core.errors import CompileError, EmulatorError, InvalidConfigError, TesseraError
+from core.types import DTYPES, OPS, AttentionProblem, GemmProblem, Problem, TileConfig, parse_shape
+from generator import emulator, toolchain
+from generator.host_build import build_host_library
+from generator.render import render
+from templates.registry import get_family
+
+UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8}
+REL_TOL_ULPS = 4.0
+MAX_ABS_TOL_ULPS = 8.0
+LSE_ABS_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Acceptance bounds of one dtype."""
+
+    rel: float  # on ||out - ref||_2 / ||ref||_2
+    max_abs_factor: float  # max |out - ref| <= max_abs_factor * max |ref|
+
+    @classmethod
+    def of(cls, dtype: str) -> Tolerance:
+        u = UNIT_ROUNDOFF[dtype]
+        return cls(rel=REL_TOL_ULPS * u, max_abs_factor=MAX_ABS_TOL_ULPS * u)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one configuration."""
+
+    config: TileConfig
+    passed: bool
+    rel_err: float
+    max_abs_err: float
+    detail: str
+    compile_time_s: float = 0.0
+    run_time_s: float = 0.0
+
+    def line(self, problem: Problem) -> str:
+        status = "PASS" if self.passed else "FAIL"
+        numbers = (
+            f"rel_err={self.rel_err:.2e} max_abs={self.max_abs_err:.2e}"
+            if np.isfinite(self.rel_err)
+            else "rel_err=nan"
+        )
+        return (
+            f"{status} {problem.family} {problem.dtype} {problem.shape_str()}"
+            f"{' causal' if getattr(problem, 'causal', False) else ''} {self.config} {numbers} "
+            f"compile={self.compile_time_s:.2f}s run={self.run_time_s:.2f}s"
+            + (f" {self.detail}" if self.detail else "")
+        )
+
+
+def random_inputs(problem: Problem, seed: int) -> dict[str, np.ndarray]:
+    """Fresh standard-normal inputs in the problem's dtype (never zeros: a kernel that ignores an
+    operand cannot pass)."""
+    rng = np.random.default_rng(seed)
+    dtype = emulator.NUMPY_DTYPES[problem.dtype]
+
+    def draw(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(dtype)
+
+    if isinstance(problem, AttentionProblem):
+        b, h, d = problem.batch, problem.heads, problem.head_dim
+        return {
+            "q": draw(b, h, problem.seq_q, d),
+            "k": draw(b, h, problem.seq_kv, d),
+            "v": draw(b, h, problem.seq_kv, d),
+        }
+    return {"a": draw(problem.m, problem.k), "b": draw(problem.k, problem.n)}
+
+
+def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The family's NumPy reference, accumulated in float64."""
+    if isinstance(problem, AttentionProblem):
+        from templates.attention.reference import attention_reference
+
+        o, lse = attention_reference(
+            inputs["q"], inputs["k"], inputs["v"], causal=problem.causal, accum_dtype=np.float64
+        )
+        return {"o": np.asarray(o, np.float64), "lse": np.asarray(lse, np.float64)}
+    from templates.gemm.reference import gemm_reference
+
+    return {"c": np.asarray(gemm_reference(inputs["a"], inputs["b"], accum_dtype=np.float64))}
+
+
+def compare(
+    problem: Problem, outputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> tuple[bool, float, float, str]:
+    """(passed, rel_err, max_abs_err, reason) of the main output, plus LSE for attention."""
+    name = "o" if isinstance(problem, AttentionProblem) else "c"
+    out = outputs[name].astype(np.float64)
+    ref = expected[name]
+    tol = Tolerance.of(problem.dtype)
+    unwritten = int(np.count_nonzero(np.isnan(out) & ~np.isnan(ref)))
+    if unwritten:
+        return False, float("nan"), float("nan"), f"{unwritten} {name} elements NaN (unwritten?)"
+    diff = np.abs(out - ref)
+    ref_norm = float(np.linalg.norm(ref))
+    rel = float(np.linalg.norm(out - ref)) / ref_norm if ref_norm else float(np.linalg.norm(out))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_abs_tol = tol.max_abs_factor * float(np.abs(ref).max() if ref.size else 0.0)
+    reasons = []
+    if rel > tol.rel:
+        reasons.append(f"rel_err > {tol.rel:.1e}")
+    if max_abs > max_abs_tol:
+        reasons.append(f"max_abs > {max_abs_tol:.1e}")
+    if isinstance(problem, AttentionProblem):
+        lse, lse_ref = outputs["lse"].astype(np.float64), expected["lse"]
+        same_inf = np.isinf(lse_ref) & (lse == lse_ref)
+        lse_err = np.where(same_inf, 0.0, np.abs(lse - lse_ref))
+        worst = float(np.nanmax(lse_err)) if not np.isnan(lse_err).any() else float("nan")
+        if not worst <= LSE_ABS_TOL:
+            reasons.append(f"lse max_abs={worst:.2e} > {LSE_ABS_TOL:.0e}")
+    return not reasons, rel, max_abs, "; ".join(reasons)
+
+
+def verify_config(
+    problem: Problem, config: TileConfig, *, seed: int, arch: str, specialized: bool = False
+) -> Verdict:
+    """Run one configuration on fresh random inputs and compare with the reference."""
+    inputs = random_inputs(problem, seed)
+    try:
+        if isinstance(problem, AttentionProblem):
+            run = emulator.run_attention_problem(
+                problem, inputs["q"], inputs["k"], inputs["v"], config=config,
+                specialized=specialized, arch=arch,
+            )  # fmt: skip
+        else:
+            run = emulator.run_gemm_problem(
+                problem, inputs["a"], inputs["b"], config=config, specialized=specialized,
+                arch=arch,
+            )  # fmt: skip
+    except (EmulatorError, CompileError) as exc:
+        first = str(exc).splitlines()[0]
+        return Verdict(config, False, float("nan"), float("nan"), f"{type(exc).__name__}: {first}")
+    passed, rel, max_abs, reason = compare(problem, run.outputs, reference(problem, inputs))
+    return Verdict(
+        config, passed, rel, max_abs, reason, run.compile_time_s, run.run_time_s
+    )
+
+
+def prebuild(
+    problem: Problem, configs: Sequence[TileConfig], *, arch: str, specialized: bool, jobs: int
+) -> None:
+    """Host-build every configuration's source in parallel (the compiler is the slow part)."""
+    family = get_family(problem.family)
+    sources = [render(family, problem, c, specialized=specialized, arch=arch).source for c in configs]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for future in [pool.submit(build_host_library, s) for s in sources]:
+            try:
+                future.result()
+            except CompileError:
+                pass  # reported by verify_config with the configuration it belongs to
+
+
+def verify(
+    problem: Problem,
+    configs: Sequence[TileConfig],
+    *,
+    seed: int,
+    arch: str,
+    specialized: bool = False,
+    jobs: int = 1,
+    report: Callable[[str], None] = print,
+) -> list[Verdict]:
+    """Verify each configuration, reporting one line per configuration as it finishes."""
+    if jobs > 1 and len(configs) > 1:
+        prebuild(problem, configs, arch=arch, specialized=specialized, jobs=jobs)
+    verdicts = []
+    for config in configs:
+        verdict = verify_config(problem, config, seed=seed, arch=arch, specialized=specialized)
+        report(verdict.line(problem))
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m generator.verify",
+        description="Run kernels on the CPU host emulator and compare with a float64 reference.",
+    )
+    parser.add_argument("--op", choices=OPS, required=True)
+    parser.add_argument("--shape", required=True, help="attention BxHxSxD or BxHxSQxSKVxD; gemm MxNxK")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp16")
+    parser.add_argument("--causal", action="store_true", help="causal attention")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", help='JSON, e.g. {"block_m":64,"block_n":64,"block_k":16,...}')
+    which.add_argument("--all-configs", action="store_true", help="every valid configuration")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default=None, help="constraints of this arch (default: detected)")
+    parser.add_argument("--specialized", action="store_true", help="sizes as compile-time constants")
+    parser.add_argument("--jobs", type=int, default=None, help="parallel host builds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        problem = parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)
+        arch = args.arch or toolchain.default_arch()
+        family = get_family(problem.family)
+        if args.all_configs:
+            configs = family.space.valid_configs(problem, arch)
+            if not configs:
+                print(f"no valid {family.name} configuration for {problem.shape_str()} on {arch}")
+                return 2
+        elif args.config:
+            configs = [emulator.resolve_config(problem, json.loads(args.config), arch=arch)]
+        else:
+            configs = [family.default_config(problem, arch)]
+    except (ValueError, InvalidConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    jobs = args.jobs or knobs.default_jobs()
+    try:
+        verdicts = verify(
+            problem, configs, seed=args.seed, arch=arch, specialized=args.specialized, jobs=jobs
+        )
+    except TesseraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = sum(not v.passed for v in verdicts)
+    print(f"{len(verdicts) - failed}/{len(verdicts)} configurations passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The real tier backends: NumPy reference, host emulator, CPU-only pre-warming and CUDA."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from core.config import ARCH
+from core.errors import CacheMissError, NoDeviceError
+from core.hardware import DEFAULT_ARCH
+from core.types import Problem, TileConfig
+from runtime.config import RuntimeConfig
+from runtime.specialized import load_specialized
+from runtime.tiers import Backends, Kernel, Tier
+
+log = logging.getLogger("tessera.runtime")
+
+
+class ReferenceKernel:
+    """Tier 1: the family's NumPy reference (bounded memory, fp32 accumulation)."""
+
+    tier = Tier.REFERENCE
+    kernel_key: str | None = None
+    config: TileConfig | None = None
+
+    def __init__(self, op: str) -> None:
+        self.op = op
+
+    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+        if self.op == "attention":
+            from templates.attention.reference import attention_reference
+
+            q, k, v = inputs
+            o, lse = attention_reference(q, k, v, causal=causal, scale=scale)
+            return np.asarray(o).astype(q.dtype, copy=False), lse
+        from templates.gemm.reference import gemm_reference
+
+        a, b = inputs
+        return np.asarray(gemm_reference(a, b)).astype(a.dtype, copy=False), None
+
+
+class EmulatedKernel:
+    """Tiers 2 and 3 on the host emulator: the real kernel source, run on the CPU."""
+
+    def __init__(
+        self, *, tier: Tier, problem: Problem, config: TileConfig, kernel_key: str, arch: str
+    ) -> None:
+        self.tier = tier
+        self.problem = problem
+        self.arch = arch
+        self.config: TileConfig | None = config
+        self.kernel_key: str | None = kernel_key
+        self._specialized = tier is Tier.SPECIALIZED
+
+    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+        from generator import emulator
+
+        config = self.config.to_dict() if self.config is not None else None
+        if self.problem.op == "attention":
+            q, k, v = inputs
+            return emulator.run_attention(
+                q,
+                k,
+                v,
+                causal=causal,
+                scale=scale,
+                config=config,
+                specialized=self._specialized,
+                arch=self.arch,
+            )
+        a, b = inputs
+        return emulator.run_gemm(
+            a, b, config=config, specialized=self._specialized, arch=self.arch
+        ), None
+
+
+class PrewarmedKernel:
+    """A kernel built (and cached) for the target arch that this machine does not execute."""
+
+    def __init__(self, *, tier: Tier, config: TileConfig, kernel_key: str) -> None:
+        self.tier = tier
+        self.config: TileConfig | None = config
+        self.kernel_key: str | None = kernel_key
+
+    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+        raise NoDeviceError(f"{self.kernel_key} was built for a GPU; device='cpu' runs tier 1 only")
+
+
+class HostBackends:
+    """device='emulator' (tiers 2 and 3 on the host emulator) or 'cpu' (tier 1 only, while
+    generic kernels are still compiled with NVRTC and hot shapes tuned: a cache to ship)."""
+
+    def __init__(self, config: RuntimeConfig, *, device: str, arch: str) -> None:
+        self.device = device
+        self.arch = arch
+        self.executes_compiled = device == "emulator"
+        self._config = config
+
+    def reference(self, op: str) -> Kernel:
+        return ReferenceKernel(op)
+
+    def generic(self, problem: Problem) -> Kernel:
+        from templates.registry import get_family
+
+        config = get_family(problem.op).default_config(problem, self.arch)
+        key = problem.generic_key(self.arch)
+        if not self.executes_compiled:
+            _compile_for_arch(problem, config, self.arch, specialized=False)
+            return PrewarmedKernel(tier=Tier.GENERIC, config=config, kernel_key=key)
+        return EmulatedKernel(
+            tier=Tier.GENERIC, problem=problem, config=config, kernel_key=key, arch=self.arch
+        )
+
+    def forced(self, problem: Problem, config: TileConfig) -> Kernel:
+        if not self.executes_compiled:
+            raise ValueError(
+                "config= runs a compiled kernel; device='cpu' executes tier 1 only: "
+                "use device='emulator' or 'cuda'"
+            )
+        key = problem.generic_key(self.arch)
+        return EmulatedKernel(
+            tier=Tier.GENERIC, problem=problem, config=config, kernel_key=key, arch=self.arch
+        )
+
+    def specialized(self, problem: Problem) -> Kernel | None:
+        key = problem.kernel_key(self.arch)
+        try:
+            loaded = load_specialized(key, cache_dirs=self._config.cache_dirs)
+        except CacheMissError:
+            return None
+        if not self.executes_compiled:
+            return PrewarmedKernel(tier=Tier.SPECIALIZED, config=loaded.config, kernel_key=key)
+        return EmulatedKernel(
+            tier=Tier.SPECIALIZED,
+            problem=problem,
+            config=loaded.config,
+            kernel_key=key,
+            arch=self.arch,
+        )
+
+    def tune(self, problem: Problem) -> None:
+        tune_into_cache(problem, arch=self.arch, config=self._config)
+
+
+def tune_into_cache(problem: Problem, *, arch: str, config: RuntimeConfig) -> str:
+    """Tune `problem` (autotune.search), compile its best kernel and put it in the writable
+    cache; returns the kernel key. The objective is measured on a GPU of `arch`, else modelled.
+    """
+    from autotune.search import tune
+    from generator.compile import compile_kernel
+    from generator.render import render
+    from runtime.specialized import open_cache
+    from templates.registry import get_family
+
+    result = tune(
+        problem,
+        arch=arch,
+        trials=config.tuning_trials,
+        timeout_s=config.tuning_timeout_s,
+        seed=config.tuning_seed,
+        jobs=1,
+        progress=False,
+    )
+    rendered = render(get_family(problem.op), problem, result.best_config, specialized=True)
+    compiled = compile_kernel(rendered, arch=arch)
+    key = problem.kernel_key(arch)
+    open_cache(config.cache_dirs).put(
+        key,
+        cubin=compiled.cubin,
+        ptx=compiled.ptx,
+        metadata={
+            "problem": problem.to_dict(),
+            "config": result.best_config.to_dict(),
+            "objective": {"kind": result.objective_kind, "value": result.best_time_ms},
+            "arch": arch,
+            "nvrtc_version": compiled.nvrtc_version,
+            "template_hash": rendered.template_hash,
+            "kernel_name": rendered.kernel_name,
+            "source": "runtime background tuning",
+        },
+    )
+    return key
+
+
+def _compile_for_arch(problem: Problem, config: TileConfig, arch: str, *, specialized: bool) -> Any:
+    """NVRTC-compile one kernel for `arch` (no GPU needed); the compile cache keeps it."""
+    from generator.compile import compile_kernel
+    from generator.render import render
+    from templates.registry import get_family
+
+    rendered = render(get_family(problem.op), problem, config, specialized=specialized)
+    return compile_kernel(rendered, arch=arch)
+
+
+def resolve_device(config: RuntimeConfig) -> tuple[str, str]:
+    """(device, arch): 'auto' is 'cuda' with a usable GPU, else 'cpu'."""
+    from generator.gpu import probe
+
+    gpu = probe()
+    device = config.device
+    if device == "auto":
+        device = "cuda" if gpu.available else "cpu"
+    if device == "cuda" and not gpu.available:
+        raise NoDeviceError(
+            f"device='cuda' but no usable GPU ({gpu.reason}); use device='emulator' or 'cpu'"
+        )
+    arch = config.arch or (gpu.arch if device == "cuda" else None) or ARCH.get() or DEFAULT_ARCH
+    return device, arch
+
+
+def make_backends(config: RuntimeConfig) -> Backends:
+    device, arch = resolve_device(config)
+    if device == "cuda":
+        from runtime.cuda_backend import CudaBackends
+
+        return CudaBackends(config, arch=arch)
+    return HostBackends(config, device=device, arch=arch)

@@ -1,0 +1,182 @@
+"""device='cuda': tiers 2 and 3 launch on the GPU; NumPy inputs are copied, device arrays are not.
+
+UNVERIFIED on hardware beyond the gpu-marked tests: written against generator.device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.errors import CacheMissError
+from core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
+from runtime.arrays import NUMPY_DTYPES, device_array
+from runtime.backends import ReferenceKernel, tune_into_cache
+from runtime.config import RuntimeConfig
+from runtime.specialized import load_specialized
+from runtime.tiers import Kernel, Tier
+
+_LSE_DTYPE = np.dtype(np.float32)
+
+
+@dataclass
+class DeviceOutput:
+    """A kernel's output left on the GPU (the inputs were device arrays): CUDA array interface v3.
+
+    It owns its buffer; keep it alive while a consumer (torch.as_tensor, cupy.asarray) uses it.
+    """
+
+    buffer: Any
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    _typestr: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # CAI has no bfloat16 typestr: bf16 output is described as opaque 2-byte void.
+        self._typestr = "<f2" if self.dtype == np.float16 else self.dtype.str
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {
+            "shape": self.shape,
+            "typestr": self._typestr,
+            "data": (self.buffer.ptr, False),
+            "version": 3,
+            "strides": None,
+            "stream": None,
+        }
+
+    def numpy(self) -> np.ndarray:
+        return self.buffer.download(self.shape, self.dtype)
+
+
+class CudaKernel:
+    """A loaded kernel of one problem class (tier 2) or one problem (tier 3)."""
+
+    def __init__(
+        self, *, tier: Tier, problem: Problem, config: TileConfig, kernel_key: str, loaded: Any
+    ) -> None:
+        from templates.registry import get_family
+
+        self.tier = tier
+        self.config: TileConfig | None = config
+        self.kernel_key: str | None = kernel_key
+        self._family = get_family(problem.op)
+        self._loaded = loaded
+        self._op = problem.op
+
+    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+        from generator import device
+
+        assert self.config is not None
+        on_host = isinstance(inputs[0], np.ndarray)
+        shapes = [x.shape if on_host else device_array(x).shape for x in inputs]
+        dtype = inputs[0].dtype if on_host else NUMPY_DTYPES[device_array(inputs[0]).dtype or ""]
+        dtype_id: DType = "fp16" if dtype == np.float16 else "bf16"
+        if self._op == "attention":
+            (b, h, sq, d), (_, _, skv, _) = shapes[0], shapes[1]
+            problem: Problem = AttentionProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal)
+            out_shape: tuple[int, ...] = (b, h, sq, d)
+            lse_shape: tuple[int, ...] | None = (b, h, sq)
+        else:
+            (m, k), (_, n) = shapes
+            problem = GemmProblem(m, n, k, dtype=dtype_id)
+            out_shape, lse_shape = (m, n), None
+        owned = []  # buffers this call allocated for inputs; freed before returning
+        try:
+            pointers: dict[str, int] = {}
+            names = ("q", "k", "v") if self._op == "attention" else ("a", "b")
+            for name, array in zip(names, inputs, strict=True):
+                if on_host:
+                    buffer = device.to_device(array)
+                    owned.append(buffer)
+                    pointers[name] = buffer.ptr
+                else:
+                    pointers[name] = device_array(array).pointer
+            out = device.allocate(int(np.prod(out_shape)) * dtype.itemsize)
+            pointers["o" if self._op == "attention" else "c"] = out.ptr
+            lse = None
+            if lse_shape is not None:
+                lse = device.allocate(int(np.prod(lse_shape)) * _LSE_DTYPE.itemsize)
+                pointers["lse"] = lse.ptr
+            params = self._family.make_params(problem, pointers=pointers, scale=scale)
+            geometry = self._family.launch_geometry(problem, self.config)
+            self._loaded.launch(params, geometry)
+            self._loaded.device.sync()
+            if not on_host:
+                lse_out = None if lse is None else DeviceOutput(lse, lse_shape or (), _LSE_DTYPE)
+                return DeviceOutput(out, out_shape, dtype), lse_out
+            owned += [out] + ([lse] if lse is not None else [])
+            result = out.download(out_shape, dtype)
+            lse_host = None if lse is None else lse.download(lse_shape or (), _LSE_DTYPE)
+            return result, lse_host
+        finally:
+            for buffer in owned:
+                buffer.free()
+
+
+class CudaBackends:
+    """Generic kernels compiled once per problem class, specialized ones from the cache."""
+
+    executes_compiled = True
+
+    def __init__(self, config: RuntimeConfig, *, arch: str) -> None:
+        self.device = "cuda"
+        self.arch = arch
+        self._config = config
+
+    def reference(self, op: str) -> Kernel:
+        return ReferenceKernel(op)
+
+    def _build(self, problem: Problem, config: TileConfig, tier: Tier, key: str) -> Kernel:
+        from generator import device
+        from generator.compile import compile_kernel
+        from generator.render import render
+        from templates.registry import get_family
+
+        family = get_family(problem.op)
+        rendered = render(family, problem, config, specialized=tier is Tier.SPECIALIZED)
+        compiled = compile_kernel(rendered, arch=self.arch)
+        loaded = device.load(
+            compiled.cubin,
+            rendered.kernel_name,
+            _max_smem_bytes(family, problem, config),
+            ptx=compiled.ptx,
+        )
+        return CudaKernel(tier=tier, problem=problem, config=config, kernel_key=key, loaded=loaded)
+
+    def generic(self, problem: Problem) -> Kernel:
+        from templates.registry import get_family
+
+        config = get_family(problem.op).default_config(problem, self.arch)
+        return self._build(problem, config, Tier.GENERIC, problem.generic_key(self.arch))
+
+    def forced(self, problem: Problem, config: TileConfig) -> Kernel:
+        return self._build(problem, config, Tier.GENERIC, problem.generic_key(self.arch))
+
+    def specialized(self, problem: Problem) -> Kernel | None:
+        key = problem.kernel_key(self.arch)
+        try:
+            loaded = load_specialized(key, cache_dirs=self._config.cache_dirs)
+        except CacheMissError:
+            return None
+        if loaded.kernel is None:
+            return None
+        return CudaKernel(
+            tier=Tier.SPECIALIZED,
+            problem=problem,
+            config=loaded.config,
+            kernel_key=key,
+            loaded=loaded.kernel,
+        )
+
+    def tune(self, problem: Problem) -> None:
+        tune_into_cache(problem, arch=self.arch, config=self._config)
+
+
+def _max_smem_bytes(family: Any, problem: Problem, config: TileConfig) -> int:
+    # The generic kernel serves every sequence length of its class; its shared memory
+    # depends on the tile only, so the problem it was built from gives the bound.
+    return int(family.smem_bytes(problem, config))

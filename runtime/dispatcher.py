@@ -1,0 +1,340 @@
+"""The tier dispatcher: per-signature call counts, promotion and demotion, execution and tracing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from core.errors import TesseraError
+from core.types import Problem, TileConfig
+from runtime.config import RuntimeConfig
+from runtime.signature import Signature, SignatureKey
+from runtime.stats import RuntimeStats, TierTimes
+from runtime.tiers import Backends, Kernel, Tier
+from runtime.trace import Tracer
+from runtime.tuning_queue import TuningQueue
+
+log = logging.getLogger("tessera.runtime")
+
+# Tuning states of a signature's specialized kernel.
+NOT_TUNED, QUEUED, TUNED, FAILED = "not_tuned", "queued", "tuned", "failed"
+
+
+class SignatureState:
+    """What the dispatcher knows about one signature (mutated on the caller's thread only,
+    except `tune_state`, which the tuning worker sets when its job ends)."""
+
+    __slots__ = (
+        "calls",
+        "generic_tried",
+        "kernel",
+        "problem",
+        "settled",
+        "signature",
+        "tier",
+        "total_ms",
+        "tune_state",
+    )
+
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature
+        self.problem: Problem = signature.problem()
+        self.calls = 0
+        self.total_ms = 0.0
+        self.tier = Tier.REFERENCE
+        self.kernel: Kernel | None = None  # None: tier 1 (the reference)
+        self.generic_tried = False
+        self.tune_state = NOT_TUNED
+        self.settled = False  # nothing left to promote to: skip the checks
+
+
+class Dispatcher:
+    """Chooses a tier per call, runs it, records it; all device work goes through `backends`."""
+
+    def __init__(self, config: RuntimeConfig, backends: Backends) -> None:
+        self.config = config
+        self.backends = backends
+        self.tracer = Tracer(
+            buffer_records=config.trace_buffer_records,
+            path=config.trace_path,
+            flush_records=config.trace_flush_records,
+        )
+        self.tuning = TuningQueue(
+            workers=config.tuning_workers, max_pending=config.tuning_queue_size
+        )
+        self._states: dict[SignatureKey, SignatureState] = {}
+        self._references = {op: backends.reference(op) for op in ("attention", "gemm")}
+        self._generic: dict[str, Kernel | None] = {}  # generic key -> kernel (None: failed)
+        self._forced: dict[tuple[str, str], Kernel] = {}
+        self._loaded: OrderedDict[str, Kernel] = OrderedDict()  # specialized, LRU order
+        self._times = {tier: TierTimes() for tier in Tier}
+        self._failed_calls = 0
+        self._promotions = 0
+        self._demotions = 0
+
+    # -- the call path -------------------------------------------------------------------
+
+    def call(
+        self,
+        key: SignatureKey,
+        inputs: tuple[Any, ...],
+        forced: TileConfig | None = None,
+    ) -> tuple[Any, Any]:
+        """Run one validated call at its signature's tier; returns (output, lse or None)."""
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = SignatureState(Signature.from_key(key))
+        if forced is not None:
+            kernel: Kernel = self._forced_kernel(state.problem, forced)
+        else:
+            if not state.settled:
+                self._advance(state)
+            kernel = state.kernel or self._references[key[0]]
+            if kernel.tier is Tier.SPECIALIZED:
+                self._loaded.move_to_end(kernel.kernel_key)  # type: ignore[arg-type]
+        causal, scale = key[3], key[4]
+        start_s = time.time()
+        start_ns = time.perf_counter_ns()
+        try:
+            result = kernel.run(inputs, causal=causal, scale=scale)
+        except Exception as exc:
+            wall_ms = (time.perf_counter_ns() - start_ns) * 1e-6
+            self._failed_calls += 1
+            self.tracer.append(
+                start_s,
+                "call",
+                state.signature,
+                kernel.tier,
+                wall_ms,
+                kernel.kernel_key,
+                kernel.config,
+                False,
+                f"{type(exc).__name__}: {exc}",
+            )
+            if forced is not None or kernel.tier is Tier.REFERENCE:
+                raise
+            if not self.config.tier1_fallback:
+                raise
+            self._demote(state, kernel, exc)
+            return self.call(key, inputs)
+        wall_ms = (time.perf_counter_ns() - start_ns) * 1e-6
+        state.calls += 1
+        state.total_ms += wall_ms
+        self._times[kernel.tier].add(wall_ms)
+        self.tracer.append(
+            start_s,
+            "call",
+            state.signature,
+            kernel.tier,
+            wall_ms,
+            kernel.kernel_key,
+            kernel.config,
+        )
+        return result
+
+    # -- promotion -----------------------------------------------------------------------
+
+    def _advance(self, state: SignatureState) -> None:
+        """Promote `state` as far as its counts, the switches and the cache allow."""
+        cfg = self.config
+        compiled = self.backends.executes_compiled
+        if (
+            cfg.tier2
+            and not state.generic_tried
+            and state.tier < Tier.GENERIC
+            and state.calls >= cfg.tier2_min_calls
+            and state.total_ms >= cfg.tier2_min_time_ms
+        ):
+            state.generic_tried = True
+            kernel = self._generic_kernel(state.problem)
+            if kernel is not None and compiled:
+                self._promote(state, kernel, f"calls={state.calls} total_ms={state.total_ms:.3f}")
+        if (
+            cfg.tier3
+            and state.tune_state != QUEUED
+            and state.calls >= cfg.tier3_min_calls
+            and state.total_ms >= cfg.tier3_min_time_ms
+        ):
+            self._advance_specialized(state, compiled)
+        state.settled = self._settled(state)
+
+    def _advance_specialized(self, state: SignatureState, compiled: bool) -> None:
+        kernel = self._specialized_kernel(state.problem)
+        if kernel is not None:
+            state.tune_state = TUNED
+            if compiled:
+                self._promote(state, kernel, "specialized kernel in cache")
+            return
+        if state.tune_state == NOT_TUNED:
+            self._queue_tuning(state)
+        elif state.tune_state == TUNED:  # the job ended, yet nothing usable is cached
+            state.tune_state = FAILED
+            self._trace_event(state, "tune", ok=False, detail="tuned, but no usable cache entry")
+
+    def _settled(self, state: SignatureState) -> bool:
+        cfg = self.config
+        if state.tier is Tier.SPECIALIZED:
+            return True
+        tier2_done = not cfg.tier2 or state.generic_tried
+        tier3_done = (
+            not cfg.tier3
+            or state.tune_state == FAILED
+            or (state.tune_state == TUNED and not self.backends.executes_compiled)
+        )
+        return tier2_done and tier3_done
+
+    def _promote(self, state: SignatureState, kernel: Kernel, reason: str) -> None:
+        if kernel.tier <= state.tier:
+            return
+        state.tier, state.kernel = kernel.tier, kernel
+        self._promotions += 1
+        self._trace_event(state, "promote", kernel=kernel, detail=reason)
+
+    def _demote(self, state: SignatureState, kernel: Kernel, exc: BaseException) -> None:
+        """A compiled kernel failed: serve this signature one tier lower from now on."""
+        log.warning(
+            "%s at tier %d failed (%s: %s); falling back",
+            state.signature.label(),
+            kernel.tier,
+            type(exc).__name__,
+            exc,
+        )
+        if kernel.tier is Tier.SPECIALIZED:
+            state.tune_state = FAILED
+            generic = self._generic.get(state.problem.generic_key(self.backends.arch))
+            state.kernel = (
+                generic if generic is not None and self.backends.executes_compiled else None
+            )
+        else:
+            self._generic[state.problem.generic_key(self.backends.arch)] = None
+            state.kernel = None
+        state.tier = state.kernel.tier if state.kernel is not None else Tier.REFERENCE
+        state.settled = self._settled(state)
+        self._demotions += 1
+        self._trace_event(state, "demote", ok=False, detail=f"{type(exc).__name__}: {exc}")
+
+    # -- kernels -------------------------------------------------------------------------
+
+    def _generic_kernel(self, problem: Problem) -> Kernel | None:
+        """The problem class's generic kernel, built once; None if building it failed."""
+        key = problem.generic_key(self.backends.arch)
+        if key not in self._generic:
+            try:
+                self._generic[key] = self.backends.generic(problem)
+            except TesseraError as exc:
+                log.warning("generic kernel %s unavailable: %s", key, exc)
+                self._generic[key] = None
+        return self._generic[key]
+
+    def _specialized_kernel(self, problem: Problem) -> Kernel | None:
+        key = problem.kernel_key(self.backends.arch)
+        kernel = self._loaded.get(key)
+        if kernel is not None:
+            return kernel
+        try:
+            kernel = self.backends.specialized(problem)
+        except TesseraError as exc:
+            log.warning("specialized kernel %s unusable: %s", key, exc)
+            return None
+        if kernel is None:
+            return None
+        self._loaded[key] = kernel
+        while len(self._loaded) > self.config.max_loaded_kernels:
+            evicted, _ = self._loaded.popitem(last=False)
+            self._unload(evicted)
+        return kernel
+
+    def _unload(self, kernel_key: str) -> None:
+        """An LRU eviction: signatures on that kernel drop to tier 2 and may reload it later."""
+        for state in self._states.values():
+            if state.kernel is not None and state.kernel.kernel_key == kernel_key:
+                generic = self._generic.get(state.problem.generic_key(self.backends.arch))
+                state.kernel = generic
+                state.tier = generic.tier if generic is not None else Tier.REFERENCE
+                state.settled = False
+                self._demotions += 1
+                self._trace_event(state, "demote", detail="evicted from the loaded-kernel LRU")
+
+    def _forced_kernel(self, problem: Problem, config: TileConfig) -> Kernel:
+        key = (problem.generic_key(self.backends.arch), config.key())
+        kernel = self._forced.get(key)
+        if kernel is None:
+            kernel = self._forced[key] = self.backends.forced(problem, config)
+        return kernel
+
+    # -- background tuning ---------------------------------------------------------------
+
+    def _queue_tuning(self, state: SignatureState) -> None:
+        problem = state.problem
+        key = problem.kernel_key(self.backends.arch)
+
+        def job() -> None:
+            self.backends.tune(problem)
+
+        def done(_key: str, error: BaseException | None) -> None:
+            # Every signature of this problem (they differ by scale only) learns the outcome.
+            for other in list(self._states.values()):
+                if other.problem == problem and other.tune_state == QUEUED:
+                    other.tune_state = TUNED if error is None else FAILED
+                    other.settled = False
+            detail = "" if error is None else f"{type(error).__name__}: {error}"
+            self._trace_event(state, "tune", ok=error is None, detail=detail)
+
+        if self.tuning.submit(key, job, done):
+            state.tune_state = QUEUED
+            self._trace_event(state, "tune", detail="queued")
+        elif self.tuning.in_flight(key):  # another scale of the same problem queued it
+            state.tune_state = QUEUED
+        elif self.config.tuning_workers == 0:
+            state.tune_state = FAILED  # nothing will ever tune it in this process
+        # else: the queue is full; stay NOT_TUNED and retry on a later call
+
+    def wait_for_tuning(self, timeout_s: float | None = None) -> bool:
+        return self.tuning.wait_idle(timeout_s)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def _trace_event(
+        self,
+        state: SignatureState,
+        event: str,
+        *,
+        kernel: Kernel | None = None,
+        ok: bool = True,
+        detail: str = "",
+    ) -> None:
+        self.tracer.append(
+            time.time(),
+            event,
+            state.signature,
+            int(state.tier),
+            0.0,
+            None if kernel is None else kernel.kernel_key,
+            None if kernel is None else kernel.config,
+            ok,
+            detail,
+        )
+
+    def stats(self) -> RuntimeStats:
+        by_tier = {int(t): 0 for t in Tier}
+        for state in self._states.values():
+            by_tier[int(state.tier)] += 1
+        return RuntimeStats(
+            device=self.backends.device,
+            arch=self.backends.arch,
+            total_calls=sum(t.count for t in self._times.values()),
+            failed_calls=self._failed_calls,
+            tiers={int(tier): times.snapshot() for tier, times in self._times.items()},
+            signatures=len(self._states),
+            signatures_by_tier=by_tier,
+            loaded_kernels=list(self._loaded),
+            tuning=self.tuning.stats(),
+            promotions=self._promotions,
+            demotions=self._demotions,
+        )
+
+    def close(self) -> None:
+        self.tuning.close()
+        self.tracer.flush()

@@ -1,0 +1,117 @@
+"""Runtime: the one object users call; it validates, dispatches through the tiers and reports."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from autotune.hotspots import TraceRecord
+from core.types import TileConfig
+from runtime.config import Device, RuntimeConfig
+from runtime.dispatcher import Dispatcher
+from runtime.stats import RuntimeStats
+from runtime.tiers import Backends
+from runtime.validate import attention_key, gemm_key, tile_config
+
+
+class Runtime:
+    """Attention and GEMM through tiers 1-3, with tracing, statistics and background tuning.
+
+    `Runtime(device="emulator")` is shorthand for `Runtime(config=RuntimeConfig(device=...))`;
+    `backends` replaces the device backends (tests inject fakes). Use it as a context manager,
+    or call `close()`, to flush the trace and stop the tuning workers.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: RuntimeConfig | None = None,
+        device: Device | None = None,
+        backends: Backends | None = None,
+    ) -> None:
+        config = config or RuntimeConfig()
+        if device is not None:
+            config = dataclasses.replace(config, device=device)
+        if backends is None:
+            from runtime.backends import make_backends
+
+            backends = make_backends(config)
+        self.config = config
+        self._dispatcher = Dispatcher(config, backends)
+
+    @property
+    def device(self) -> str:
+        return self._dispatcher.backends.device
+
+    @property
+    def arch(self) -> str:
+        return self._dispatcher.backends.arch
+
+    def attention(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        causal: bool = False,
+        scale: float | None = None,
+        *,
+        config: Mapping[str, int] | TileConfig | None = None,
+        return_lse: bool = False,
+    ) -> Any:
+        """softmax(q kᵀ · scale) v over [batch, heads, seq, head_dim] arrays (fp16 or bf16).
+
+        Args:
+            scale: None means 1/sqrt(head_dim).
+            config: force this tile configuration (a dict of TileConfig fields) on the
+                generic kernel; InvalidConfigError (a ValueError) says why one is invalid.
+            return_lse: also return the log-sum-exp of each query row, float32
+                [batch, heads, seq_q] (natural log, of the scaled scores).
+
+        Returns:
+            O in the input dtype, or (O, lse) with `return_lse`.
+        """
+        key = attention_key(q, k, v, causal, scale)
+        forced = None
+        if config is not None:
+            forced = tile_config(config, _problem(key), self.arch)
+        out, lse = self._dispatcher.call(key, (q, k, v), forced)
+        return (out, lse) if return_lse else out
+
+    def gemm(self, a: Any, b: Any, *, config: Mapping[str, int] | TileConfig | None = None) -> Any:
+        """A @ B for [M, K] and [K, N] arrays (fp16 or bf16), fp32 accumulation, input dtype out."""
+        key = gemm_key(a, b)
+        forced = None
+        if config is not None:
+            forced = tile_config(config, _problem(key), self.arch)
+        out, _ = self._dispatcher.call(key, (a, b), forced)
+        return out
+
+    def stats(self) -> RuntimeStats:
+        return self._dispatcher.stats()
+
+    def history(self) -> list[TraceRecord]:
+        """The in-memory trace (calls, promotions, demotions, tuning events), oldest first."""
+        return self._dispatcher.tracer.history()
+
+    def wait_for_tuning(self, timeout_s: float | None = None) -> bool:
+        """Block until no tuning job is queued or running; False on timeout."""
+        return self._dispatcher.wait_for_tuning(timeout_s)
+
+    def flush(self) -> None:
+        self._dispatcher.tracer.flush()
+
+    def close(self) -> None:
+        self._dispatcher.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _problem(key: Any) -> Any:
+    from runtime.signature import Signature
+
+    return Signature.from_key(key).problem()

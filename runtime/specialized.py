@@ -1,0 +1,142 @@
+"""load_specialized: a tuned kernel from any cache layer, memoized in-process for repeated loads."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import CacheMissError
+from core.types import Problem, TileConfig, problem_from_dict
+
+if TYPE_CHECKING:
+    from cache.store import KernelCache
+
+MEMO_ENTRIES = 64  # loaded kernels kept by the process-wide memo (LRU)
+_ARCH_RE = re.compile(r"\.(sm_\d+a?)(?:\.|$)")
+
+_memo: OrderedDict[tuple[str, tuple[str, ...] | None], SpecializedKernel] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class SpecializedKernel:
+    """A cached, tuned kernel: what `load_specialized` returns.
+
+    `kernel` is a launchable handle (generator.device) on a CUDA machine whose arch matches,
+    else None; `config`, `metadata`, `cubin` and `ptx` are always there.
+    """
+
+    kernel_key: str
+    config: TileConfig
+    metadata: dict[str, Any]
+    cubin: bytes | None  # None for a PTX-only entry
+    ptx: str | None
+    arch: str
+    problem: Problem | None
+    source: str  # the cache directory the entry came from
+    kernel: Any = field(default=None, repr=False)
+
+
+def arch_of_key(kernel_key: str) -> str:
+    """The 'sm_XX' component of a kernel key; ValueError if it has none."""
+    match = _ARCH_RE.search(kernel_key)
+    if match is None:
+        raise ValueError(
+            f"kernel_key {kernel_key!r} names no arch; build it with Problem.kernel_key(arch)"
+        )
+    return match.group(1)
+
+
+def open_cache(cache_dirs: Sequence[str | Path] | None = None) -> KernelCache:
+    """The cache `cache_dirs` names (first writable, the rest read-only layers), else the
+    default one (TESSERA_CACHE_DIR, then TESSERA_CACHE_PATH's read-only layers)."""
+    from cache.store import KernelCache
+
+    if cache_dirs is None:
+        return KernelCache()
+    dirs = [Path(d) for d in cache_dirs]
+    return KernelCache(cache_dir=dirs[0], read_only_dirs=dirs[1:]) if dirs else KernelCache()
+
+
+def load_specialized(
+    kernel_key: str, *, cache_dirs: Sequence[str | Path] | None = None
+) -> SpecializedKernel:
+    """The specialized kernel of `kernel_key` from the first cache layer holding a usable entry.
+
+    A repeated call is answered from an in-process memo (microseconds). A miss is not
+    memoized: a kernel tuned later in another process is found by the next call.
+
+    Raises:
+        CacheMissError: no layer holds the key; it names the key and every directory searched.
+    """
+    memo_key = (kernel_key, None if cache_dirs is None else tuple(str(d) for d in cache_dirs))
+    hit = _memo.get(memo_key)
+    if hit is not None:
+        return hit
+    loaded = _load(kernel_key, cache_dirs)
+    with _memo_lock:
+        _memo[memo_key] = loaded
+        _memo.move_to_end(memo_key)
+        while len(_memo) > MEMO_ENTRIES:
+            _memo.popitem(last=False)
+    return loaded
+
+
+def clear_memo() -> None:
+    """Forget every memoized kernel (tests; after replacing cache entries out of band)."""
+    with _memo_lock:
+        _memo.clear()
+
+
+def _load(kernel_key: str, cache_dirs: Sequence[str | Path] | None) -> SpecializedKernel:
+    arch = arch_of_key(kernel_key)
+    cache = open_cache(cache_dirs)
+    entry = cache.require(kernel_key, arch=arch)  # CacheMissError names key, layers, reasons
+    metadata = dict(entry.metadata)
+    try:
+        config = TileConfig.from_dict(dict(metadata["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CacheMissError(
+            kernel_key,
+            [str(p) for p in cache.search_path.all()],
+            [f"{entry.layer}: entry metadata has no valid 'config' ({exc})"],
+        ) from None
+    problem = problem_from_dict(metadata["problem"]) if "problem" in metadata else None
+    return SpecializedKernel(
+        kernel_key=kernel_key,
+        config=config,
+        metadata=metadata,
+        cubin=entry.cubin,
+        ptx=entry.ptx,
+        arch=arch,
+        problem=problem,
+        source=str(entry.layer),
+        kernel=_launchable(entry.cubin, entry.ptx, metadata, arch, config, problem),
+    )
+
+
+def _launchable(
+    cubin: bytes | None,
+    ptx: str | None,
+    metadata: dict[str, Any],
+    arch: str,
+    config: TileConfig,
+    problem: Problem | None,
+) -> Any:
+    """A loaded generator.device kernel when this machine has a GPU of `arch`, else None."""
+    from generator.gpu import probe
+
+    gpu = probe()
+    if not gpu.available or gpu.arch != arch or problem is None or (cubin is None and ptx is None):
+        return None
+    from generator import device
+    from templates.registry import get_family
+
+    family = get_family(problem.op)
+    name = str(metadata.get("kernel_name") or family.kernel_name)
+    return device.load(cubin or b"", name, family.smem_bytes(problem, config), ptx=ptx)

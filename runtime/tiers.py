@@ -1,0 +1,53 @@
+"""The three execution tiers and the backend interface the dispatcher drives (real or fake)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol
+
+from core.types import Problem, TileConfig
+
+
+class Tier(enum.IntEnum):
+    """1: NumPy reference; 2: generic compiled kernel; 3: shape-specialized, tuned kernel."""
+
+    REFERENCE = 1
+    GENERIC = 2
+    SPECIALIZED = 3
+
+
+class Kernel(Protocol):
+    """Something that executes one problem class: a reference, a generic or a specialized kernel."""
+
+    tier: Tier
+    kernel_key: str | None
+    config: TileConfig | None
+
+    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+        """(output, lse) for attention inputs (q, k, v); (output, None) for gemm inputs (a, b)."""
+        ...
+
+
+class Backends(Protocol):
+    """What executes each tier on one device; the dispatcher holds no device knowledge itself.
+
+    `generic` and `specialized` may raise any TesseraError (a compile failure, a broken cache
+    entry): the dispatcher then keeps the signature at its tier. `tune` runs on a background
+    worker and fills the cache; an exception there is logged as a failed job.
+    """
+
+    device: str  # "cuda" | "emulator" | "cpu"
+    arch: str
+    executes_compiled: bool  # False: kernels are built (and tuned) but calls stay at tier 1
+
+    def reference(self, op: str) -> Kernel: ...
+
+    def generic(self, problem: Problem) -> Kernel: ...
+
+    def forced(self, problem: Problem, config: TileConfig) -> Kernel: ...
+
+    def specialized(self, problem: Problem) -> Kernel | None:
+        """The tuned kernel of exactly this problem from the cache, or None when none is cached."""
+        ...
+
+    def tune(self, problem: Problem) -> None: ...

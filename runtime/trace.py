@@ -1,0 +1,95 @@
+"""The call trace: an in-memory ring buffer plus an optional JSONL file shared by processes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from pathlib import Path
+
+from filelock import FileLock
+
+from autotune.hotspots import TraceRecord
+from core.types import TileConfig
+from runtime.signature import Signature
+
+# What the hot path appends: a plain tuple, materialized into a TraceRecord only when read.
+# (time_s, event, signature, tier, wall_ms, kernel_key, config, ok, detail)
+_Row = tuple[float, str, Signature, int, float, "str | None", "TileConfig | None", bool, str]
+
+
+class Tracer:
+    """Keeps the last `buffer_records` records and appends every record to `path` if given.
+
+    The file is written in batches of `flush_records` lines, each batch one append under an
+    inter-process file lock, so several processes can trace to the same file.
+    """
+
+    def __init__(
+        self, *, buffer_records: int, path: Path | None = None, flush_records: int = 1
+    ) -> None:
+        self._ring: deque[_Row] = deque(maxlen=buffer_records)
+        self._path = path
+        self._flush_records = flush_records
+        self._pending: list[_Row] = []
+        self._lock = threading.Lock()  # the tuning worker traces too
+        self._pid = os.getpid()
+        self._file_lock = FileLock(f"{path}.lock") if path is not None else None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(
+        self,
+        time_s: float,
+        event: str,
+        signature: Signature,
+        tier: int,
+        wall_ms: float,
+        kernel_key: str | None = None,
+        config: TileConfig | None = None,
+        ok: bool = True,
+        detail: str = "",
+    ) -> None:
+        row = (time_s, event, signature, tier, wall_ms, kernel_key, config, ok, detail)
+        self._ring.append(row)
+        if self._path is not None:
+            with self._lock:
+                self._pending.append(row)
+                due = len(self._pending) >= self._flush_records
+            if due:
+                self.flush()
+
+    def history(self) -> list[TraceRecord]:
+        """The buffered records, oldest first."""
+        return [self._record(row) for row in list(self._ring)]
+
+    def flush(self) -> None:
+        """Append every pending record to the trace file (no-op without one)."""
+        if self._path is None or self._file_lock is None:
+            return
+        with self._lock:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return
+        text = "".join(self._record(row).to_json() + "\n" for row in rows)
+        with self._file_lock, self._path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+
+    def _record(self, row: _Row) -> TraceRecord:
+        time_s, event, sig, tier, wall_ms, kernel_key, config, ok, detail = row
+        return TraceRecord(
+            time_s=time_s,
+            event=event,
+            op=sig.op,
+            dtype=sig.dtype,
+            shape=sig.shape,
+            causal=sig.causal,
+            scale=sig.scale,
+            tier=int(tier),
+            wall_ms=wall_ms,
+            kernel_key=kernel_key,
+            config=None if config is None else config.to_dict(),
+            ok=ok,
+            detail=detail,
+            pid=self._pid,
+        )

@@ -1,0 +1,132 @@
+"""Input checks of the entry points: each failure is a ValueError naming argument and form."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from core.errors import InvalidConfigError
+from core.types import Problem, TileConfig
+from runtime.arrays import device_array, dtype_name, is_device_array
+from runtime.signature import SignatureKey
+from templates.attention.space import MAX_HEAD_DIM, MMA_K
+
+# head_dim is a compile-time tile dimension of the attention template: a multiple of the mma's
+# reduction depth, up to the template's maximum (templates.attention.space's head_dim rule).
+HEAD_DIMS: tuple[int, ...] = tuple(range(MMA_K, MAX_HEAD_DIM + 1, MMA_K))
+QKV_FORM = "[batch, heads, seq, head_dim]"
+DTYPE_FORM = "float16 or bfloat16 (ml_dtypes.bfloat16), the same for every input"
+
+
+def attention_key(q: Any, k: Any, v: Any, causal: Any, scale: Any) -> SignatureKey:
+    """The signature key of an attention call, after checking every argument."""
+    q_shape, q_dtype, q_device = _describe("q", q, 4, QKV_FORM)
+    k_shape, k_dtype, k_device = _describe("k", k, 4, QKV_FORM)
+    v_shape, v_dtype, v_device = _describe("v", v, 4, QKV_FORM)
+    if not q_device == k_device == v_device:
+        raise ValueError("q, k and v must all be host (NumPy) arrays or all device arrays")
+    if not q_dtype == k_dtype == v_dtype:
+        raise ValueError(
+            f"q, k, v dtypes differ ({q_dtype}, {k_dtype}, {v_dtype}); expected {DTYPE_FORM}"
+        )
+    b, h, sq, d = q_shape
+    if k_shape[0] != b or k_shape[1] != h or k_shape[3] != d:
+        raise ValueError(
+            f"k has shape {k_shape}, q has {q_shape}: k must be [batch={b}, heads={h}, "
+            f"seq_kv, head_dim={d}]"
+        )
+    if v_shape != k_shape:
+        raise ValueError(f"v has shape {v_shape}; it must equal k's shape {k_shape}")
+    if d not in HEAD_DIMS:
+        raise ValueError(
+            f"q, k, v head_dim={d} is not supported; expected a multiple of {MMA_K} "
+            f"up to {MAX_HEAD_DIM}"
+        )
+    if causal is not True and causal is not False:
+        raise ValueError(f"causal={causal!r}: expected a bool")
+    return ("attention", q_dtype, (b, h, sq, k_shape[2], d), causal, _scale(scale))
+
+
+def gemm_key(a: Any, b: Any) -> SignatureKey:
+    """The signature key of a GEMM call, after checking every argument."""
+    a_shape, a_dtype, a_device = _describe("a", a, 2, "[M, K]")
+    b_shape, b_dtype, b_device = _describe("b", b, 2, "[K, N]")
+    if a_device != b_device:
+        raise ValueError("a and b must both be host (NumPy) arrays or both device arrays")
+    if a_dtype != b_dtype:
+        raise ValueError(f"a is {a_dtype} and b is {b_dtype}; expected {DTYPE_FORM}")
+    if a_shape[1] != b_shape[0]:
+        raise ValueError(f"a has shape {a_shape} and b {b_shape}: b must be [K={a_shape[1]}, N]")
+    return ("gemm", a_dtype, (a_shape[0], b_shape[1], a_shape[1]), False, None)
+
+
+def tile_config(config: Mapping[str, Any] | TileConfig, problem: Problem, arch: str) -> TileConfig:
+    """A forced configuration checked against the family's space (InvalidConfigError if not)."""
+    from templates.registry import get_family
+
+    try:
+        tile = config if isinstance(config, TileConfig) else TileConfig.from_dict(dict(config))
+    except (TypeError, ValueError) as exc:
+        raise InvalidConfigError(f"config={config!r}: {exc}") from None
+    reasons = get_family(problem.op).space.violations(tile, problem, arch)
+    if reasons:
+        raise InvalidConfigError(
+            f"config {tile.to_dict()} is invalid for {problem.op} {problem.shape_str()} "
+            f"{problem.dtype} on {arch}: "
+            + "; ".join(reasons)
+            + "; pass config=None to let the runtime choose",
+            config=tile.to_dict(),
+        )
+    return tile
+
+
+def _describe(name: str, x: Any, rank: int, form: str) -> tuple[tuple[int, ...], str, bool]:
+    """(shape, dtype name, on device) of one input; ValueError for anything unusable."""
+    if isinstance(x, np.ndarray):
+        shape: tuple[int, ...] = x.shape
+        dtype = dtype_name(x.dtype)
+        dtype_text = str(x.dtype)
+        contiguous = x.flags.c_contiguous
+        on_device = False
+    elif is_device_array(x):
+        view = device_array(x)
+        shape, dtype, dtype_text, contiguous = (
+            view.shape,
+            view.dtype,
+            view.dtype_text,
+            view.contiguous,
+        )
+        on_device = True
+    else:
+        raise ValueError(
+            f"{name} is a {type(x).__name__}; expected a NumPy array or a CUDA array "
+            f"(__cuda_array_interface__ or DLPack) of shape {form}"
+        )
+    if len(shape) != rank:
+        raise ValueError(f"{name} has rank {len(shape)} (shape {shape}); expected {form}")
+    if dtype is None:
+        raise ValueError(f"{name} has dtype {dtype_text}; expected {DTYPE_FORM}")
+    if min(shape) <= 0:
+        raise ValueError(f"{name} has shape {shape}; every dimension of {form} must be > 0")
+    if not contiguous:
+        raise ValueError(
+            f"{name} is not contiguous; pass a row-major {form} array "
+            "(e.g. numpy.ascontiguousarray)"
+        )
+    return shape, dtype, on_device
+
+
+def _scale(scale: Any) -> float | None:
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)):
+        raise ValueError(f"scale={scale!r}: expected None or a positive finite float")
+    value = float(scale)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(
+            f"scale={scale!r}: expected None (1/sqrt(head_dim)) or a positive finite float"
+        )
+    return value

@@ -1,0 +1,104 @@
+"""The attention_fwd family object: Params fields, launch geometry and template variables."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from core.types import AttentionProblem, Problem, TileConfig
+from templates.attention import space
+from templates.family import LaunchGeometry, ParamField, ceil_div, params_structure
+
+PARAMS_FIELDS: tuple[ParamField, ...] = (
+    ParamField("q", "const elem_t*", ctypes.c_void_p),
+    ParamField("k", "const elem_t*", ctypes.c_void_p),
+    ParamField("v", "const elem_t*", ctypes.c_void_p),
+    ParamField("o", "elem_t*", ctypes.c_void_p),
+    ParamField("lse", "float*", ctypes.c_void_p),
+    ParamField("seq_q", "int", ctypes.c_int32),
+    ParamField("seq_kv", "int", ctypes.c_int32),
+    ParamField("softmax_scale", "float", ctypes.c_float),
+)
+POINTER_NAMES = ("q", "k", "v", "o", "lse")
+
+
+class AttentionFamily:
+    """FlashAttention-2-style forward attention over [batch, heads, seq, head_dim] tensors."""
+
+    name = "attention_fwd"
+    op = "attention"
+    kernel_name = "tessera_attention_fwd"
+    template_path = "attention/attention_fwd.cu.j2"
+    space = space.SPACE
+    params_fields = PARAMS_FIELDS
+    params_type = params_structure("AttentionParams", PARAMS_FIELDS)
+
+    def template_context(
+        self, problem: Problem, config: TileConfig, *, specialized: bool
+    ) -> Mapping[str, Any]:
+        p = _attention(problem)
+        return {
+            "kernel_name": self.kernel_name,
+            "params_fields": self.params_fields,
+            "specialized": specialized,
+            "dtype": p.dtype,
+            "causal": p.causal,
+            "head_dim": p.head_dim,
+            "seq_q": p.seq_q,
+            "seq_kv": p.seq_kv,
+            "block_m": config.block_m,
+            "block_n": config.block_n,
+            "block_k": config.block_k,
+            "num_warps": config.num_warps,
+            "num_stages": config.num_stages,
+            "row_pad_elems": space.ROW_PAD_ELEMS,
+            "smem_bytes": self.smem_bytes(problem, config),
+        }
+
+    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
+        """Grid (query blocks, heads, batch); one block of num_warps warps per block_m rows."""
+        p = _attention(problem)
+        return LaunchGeometry(
+            grid=(ceil_div(p.seq_q, config.block_m), p.heads, p.batch),
+            block=(config.num_threads, 1, 1),
+            smem_bytes=self.smem_bytes(problem, config),
+        )
+
+    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
+        return space.smem_bytes(problem, config)
+
+    def default_config(self, problem: Problem, arch: str) -> TileConfig:
+        return space.default_config(problem, arch)
+
+    def make_params(
+        self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
+    ) -> ctypes.Structure:
+        """Params by value; `scale` defaults to 1/sqrt(head_dim). Pointers: q, k, v, o, lse."""
+        p = _attention(problem)
+        missing = [n for n in POINTER_NAMES if n not in pointers]
+        if missing:
+            raise ValueError(f"attention make_params: missing pointers {missing}")
+        softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
+        if not softmax_scale > 0.0:
+            raise ValueError(f"softmax scale={softmax_scale}: must be positive")
+        return self.params_type(
+            **{n: pointers[n] for n in POINTER_NAMES},
+            seq_q=p.seq_q,
+            seq_kv=p.seq_kv,
+            softmax_scale=softmax_scale,
+        )
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)
+
+
+def _attention(problem: Problem) -> AttentionProblem:
+    if not isinstance(problem, AttentionProblem):
+        raise TypeError(f"attention_fwd needs an AttentionProblem, got {type(problem).__name__}")
+    return problem
+
+
+FAMILY = AttentionFamily()

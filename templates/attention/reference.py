@@ -1,0 +1,69 @@
+"""NumPy forward attention, blocked over keys with an online softmax: tier 1 and the test oracle."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+# Keys per step: the score block is [..., seq_q, 64], never the full [..., seq_q, seq_kv].
+DEFAULT_BLOCK_KV = 64
+
+
+def attention_reference(
+    q: NDArray,
+    k: NDArray,
+    v: NDArray,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    accum_dtype: DTypeLike = np.float32,
+    block_kv: int = DEFAULT_BLOCK_KV,
+) -> tuple[NDArray, NDArray]:
+    """softmax(Q K^T * scale) V and the row log-sum-exp, computed like the kernel does.
+
+    Q [..., seq_q, d], K and V [..., seq_kv, d] in any float dtype (fp16, ml_dtypes.bfloat16,
+    float32, ...). Causal masking is bottom-right aligned as in FlashAttention-2: query row i sees
+    keys j <= i + seq_kv - seq_q. A row that sees no key gets o = 0 and lse = -inf.
+
+    Returns:
+        (o [..., seq_q, d], lse [..., seq_q]) in accum_dtype; lse is the natural log of the sum
+        of exp(scaled scores).
+    """
+    if q.shape[-1] != k.shape[-1] or k.shape != v.shape or q.shape[:-2] != k.shape[:-2]:
+        raise ValueError(f"shapes q{q.shape} k{k.shape} v{v.shape} do not form attention")
+    seq_q, head_dim = q.shape[-2], q.shape[-1]
+    seq_kv = k.shape[-2]
+    accum = np.dtype(accum_dtype)
+    softmax_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+
+    neg_inf, zero, one = (np.asarray(x, dtype=accum) for x in (-np.inf, 0.0, 1.0))
+    q_scaled = q.astype(accum) * np.asarray(softmax_scale, dtype=accum)
+    lead = q.shape[:-2]
+    row_max = np.full((*lead, seq_q), -np.inf, dtype=accum)
+    row_sum = np.zeros((*lead, seq_q), dtype=accum)
+    acc = np.zeros((*lead, seq_q, head_dim), dtype=accum)
+    rows = np.arange(seq_q)[:, None]
+    for start in range(0, seq_kv, block_kv):
+        stop = min(start + block_kv, seq_kv)
+        if causal and start > seq_q - 1 + seq_kv - seq_q:
+            break  # every later key is above the diagonal of every row
+        k_block = k[..., start:stop, :].astype(accum)
+        v_block = v[..., start:stop, :].astype(accum)
+        scores = q_scaled @ np.swapaxes(k_block, -1, -2)
+        if causal:
+            cols = np.arange(start, stop)[None, :]
+            scores = np.where(cols > rows + (seq_kv - seq_q), neg_inf, scores)
+        new_max = np.maximum(row_max, scores.max(axis=-1))
+        safe_max = np.where(np.isneginf(new_max), zero, new_max)
+        alpha = np.exp(row_max - safe_max)
+        probs = np.exp(scores - safe_max[..., None])
+        row_sum = row_sum * alpha + probs.sum(axis=-1)
+        acc = acc * alpha[..., None] + probs @ v_block
+        row_max = new_max
+    seen = row_sum > 0
+    denom = np.where(seen, row_sum, one)
+    o = np.where(seen[..., None], acc / denom[..., None], zero).astype(accum)
+    lse = np.where(seen, row_max + np.log(denom), neg_inf).astype(accum)
+    return o, lse

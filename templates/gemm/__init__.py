@@ -1,0 +1,1 @@
+"""The tiled tensor-core GEMM family: template, space, parameters, reference."""

@@ -1,0 +1,95 @@
+"""The gemm family object: Params fields, launch geometry and template variables."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from typing import Any
+
+from core.types import GemmProblem, Problem, TileConfig
+from templates.family import LaunchGeometry, ParamField, ceil_div, params_structure
+from templates.gemm import space
+
+PARAMS_FIELDS: tuple[ParamField, ...] = (
+    ParamField("a", "const elem_t*", ctypes.c_void_p),
+    ParamField("b", "const elem_t*", ctypes.c_void_p),
+    ParamField("c", "elem_t*", ctypes.c_void_p),
+    ParamField("m", "int", ctypes.c_int32),
+    ParamField("n", "int", ctypes.c_int32),
+    ParamField("k", "int", ctypes.c_int32),
+)
+POINTER_NAMES = ("a", "b", "c")
+
+
+class GemmFamily:
+    """C[M,N] = A[M,K] @ B[K,N], row-major, fp32 accumulation, output in the input dtype."""
+
+    name = "gemm"
+    op = "gemm"
+    kernel_name = "tessera_gemm"
+    template_path = "gemm/gemm.cu.j2"
+    space = space.SPACE
+    params_fields = PARAMS_FIELDS
+    params_type = params_structure("GemmParams", PARAMS_FIELDS)
+
+    def template_context(
+        self, problem: Problem, config: TileConfig, *, specialized: bool
+    ) -> Mapping[str, Any]:
+        p = _gemm(problem)
+        layout = space.warp_layout(config)
+        if layout is None:
+            raise ValueError(f"gemm config {config}: no warp layout tiles the block")
+        return {
+            "kernel_name": self.kernel_name,
+            "params_fields": self.params_fields,
+            "specialized": specialized,
+            "dtype": p.dtype,
+            "m": p.m,
+            "n": p.n,
+            "k": p.k,
+            "block_m": config.block_m,
+            "block_n": config.block_n,
+            "block_k": config.block_k,
+            "num_warps": config.num_warps,
+            "num_stages": config.num_stages,
+            "warps_m": layout[0],
+            "warps_n": layout[1],
+            "row_pad_elems": space.ROW_PAD_ELEMS,
+            "smem_bytes": self.smem_bytes(problem, config),
+        }
+
+    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
+        """Grid (column blocks, row blocks); one block of num_warps warps per output tile."""
+        p = _gemm(problem)
+        return LaunchGeometry(
+            grid=(ceil_div(p.n, config.block_n), ceil_div(p.m, config.block_m), 1),
+            block=(config.num_threads, 1, 1),
+            smem_bytes=self.smem_bytes(problem, config),
+        )
+
+    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
+        return space.smem_bytes(problem, config)
+
+    def default_config(self, problem: Problem, arch: str) -> TileConfig:
+        return space.default_config(problem, arch)
+
+    def make_params(
+        self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
+    ) -> ctypes.Structure:
+        """Params by value. Pointers: a, b, c. `scale` is not used by gemm and must be None."""
+        p = _gemm(problem)
+        if scale is not None:
+            raise ValueError("gemm make_params: scale applies to attention only")
+        missing = [n for n in POINTER_NAMES if n not in pointers]
+        if missing:
+            raise ValueError(f"gemm make_params: missing pointers {missing}")
+        return self.params_type(**{n: pointers[n] for n in POINTER_NAMES}, m=p.m, n=p.n, k=p.k)
+
+
+def _gemm(problem: Problem) -> GemmProblem:
+    if not isinstance(problem, GemmProblem):
+        raise TypeError(f"gemm needs a GemmProblem, got {type(problem).__name__}")
+    return problem
+
+
+FAMILY = GemmFamily()

@@ -1,0 +1,144 @@
+"""The gemm tile space: parameters, validity rules, warp layout, exact shared memory, defaults."""
+
+from __future__ import annotations
+
+from core.errors import InvalidConfigError
+from core.hardware import arch_spec
+from core.space import Constraint, Param, Space
+from core.types import DTYPE_BYTES, GemmProblem, Problem, TileConfig
+
+MMA_M = 16  # rows of one mma.m16n8k16 tile
+MMA_N = 8  # columns of one mma accumulator tile
+MMA_K = 16  # reduction depth of one mma
+WARP_TILE_N_STEP = 16  # ldmatrix.x4.trans loads B for two 8-column tiles at once
+ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hit distinct banks
+# Rough per-thread register budget for the accumulator and one k-step of A/B fragments;
+# the rest of the 255 goes to addresses and loop state. Above it ptxas spills.
+FRAGMENT_REGISTER_BUDGET = 200
+
+
+def _problem(problem: Problem) -> GemmProblem:
+    if not isinstance(problem, GemmProblem):
+        raise TypeError(f"gemm needs a GemmProblem, got {type(problem).__name__}")
+    return problem
+
+
+def warp_layout(config: TileConfig) -> tuple[int, int] | None:
+    """(warps along M, warps along N) tiling the block with the squarest warp tiles.
+
+    None when no arrangement gives warp tiles that are multiples of 16 x 16.
+    """
+    best: tuple[float, tuple[int, int]] | None = None
+    warps_m = 1
+    while warps_m <= config.num_warps:
+        warps_n = config.num_warps // warps_m
+        tile_m, tile_n = config.block_m / warps_m, config.block_n / warps_n
+        fits = (
+            config.block_m % (warps_m * MMA_M) == 0
+            and config.block_n % (warps_n * WARP_TILE_N_STEP) == 0
+        )
+        if fits:
+            skew = max(tile_m, tile_n) / min(tile_m, tile_n)
+            if best is None or skew < best[0]:
+                best = (skew, (warps_m, warps_n))
+        warps_m *= 2
+    return None if best is None else best[1]
+
+
+def smem_row_elems(cols: int) -> int:
+    return cols + ROW_PAD_ELEMS
+
+
+def smem_bytes(problem: Problem, config: TileConfig) -> int:
+    """Dynamic shared memory: num_stages x (A tile block_m x block_k + B tile block_k x block_n)."""
+    _problem(problem)
+    a_tile = config.block_m * smem_row_elems(config.block_k)
+    b_tile = config.block_k * smem_row_elems(config.block_n)
+    return config.num_stages * (a_tile + b_tile) * DTYPE_BYTES
+
+
+def fragment_registers(config: TileConfig) -> int:
+    """32-bit registers per thread for the accumulator plus one k-step of A and B fragments."""
+    layout = warp_layout(config) or (1, config.num_warps)
+    m_tiles = max(1, config.block_m // layout[0] // MMA_M)
+    n_tiles = max(1, config.block_n // layout[1] // MMA_N)
+    return m_tiles * n_tiles * 4 + m_tiles * 4 + n_tiles * 2
+
+
+def _block_k(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    if config.block_k % MMA_K:
+        return f"block_k={config.block_k} must be a multiple of {MMA_K} (mma depth)"
+    return None
+
+
+def _warps_tile_block(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    if warp_layout(config) is None:
+        return (
+            f"num_warps={config.num_warps} cannot tile block_m={config.block_m} x block_n="
+            f"{config.block_n} with warp tiles that are multiples of 16 x 16"
+        )
+    return None
+
+
+def _shared_memory(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    need = smem_bytes(problem, config)
+    limit = arch_spec(arch).max_smem_per_block_bytes
+    if need > limit:
+        return f"smem_bytes={need} exceeds the {arch} per-block opt-in limit of {limit} bytes"
+    return None
+
+
+def _threads(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    limit = arch_spec(arch).max_threads_per_block
+    if config.num_threads > limit:
+        return f"num_warps={config.num_warps} gives {config.num_threads} threads > {limit}"
+    return None
+
+
+def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    regs = fragment_registers(config)
+    if regs > FRAGMENT_REGISTER_BUDGET:
+        return (
+            f"block_m={config.block_m}, block_n={config.block_n}, num_warps={config.num_warps}: "
+            f"fragments need {regs} registers per thread > {FRAGMENT_REGISTER_BUDGET} "
+            "(would spill); use more warps or a smaller block"
+        )
+    return None
+
+
+SPACE = Space(
+    family="gemm",
+    params=(
+        Param("block_m", (32, 64, 128)),
+        Param("block_n", (32, 64, 128)),
+        Param("block_k", (16, 32, 64)),
+        Param("num_warps", (2, 4, 8)),
+        Param("num_stages", (2, 3, 4)),
+    ),
+    constraints=(
+        Constraint("block_k_multiple_of_16", _block_k),
+        Constraint("warps_tile_block", _warps_tile_block),
+        Constraint("shared_memory", _shared_memory),
+        Constraint("threads", _threads),
+        Constraint("registers", _registers),
+    ),
+)
+
+
+def default_config(problem: Problem, arch: str) -> TileConfig:
+    """A CUTLASS-like 128x128x32, 4 warps of 64x64, 3 stages; 64x64 tiles for thin problems."""
+    p = _problem(problem)
+    preferred = []
+    if p.m > 64 and p.n > 64:
+        preferred.append(
+            TileConfig(block_m=128, block_n=128, block_k=32, num_warps=4, num_stages=3)
+        )
+    preferred += [
+        TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3),
+        TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2),
+    ]
+    for config in preferred:
+        if SPACE.is_valid(config, problem, arch):
+            return config
+    reasons = SPACE.violations(preferred[-1], problem, arch)
+    raise InvalidConfigError(f"no valid gemm tile for {problem} on {arch}: {reasons}")

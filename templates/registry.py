@@ -1,0 +1,24 @@
+"""The kernel families by name: the one place that maps an op or family name to its Family."""
+
+from __future__ import annotations
+
+from templates.family import Family
+
+FAMILY_NAMES = ("attention", "attention_fwd", "gemm")
+
+
+def get_family(name: str) -> Family:
+    """The family serving `name` ("attention", "attention_fwd" or "gemm").
+
+    Raises:
+        ValueError: naming the known choices when `name` is none of them.
+    """
+    if name in ("attention", "attention_fwd"):
+        from templates.attention.family import FAMILY as attention
+
+        return attention
+    if name == "gemm":
+        from templates.gemm.family import FAMILY as gemm
+
+        return gemm
+    raise ValueError(f"unknown kernel family {name!r}; expected one of {', '.join(FAMILY_NAMES)}")

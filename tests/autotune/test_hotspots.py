@@ -1,0 +1,138 @@
+"""Hotspot ranking, pattern analysis, task proposals and the `python -m autotune.hotspots` CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autotune.hotspots import TraceRecord, load_trace, patterns, propose_tasks, rank
+from core.types import AttentionProblem, GemmProblem
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _call(
+    shape: tuple[int, ...],
+    wall_ms: float,
+    *,
+    op: str = "attention",
+    tier: int = 1,
+    time_s: float = 0.0,
+    dtype: str = "fp16",
+    ok: bool = True,
+) -> TraceRecord:
+    return TraceRecord(
+        time_s=time_s,
+        event="call",
+        op=op,
+        dtype=dtype,
+        shape=shape,
+        causal=False,
+        scale=None,
+        tier=tier,
+        wall_ms=wall_ms,
+        ok=ok,
+    )
+
+
+BIG = (2, 4, 256, 256, 64)
+SMALL = (1, 2, 64, 64, 64)
+GEMM = (128, 128, 64)
+
+
+def _records() -> list[TraceRecord]:
+    records = [_call(BIG, 10.0, time_s=i, tier=1 if i < 2 else 2) for i in range(4)]
+    records += [_call(SMALL, 1.0, time_s=10 + i) for i in range(20)]
+    records += [_call(GEMM, 100.0, op="gemm", time_s=50)]  # one call: under min_count
+    records += [_call(SMALL, 500.0, ok=False)]  # failed calls never count
+    records += [
+        TraceRecord(
+            time_s=1,
+            event="promote",
+            op="attention",
+            dtype="fp16",
+            shape=BIG,
+            causal=False,
+            scale=None,
+            tier=2,
+            wall_ms=0.0,
+        )
+    ]
+    return records
+
+
+def test_rank_orders_by_cumulative_time_under_the_criteria() -> None:
+    hotspots = rank(_records(), min_count=2)
+    assert [h.problem for h in hotspots] == [
+        AttentionProblem(2, 4, 256, 256, 64),
+        AttentionProblem(1, 2, 64, 64, 64),
+    ]
+    big, small = hotspots
+    assert (big.count, big.total_ms, big.mean_ms, big.tiers, big.last_tier) == (
+        4,
+        40.0,
+        10.0,
+        {1: 2, 2: 2},
+        2,
+    )
+    assert small.count == 20 and small.total_ms == pytest.approx(20.0)
+    assert big.share == pytest.approx(40.0 / 160.0)  # the gemm's 100 ms is in the total
+    assert next(h.problem for h in rank(_records(), min_count=1)) == GemmProblem(128, 128, 64)
+    assert [h.count for h in rank(_records(), min_count=2, min_time_ms=25.0)] == [4]
+
+
+def test_patterns_report_shape_and_dtype_consistency() -> None:
+    records = [*_records(), _call(SMALL, 1.0, dtype="bf16")]
+    by_op = {p.op: p for p in patterns(records)}
+    attention = by_op["attention"]
+    assert (attention.calls, attention.shapes, attention.dtypes) == (25, 2, 2)
+    assert attention.top_shape_share == pytest.approx(21 / 25)
+    assert attention.top_dtype_share == pytest.approx(24 / 25)
+    assert attention.consistent
+    varied = patterns([_call(BIG, 1.0), _call(SMALL, 1.0)])[0]
+    assert not varied.consistent and "varied" in varied.verdict()
+
+
+def test_propose_tasks_takes_the_top_n() -> None:
+    hotspots = rank(_records(), min_count=2)
+    assert propose_tasks(hotspots, 1) == [AttentionProblem(2, 4, 256, 256, 64)]
+    assert len(propose_tasks(hotspots, 10)) == 2
+    at_tier_3 = rank([_call(BIG, 5.0, tier=3), _call(BIG, 5.0, tier=3), *_records()[4:]])
+    assert propose_tasks(at_tier_3, 5, skip_specialized=True) == [
+        AttentionProblem(1, 2, 64, 64, 64)
+    ]
+    with pytest.raises(ValueError, match="top=-1"):
+        propose_tasks(hotspots, -1)
+
+
+def test_cli_prints_hotspots_patterns_and_tune_commands(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(r.to_json() + "\n" for r in _records()))
+    assert load_trace(path) == _records()
+    result = subprocess.run(
+        [sys.executable, "-m", "autotune.hotspots", str(path), "--top", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "attention fp16 2x4x256x256x64" in out and "2 hotspot(s)" in out
+    assert "python -m generator.tune --op attention --shape 2x4x256x256x64 --dtype fp16" in out
+    assert "python -m generator.tune --op attention --shape 1x2x64x64x64" not in out
+    assert "consistent shapes" in out
+
+
+def test_cli_reports_a_missing_trace(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "autotune.hotspots", str(tmp_path / "none.jsonl")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "does not exist" in result.stderr

@@ -1,0 +1,72 @@
+"""Replay of the recorded GPU spaces: loading, restrictions, the real strategy vs random, the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune.replay import load_space, main, replay, run_once, spaces_dir
+
+SPACES = {
+    # file: (recorded configurations, recorded and valid) from shared/tuning-spaces/README.md
+    "convolution_A4000.json.gz": (4362, 4201),
+    "gemm_RTX_2080_Ti.json.gz": (17956, 17956),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SPACES))
+def recorded(request):
+    path = spaces_dir() / request.param
+    if not path.exists():
+        pytest.skip(f"recorded space {path} not present (set TESSERA_TUNING_SPACES_DIR)")
+    return request.param, load_space(path)
+
+
+def test_restrictions_admit_exactly_the_recorded_configurations(recorded):
+    name, space = recorded
+    n_recorded, n_ok = SPACES[name]
+    valid = space.valid_points
+    assert len(valid) == n_recorded
+    assert set(valid) == set(space.times_ms)
+    assert sum(space.time_ms(v) is not None for v in valid) == n_ok
+    assert space.optimum_ms == min(t for t in space.times_ms.values() if t is not None)
+
+
+def test_small_budget_replay_of_the_real_strategy_and_random(recorded):
+    _, space = recorded
+    rows = replay(space, budget=12, seeds=2)
+    assert [r.strategy for r in rows] == ["tpe", "random"]
+    for row in rows:
+        assert 0.0 < row.mean_fraction <= 1.0
+        assert row.seeds == 2
+
+
+def test_the_strategy_beats_random_sampling_at_a_moderate_budget(recorded):
+    _, space = recorded
+    seeds = range(5)
+    tpe = [run_once(space, strategy="tpe", budget=60, seed=s) for s in seeds]
+    rand = [run_once(space, strategy="random", budget=60, seed=s) for s in seeds]
+    assert sum(tpe) / len(tpe) > sum(rand) / len(rand)
+
+
+def test_replay_is_deterministic_per_seed(recorded):
+    _, space = recorded
+    a = run_once(space, strategy="tpe", budget=10, seed=3)
+    b = run_once(space, strategy="tpe", budget=10, seed=3)
+    assert a == b
+
+
+def test_unknown_strategy_is_refused(recorded):
+    _, space = recorded
+    with pytest.raises(ValueError, match="strategy"):
+        run_once(space, strategy="anneal", budget=5, seed=0)
+
+
+def test_cli_prints_the_table(capsys):
+    path = spaces_dir() / "convolution_A4000.json.gz"
+    if not path.exists():
+        pytest.skip(f"recorded space {path} not present")
+    assert main([str(path), "--budgets", "6", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| space | budget | strategy | mean t_opt/t_found | std |" in out
+    assert "| convolution_A4000 | 6 | tpe |" in out
+    assert "| convolution_A4000 | 6 | random |" in out

@@ -1,0 +1,200 @@
+"""Real processes on real files: stress, SIGKILLed writers and lock holders, single-flight."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from cache_workers import (
+    consistent,
+    put_version,
+    single_flight_worker,
+    stress_worker,
+)
+
+from cache import KernelCache
+from cache.eviction import remove_stale
+
+ROOT = Path(__file__).resolve().parents[2]
+N_PROCS = 8
+OPS_PER_PROC = 260  # 8 x 260 = 2080 ops
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _cache(path: Path, **kwargs: object) -> KernelCache:
+    return KernelCache(cache_dir=path, read_only_dirs=(), memo=False, **kwargs)  # type: ignore[arg-type]
+
+
+def _spawn_python(code: str, **env: str) -> subprocess.Popen[bytes]:
+    """Run `code` in a fresh interpreter that can import the project."""
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
+    environ.update(env)
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=environ)
+
+
+def _wait_for(predicate, what: str, limit_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_stress_many_processes_keep_every_completed_put(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "kernels"
+    keys = [f"gemm.fp16.m{64 * i}.n64.k64.sm_80" for i in range(12)]
+    prune_bytes = 6 * 3000  # about half the keys fit: prunes really evict
+    tasks = [(str(cache_dir), w, OPS_PER_PROC, keys, prune_bytes) for w in range(N_PROCS)]
+    with SPAWN.Pool(N_PROCS) as pool:
+        results = pool.map(stress_worker, tasks)
+
+    errors = [e for r in results for e in r["errors"]]
+    assert errors == []
+    total_ops = sum(sum(v for k, v in r["counts"].items() if k != "hit") for r in results)
+    assert total_ops >= 2000
+    assert sum(r["counts"]["prune"] for r in results) > 0
+    assert sum(r["counts"]["hit"] for r in results) > 0
+
+    cache = _cache(cache_dir)
+    assert cache.verify() == []
+    puts = [p for r in results for p in r["puts"]]
+    versions_of: dict[str, set[str]] = {}
+    for key, version, _ in puts:
+        versions_of.setdefault(key, set()).add(version)
+    for key in cache.list_keys():
+        entry = cache.get(key)
+        assert entry is not None
+        assert entry.metadata["version"] in versions_of[key]  # written by a completed put
+        assert consistent(key, entry)
+    # A put that completed after the last prune began cannot have been evicted.
+    last_prune = max(t for r in results for t in r["prune_starts"])
+    for key, version, done in puts:
+        if done > last_prune:
+            assert cache.get(key) is not None, f"completed put {key} {version} lost"
+    assert list((cache_dir / "v1" / "tmp").iterdir()) == []
+    assert list((cache_dir / "v1" / "quarantine").iterdir()) == []  # no reader saw a bad entry
+
+
+def test_writer_killed_mid_put_leaves_old_entry_and_next_put_works(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "kernels"
+    key, fresh_key = "gemm.fp16.m64.n64.k64.sm_80", "gemm.fp16.m128.n64.k64.sm_80"
+    put_version(_cache(cache_dir), key, "old")
+    writer = _spawn_python(
+        f"""
+        from cache import KernelCache
+        from cache_workers import put_version
+        cache = KernelCache(cache_dir={str(cache_dir)!r}, read_only_dirs=())
+        put_version(cache, {key!r}, "killed")
+        put_version(cache, {fresh_key!r}, "killed")
+        """,
+        TESSERA_CACHE_WRITE_DELAY_S="30",
+    )
+    tmp_dir = cache_dir / "v1" / "tmp"
+    try:
+        _wait_for(lambda: any(p.stat().st_size > 0 for p in tmp_dir.iterdir()), "a partial write")
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    assert len(list(tmp_dir.iterdir())) == 1  # the orphan: never looked at by readers
+
+    cache = _cache(cache_dir)
+    entry = cache.get(key)
+    assert entry is not None and entry.metadata["version"] == "old" and consistent(key, entry)
+    assert cache.get(fresh_key) is None
+    assert cache.verify() == []
+
+    put_version(cache, key, "new")
+    put_version(cache, fresh_key, "new")
+    for k in (key, fresh_key):
+        got = _cache(cache_dir).get(k)
+        assert got is not None and got.metadata["version"] == "new" and consistent(k, got)
+    assert len(remove_stale(tmp_dir, older_than_s=-1.0)) == 1
+
+
+def test_lock_holder_killed_does_not_block_writers(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "kernels"
+    ready = tmp_path / "locked"
+    holder = _spawn_python(
+        f"""
+        import pathlib, time
+        from cache.layout import Layout
+        from cache.lock import hold
+        with hold(Layout(pathlib.Path({str(cache_dir)!r})).index_lock_path):
+            pathlib.Path({str(ready)!r}).write_text("1")
+            time.sleep(60)
+        """
+    )
+    try:
+        _wait_for(ready.exists, "the holder to take the index lock")
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (cache_dir / "v1" / "locks" / "index.lock").exists()  # left behind, yet not stale
+    cache = _cache(cache_dir)
+    put_version(cache, "gemm.fp16.m64.n64.k64.sm_80", "after-kill")
+    assert cache.get("gemm.fp16.m64.n64.k64.sm_80") is not None
+
+
+def test_single_flight_builds_once_for_many_waiters(tmp_path: Path) -> None:
+    cache_dir, builds = tmp_path / "kernels", tmp_path / "builds"
+    builds.mkdir()
+    key = "attention_fwd.fp16.b1.h8.sq1024.skv1024.d64.causal.sm_80"
+    n = 6
+    tasks = [(str(cache_dir), str(builds), key, 1.5, 120.0)] * n
+    with SPAWN.Pool(n) as pool:
+        versions = pool.map(single_flight_worker, tasks)
+    built = sorted(p.name for p in builds.iterdir())
+    assert len(built) == 1, built
+    assert versions == [built[0]] * n
+
+
+def test_waiter_builds_itself_after_timeout(tmp_path: Path) -> None:
+    cache_dir, builds = tmp_path / "kernels", tmp_path / "builds"
+    builds.mkdir()
+    key = "gemm.fp16.m64.n64.k64.sm_80"
+    slow = _spawn_python(
+        f"""
+        from cache_workers import single_flight_worker
+        single_flight_worker(({str(cache_dir)!r}, {str(builds)!r}, {key!r}, 60.0, 60.0))
+        """
+    )
+    try:
+        _wait_for(lambda: any(builds.iterdir()), "the slow builder to start")
+        version = single_flight_worker((str(cache_dir), str(builds), key, 0.0, 0.3))
+    finally:
+        slow.send_signal(signal.SIGKILL)
+        slow.wait()
+    assert len(list(builds.iterdir())) == 2  # the stuck one and ours
+    assert version.startswith(f"build-{os.getpid()}-")
+
+
+def test_builder_killed_mid_build_releases_the_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache_dir, builds = tmp_path / "kernels", tmp_path / "builds"
+    builds.mkdir()
+    key = "gemm.fp16.m64.n64.k64.sm_80"
+    doomed = _spawn_python(
+        f"""
+        from cache_workers import single_flight_worker
+        single_flight_worker(({str(cache_dir)!r}, {str(builds)!r}, {key!r}, 60.0, 60.0))
+        """
+    )
+    try:
+        _wait_for(lambda: any(builds.iterdir()), "the builder to start")
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+    with caplog.at_level(logging.WARNING, logger="tessera.cache"):
+        version = single_flight_worker((str(cache_dir), str(builds), key, 0.0, 120.0))
+    assert version.startswith(f"build-{os.getpid()}-")
+    assert not any("waited" in r.getMessage() for r in caplog.records)  # lock taken, not timed out

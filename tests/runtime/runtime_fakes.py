@@ -1,0 +1,89 @@
+"""Injected tier backends for dispatcher tests: no compiler, no emulator, no GPU."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from core.errors import CompileError, EmulatorError
+from core.types import Problem, TileConfig
+from runtime.tiers import Kernel, Tier
+
+CONFIG = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2)
+
+
+class FakeKernel:
+    """Returns an array filled with its tier number, so a test sees which tier ran."""
+
+    def __init__(
+        self, tier: Tier, *, kernel_key: str | None = None, config: TileConfig | None = None
+    ) -> None:
+        self.tier = tier
+        self.kernel_key = kernel_key
+        self.config = config
+        self.fail = False
+        self.runs = 0
+
+    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+        self.runs += 1
+        if self.fail:
+            raise EmulatorError(f"injected fault in {self.kernel_key}")
+        first = inputs[0]
+        return np.full(first.shape, float(self.tier), dtype=first.dtype), None
+
+
+class FakeBackends:
+    """Tier backends whose cache is a set of kernel keys and whose tuner can block or fail."""
+
+    def __init__(self, *, device: str = "emulator", executes_compiled: bool = True) -> None:
+        self.device = device
+        self.arch = "sm_90"
+        self.executes_compiled = executes_compiled
+        self.cached: set[str] = set()
+        self.generic_builds: Counter[str] = Counter()
+        self.generic_fails = False
+        self.tune_fails = False
+        self.tune_gate: threading.Event | None = None  # set: the tuner waits for it
+        self.tune_threads: list[int] = []
+        self.tuned: list[str] = []
+        self.kernels: dict[str, FakeKernel] = {}
+
+    def reference(self, op: str) -> Kernel:
+        return FakeKernel(Tier.REFERENCE)
+
+    def generic(self, problem: Problem) -> Kernel:
+        key = problem.generic_key(self.arch)
+        self.generic_builds[key] += 1
+        if self.generic_fails:
+            raise CompileError("injected compile failure", log="error: injected")
+        kernel = self.kernels[key] = FakeKernel(Tier.GENERIC, kernel_key=key, config=CONFIG)
+        return kernel
+
+    def forced(self, problem: Problem, config: TileConfig) -> Kernel:
+        return FakeKernel(Tier.GENERIC, kernel_key=problem.generic_key(self.arch), config=config)
+
+    def specialized(self, problem: Problem) -> Kernel | None:
+        key = problem.kernel_key(self.arch)
+        if key not in self.cached:
+            return None
+        kernel = self.kernels[key] = FakeKernel(Tier.SPECIALIZED, kernel_key=key, config=CONFIG)
+        return kernel
+
+    def tune(self, problem: Problem) -> None:
+        self.tune_threads.append(threading.get_ident())
+        if self.tune_gate is not None:
+            self.tune_gate.wait(30)
+        key = problem.kernel_key(self.arch)
+        self.tuned.append(key)
+        if self.tune_fails:
+            raise CompileError("injected tuning failure", log="error: injected")
+        self.cached.add(key)
+
+
+def qkv(seq: int = 16, head_dim: int = 16, dtype: Any = np.float16) -> tuple[np.ndarray, ...]:
+    """Small random q, k, v [1, 2, seq, head_dim]."""
+    rng = np.random.default_rng(seq * 1000 + head_dim)
+    return tuple(rng.standard_normal((1, 2, seq, head_dim)).astype(dtype) for _ in range(3))

@@ -1,0 +1,259 @@
+"""Tier choice, promotion, demotion and background tuning, driven through injected fake backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from runtime_fakes import FakeBackends, qkv
+
+from core.errors import EmulatorError
+from runtime import Runtime, RuntimeConfig
+
+
+def _runtime(backends: FakeBackends, **overrides: object) -> Runtime:
+    settings: dict[str, object] = {"tier2_min_calls": 2, "tier3_min_calls": 4}
+    settings.update(overrides)
+    return Runtime(config=RuntimeConfig(**settings), backends=backends)  # type: ignore[arg-type]
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def _call_tiers(rt: Runtime) -> list[int]:
+    return [r.tier for r in rt.history() if r.event == "call"]
+
+
+def test_promotion_happens_at_the_configured_call_counts() -> None:
+    backends = FakeBackends()
+    rt = _runtime(backends, tuning_workers=1)
+    q, k, v = qkv()
+    for _ in range(5):
+        rt.attention(q, k, v)
+    # Calls 1-2 at tier 1; after 2 calls tier 2; after 4 calls the cache misses and a tune
+    # is queued while the 5th call still runs at tier 2.
+    assert _call_tiers(rt) == [1, 1, 2, 2, 2]
+    assert rt.wait_for_tuning(10)
+    out = rt.attention(q, k, v)
+    assert _call_tiers(rt)[-1] == 3
+    assert np.all(out == 3)
+    stats = rt.stats()
+    assert (stats.tiers[1].count, stats.tiers[2].count, stats.tiers[3].count) == (2, 3, 1)
+    assert stats.promotions == 2 and stats.demotions == 0
+    assert stats.tuning.finished == 1 and stats.tuning.failed == 0
+    assert stats.loaded_kernels == ["attention_fwd.fp16.b1.h2.sq16.skv16.d16.noncausal.sm_90"]
+    events = [(r.event, r.tier) for r in rt.history() if r.event != "call"]
+    assert events == [("promote", 2), ("tune", 2), ("tune", 2), ("promote", 3)]
+    rt.close()
+
+
+def test_promotion_by_cumulative_time_uses_the_recorded_wall_times() -> None:
+    backends = FakeBackends()
+    rt = _runtime(backends, tier2_min_calls=0, tier2_min_time_ms=0.05, tier3=False)
+    q, k, v = qkv(seq=64)
+    for _ in range(30):
+        rt.attention(q, k, v)
+        if _call_tiers(rt)[-1] == 2:
+            break
+    calls = [r for r in rt.history() if r.event == "call"]
+    tiers = [r.tier for r in calls]
+    assert tiers[-1] == 2, "never promoted"
+    # Promotion comes on the first call after the cumulative time crossed the threshold.
+    before = calls[:-1]
+    assert sum(r.wall_ms for r in before) >= 0.05
+    assert sum(r.wall_ms for r in before[:-1]) < 0.05
+
+
+def test_cached_specialized_kernel_is_loaded_without_tuning() -> None:
+    backends = FakeBackends()
+    backends.cached.add("attention_fwd.fp16.b1.h2.sq16.skv16.d16.noncausal.sm_90")
+    rt = _runtime(backends, tier2=False, tier3_min_calls=1, tuning_workers=1)
+    q, k, v = qkv()
+    rt.attention(q, k, v)
+    rt.attention(q, k, v)
+    assert _call_tiers(rt) == [1, 3]
+    assert backends.tuned == [] and backends.generic_builds == {}
+
+
+def test_failed_background_tune_leaves_the_signature_at_its_tier() -> None:
+    backends = FakeBackends()
+    backends.tune_fails = True
+    rt = _runtime(backends, tuning_workers=1)
+    q, k, v = qkv()
+    for _ in range(5):
+        rt.attention(q, k, v)
+    assert rt.wait_for_tuning(10)
+    for _ in range(5):
+        rt.attention(q, k, v)
+    assert _call_tiers(rt)[2:] == [2] * 8
+    stats = rt.stats()
+    assert stats.tuning.failed == 1 and stats.tuning.finished == 0
+    assert len(backends.tuned) == 1, "a failed tune must not be resubmitted on every call"
+    failed = [r for r in rt.history() if r.event == "tune" and not r.ok]
+    assert len(failed) == 1 and "injected tuning failure" in failed[0].detail
+
+
+def test_tuning_runs_off_the_caller_thread_and_never_blocks_it() -> None:
+    backends = FakeBackends()
+    backends.tune_gate = threading.Event()
+    rt = _runtime(backends, tuning_workers=1)
+    q, k, v = qkv()
+    try:
+        for _ in range(8):  # the tuner is stuck on its gate all along
+            rt.attention(q, k, v)
+        stats = rt.stats()
+        assert stats.tuning.running + stats.tuning.queued == 1
+        assert _call_tiers(rt)[-1] == 2
+    finally:
+        backends.tune_gate.set()
+    assert rt.wait_for_tuning(10)
+    assert backends.tune_threads and threading.get_ident() not in backends.tune_threads
+    rt.attention(q, k, v)
+    assert _call_tiers(rt)[-1] == 3
+
+
+def test_one_tuning_job_per_kernel_key_and_a_bounded_queue() -> None:
+    backends = FakeBackends()
+    backends.tune_gate = threading.Event()
+    rt = _runtime(backends, tier2=False, tier3_min_calls=1, tuning_workers=1, tuning_queue_size=1)
+    try:
+        for seq in (16, 32, 48):
+            q, k, v = qkv(seq=seq)
+            for scale in (None, 0.5):  # two signatures, one problem: one job
+                rt.attention(q, k, v, scale=scale)
+                rt.attention(q, k, v, scale=scale)
+            if seq == 16:
+                _wait_until(lambda: rt.stats().tuning.running == 1)
+        stats = rt.stats()
+        # seq 16 runs (blocked), seq 32 waits in the queue of one, seq 48 is refused.
+        assert (stats.tuning.running, stats.tuning.queued) == (1, 1)
+        assert stats.tuning.dropped >= 1
+    finally:
+        backends.tune_gate.set()
+    assert rt.wait_for_tuning(10)
+    q, k, v = qkv(seq=48)
+    rt.attention(q, k, v)  # the refused one is submitted again on a later call
+    assert rt.wait_for_tuning(10)
+    assert sorted(backends.tuned) == sorted(set(backends.tuned))
+    assert len(backends.tuned) == 3
+
+
+def test_generic_kernel_is_built_once_per_problem_class() -> None:
+    backends = FakeBackends()
+    rt = _runtime(backends, tier2_min_calls=0, tier3=False)
+    for seq in (16, 32, 48):
+        q, k, v = qkv(seq=seq)
+        rt.attention(q, k, v)
+        rt.attention(q, k, v, causal=True)
+    assert backends.generic_builds == {
+        "attention_fwd.fp16.d16.noncausal.sm_90.generic": 1,
+        "attention_fwd.fp16.d16.causal.sm_90.generic": 1,
+    }
+    assert set(_call_tiers(rt)) == {2}
+
+
+def test_generic_compile_failure_keeps_tier_1() -> None:
+    backends = FakeBackends()
+    backends.generic_fails = True
+    rt = _runtime(backends, tier2_min_calls=0, tier3=False)
+    q, k, v = qkv()
+    for _ in range(3):
+        out = rt.attention(q, k, v)
+    assert _call_tiers(rt) == [1, 1, 1]
+    assert np.all(out == 1)
+    assert sum(backends.generic_builds.values()) == 1
+
+
+def test_failing_compiled_kernel_is_demoted_and_the_call_still_answers() -> None:
+    backends = FakeBackends()
+    key = "attention_fwd.fp16.b1.h2.sq16.skv16.d16.noncausal.sm_90"
+    backends.cached.add(key)
+    rt = _runtime(backends, tier2_min_calls=0, tier3_min_calls=0)
+    q, k, v = qkv()
+    rt.attention(q, k, v)
+    assert _call_tiers(rt) == [3]
+    backends.kernels[key].fail = True
+    out = rt.attention(q, k, v)
+    assert np.all(out == 2), "a failing tier 3 falls back to the generic kernel"
+    rt.attention(q, k, v)
+    calls = [r for r in rt.history() if r.event == "call"]
+    assert [(r.tier, r.ok) for r in calls] == [(3, True), (3, False), (2, True), (2, True)]
+    stats = rt.stats()
+    assert stats.failed_calls == 1 and stats.demotions == 1 and stats.total_calls == 3
+
+
+def test_without_fallback_a_failing_kernel_raises_and_is_traced_as_failed() -> None:
+    backends = FakeBackends()
+    rt = _runtime(backends, tier2_min_calls=0, tier3=False, tier1_fallback=False)
+    q, k, v = qkv()
+    rt.attention(q, k, v)
+    backends.kernels["attention_fwd.fp16.d16.noncausal.sm_90.generic"].fail = True
+    with pytest.raises(EmulatorError, match="injected fault"):
+        rt.attention(q, k, v)
+    calls = [r for r in rt.history() if r.event == "call"]
+    assert [(r.tier, r.ok) for r in calls] == [(2, True), (2, False)]
+    assert rt.stats().total_calls == 1
+
+
+def test_loaded_kernels_are_bounded_by_an_lru() -> None:
+    backends = FakeBackends()
+    shapes = (16, 32)
+    for seq in shapes:
+        backends.cached.add(f"attention_fwd.fp16.b1.h2.sq{seq}.skv{seq}.d16.noncausal.sm_90")
+    rt = _runtime(backends, tier2=False, tier3_min_calls=0, max_loaded_kernels=1)
+    for seq in (16, 32, 16):
+        q, k, v = qkv(seq=seq)
+        rt.attention(q, k, v)
+    stats = rt.stats()
+    assert _call_tiers(rt) == [3, 3, 3]
+    assert stats.loaded_kernels == ["attention_fwd.fp16.b1.h2.sq16.skv16.d16.noncausal.sm_90"]
+    assert stats.demotions == 2  # each load evicted the other one
+
+
+def test_cpu_device_builds_and_tunes_but_executes_tier_1() -> None:
+    backends = FakeBackends(device="cpu", executes_compiled=False)
+    rt = _runtime(backends, tier2_min_calls=0, tier3_min_calls=1, tuning_workers=1)
+    q, k, v = qkv()
+    for _ in range(3):
+        rt.attention(q, k, v)
+    assert rt.wait_for_tuning(10)
+    for _ in range(2):
+        out = rt.attention(q, k, v)
+    assert set(_call_tiers(rt)) == {1} and np.all(out == 1)
+    assert sum(backends.generic_builds.values()) == 1
+    assert backends.tuned == ["attention_fwd.fp16.b1.h2.sq16.skv16.d16.noncausal.sm_90"]
+
+
+def test_forced_config_runs_that_config_and_traces_it() -> None:
+    backends = FakeBackends()
+    rt = _runtime(backends)
+    a = np.ones((32, 16), np.float16)
+    b = np.ones((16, 32), np.float16)
+    config = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 4, "num_stages": 2}
+    out = rt.gemm(a, b, config=config)
+    assert np.all(out == 2)
+    (record,) = rt.history()
+    assert record.tier == 2 and record.config == config and record.op == "gemm"
+
+
+def test_forced_invalid_config_is_refused_before_running() -> None:
+    backends = FakeBackends()
+    rt = _runtime(backends)
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="block_m"):
+        rt.attention(
+            q,
+            k,
+            v,
+            config={"block_m": 48, "block_n": 64, "block_k": 16, "num_warps": 4, "num_stages": 2},
+        )
+    with pytest.raises(ValueError, match="missing"):
+        rt.attention(q, k, v, config={"block_m": 64})
+    assert rt.history() == [] and rt.stats().total_calls == 0

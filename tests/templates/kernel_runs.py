@@ -1,0 +1,70 @@
+"""Shared helpers of the template tests: random inputs, emulated launches, error measures."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+from numpy.typing import NDArray
+
+from core.types import AttentionProblem, GemmProblem, TileConfig
+from generator.host_build import array_pointer, build_host_library
+from generator.render import render
+from templates.registry import get_family
+
+NUMPY_DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
+# Relative Frobenius-norm error of a kernel output against the float64 reference: the output is
+# rounded once to 16 bits (fp16: 2^-11, bf16: 2^-8 relative) and P is rounded for P*V.
+REL_TOLERANCE = {"fp16": 2e-3, "bf16": 1.6e-2}
+LSE_ABS_TOLERANCE = 1e-4  # lse is fp32 throughout the kernel
+
+
+def random(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> NDArray:
+    return rng.standard_normal(shape).astype(NUMPY_DTYPES[dtype])
+
+
+def rel_error(got: NDArray, want: NDArray) -> float:
+    got64 = np.asarray(got, dtype=np.float64)
+    return float(np.linalg.norm(got64 - want) / np.linalg.norm(want))
+
+
+def run_attention_emulated(
+    problem: AttentionProblem,
+    config: TileConfig,
+    q: NDArray,
+    k: NDArray,
+    v: NDArray,
+    *,
+    specialized: bool,
+    scale: float | None = None,
+) -> tuple[NDArray, NDArray]:
+    """Render, host-build and launch the attention kernel; O and LSE start poisoned with NaN."""
+    family = get_family("attention")
+    rendered = render(family, problem, config, specialized=specialized)
+    kernel = build_host_library(rendered.source).kernel(rendered.kernel_name)
+    o = np.full(q.shape, np.nan, dtype=q.dtype)
+    lse = np.full(q.shape[:-1], np.nan, dtype=np.float32)
+    arrays = {"q": q, "k": k, "v": v, "o": o, "lse": lse}
+    params = family.make_params(
+        problem, pointers={name: array_pointer(a) for name, a in arrays.items()}, scale=scale
+    )
+    geometry = family.launch_geometry(problem, config)
+    kernel.launch(params, grid=geometry.grid, block=geometry.block, smem_bytes=geometry.smem_bytes)
+    return o, lse
+
+
+def run_gemm_emulated(
+    problem: GemmProblem, config: TileConfig, a: NDArray, b: NDArray, *, specialized: bool
+) -> NDArray:
+    """Render, host-build and launch the gemm kernel; C starts poisoned with NaN.
+
+    `a` and `b` may be views at any element offset (misaligned bases take the scalar path).
+    """
+    family = get_family("gemm")
+    rendered = render(family, problem, config, specialized=specialized)
+    kernel = build_host_library(rendered.source).kernel(rendered.kernel_name)
+    c = np.full((problem.m, problem.n), np.nan, dtype=a.dtype)
+    pointers = {"a": array_pointer(a), "b": array_pointer(b), "c": array_pointer(c)}
+    params = family.make_params(problem, pointers=pointers)
+    geometry = family.launch_geometry(problem, config)
+    kernel.launch(params, grid=geometry.grid, block=geometry.block, smem_bytes=geometry.smem_bytes)
+    return c

@@ -1,0 +1,117 @@
+"""The attention_fwd space: rules reject bad tiles with reasons, exact smem, defaults, params."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+
+from core.hardware import ARCHS
+from core.types import AttentionProblem, TileConfig
+from templates.attention import space
+from templates.attention.family import FAMILY, default_scale
+
+D64 = AttentionProblem(2, 3, 1000, 1000, 64, causal=True)
+D128 = AttentionProblem(2, 3, 1000, 1000, 128)
+
+
+def _violation(problem: AttentionProblem, config: TileConfig, arch: str, rule: str) -> str:
+    reasons = [r for r in FAMILY.space.violations(config, problem, arch) if r.startswith(rule)]
+    assert reasons, (
+        f"{rule} should reject {config}: {FAMILY.space.violations(config, problem, arch)}"
+    )
+    return reasons[0]
+
+
+def test_block_k_must_divide_head_dim() -> None:
+    problem = AttentionProblem(1, 1, 64, 64, 48)
+    reason = _violation(problem, TileConfig(64, 64, 32, 4, 2), "sm_90", "block_k_divides_head_dim")
+    assert "block_k=32" in reason and "head_dim=48" in reason
+
+
+def test_warps_must_own_whole_row_tiles() -> None:
+    reason = _violation(D64, TileConfig(32, 64, 16, 4, 2), "sm_90", "warps_tile_block_m")
+    assert "block_m=32" in reason and "num_warps=4" in reason
+
+
+def test_shared_memory_is_checked_against_the_arch_opt_in_limit() -> None:
+    config = TileConfig(128, 128, 16, 8, 3)
+    assert FAMILY.space.is_valid(config, D64, "sm_90")
+    reason = _violation(D64, config, "sm_86", "shared_memory")
+    assert f"smem_bytes={space.smem_bytes(D64, config)}" in reason and "sm_86" in reason
+
+
+def test_fragments_that_would_spill_are_rejected() -> None:
+    reason = _violation(D128, TileConfig(128, 128, 16, 4, 1), "sm_90", "registers")
+    assert "block_m=128" in reason and "num_warps=4" in reason
+
+
+def test_head_dim_must_be_a_multiple_of_16_up_to_128() -> None:
+    for head_dim in (40, 256):
+        problem = AttentionProblem(1, 1, 64, 64, head_dim)
+        reason = _violation(problem, TileConfig(64, 64, 16, 4, 2), "sm_90", "head_dim")
+        assert f"head_dim={head_dim}" in reason
+
+
+def test_smem_bytes_counts_q_and_every_kv_stage_with_row_padding() -> None:
+    config = TileConfig(128, 64, 16, 4, 2)
+    row_bytes = (64 + space.ROW_PAD_ELEMS) * 2
+    assert space.smem_bytes(D64, config) == (128 + 2 * 2 * 64) * row_bytes == 55296
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("head_dim", [32, 64, 96, 128])
+def test_default_config_is_valid_everywhere(arch: str, head_dim: int) -> None:
+    for causal in (False, True):
+        problem = AttentionProblem(4, 8, 512, 512, head_dim, causal=causal)
+        config = FAMILY.default_config(problem, arch)
+        assert FAMILY.space.violations(config, problem, arch) == []
+
+
+def test_default_config_of_head_dim_64_uses_two_row_tiles_per_warp() -> None:
+    config = FAMILY.default_config(D64, "sm_90")
+    assert space.m_tiles_per_warp(config) == 2
+
+
+def test_launch_geometry_covers_queries_heads_and_batch() -> None:
+    problem = AttentionProblem(3, 5, 300, 200, 64)
+    config = TileConfig(128, 64, 16, 4, 2)
+    geometry = FAMILY.launch_geometry(problem, config)
+    assert geometry.grid == (3, 5, 3)
+    assert geometry.block == (128, 1, 1)
+    assert geometry.smem_bytes == space.smem_bytes(problem, config)
+
+
+def test_params_carry_pointers_sizes_and_default_scale() -> None:
+    pointers = {"q": 0x1000, "k": 0x2000, "v": 0x3000, "o": 0x4000, "lse": 0x5000}
+    params = FAMILY.make_params(AttentionProblem(1, 1, 77, 99, 64), pointers=pointers)
+    assert [params.q, params.k, params.v, params.o, params.lse] == list(pointers.values())
+    assert (params.seq_q, params.seq_kv) == (77, 99)
+    assert params.softmax_scale == pytest.approx(default_scale(64)) == pytest.approx(0.125)
+    scaled = FAMILY.make_params(D64, pointers=pointers, scale=0.5)
+    assert scaled.softmax_scale == 0.5
+
+
+def test_params_layout_matches_the_c_struct() -> None:
+    # Five 8-byte pointers, two ints, one float: the C struct rendered from the same fields.
+    layout = [
+        (name, getattr(FAMILY.params_type, name).offset) for name, _ in FAMILY.params_type._fields_
+    ]
+    assert layout == [
+        ("q", 0),
+        ("k", 8),
+        ("v", 16),
+        ("o", 24),
+        ("lse", 32),
+        ("seq_q", 40),
+        ("seq_kv", 44),
+        ("softmax_scale", 48),
+    ]
+    assert ctypes.sizeof(FAMILY.params_type) == 56
+
+
+def test_params_reject_missing_pointers_and_bad_scale() -> None:
+    with pytest.raises(ValueError, match="lse"):
+        FAMILY.make_params(D64, pointers={"q": 1, "k": 2, "v": 3, "o": 4})
+    with pytest.raises(ValueError, match="positive"):
+        FAMILY.make_params(D64, pointers=dict.fromkeys("qkvo", 1) | {"lse": 1}, scale=0.0)
