@@ -12,7 +12,6 @@ Usage: python -m autotune.replay [--budgets 25 100] [--seeds 20] [SPACE.json.gz 
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import json
 import statistics
@@ -84,9 +83,9 @@ class RecordedSpace:
     times_ms: dict[Values, float | None]
     optimum_ms: float
 
-    @functools.cached_property
+    @property
     def valid_points(self) -> list[Values]:
-        return self.space.valid_points()
+        return self.space.valid_points
 
     def time_ms(self, values: Values) -> float | None:
         """The recorded time; None for a failed or unrecorded configuration."""

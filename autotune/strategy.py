@@ -17,6 +17,7 @@ Why this design (measured with `python -m autotune.replay`, see the module docst
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from collections.abc import Callable, Mapping
@@ -52,8 +53,9 @@ class SearchSpace:
     def as_dict(self, values: Values) -> dict[str, Any]:
         return dict(zip(self.names, values, strict=True))
 
+    @functools.cached_property
     def valid_points(self) -> list[Values]:
-        """Every valid point in a stable (cartesian) order."""
+        """Every valid point in a stable (cartesian) order (computed once)."""
         return [
             values
             for values in itertools.product(*(choices for _, choices in self.params))
@@ -107,7 +109,7 @@ class Searcher:
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
-        self._valid = self.space.valid_points()
+        self._valid = self.space.valid_points
         self._index = {
             name: {choice: i for i, choice in enumerate(choices)}
             for name, choices in self.space.params

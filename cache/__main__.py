@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cache = KernelCache(cache_dir=args.cache_dir, read_only_dirs=args.layer)
         return COMMANDS[args.command](cache, args)
-    except TesseraError as exc:
+    except (TesseraError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

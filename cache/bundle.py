@@ -38,7 +38,7 @@ MAX_TOTAL_BYTES = 4 * 1024**3
 _ENTRY_MEMBER_RE = re.compile(r"entries/([^/]+)" + re.escape(ENTRY_SUFFIX))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImportReport:
     """What an import did: keys published, and keys kept because the target had them."""
 

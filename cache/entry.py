@@ -33,7 +33,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KernelPayload:
     """What a build produces and `KernelCache.put` stores: cubin, PTX and metadata.
 
@@ -46,7 +46,7 @@ class KernelPayload:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CacheEntry:
     """A verified entry as loaded: payloads in memory, so later eviction cannot affect it.
 

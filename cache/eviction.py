@@ -13,7 +13,7 @@ from cache.layout import ENTRY_SUFFIX, Layout
 STALE_TMP_S = 3600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EntryStat:
     kernel_key: str
     size_bytes: int
@@ -33,7 +33,9 @@ def scan(layout: Layout) -> list[EntryStat]:
                 except FileNotFoundError:  # removed since listing
                     continue
                 key = item.name[: -len(ENTRY_SUFFIX)]
-                stats.append(EntryStat(key, st.st_size, st.st_mtime))
+                stats.append(
+                    EntryStat(kernel_key=key, size_bytes=st.st_size, last_used_s=st.st_mtime)
+                )
     except FileNotFoundError:
         pass
     return stats

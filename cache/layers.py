@@ -10,7 +10,7 @@ from pathlib import Path
 from core import config
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchPath:
     """Where `KernelCache.get` looks: `writable` first (None: no writable cache), then `read_only`.
 

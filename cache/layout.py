@@ -38,7 +38,7 @@ def check_key(kernel_key: str) -> str:
     return kernel_key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Layout:
     """The paths of one cache root (a writable cache or a read-only layer)."""
 

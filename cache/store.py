@@ -46,7 +46,7 @@ DEFAULT_TOUCH_INTERVAL_S = 60.0
 DEFAULT_WAIT_TIMEOUT_S = 600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EntryInfo:
     """One line of `KernelCache.entries()`: what `python -m cache ls` prints."""
 
@@ -59,7 +59,7 @@ class EntryInfo:
     problem: str | None = None  # why metadata is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BadEntry:
     """An entry that failed verification."""
 
@@ -100,11 +100,11 @@ class KernelCache:
             max_entries if max_entries is not None else config.CACHE_MAX_ENTRIES.get()
         )
         self.touch_interval_s = touch_interval_s
-        self._writable = Layout(path.writable) if path.writable is not None else None
+        self._writable = Layout(root=path.writable) if path.writable is not None else None
         self._layers: list[tuple[Layout, bool]] = []
         if self._writable is not None:
             self._layers.append((self._writable, False))
-        self._layers += [(Layout(p), True) for p in path.read_only]
+        self._layers += [(Layout(root=p), True) for p in path.read_only]
         self._memo_enabled = memo
         # key -> [entry, monotonic time of its last touch by this process]
         self._memo: dict[str, list[Any]] = {}
@@ -170,7 +170,7 @@ class KernelCache:
             if reason is None:
                 if not entry.read_only and time.monotonic() - memo[1] > self.touch_interval_s:
                     memo[1] = time.monotonic()
-                    _touch(Layout(entry.layer).entry_path(kernel_key))
+                    _touch(Layout(root=entry.layer).entry_path(kernel_key))
                 return (entry if entry.use_ptx == use_ptx else replace(entry, use_ptx=use_ptx)), []
         check_key(kernel_key)
         reasons: list[str] = []
@@ -285,13 +285,13 @@ class KernelCache:
                     metadata, problem = None, str(exc)
                 infos.append(
                     EntryInfo(
-                        stat.kernel_key,
-                        layout.root,
-                        read_only,
-                        stat.size_bytes,
-                        stat.last_used_s,
-                        metadata,
-                        problem,
+                        kernel_key=stat.kernel_key,
+                        layer=layout.root,
+                        read_only=read_only,
+                        size_bytes=stat.size_bytes,
+                        last_used_s=stat.last_used_s,
+                        metadata=metadata,
+                        problem=problem,
                     )
                 )
         return infos
@@ -460,7 +460,11 @@ class KernelCache:
                     continue
                 except CacheCorruptError as exc:
                     removed = not read_only and self._quarantine(layout, path, st)
-                    bad.append(BadEntry(key, layout.root, exc.reason, removed))
+                    bad.append(
+                        BadEntry(
+                            kernel_key=key, layer=layout.root, reason=exc.reason, removed=removed
+                        )
+                    )
                     self._memo.pop(key, None)
         return bad
 

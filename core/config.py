@@ -37,51 +37,72 @@ class Knob(Generic[T]):
 
 
 CACHE_DIR: Knob[str] = Knob(
-    "TESSERA_CACHE_DIR", str, None,
+    "TESSERA_CACHE_DIR",
+    str,
+    None,
     "Writable kernel cache directory (default: the user's XDG cache dir + /tessera/kernels).",
 )
 CACHE_PATH: Knob[str] = Knob(
-    "TESSERA_CACHE_PATH", str, None,
+    "TESSERA_CACHE_PATH",
+    str,
+    None,
     "Extra read-only cache layers searched after the writable one, separated by ':'.",
 )
 CACHE_MAX_BYTES: Knob[int] = Knob(
-    "TESSERA_CACHE_MAX_BYTES", int, 2 * 1024**3,
+    "TESSERA_CACHE_MAX_BYTES",
+    int,
+    2 * 1024**3,
     "LRU limit on the writable kernel cache's total size in bytes.",
 )
 COMPILE_CACHE_DIR: Knob[str] = Knob(
-    "TESSERA_COMPILE_CACHE_DIR", str, None,
+    "TESSERA_COMPILE_CACHE_DIR",
+    str,
+    None,
     "Content-addressed NVRTC and host-build cache (default: XDG cache dir + /tessera/compile).",
 )
 ARCH: Knob[str] = Knob(
-    "TESSERA_ARCH", str, None,
+    "TESSERA_ARCH",
+    str,
+    None,
     "Target arch such as sm_80 or sm_90 (default: the present GPU's, else sm_90).",
 )
-JOBS: Knob[int] = Knob(
-    "TESSERA_JOBS", int, None, "Parallel compile workers (default: all cores)."
-)
-CXX: Knob[str] = Knob(
-    "TESSERA_CXX", str, "g++", "Host C++ compiler (C++20) used by the emulator."
-)
+JOBS: Knob[int] = Knob("TESSERA_JOBS", int, None, "Parallel compile workers (default: all cores).")
+CXX: Knob[str] = Knob("TESSERA_CXX", str, "g++", "Host C++ compiler (C++20) used by the emulator.")
 LOG_LEVEL: Knob[str] = Knob(
     "TESSERA_LOG_LEVEL", str, "WARNING", "Python logging level of the tessera loggers."
 )
 
 CACHE_MAX_ENTRIES: Knob[int] = Knob(
-    "TESSERA_CACHE_MAX_ENTRIES", int, None,
+    "TESSERA_CACHE_MAX_ENTRIES",
+    int,
+    None,
     "Optional LRU limit on the number of entries in the writable kernel cache (default: none).",
 )
 CACHE_WRITE_DELAY_S: Knob[float] = Knob(
-    "TESSERA_CACHE_WRITE_DELAY_S", float, 0.0,
+    "TESSERA_CACHE_WRITE_DELAY_S",
+    float,
+    0.0,
     "Test hook: seconds a cache put sleeps between writing payloads (to kill a writer mid-put).",
 )
 TUNING_SPACES_DIR: Knob[str] = Knob(
-    "TESSERA_TUNING_SPACES_DIR", str, None,
+    "TESSERA_TUNING_SPACES_DIR",
+    str,
+    None,
     "Directory of recorded Kernel Tuner spaces for `python -m autotune.replay`.",
 )
 
 KNOBS: tuple[Knob, ...] = (
-    CACHE_DIR, CACHE_PATH, CACHE_MAX_BYTES, COMPILE_CACHE_DIR, ARCH, JOBS, CXX, LOG_LEVEL,
-    CACHE_MAX_ENTRIES, CACHE_WRITE_DELAY_S, TUNING_SPACES_DIR,
+    CACHE_DIR,
+    CACHE_PATH,
+    CACHE_MAX_BYTES,
+    COMPILE_CACHE_DIR,
+    ARCH,
+    JOBS,
+    CXX,
+    LOG_LEVEL,
+    CACHE_MAX_ENTRIES,
+    CACHE_WRITE_DELAY_S,
+    TUNING_SPACES_DIR,
 )
 
 
@@ -109,3 +130,11 @@ def knobs_markdown_table() -> str:
         default = "" if knob.default is None else f"`{knob.default}`"
         rows.append(f"| `{knob.name}` | {knob.type.__name__} | {default} | {knob.doc} |")
     return "\n".join(rows)
+
+
+def child_environment(*, prepend_path: str | None = None) -> dict[str, str]:
+    """A copy of this process' environment for a subprocess, optionally with a PATH entry first."""
+    env = dict(os.environ)
+    if prepend_path is not None:
+        env["PATH"] = prepend_path + os.pathsep + env.get("PATH", "")
+    return env

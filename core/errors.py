@@ -39,7 +39,7 @@ class CompileError(TesseraError):
 
 
 class OutOfResourcesError(TesseraError):
-    """A kernel needs more of a resource (registers, shared memory, threads) than the arch allows."""
+    """A kernel needs more of a resource (registers, shared memory, threads) than allowed."""
 
     def __init__(self, *, resource: str, need: int, limit: int, arch: str) -> None:
         self.resource = resource
@@ -75,7 +75,9 @@ class NoDeviceError(TesseraError):
 class CacheMissError(TesseraError, KeyError):
     """No usable cache entry for a kernel_key in any searched cache directory."""
 
-    def __init__(self, kernel_key: str, searched: Sequence[str], reasons: Sequence[str] = ()) -> None:
+    def __init__(
+        self, kernel_key: str, searched: Sequence[str], reasons: Sequence[str] = ()
+    ) -> None:
         self.kernel_key = kernel_key
         self.searched = list(searched)
         self.reasons = list(reasons)

@@ -1,4 +1,4 @@
-"""Per-arch hardware figures (shared/reference/hardware.md) used by constraints and the cost model."""
+"""Per-arch hardware figures (shared/reference/hardware.md) for constraints and the cost model."""
 
 from __future__ import annotations
 
@@ -36,14 +36,62 @@ class ArchSpec:
 ARCHS: dict[str, ArchSpec] = {
     spec.arch: spec
     for spec in (
-        ArchSpec("sm_80", "A100 SXM 80GB", 108, 312.0, 2039.0, 64, 32, 65536, 255,
-                 164 * KIB, 163 * KIB, (0, 8, 16, 32, 64, 100, 132, 164)),
-        ArchSpec("sm_86", "A40", 84, 149.7, 696.0, 48, 16, 65536, 255,
-                 100 * KIB, 99 * KIB, (0, 8, 16, 32, 64, 100)),
-        ArchSpec("sm_89", "L40S", 142, 362.0, 864.0, 48, 24, 65536, 255,
-                 100 * KIB, 99 * KIB, (0, 8, 16, 32, 64, 100)),
-        ArchSpec("sm_90", "H100 SXM", 132, 989.4, 3350.0, 64, 32, 65536, 255,
-                 228 * KIB, 227 * KIB, (0, 8, 16, 32, 64, 100, 132, 164, 196, 228)),
+        ArchSpec(
+            "sm_80",
+            "A100 SXM 80GB",
+            108,
+            312.0,
+            2039.0,
+            64,
+            32,
+            65536,
+            255,
+            164 * KIB,
+            163 * KIB,
+            (0, 8, 16, 32, 64, 100, 132, 164),
+        ),
+        ArchSpec(
+            "sm_86",
+            "A40",
+            84,
+            149.7,
+            696.0,
+            48,
+            16,
+            65536,
+            255,
+            100 * KIB,
+            99 * KIB,
+            (0, 8, 16, 32, 64, 100),
+        ),
+        ArchSpec(
+            "sm_89",
+            "L40S",
+            142,
+            362.0,
+            864.0,
+            48,
+            24,
+            65536,
+            255,
+            100 * KIB,
+            99 * KIB,
+            (0, 8, 16, 32, 64, 100),
+        ),
+        ArchSpec(
+            "sm_90",
+            "H100 SXM",
+            132,
+            989.4,
+            3350.0,
+            64,
+            32,
+            65536,
+            255,
+            228 * KIB,
+            227 * KIB,
+            (0, 8, 16, 32, 64, 100, 132, 164, 196, 228),
+        ),
     )
 }
 

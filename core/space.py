@@ -9,7 +9,7 @@ from typing import Any
 
 from core.types import Problem, TileConfig
 
-# A rule returns None when the configuration satisfies it, else a reason naming field, value and rule.
+# A rule returns None when the config satisfies it, else a reason naming field, value and rule.
 Rule = Callable[[TileConfig, Problem, str], "str | None"]
 
 
@@ -34,7 +34,7 @@ class Constraint:
 
 @dataclass(frozen=True)
 class Space:
-    """A kernel family's tile space: the cartesian product of its params, filtered by constraints."""
+    """A kernel family's tile space: the product of its params, filtered by constraints."""
 
     family: str
     params: tuple[Param, ...]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 DType = Literal["fp16", "bf16"]
 DTYPES: tuple[DType, ...] = ("fp16", "bf16")
@@ -42,7 +42,11 @@ class TileConfig:
     num_stages: int
 
     FIELDS: ClassVar[tuple[str, ...]] = (
-        "block_m", "block_n", "block_k", "num_warps", "num_stages",
+        "block_m",
+        "block_n",
+        "block_k",
+        "num_warps",
+        "num_stages",
     )
 
     def __post_init__(self) -> None:
@@ -78,10 +82,7 @@ class TileConfig:
         return cls(**{name: data[name] for name in cls.FIELDS})
 
     def __str__(self) -> str:
-        return (
-            f"m{self.block_m}n{self.block_n}k{self.block_k}"
-            f"w{self.num_warps}s{self.num_stages}"
-        )
+        return f"m{self.block_m}n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}"
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class GemmProblem:
         return {"op": self.op, **asdict(self)}
 
 
-Problem = Union[AttentionProblem, GemmProblem]
+Problem = AttentionProblem | GemmProblem
 
 SHAPE_FORMS = {
     "attention": "BxHxSxD or BxHxSQxSKVxD (batch, heads, sequence length(s), head_dim)",
@@ -180,9 +181,7 @@ SHAPE_FORMS = {
 }
 
 
-def parse_shape(
-    op: str, shape: str, *, dtype: DType = "fp16", causal: bool = False
-) -> Problem:
+def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = False) -> Problem:
     """Parse a CLI shape such as '8x16x2048x64' into a problem; ValueError names the form."""
     if op not in SHAPE_FORMS:
         raise ValueError(f"op={op!r}: expected one of {', '.join(OPS)}")
@@ -203,7 +202,8 @@ def parse_shape(
     elif len(dims) == 3:
         if causal:
             raise ValueError("--causal applies to attention only, not gemm")
-        return GemmProblem(*dims, dtype=dtype)
+        m, n, k = dims
+        return GemmProblem(m, n, k, dtype=dtype)
     raise ValueError(
         f"--shape {shape!r}: expected {SHAPE_FORMS[op]} with positive integers, "
         f"e.g. {'8x16x2048x64' if op == 'attention' else '4096x4096x4096'}"

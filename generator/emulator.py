@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 from core.errors import EmulatorError, InvalidConfigError
 from core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 from generator import toolchain
-from generator.host_build import build_host_library
+from generator.host_build import SCHEDULES, Schedule, build_host_library
 from generator.render import RenderedKernel, render
 from templates.registry import get_family
 
@@ -109,46 +109,78 @@ def run_rendered(
     inputs: Mapping[str, np.ndarray],
     outputs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
     scale: float | None = None,
+    schedules: Sequence[Schedule] = SCHEDULES,
 ) -> EmulatedRun:
     """Build (or reuse) the host library of `rendered.source` and launch it over its grid.
 
-    Outputs start as NaN so elements the kernel never writes show up in any comparison.
+    The kernel runs once per schedule on fresh buffers; a race-free kernel computes every output
+    element in the same order under all of them, so outputs must agree bit for bit. Outputs start
+    as NaN so elements the kernel never writes show up in any comparison.
 
     Raises:
         CompileError: the host compiler rejected the source.
-        EmulatorError: the kernel faulted (deadlock, divergence, bad address, stray write).
+        EmulatorError: the kernel faulted (deadlock, divergence, bad address, stray write), or
+            its result depends on the schedule (a race).
     """
     family = get_family(rendered.family)
     problem, config = rendered.problem, rendered.config
     library = build_host_library(rendered.source)
     kernel = library.kernel(rendered.kernel_name)
-    buffers: dict[str, _GuardedBuffer] = {}
-    for name, array in inputs.items():
-        buffers[name] = _GuardedBuffer(name, array.shape, array.dtype)
-        buffers[name].array[...] = array
-    for name, (shape, dtype) in outputs.items():
-        buffers[name] = _GuardedBuffer(name, shape, np.dtype(dtype))  # already NaN
-    pointers = {name: buf.address for name, buf in buffers.items()}
-    params: ctypes.Structure = (
-        family.make_params(problem, pointers=pointers, scale=scale)
-        if scale is not None
-        else family.make_params(problem, pointers=pointers)
-    )
     geometry = family.launch_geometry(problem, config)
-    start = time.perf_counter()
-    kernel.launch(
-        params, grid=geometry.grid, block=geometry.block, smem_bytes=geometry.smem_bytes
-    )
-    run_time_s = time.perf_counter() - start
-    for buf in buffers.values():
-        buf.check_guards(rendered.kernel_name)
+    results: list[dict[str, np.ndarray]] = []
+    run_time_s = 0.0
+    for schedule in schedules:
+        buffers: dict[str, _GuardedBuffer] = {}
+        for name, array in inputs.items():
+            buffers[name] = _GuardedBuffer(name, array.shape, array.dtype)
+            buffers[name].array[...] = array
+        for name, (shape, dtype) in outputs.items():
+            buffers[name] = _GuardedBuffer(name, shape, np.dtype(dtype))  # already NaN
+        pointers = {name: buf.address for name, buf in buffers.items()}
+        params: ctypes.Structure = (
+            family.make_params(problem, pointers=pointers, scale=scale)
+            if scale is not None
+            else family.make_params(problem, pointers=pointers)
+        )
+        start = time.perf_counter()
+        kernel.launch(
+            params,
+            grid=geometry.grid,
+            block=geometry.block,
+            smem_bytes=geometry.smem_bytes,
+            schedule=schedule,
+        )
+        run_time_s += time.perf_counter() - start
+        for buf in buffers.values():
+            buf.check_guards(rendered.kernel_name)
+        results.append({name: buffers[name].array.copy() for name in outputs})
+        _check_same(rendered, results[0], results[-1], schedules[0], schedule)
     return EmulatedRun(
         rendered=rendered,
-        outputs={name: buffers[name].array.copy() for name in outputs},
+        outputs=results[0],
         compile_time_s=library.compile_time_s,
         run_time_s=run_time_s,
         cache_hit=library.cache_hit,
     )
+
+
+def _check_same(
+    rendered: RenderedKernel,
+    first: Mapping[str, np.ndarray],
+    other: Mapping[str, np.ndarray],
+    first_schedule: Schedule,
+    other_schedule: Schedule,
+) -> None:
+    for name, array in first.items():
+        a = array.view(np.uint8).reshape(array.shape + (-1,))
+        b = other[name].view(np.uint8).reshape(array.shape + (-1,))
+        differ = int(np.count_nonzero((a != b).any(axis=-1)))
+        if differ:
+            raise EmulatorError(
+                f"kernel {rendered.kernel_name} ({rendered.config}): {differ} elements of "
+                f"{name!r} differ between schedules {first_schedule} and {other_schedule}: a "
+                "race; look for a missing __syncthreads() or cp_async_wait"
+            )
 
 
 def attention_problem(

@@ -80,6 +80,32 @@ def host_build_key(source: str, *, cxx: str, flags: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """How the emulator orders a block's work (host::MODE_* in host/scheduler.h).
+
+    The default (late copies, warp 0 first) catches a tile read before its cp.async wait or
+    before the barrier after it; eager copies catch a stage refilled before every warp read it;
+    reversed warps catch a lower warp writing what a higher warp reads without a barrier.
+    """
+
+    eager_copies: bool = False
+    reverse_warps: bool = False
+
+    @property
+    def mode(self) -> int:
+        return (1 if self.eager_copies else 0) | (2 if self.reverse_warps else 0)
+
+    def __str__(self) -> str:
+        copies = "eager" if self.eager_copies else "late"
+        warps = "reverse" if self.reverse_warps else "forward"
+        return f"{copies}-copies/{warps}-warps"
+
+
+# Every kernel check runs under both: between them, each barrier of a cp.async pipeline is needed.
+SCHEDULES: tuple[Schedule, ...] = (Schedule(), Schedule(eager_copies=True, reverse_warps=True))
+
+
+@dataclass(frozen=True)
 class HostLibrary:
     """A built and loaded host library and where it came from."""
 
@@ -103,6 +129,7 @@ class HostLibrary:
             ctypes.POINTER(ctypes.c_uint),
             ctypes.POINTER(ctypes.c_uint),
             ctypes.c_size_t,
+            ctypes.c_int,
             ctypes.c_char_p,
             ctypes.c_int,
         ]
@@ -123,13 +150,15 @@ class HostKernel:
         grid: Sequence[int],
         block: Sequence[int],
         smem_bytes: int,
+        schedule: Schedule | None = None,
     ) -> None:
         """Run every block; raises EmulatorError with the emulator's diagnosis on a fault."""
+        mode = (schedule or Schedule()).mode
         grid3 = (ctypes.c_uint * 3)(*_dim3(grid))
         block3 = (ctypes.c_uint * 3)(*_dim3(block))
         err = ctypes.create_string_buffer(ERROR_BUFFER_BYTES)
         status = self.fn(
-            ctypes.byref(params), grid3, block3, smem_bytes, err, ERROR_BUFFER_BYTES
+            ctypes.byref(params), grid3, block3, smem_bytes, mode, err, ERROR_BUFFER_BYTES
         )
         if status != 0:
             message = err.value.decode(errors="replace")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import collections
-import os
 import re
 import subprocess
 import tempfile
 from pathlib import Path
 
+from core.config import child_environment
 from core.errors import CudaError
 from generator import toolchain
 
@@ -19,8 +19,7 @@ _INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T\d]\s+)?([A-Z][A-Z0-
 
 def _run_cuobjdump(flag: str, cubin: bytes) -> str:
     nvdisasm_dir = str(Path(toolchain.nvdisasm_path()).parent)
-    env = dict(os.environ)
-    env["PATH"] = nvdisasm_dir + os.pathsep + env.get("PATH", "")
+    env = child_environment(prepend_path=nvdisasm_dir)
     with tempfile.TemporaryDirectory(prefix="tessera-sass-") as tmp:
         path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)

@@ -279,7 +279,7 @@ class Dispatcher:
                 if other.problem == problem and other.tune_state == QUEUED:
                     other.tune_state = TUNED if error is None else FAILED
                     other.settled = False
-            detail = "" if error is None else f"{type(error).__name__}: {error}"
+            detail = "finished" if error is None else f"{type(error).__name__}: {error}"
             self._trace_event(state, "tune", ok=error is None, detail=detail)
 
         if self.tuning.submit(key, job, done):

@@ -128,7 +128,7 @@ def test_lock_holder_killed_does_not_block_writers(tmp_path: Path) -> None:
         import pathlib, time
         from cache.layout import Layout
         from cache.lock import hold
-        with hold(Layout(pathlib.Path({str(cache_dir)!r})).index_lock_path):
+        with hold(Layout(root=pathlib.Path({str(cache_dir)!r})).index_lock_path):
             pathlib.Path({str(ready)!r}).write_text("1")
             time.sleep(60)
         """

@@ -78,8 +78,12 @@ def test_a_put_never_evicts_itself(cache_dir: Path) -> None:
         assert cache.list_keys() == [key]
 
 
+def _stat(key: str, last_used_s: float) -> EntryStat:
+    return EntryStat(kernel_key=key, size_bytes=10, last_used_s=last_used_s)
+
+
 def test_plan_is_lru_and_stops_when_under_the_limits() -> None:
-    stats = [EntryStat("a", 10, 3.0), EntryStat("b", 10, 1.0), EntryStat("c", 10, 2.0)]
+    stats = [_stat("a", 3.0), _stat("b", 1.0), _stat("c", 2.0)]
     assert plan(stats, max_bytes=30, max_entries=None) == []
     assert plan(stats, max_bytes=25, max_entries=None) == ["b"]
     assert plan(stats, max_bytes=10, max_entries=None) == ["b", "c"]

@@ -39,7 +39,7 @@ def test_tile_config_rejects_bad_fields_naming_them(field: str, value: object, n
 
 
 def test_from_dict_names_missing_and_unknown_keys() -> None:
-    with pytest.raises(ValueError, match="missing num_stages.*unknown bogus"):
+    with pytest.raises(ValueError, match=r"missing num_stages.*unknown bogus"):
         TileConfig.from_dict(
             {"block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "bogus": 1}
         )
@@ -79,7 +79,9 @@ def test_kernel_key_names_every_specialization() -> None:
         AttentionProblem(4, 16, 2048, 2048, 64).kernel_key("sm_90"),
     }
     assert len(keys) == 7
-    assert base.kernel_key("sm_90") == "attention_fwd.fp16.b8.h16.sq2048.skv2048.d64.noncausal.sm_90"
+    assert (
+        base.kernel_key("sm_90") == "attention_fwd.fp16.b8.h16.sq2048.skv2048.d64.noncausal.sm_90"
+    )
     assert GemmProblem(67, 45, 93).kernel_key("sm_80") == "gemm.fp16.m67.n45.k93.sm_80"
 
 

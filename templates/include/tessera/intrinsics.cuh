@@ -31,6 +31,8 @@
 #include <cuda_fp16.h>
 
 #define TS_DEVICE __device__ __forceinline__
+// Min 1 block per SM: without it ptxas may cap registers at 128 for 128-thread blocks and spill
+// the attention accumulators; occupancy is chosen by the tile configuration instead.
 #define TESSERA_KERNEL(name, Params, threads) \
   extern "C" __global__ void __launch_bounds__(threads, 1) name(const Params p)
 #define TESSERA_EXPORT(name, Params)

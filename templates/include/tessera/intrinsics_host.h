@@ -185,12 +185,12 @@ inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 #define TESSERA_KERNEL(name, Params, threads)                  \
   static constexpr int tessera_max_threads_##name = (threads); \
   static void name(const Params p)
-#define TESSERA_EXPORT(name, Params)                                                            \
-  extern "C" __attribute__((visibility("default"))) int tessera_launch_##name(                  \
-      const Params* params, const unsigned* grid, const unsigned* block,                        \
-      size_t smem_bytes, char* err, int err_len) {                                         \
-    return ::tessera::host::launch(                                                             \
-        #name, tessera_max_threads_##name,                                                      \
-        [](const void* raw) { name(*static_cast<const Params*>(raw)); }, params, grid, block, \
-        smem_bytes, err, err_len);                                                              \
+#define TESSERA_EXPORT(name, Params)                                                        \
+  extern "C" __attribute__((visibility("default"))) int tessera_launch_##name(              \
+      const Params* params, const unsigned* grid, const unsigned* block, size_t smem_bytes, \
+      int mode, char* err, int err_len) {                                                   \
+    return ::tessera::host::launch(                                                         \
+        #name, tessera_max_threads_##name,                                                  \
+        [](const void* raw) { name(*static_cast<const Params*>(raw)); }, params, grid,      \
+        block, smem_bytes, mode, err, err_len);                                             \
   }

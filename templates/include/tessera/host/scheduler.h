@@ -34,6 +34,14 @@ constexpr size_t SMEM_ALIGN_BYTES = 128;
 constexpr int ERROR_BYTES = 1024;
 constexpr int ERROR_STATUS = 1;
 
+// Launch modes (bit flags). The default schedule (late copies, warp 0 first) exposes a tile read
+// before its wait or before the barrier after it. EAGER_COPIES performs each cp.async at issue,
+// the earliest moment allowed, which exposes a tile refilled before every warp finished reading
+// it (a missing barrier at the end of a pipeline stage). REVERSE_WARPS runs the highest warp
+// first, exposing races where a lower warp writes what a higher one reads.
+constexpr int MODE_EAGER_COPIES = 1;
+constexpr int MODE_REVERSE_WARPS = 2;
+
 // tessera_host_switch(void** save_sp, void* load_sp): push the callee-saved registers, save the
 // stack pointer, load the other one, pop and return into it. Unlike swapcontext it makes no
 // signal-mask syscall, which matters at one switch per lane per warp collective.
@@ -147,9 +155,12 @@ struct Launch {
   size_t stacks_bytes = 0;
   char* smem = nullptr;
   size_t smem_bytes = 0;
+  int mode = 0;
+  int* order = nullptr;  // scheduling priority: order[rank] = thread id
+  int* rank = nullptr;  // rank[thread id] = its place in `order`
   int barrier_arrived = 0;
   int current = -1;
-  int lowest_runnable = 0;
+  int lowest_runnable = 0;  // a rank: no runnable thread ranks lower
   void* scheduler_sp = nullptr;
   bool failed = false;
   char error[ERROR_BYTES] = {};
@@ -190,7 +201,7 @@ inline void yield_to_scheduler() {
 
 inline void make_runnable(Launch& L, int tid) {
   L.fibers[tid].state = FiberState::Runnable;
-  if (tid < L.lowest_runnable) L.lowest_runnable = tid;
+  if (L.rank[tid] < L.lowest_runnable) L.lowest_runnable = L.rank[tid];
 }
 
 // ---------------------------------------------------------------- barrier
@@ -308,6 +319,11 @@ inline void cp_async_16(void* smem, const void* gmem, int src_bytes, int line) {
   if (src_bytes < 0 || src_bytes > 16) {
     fail("cp.async at line %d: src_bytes=%d must be in 0..16", line, src_bytes);
   }
+  if (L.mode & MODE_EAGER_COPIES) {
+    memcpy(dst, gmem, static_cast<size_t>(src_bytes));
+    memset(dst + src_bytes, 0, static_cast<size_t>(16 - src_bytes));
+    return;
+  }
   L.fibers[L.current].copies.push({dst, static_cast<const char*>(gmem), src_bytes});
 }
 
@@ -398,7 +414,8 @@ inline void report_deadlock(Launch& L) {
   snprintf(out, room, "no thread can make progress");
 }
 
-// Runs one block: always resumes the lowest-numbered runnable thread.
+// Runs one block: always resumes the runnable thread of lowest rank (lowest thread id, or with
+// MODE_REVERSE_WARPS the lanes of the highest warp first).
 inline void run_block(Launch& L) {
   memset(L.smem, SMEM_POISON_BYTE, L.smem_bytes);
   L.barrier_arrived = 0;
@@ -407,13 +424,14 @@ inline void run_block(Launch& L) {
   L.lowest_runnable = 0;
   int done = 0;
   while (done < L.num_threads) {
-    int t = L.lowest_runnable;
-    while (t < L.num_threads && L.fibers[t].state != FiberState::Runnable) ++t;
-    if (t == L.num_threads) {
+    int r = L.lowest_runnable;
+    while (r < L.num_threads && L.fibers[L.order[r]].state != FiberState::Runnable) ++r;
+    if (r == L.num_threads) {
       report_deadlock(L);
       return;
     }
-    L.lowest_runnable = t;
+    L.lowest_runnable = r;
+    const int t = L.order[r];
     L.current = t;
     set_thread_builtins(L, t);
     tessera_host_switch(&L.scheduler_sp, L.fibers[t].sp);
@@ -428,8 +446,8 @@ inline int write_error(const char* message, char* err, int err_len) {
 }
 
 inline int launch(const char* kernel, int max_threads, KernelBody body, const void* params,
-                  const unsigned* grid, const unsigned* block, size_t smem_bytes, char* err,
-                  int err_len) {
+                  const unsigned* grid, const unsigned* block, size_t smem_bytes, int mode,
+                  char* err, int err_len) {
   static pthread_mutex_t launch_mutex = PTHREAD_MUTEX_INITIALIZER;  // the built-ins are global
   const long threads = static_cast<long>(block[0]) * block[1] * block[2];
   if (threads <= 0 || threads > max_threads) {
@@ -458,6 +476,15 @@ inline int launch(const char* kernel, int max_threads, KernelBody body, const vo
   L.grid = {grid[0], grid[1], grid[2]};
   L.block = {block[0], block[1], block[2]};
   L.num_threads = static_cast<int>(threads);
+  L.mode = mode;
+  L.order = new int[static_cast<size_t>(threads)];
+  L.rank = new int[static_cast<size_t>(threads)];
+  const int num_warps = L.num_threads / WARP_LANES;
+  const bool reverse = (mode & MODE_REVERSE_WARPS) && L.num_threads % WARP_LANES == 0;
+  for (int r = 0; r < L.num_threads; ++r) {
+    L.order[r] = reverse ? (num_warps - 1 - r / WARP_LANES) * WARP_LANES + r % WARP_LANES : r;
+  }
+  for (int r = 0; r < L.num_threads; ++r) L.rank[L.order[r]] = r;
   L.fibers = new Fiber[static_cast<size_t>(threads)];
   L.warps = new WarpSlot[static_cast<size_t>((threads + WARP_LANES - 1) / WARP_LANES)];
   L.stacks = static_cast<char*>(stacks);
@@ -485,6 +512,8 @@ inline int launch(const char* kernel, int max_threads, KernelBody body, const vo
   }
   delete[] L.fibers;
   delete[] L.warps;
+  delete[] L.order;
+  delete[] L.rank;
   free(smem_storage);
   munmap(stacks, stacks_bytes);
   const int status = L.failed ? write_error(L.error, err, err_len) : 0;

@@ -1,0 +1,225 @@
+"""The tune job: serve a kernel from the cache, or search, compile and store the winner."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cache.store import KernelCache
+from core.types import Problem, TileConfig
+
+DEFAULT_TRIALS = 48
+LEADERBOARD_SIZE = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneRequest:
+    """Everything one tune job needs; the CLI parses into exactly this."""
+
+    problem: Problem
+    arch: str
+    trials: int = DEFAULT_TRIALS
+    timeout_s: float | None = None
+    jobs: int | None = None
+    seed: int = 0
+    cache_dir: Path | None = None
+    retune: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError(f"trials={self.trials}: must be a positive integer")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ValueError(f"timeout_s={self.timeout_s}: must be positive seconds")
+        if self.jobs is not None and self.jobs < 1:
+            raise ValueError(f"jobs={self.jobs}: must be a positive integer")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One row of the table of best configurations."""
+
+    config: dict[str, int]
+    time_ms: float
+    tflops: float
+    registers: int | None = None
+    smem_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a tune job produced (or found in the cache), in the units it reports."""
+
+    kernel_key: str
+    cache_hit: bool
+    objective_kind: str  # "measured" | "model"
+    config: dict[str, int]
+    time_ms: float
+    tflops: float
+    trials_run: int
+    n_valid: int
+    n_failed: int
+    n_invalid: int
+    cache_dir: str
+    wall_time_s: float
+    leaderboard: list[Ranked] = field(default_factory=list)
+    failure_reasons: list[str] = field(default_factory=list)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "kernel_key": self.kernel_key,
+            "config": self.config,
+            "objective_kind": self.objective_kind,
+            "time_ms": self.time_ms,
+            "tflops": self.tflops,
+            "cache_hit": self.cache_hit,
+            "trials_run": self.trials_run,
+            "valid": self.n_valid,
+            "invalid": self.n_invalid,
+            "failed": self.n_failed,
+            "cache_dir": self.cache_dir,
+            "wall_time_s": self.wall_time_s,
+            "top": [row.to_dict() for row in self.leaderboard],
+        }
+
+
+def tflops(problem: Problem, time_ms: float) -> float:
+    return problem.flops() / (time_ms * 1e-3) / 1e12
+
+
+def _from_metadata(
+    kernel_key: str, metadata: dict[str, Any], cache: KernelCache, wall_time_s: float
+) -> JobResult:
+    search = metadata.get("search", {})
+    objective = metadata["objective"]
+    return JobResult(
+        kernel_key=kernel_key,
+        cache_hit=True,
+        objective_kind=objective["kind"],
+        config=metadata["config"],
+        time_ms=objective["time_ms"],
+        tflops=objective["tflops"],
+        trials_run=search.get("trials_run", 0),
+        n_valid=search.get("valid", 0),
+        n_failed=search.get("failed", 0),
+        n_invalid=search.get("invalid", 0),
+        cache_dir=_cache_dir(cache),
+        wall_time_s=wall_time_s,
+        leaderboard=[Ranked(**row) for row in metadata.get("leaderboard", [])],
+    )
+
+
+def _cache_dir(cache: KernelCache) -> str:
+    return str(cache.search_path.writable or "")
+
+
+def run(request: TuneRequest) -> JobResult:
+    """Serve `request` from the cache unless `retune`; otherwise tune, store and return."""
+    from generator.render import template_hash
+    from templates.registry import get_family
+
+    start = time.perf_counter()
+    problem, arch = request.problem, request.arch
+    family = get_family(problem.family)
+    kernel_key = problem.kernel_key(arch)
+    cache = KernelCache(cache_dir=request.cache_dir)
+    current_template = template_hash(family)
+    if not request.retune:
+        entry = cache.get(kernel_key, arch=arch, template_hash=current_template)
+        if entry is not None and entry.objective is not None:
+            return _from_metadata(kernel_key, entry.metadata, cache, time.perf_counter() - start)
+    return _tune_and_store(request, family, cache, kernel_key, current_template, start)
+
+
+def _tune_and_store(
+    request: TuneRequest,
+    family: Any,
+    cache: KernelCache,
+    kernel_key: str,
+    current_template: str,
+    start: float,
+) -> JobResult:
+    # Optuna, NVRTC and the cost model load only here, so a cache hit stays fast.
+    from autotune.search import tune
+    from generator.compile import compile_kernel
+    from generator.render import render
+
+    problem, arch = request.problem, request.arch
+    result = tune(
+        problem,
+        arch=arch,
+        trials=request.trials,
+        timeout_s=request.timeout_s,
+        seed=request.seed,
+        jobs=request.jobs,
+        progress=request.progress,
+    )
+    ok = sorted(
+        (r for r in result.records if r.status == "ok" and r.value_ms is not None),
+        key=lambda r: r.value_ms or 0.0,
+    )
+    leaderboard = [
+        Ranked(
+            config=r.config,
+            time_ms=float(r.value_ms or 0.0),
+            tflops=tflops(problem, float(r.value_ms or 0.0)),
+            registers=(r.resources or {}).get("registers"),
+            smem_bytes=family.smem_bytes(problem, TileConfig.from_dict(r.config)),
+        )
+        for r in ok[:LEADERBOARD_SIZE]
+    ]
+    # The winner was compiled during the search: this is a compile-cache hit.
+    compiled = compile_kernel(render(family, problem, result.best_config, arch=arch), arch=arch)
+    geometry = family.launch_geometry(problem, result.best_config)
+    search = {
+        "trials_run": result.trials_run,
+        "valid": result.n_valid,
+        "failed": result.n_failed,
+        "invalid": result.n_invalid,
+        "seed": result.seed,
+        "stopped_by": result.stopped_by,
+        "wall_time_s": result.wall_time_s,
+    }
+    metadata = {
+        "problem": problem.to_dict(),
+        "config": result.best_config.to_dict(),
+        "objective": {
+            "kind": result.objective_kind,
+            "time_ms": result.best_time_ms,
+            "tflops": tflops(problem, result.best_time_ms),
+        },
+        "arch": arch,
+        "nvrtc_version": compiled.nvrtc_version,
+        "template_hash": current_template,
+        "kernel_name": compiled.kernel_name,
+        "specialized": True,
+        "resources": compiled.resources.to_dict(),
+        "launch": {
+            "grid": list(geometry.grid),
+            "block": list(geometry.block),
+            "smem_bytes": geometry.smem_bytes,
+        },
+        "search": search,
+        "leaderboard": [row.to_dict() for row in leaderboard],
+    }
+    cache.put(kernel_key, cubin=compiled.cubin, ptx=compiled.ptx, metadata=metadata)
+    return JobResult(
+        kernel_key=kernel_key,
+        cache_hit=False,
+        objective_kind=result.objective_kind,
+        config=result.best_config.to_dict(),
+        time_ms=result.best_time_ms,
+        tflops=tflops(problem, result.best_time_ms),
+        trials_run=result.trials_run,
+        n_valid=result.n_valid,
+        n_failed=result.n_failed,
+        n_invalid=result.n_invalid,
+        cache_dir=_cache_dir(cache),
+        wall_time_s=time.perf_counter() - start,
+        leaderboard=leaderboard,
+    )

@@ -1,0 +1,191 @@
+"""`python -m generator.tune`: tune a problem shape end to end and store the winner in the cache.
+
+This module is a composition root (see docs/ARCHITECTURE.md): it parses the command line into
+`autotune.job.TuneRequest` and prints what `autotune.job.run` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.errors import TesseraError
+from core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
+
+EXIT_USAGE = 2
+EXIT_NO_VALID = 3
+
+EPILOG = """\
+examples:
+  python -m generator.tune --shape 8x16x2048x64              attention, fp16, non-causal
+  python -m generator.tune --shape 8x16x2048x64 --causal --dtype bf16 --arch sm_80
+  python -m generator.tune --op gemm --shape 4096x4096x4096 --trials 32 --json
+  python -m generator.tune --from-trace trace.jsonl --top 3   tune the 3 hottest signatures
+
+Without a CUDA GPU of the target arch every time is an analytical estimate labelled `model`;
+with one, it is a measured median labelled `measured`. Running the same command again is a
+cache hit: the stored result is printed without compiling or searching (--retune forces a search).
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from autotune.job import DEFAULT_TRIALS
+    from core.hardware import ARCHS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m generator.tune",
+        description="Search the tile space of a kernel for one problem shape, compile the "
+        "winner with NVRTC and store it in the kernel cache.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--shape",
+        help=f"attention: {SHAPE_FORMS['attention']}; gemm: {SHAPE_FORMS['gemm']}",
+    )
+    target.add_argument(
+        "--from-trace",
+        type=Path,
+        metavar="TRACE.jsonl",
+        help="tune the hottest signatures of a runtime trace instead of one --shape",
+    )
+    parser.add_argument("--top", type=_positive_int, default=1, help="with --from-trace: how many")
+    parser.add_argument("--op", choices=OPS, default="attention", help="kernel family")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp16", help="input dtype")
+    parser.add_argument("--causal", action="store_true", help="causal mask (attention)")
+    parser.add_argument(
+        "--arch",
+        choices=sorted(ARCHS),
+        help="target arch (default: the present GPU's, else TESSERA_ARCH, else sm_90)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=DEFAULT_TRIALS,
+        help=f"configurations to compile and evaluate (default {DEFAULT_TRIALS})",
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="stop searching after S seconds"
+    )
+    parser.add_argument(
+        "--jobs", type=_positive_int, help="parallel compiles (default: all cores, TESSERA_JOBS)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    parser.add_argument(
+        "--cache-dir", type=Path, help="writable kernel cache (default: TESSERA_CACHE_DIR, XDG)"
+    )
+    parser.add_argument("--retune", action="store_true", help="search even on a cache hit")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per problem")
+    return parser
+
+
+def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Problem]:
+    if args.shape is not None:
+        try:
+            return [parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)]
+        except ValueError as exc:
+            parser.error(str(exc))
+    from autotune.hotspots import load_trace, propose_tasks, rank
+
+    if not args.from_trace.is_file():
+        parser.error(f"--from-trace {args.from_trace}: no such file")
+    problems = propose_tasks(rank(load_trace(args.from_trace), min_count=1), args.top)
+    if not problems:
+        parser.error(f"--from-trace {args.from_trace}: the trace holds no successful calls")
+    return problems
+
+
+def _print_table(result: object, problem: Problem) -> None:
+    from autotune.job import JobResult
+
+    assert isinstance(result, JobResult)
+    kind = result.objective_kind
+    origin = "cache hit" if result.cache_hit else f"tuned in {result.wall_time_s:.1f} s"
+    print(f"{result.kernel_key}  [{origin}; times are {kind}]")
+    print(
+        f"  trials: {result.trials_run} evaluated, {result.n_valid} valid, "
+        f"{result.n_failed} failed, {result.n_invalid} rejected before compiling"
+    )
+    print(
+        f"  {'rank':>4} {'block_m':>7} {'block_n':>7} {'block_k':>7} {'warps':>5} {'stages':>6}"
+        f" {'time_ms':>9} {'TFLOP/s':>8} {'regs':>5} {'smem_KiB':>8}  objective"
+    )
+    rows = result.leaderboard or []
+    for i, row in enumerate(rows, start=1):
+        c = row.config
+        regs = "-" if row.registers is None else str(row.registers)
+        smem = "-" if row.smem_bytes is None else f"{row.smem_bytes / 1024:.1f}"
+        print(
+            f"  {i:>4} {c['block_m']:>7} {c['block_n']:>7} {c['block_k']:>7} {c['num_warps']:>5}"
+            f" {c['num_stages']:>6} {row.time_ms:>9.4f} {row.tflops:>8.1f} {regs:>5} {smem:>8}"
+            f"  {kind}"
+        )
+    print(f"  stored in {result.cache_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from autotune.job import TuneRequest, run
+    from core.errors import NoValidConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problems = _problems(args, parser)
+    if args.arch is None:
+        from generator.toolchain import default_arch
+
+        args.arch = default_arch()
+    status = 0
+    for problem in problems:
+        try:
+            request = TuneRequest(
+                problem=problem,
+                arch=args.arch,
+                trials=args.trials,
+                timeout_s=args.timeout,
+                jobs=args.jobs,
+                seed=args.seed,
+                cache_dir=args.cache_dir,
+                retune=args.retune,
+                progress=not args.json,
+            )
+            result = run(request)
+        except NoValidConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_NO_VALID
+            continue
+        except TesseraError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(result.to_json_dict(), sort_keys=True))
+        else:
+            _print_table(result, problem)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
