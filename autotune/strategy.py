@@ -72,6 +72,7 @@ class StrategySettings:
     max_startup: int = 12  # ...and at most this many
     multivariate: bool = True
     n_ei_candidates: int = 24
+    penalize_invalid: bool = True  # tell invalid proposals as bad values (else as FAIL, unseen)
     exhaustive_when_covered: bool = True
 
     def startup(self, budget: int) -> int:
@@ -189,7 +190,10 @@ class Searcher:
         if row is None:
             reasons = tuple(self.space.violations(trial.params))
             trial.set_user_attr("invalid", list(reasons))
-            self.study.tell(trial, PENALTY_VALUE)
+            if self.settings.penalize_invalid:
+                self.study.tell(trial, PENALTY_VALUE)
+            else:
+                self.study.tell(trial, state=TrialState.FAIL)
         else:
             reasons = ("repeats a configuration already proposed",)
             self.study.tell(trial, state=TrialState.FAIL)

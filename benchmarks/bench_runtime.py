@@ -19,8 +19,10 @@ from runtime_fakes import FakeBackends
 
 from cache.store import KernelCache
 from core.types import AttentionProblem, TileConfig
+from generator.render import template_hash
 from runtime import Runtime, RuntimeConfig, load_specialized
 from runtime.tiers import Tier
+from templates.registry import get_family
 
 
 class _NoOpKernel:
@@ -67,7 +69,12 @@ def test_load_specialized_memo_hit(benchmark: Any, tmp_path: Path) -> None:
         key,
         cubin=b"placeholder",
         ptx=None,
-        metadata={"arch": "sm_80", "problem": problem.to_dict(), "config": config.to_dict()},
+        metadata={
+            "arch": "sm_80",
+            "problem": problem.to_dict(),
+            "config": config.to_dict(),
+            "template_hash": template_hash(get_family("attention")),
+        },
     )
     dirs = [tmp_path]
     load_specialized(key, cache_dirs=dirs)

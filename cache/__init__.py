@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cache.entry import CacheEntry, KernelPayload
+from cache.inventory import BadEntry, EntryInfo
 from cache.layers import SearchPath, search_path
 from cache.layout import FORMAT_VERSION, Layout, check_key
-from cache.store import BadEntry, EntryInfo, KernelCache
+from cache.store import KernelCache
 
 if TYPE_CHECKING:
     from cache.bundle import ImportReport, export_bundle, import_bundle

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from cache.bundle import export_bundle, import_bundle
-from cache.store import EntryInfo, KernelCache
+from cache.inventory import EntryInfo
+from cache.store import KernelCache
 from core.errors import TesseraError
 from core.types import TileConfig
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -193,3 +194,26 @@ def read_metadata(path: Path) -> dict[str, Any]:
         f.seek(start)
         meta_bytes = f.read(meta_len)
     return _parse_metadata(meta_bytes, meta_sha, str(path))
+
+
+def read_entry_file(path: Path) -> tuple[bytes, os.stat_result]:
+    """The whole file and the stat of the inode read (to quarantine exactly that one).
+
+    Reading it whole is what makes eviction harmless to readers: once read, an unlink of the
+    file cannot take anything away.
+    """
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        return f.read(), st
+
+
+def verify_entry(
+    blob: bytes, *, path: str, kernel_key: str
+) -> tuple[dict[str, Any], bytes | None, str | None]:
+    """`decode_entry`, and check the entry records `kernel_key` (a renamed file is not a hit)."""
+    metadata, cubin, ptx = decode_entry(blob, path=path)
+    if metadata.get("kernel_key") != kernel_key:
+        raise CacheCorruptError(
+            path, f"records key {metadata.get('kernel_key')!r}, not {kernel_key!r}"
+        )
+    return metadata, cubin, ptx

@@ -46,3 +46,19 @@ def hold(path: Path, *, timeout_s: float = INDEX_LOCK_TIMEOUT_S) -> Iterator[Non
         yield
     finally:
         lock.release()
+
+
+@contextmanager
+def try_hold(path: Path, *, timeout_s: float) -> Iterator[bool]:
+    """Hold the lock at `path` for the block if it frees within `timeout_s`; yield whether held."""
+    lock = file_lock(path)
+    try:
+        lock.acquire(timeout=timeout_s)
+        locked = True
+    except filelock.Timeout:
+        locked = False
+    try:
+        yield locked
+    finally:
+        if locked:
+            lock.release()

@@ -1,6 +1,6 @@
 """KernelCache: the multi-process safe, LRU-bounded, layered store of tuned kernels.
 
-Concurrency argument (see also cache/layout.py and cache/lock.py):
+Concurrency argument (code in cache/publish.py and cache/lock.py, layout in cache/layout.py):
 
 - Publish: a put writes the whole entry (header, metadata, cubin, PTX) to a temp file in the
   same filesystem, fsyncs it, then renames it over `entries/<key>.kernel` and fsyncs the
@@ -23,20 +23,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from cache import eviction, validity
-from cache.entry import CacheEntry, KernelPayload, decode_entry, encode_entry, read_metadata
+from cache.entry import CacheEntry, KernelPayload, encode_entry, read_entry_file, verify_entry
+from cache.inventory import BadEntry, EntryInfo, list_entries, verify_layers
 from cache.layers import search_path
 from cache.layout import Layout, check_key
-from cache.lock import file_lock, hold
+from cache.lock import hold, try_hold
+from cache.publish import publish, quarantine
 from core import config
 from core.errors import CacheCorruptError, CacheMissError, TesseraError
 
@@ -44,29 +43,6 @@ log = logging.getLogger("tessera.cache")
 
 DEFAULT_TOUCH_INTERVAL_S = 60.0
 DEFAULT_WAIT_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class EntryInfo:
-    """One line of `KernelCache.entries()`: what `python -m cache ls` prints."""
-
-    kernel_key: str
-    layer: Path
-    read_only: bool
-    size_bytes: int
-    last_used_s: float
-    metadata: dict[str, Any] | None  # None when the metadata failed its checks
-    problem: str | None = None  # why metadata is None
-
-
-@dataclass(frozen=True, kw_only=True)
-class BadEntry:
-    """An entry that failed verification."""
-
-    kernel_key: str
-    layer: Path
-    reason: str
-    removed: bool
 
 
 class KernelCache:
@@ -202,23 +178,17 @@ class KernelCache:
         """Read and verify one layer's entry; quarantine it (writable layer) if corrupt."""
         path = layout.entry_path(kernel_key)
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                blob = f.read()
+            blob, st = read_entry_file(path)
         except FileNotFoundError:
             return None, None
         except OSError as exc:
             return None, f"{path}: unreadable: {exc}"
         try:
-            metadata, cubin, ptx = decode_entry(blob, path=str(path))
-            if metadata.get("kernel_key") != kernel_key:
-                raise CacheCorruptError(
-                    str(path), f"records key {metadata.get('kernel_key')!r}, not {kernel_key!r}"
-                )
+            metadata, cubin, ptx = verify_entry(blob, path=str(path), kernel_key=kernel_key)
         except CacheCorruptError as exc:
             log.warning("cache miss, corrupt entry: %s", exc)
             if not read_only:
-                self._quarantine(layout, path, st)
+                quarantine(layout, path, st)
             return None, f"{path}: corrupt: {exc.reason}"
         if not read_only and time.time() - st.st_mtime > self.touch_interval_s:
             _touch(path)
@@ -233,37 +203,20 @@ class KernelCache:
         )
         return entry, None
 
-    def _quarantine(self, layout: Layout, path: Path, seen: os.stat_result) -> bool:
-        """Move the corrupt file we read out of entries/, unless a new put replaced it since."""
-        try:
-            with hold(layout.index_lock_path):
-                now = os.stat(path)
-                if (now.st_ino, now.st_dev) != (seen.st_ino, seen.st_dev):
-                    return False  # already replaced by a fresh put: leave that one alone
-                layout.quarantine_dir.mkdir(parents=True, exist_ok=True)
-                os.replace(path, layout.quarantine_dir / f"{path.name}.{time.time_ns()}.bad")
-                log.warning("quarantined %s", path)
-                return True
-        except (OSError, TesseraError) as exc:
-            log.warning("could not quarantine %s: %s", path, exc)
-            return False
-
     def read_entry_file(self, kernel_key: str) -> tuple[bytes, Path] | None:
         """The verified bytes of the first entry file for `kernel_key` and its layer (bundles)."""
         check_key(kernel_key)
         for layout, _ in self._layers:
             path = layout.entry_path(kernel_key)
             try:
-                blob = path.read_bytes()
+                blob, _st = read_entry_file(path)
+                verify_entry(blob, path=str(path), kernel_key=kernel_key)
             except FileNotFoundError:
                 continue
-            try:
-                metadata, _, _ = decode_entry(blob, path=str(path))
             except CacheCorruptError as exc:
                 log.warning("skipping corrupt entry: %s", exc)
                 continue
-            if metadata.get("kernel_key") == kernel_key:
-                return blob, layout.root
+            return blob, layout.root
         return None
 
     def list_keys(self, *, writable_only: bool = False) -> list[str]:
@@ -273,28 +226,7 @@ class KernelCache:
 
     def entries(self) -> list[EntryInfo]:
         """Every entry file of every layer with its metadata (payloads not read)."""
-        infos = []
-        for layout, read_only in self._layers:
-            for stat in sorted(eviction.scan(layout), key=lambda s: s.kernel_key):
-                path = layout.entry_path(stat.kernel_key)
-                metadata: dict[str, Any] | None
-                problem = None
-                try:
-                    metadata = read_metadata(path)
-                except (CacheCorruptError, OSError) as exc:
-                    metadata, problem = None, str(exc)
-                infos.append(
-                    EntryInfo(
-                        kernel_key=stat.kernel_key,
-                        layer=layout.root,
-                        read_only=read_only,
-                        size_bytes=stat.size_bytes,
-                        last_used_s=stat.last_used_s,
-                        metadata=metadata,
-                        problem=problem,
-                    )
-                )
-        return infos
+        return list_entries(self._layers)
 
     def forget(self) -> None:
         """Drop this process's memo: the next get reads from disk."""
@@ -349,32 +281,17 @@ class KernelCache:
         `decode_entry` first.
         """
         layout = self._require_writable()
-        layout.make_dirs()
-        delay_s = config.CACHE_WRITE_DELAY_S.get() or 0.0
-        final = layout.entry_path(kernel_key)
-        tmp = layout.tmp_dir / f"{kernel_key}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                for i, part in enumerate(parts):
-                    if i and delay_s:  # test hook: a window to SIGKILL a writer mid-put
-                        f.flush()
-                        time.sleep(delay_s)
-                    f.write(part)
-                f.flush()
-                os.fsync(f.fileno())
-            with hold(layout.index_lock_path):
-                os.replace(tmp, final)
-                _fsync_dir(layout.entries_dir)
-                evicted = self._evict_locked(
-                    layout,
-                    max_bytes=self.max_bytes,
-                    max_entries=self.max_entries,
-                    protect=frozenset([kernel_key]),
-                )
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        evicted = publish(
+            layout,
+            check_key(kernel_key),
+            parts,
+            under_index_lock=lambda: self._evict_locked(
+                layout,
+                max_bytes=self.max_bytes,
+                max_entries=self.max_entries,
+                protect=frozenset([kernel_key]),
+            ),
+        )
         self._memo.pop(kernel_key, None)
         return evicted
 
@@ -445,28 +362,8 @@ class KernelCache:
 
     def verify(self) -> list[BadEntry]:
         """Check every entry of every layer; quarantine bad ones of the writable cache."""
-        bad = []
-        for layout, read_only in self._layers:
-            for key in layout.entry_keys():
-                path = layout.entry_path(key)
-                try:
-                    with open(path, "rb") as f:
-                        st = os.fstat(f.fileno())
-                        blob = f.read()
-                    metadata, _, _ = decode_entry(blob, path=str(path))
-                    if metadata.get("kernel_key") != key:
-                        raise CacheCorruptError(str(path), "metadata names another key")
-                except FileNotFoundError:
-                    continue
-                except CacheCorruptError as exc:
-                    removed = not read_only and self._quarantine(layout, path, st)
-                    bad.append(
-                        BadEntry(
-                            kernel_key=key, layer=layout.root, reason=exc.reason, removed=removed
-                        )
-                    )
-                    self._memo.pop(key, None)
-        return bad
+        self._memo.clear()
+        return verify_layers(self._layers)
 
     # ---------------------------------------------------------------------- single-flight
 
@@ -491,45 +388,29 @@ class KernelCache:
         if entry is not None:
             return entry
         layout = self._require_writable()
-        lock = file_lock(layout.key_lock_path(kernel_key))
-        try:
-            lock.acquire(timeout=wait_timeout_s)
-            locked = True
-        except filelock.Timeout:
-            log.warning(
-                "waited %.1f s for another process to build %s; building it here",
-                wait_timeout_s,
-                kernel_key,
-            )
-            locked = False
-        try:
-            if locked:
+        with try_hold(layout.key_lock_path(kernel_key), timeout_s=wait_timeout_s) as locked:
+            if not locked:
+                log.warning(
+                    "waited %.1f s for another process to build %s; building it here",
+                    wait_timeout_s,
+                    kernel_key,
+                )
+            else:
                 entry = self.get(kernel_key, **want)
                 if entry is not None:
                     return entry
             built = build_fn()
             stored = self.put(kernel_key, cubin=built.cubin, ptx=built.ptx, metadata=built.metadata)
-            _, use_ptx = validity.check(
-                stored.metadata,
-                has_cubin=stored.cubin is not None,
-                has_ptx=stored.ptx is not None,
-                **want,
-            )
-            return replace(stored, use_ptx=use_ptx) if use_ptx else stored
-        finally:
-            if locked:
-                lock.release()
+        _, use_ptx = validity.check(
+            stored.metadata,
+            has_cubin=stored.cubin is not None,
+            has_ptx=stored.ptx is not None,
+            **want,
+        )
+        return replace(stored, use_ptx=use_ptx) if use_ptx else stored
 
 
 def _touch(path: Path) -> None:
     """Record a use: the entry file's mtime is its last-use time (contents untouched)."""
     with contextlib.suppress(OSError):  # evicted or replaced meanwhile, or read-only fs
         os.utime(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,8 +24,6 @@ from core import config as knobs
 from core.errors import CompileError, EmulatorError, InvalidConfigError, TesseraError
 from core.types import DTYPES, OPS, AttentionProblem, GemmProblem, Problem, TileConfig, parse_shape
 from generator import emulator, toolchain
-from generator.host_build import build_host_library
-from generator.render import render
 from templates.registry import get_family
 
 UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8}
@@ -163,20 +161,6 @@ def verify_config(
     )
 
 
-def prebuild(
-    problem: Problem, configs: Sequence[TileConfig], *, arch: str, specialized: bool, jobs: int
-) -> None:
-    """Host-build every configuration's source in parallel (the compiler is the slow part)."""
-    family = get_family(problem.family)
-    sources = [render(family, problem, c, specialized=specialized, arch=arch).source for c in configs]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for future in [pool.submit(build_host_library, s) for s in sources]:
-            try:
-                future.result()
-            except CompileError:
-                pass  # reported by verify_config with the configuration it belongs to
-
-
 def verify(
     problem: Problem,
     configs: Sequence[TileConfig],
@@ -187,14 +171,29 @@ def verify(
     jobs: int = 1,
     report: Callable[[str], None] = print,
 ) -> list[Verdict]:
-    """Verify each configuration, reporting one line per configuration as it finishes."""
-    if jobs > 1 and len(configs) > 1:
-        prebuild(problem, configs, arch=arch, specialized=specialized, jobs=jobs)
-    verdicts = []
-    for config in configs:
-        verdict = verify_config(problem, config, seed=seed, arch=arch, specialized=specialized)
-        report(verdict.line(problem))
-        verdicts.append(verdict)
+    """Verify each configuration, reporting one line per configuration in the given order.
+
+    Configurations run in `jobs` threads: the host compiler runs as a subprocess and ctypes
+    releases the GIL during a launch, and each configuration is its own library.
+    """
+    if jobs <= 1 or len(configs) <= 1:
+        verdicts = []
+        for config in configs:
+            verdict = verify_config(problem, config, seed=seed, arch=arch, specialized=specialized)
+            report(verdict.line(problem))
+            verdicts.append(verdict)
+        return verdicts
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(
+                verify_config, problem, config, seed=seed, arch=arch, specialized=specialized
+            )
+            for config in configs
+        ]
+        verdicts = []
+        for future in futures:
+            verdicts.append(future.result())
+            report(verdicts[-1].line(problem))
     return verdicts
 
 

@@ -145,43 +145,25 @@ class HostBackends:
 
 
 def tune_into_cache(problem: Problem, *, arch: str, config: RuntimeConfig) -> str:
-    """Tune `problem` (autotune.search), compile its best kernel and put it in the writable
-    cache; returns the kernel key. The objective is measured on a GPU of `arch`, else modelled.
-    """
-    from autotune.search import tune
-    from generator.compile import compile_kernel
-    from generator.render import render
-    from runtime.specialized import open_cache
-    from templates.registry import get_family
+    """Tune `problem` and store its winner in the writable cache (autotune.job, as the
+    `generator.tune` CLI does); returns the kernel key. The objective is measured on a GPU
+    of `arch`, else modelled."""
+    from autotune.job import TuneRequest, run
 
-    result = tune(
-        problem,
-        arch=arch,
-        trials=config.tuning_trials,
-        timeout_s=config.tuning_timeout_s,
-        seed=config.tuning_seed,
-        jobs=1,
-        progress=False,
+    cache_dir = config.cache_dirs[0] if config.cache_dirs else None
+    result = run(
+        TuneRequest(
+            problem=problem,
+            arch=arch,
+            trials=config.tuning_trials,
+            timeout_s=config.tuning_timeout_s or None,
+            seed=config.tuning_seed,
+            jobs=1,
+            cache_dir=cache_dir,
+            progress=False,
+        )
     )
-    rendered = render(get_family(problem.op), problem, result.best_config, specialized=True)
-    compiled = compile_kernel(rendered, arch=arch)
-    key = problem.kernel_key(arch)
-    open_cache(config.cache_dirs).put(
-        key,
-        cubin=compiled.cubin,
-        ptx=compiled.ptx,
-        metadata={
-            "problem": problem.to_dict(),
-            "config": result.best_config.to_dict(),
-            "objective": {"kind": result.objective_kind, "value": result.best_time_ms},
-            "arch": arch,
-            "nvrtc_version": compiled.nvrtc_version,
-            "template_hash": rendered.template_hash,
-            "kernel_name": rendered.kernel_name,
-            "source": "runtime background tuning",
-        },
-    )
-    return key
+    return result.kernel_key
 
 
 def _compile_for_arch(problem: Problem, config: TileConfig, arch: str, *, specialized: bool) -> Any:

@@ -5,6 +5,7 @@ UNVERIFIED on hardware beyond the gpu-marked tests: written against generator.de
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,49 @@ class DeviceOutput:
 
     def numpy(self) -> np.ndarray:
         return self.buffer.download(self.shape, self.dtype)
+
+    def __del__(self) -> None:
+        # At interpreter shutdown the driver may already be gone.
+        with contextlib.suppress(Exception):
+            self.buffer.free()
+
+
+def to_host(array: Any) -> np.ndarray:
+    """A NumPy copy of a device array (CUDA array interface or DLPack)."""
+    from cuda.bindings import driver
+
+    from generator.toolchain import check
+
+    view = device_array(array)
+    out = np.empty(view.shape, dtype=NUMPY_DTYPES[view.dtype or ""])
+    check(driver.cuMemcpyDtoH(out.ctypes.data, view.pointer, out.nbytes), call="cuMemcpyDtoH")
+    return out
+
+
+def to_device_output(array: np.ndarray) -> DeviceOutput:
+    from generator import device
+
+    data = np.ascontiguousarray(array)
+    return DeviceOutput(device.to_device(data), data.shape, data.dtype)
+
+
+class DeviceReferenceKernel:
+    """Tier 1 on a CUDA machine: device-array inputs are copied to the host for the reference
+    and the result copied back, so every tier returns the same kind of array."""
+
+    tier = Tier.REFERENCE
+    kernel_key: str | None = None
+    config: TileConfig | None = None
+
+    def __init__(self, op: str) -> None:
+        self._host = ReferenceKernel(op)
+
+    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+        if isinstance(inputs[0], np.ndarray):
+            return self._host.run(inputs, causal=causal, scale=scale)
+        out, lse = self._host.run(tuple(to_host(x) for x in inputs), causal=causal, scale=scale)
+        lse_out = None if lse is None else to_device_output(np.asarray(lse, dtype=_LSE_DTYPE))
+        return to_device_output(out), lse_out
 
 
 class CudaKernel:
@@ -128,7 +172,7 @@ class CudaBackends:
         self._config = config
 
     def reference(self, op: str) -> Kernel:
-        return ReferenceKernel(op)
+        return DeviceReferenceKernel(op)
 
     def _build(self, problem: Problem, config: TileConfig, tier: Tier, key: str) -> Kernel:
         from generator import device

@@ -280,11 +280,11 @@ class Dispatcher:
                     other.tune_state = TUNED if error is None else FAILED
                     other.settled = False
             detail = "finished" if error is None else f"{type(error).__name__}: {error}"
-            self._trace_event(state, "tune", ok=error is None, detail=detail)
+            self._trace_event(state, "tune", kernel_key=key, ok=error is None, detail=detail)
 
         if self.tuning.submit(key, job, done):
             state.tune_state = QUEUED
-            self._trace_event(state, "tune", detail="queued")
+            self._trace_event(state, "tune", kernel_key=key, detail="queued")
         elif self.tuning.in_flight(key):  # another scale of the same problem queued it
             state.tune_state = QUEUED
         elif self.config.tuning_workers == 0:
@@ -302,6 +302,7 @@ class Dispatcher:
         event: str,
         *,
         kernel: Kernel | None = None,
+        kernel_key: str | None = None,
         ok: bool = True,
         detail: str = "",
     ) -> None:
@@ -311,7 +312,7 @@ class Dispatcher:
             state.signature,
             int(state.tier),
             0.0,
-            None if kernel is None else kernel.kernel_key,
+            kernel_key if kernel is None else kernel.kernel_key,
             None if kernel is None else kernel.config,
             ok,
             detail,

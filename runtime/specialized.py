@@ -96,7 +96,8 @@ def clear_memo() -> None:
 def _load(kernel_key: str, cache_dirs: Sequence[str | Path] | None) -> SpecializedKernel:
     arch = arch_of_key(kernel_key)
     cache = open_cache(cache_dirs)
-    entry = cache.require(kernel_key, arch=arch)  # CacheMissError names key, layers, reasons
+    # An entry built from another template source is stale: the key does not hash the source.
+    entry = cache.require(kernel_key, arch=arch, template_hash=_template_hash(kernel_key))
     metadata = dict(entry.metadata)
     try:
         config = TileConfig.from_dict(dict(metadata["config"]))
@@ -118,6 +119,18 @@ def _load(kernel_key: str, cache_dirs: Sequence[str | Path] | None) -> Specializ
         source=str(entry.layer),
         kernel=_launchable(entry.cubin, entry.ptx, metadata, arch, config, problem),
     )
+
+
+def _template_hash(kernel_key: str) -> str | None:
+    """The current template hash of the key's family ('attention_fwd.…', 'gemm.…')."""
+    from generator.render import template_hash
+    from templates.registry import get_family
+
+    try:
+        family = get_family(kernel_key.split(".", 1)[0])
+    except ValueError:
+        return None
+    return template_hash(family)
 
 
 def _launchable(

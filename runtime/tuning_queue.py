@@ -86,12 +86,25 @@ class TuningQueue:
         return True
 
     def close(self, *, timeout_s: float | None = None) -> None:
-        """Stop accepting jobs, let the queued ones finish, and join the workers."""
-        with self._lock:
+        """Stop accepting jobs, cancel those not started, and join the workers.
+
+        A job already running is waited for (up to `timeout_s`); its thread is a daemon, so
+        an interpreter exit never hangs on it.
+        """
+        with self._idle:
             if self._closed:
                 return
             self._closed = True
             threads = list(self._threads)
+            while True:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    self._queued.discard(item[0])
+                    self._dropped += 1
+            self._idle.notify_all()
         for _ in threads:
             self._jobs.put(None)
         for thread in threads:

@@ -52,7 +52,7 @@ class Family(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ParamField:
     """One field of a kernel's by-value Params struct: the single source of its C and ctypes forms.
 

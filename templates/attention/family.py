@@ -12,14 +12,14 @@ from templates.attention import space
 from templates.family import LaunchGeometry, ParamField, ceil_div, params_structure
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
-    ParamField("q", "const elem_t*", ctypes.c_void_p),
-    ParamField("k", "const elem_t*", ctypes.c_void_p),
-    ParamField("v", "const elem_t*", ctypes.c_void_p),
-    ParamField("o", "elem_t*", ctypes.c_void_p),
-    ParamField("lse", "float*", ctypes.c_void_p),
-    ParamField("seq_q", "int", ctypes.c_int32),
-    ParamField("seq_kv", "int", ctypes.c_int32),
-    ParamField("softmax_scale", "float", ctypes.c_float),
+    ParamField(name="q", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="k", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="v", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="o", c_type="elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="lse", c_type="float*", ctype=ctypes.c_void_p),
+    ParamField(name="seq_q", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="seq_kv", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="softmax_scale", c_type="float", ctype=ctypes.c_float),
 )
 POINTER_NAMES = ("q", "k", "v", "o", "lse")
 

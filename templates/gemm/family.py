@@ -11,12 +11,12 @@ from templates.family import LaunchGeometry, ParamField, ceil_div, params_struct
 from templates.gemm import space
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
-    ParamField("a", "const elem_t*", ctypes.c_void_p),
-    ParamField("b", "const elem_t*", ctypes.c_void_p),
-    ParamField("c", "elem_t*", ctypes.c_void_p),
-    ParamField("m", "int", ctypes.c_int32),
-    ParamField("n", "int", ctypes.c_int32),
-    ParamField("k", "int", ctypes.c_int32),
+    ParamField(name="a", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="b", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="c", c_type="elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="m", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="n", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="k", c_type="int", ctype=ctypes.c_int32),
 )
 POINTER_NAMES = ("a", "b", "c")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -198,3 +199,36 @@ def test_builder_killed_mid_build_releases_the_key(
         version = single_flight_worker((str(cache_dir), str(builds), key, 0.0, 120.0))
     assert version.startswith(f"build-{os.getpid()}-")
     assert not any("waited" in r.getMessage() for r in caplog.records)  # lock taken, not timed out
+
+
+def test_writers_killed_at_random_moments_never_leave_a_bad_entry(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "kernels"
+    keys = [f"gemm.fp16.m{64 * i}.n64.k64.sm_80" for i in range(1, 4)]
+    rng = random.Random(7)
+    for round_ in range(5):
+        started = tmp_path / f"started-{round_}"
+        writer = _spawn_python(
+            f"""
+            import itertools, pathlib
+            from cache import KernelCache
+            from cache_workers import put_version
+            cache = KernelCache(cache_dir={str(cache_dir)!r}, read_only_dirs=(), max_entries=2)
+            pathlib.Path({str(started)!r}).write_text("1")
+            for i in itertools.count():
+                put_version(cache, {keys!r}[i % 3], "r{round_}-" + str(i))
+            """
+        )
+        try:
+            _wait_for(started.exists, "the writer to start")
+            time.sleep(rng.uniform(0.0, 0.2))
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait()
+        cache = _cache(cache_dir)
+        assert cache.verify() == []
+        for key in cache.list_keys():
+            entry = cache.get(key)
+            assert entry is not None and consistent(key, entry)
+    assert _cache(cache_dir).list_keys() != []  # the writers did complete puts between kills
+    put_version(_cache(cache_dir), keys[0], "after")
+    assert _cache(cache_dir).get(keys[0]).metadata["version"] == "after"  # type: ignore[union-attr]

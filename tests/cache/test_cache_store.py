@@ -168,3 +168,30 @@ def test_read_only_cache_refuses_writes(tmp_path: Path) -> None:
     with pytest.raises(TesseraError, match="no writable"):
         put_version(cache, KEY, "v")
     assert not (tmp_path / "ro").exists()
+
+
+def test_old_format_entries_are_never_served(cache_dir: Path) -> None:
+    put_version(KernelCache(), KEY, "v1")
+    path = cache_dir / "v1" / "entries" / f"{KEY}.kernel"
+    blob = path.read_bytes()
+    old_dir = cache_dir / "v0" / "entries"  # a previous format's directory: not searched
+    old_dir.mkdir(parents=True)
+    (old_dir / path.name).write_bytes(blob)
+    path.write_bytes(blob.replace(b"TESSERA-KERNEL-ENTRY v1 ", b"TESSERA-KERNEL-ENTRY v0 ", 1))
+    entry, reasons = KernelCache(memo=False).lookup(KEY)
+    assert entry is None and any("format" in r for r in reasons)
+
+
+def test_search_path_from_environment_and_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cache import search_path
+
+    a, b, w = tmp_path / "a", tmp_path / "b", tmp_path / "w"
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(w))
+    monkeypatch.setenv("TESSERA_CACHE_PATH", os.pathsep.join([str(a), str(w), str(b)]))
+    assert search_path().all() == [w, a, b]  # the writable one is not repeated read-only
+    assert search_path(read_only_dirs=[b]).all() == [w, b]  # the API overrides the env
+    assert search_path(cache_dir=a, read_only_dirs=()).all() == [a]
+    ro = search_path(cache_dir=a, read_only_dirs=[b], writable=False)
+    assert ro.writable is None and ro.read_only == (a, b)

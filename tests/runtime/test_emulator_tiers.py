@@ -11,8 +11,10 @@ import pytest
 
 from cache.store import KernelCache
 from core.types import AttentionProblem, GemmProblem, Problem, TileConfig
+from generator.render import template_hash
 from runtime import Runtime, RuntimeConfig
 from runtime.specialized import clear_memo
+from templates.registry import get_family
 
 # Relative Frobenius error against the float64 reference: a few output roundings of the dtype.
 TOLERANCE = {"fp16": 4e-3, "bf16": 3e-2}
@@ -46,7 +48,12 @@ def _tuned_entry(cache_dir: Path, problem: Problem) -> None:
         problem.kernel_key(ARCH),
         cubin=b"placeholder",
         ptx=None,
-        metadata={"arch": ARCH, "problem": problem.to_dict(), "config": TUNED.to_dict()},
+        metadata={
+            "arch": ARCH,
+            "problem": problem.to_dict(),
+            "config": TUNED.to_dict(),
+            "template_hash": template_hash(get_family(problem.op)),
+        },
     )
 
 
@@ -106,7 +113,12 @@ def test_gemm_tiers_agree(tmp_path: Path) -> None:
         problem.kernel_key(ARCH),
         cubin=b"placeholder",
         ptx=None,
-        metadata={"arch": ARCH, "problem": problem.to_dict(), "config": tuned.to_dict()},
+        metadata={
+            "arch": ARCH,
+            "problem": problem.to_dict(),
+            "config": tuned.to_dict(),
+            "template_hash": template_hash(get_family("gemm")),
+        },
     )
     with Runtime(config=config) as rt:
         outs = [rt.gemm(a, b) for _ in range(3)]

@@ -10,8 +10,10 @@ import pytest
 from cache.store import KernelCache
 from core.errors import CacheMissError
 from core.types import AttentionProblem, TileConfig
+from generator.render import template_hash
 from runtime import load_specialized
 from runtime.specialized import arch_of_key, clear_memo
+from templates.registry import get_family
 
 PROBLEM = AttentionProblem(1, 2, 64, 64, 64, dtype="fp16", causal=True)
 KEY = PROBLEM.kernel_key("sm_80")
@@ -21,7 +23,12 @@ CONFIG = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=
 def _put(
     root: Path, *, config: dict[str, int] | None = None, cubin: bytes = b"\x7fELF-cubin"
 ) -> None:
-    metadata = {"arch": "sm_80", "problem": PROBLEM.to_dict(), "kernel_name": "attention_fwd"}
+    metadata = {
+        "arch": "sm_80",
+        "problem": PROBLEM.to_dict(),
+        "kernel_name": "attention_fwd",
+        "template_hash": template_hash(get_family("attention")),
+    }
     metadata["config"] = config if config is not None else CONFIG.to_dict()
     KernelCache(cache_dir=root).put(KEY, cubin=cubin, ptx="// ptx", metadata=metadata)
 
@@ -61,6 +68,17 @@ def test_default_layers_come_from_the_environment(cache_dir: Path) -> None:
 def test_entry_without_a_valid_config_is_a_miss_with_the_reason(tmp_path: Path) -> None:
     _put(tmp_path, config={"block_m": 64})
     with pytest.raises(CacheMissError, match="no valid 'config'"):
+        load_specialized(KEY, cache_dirs=[tmp_path])
+
+
+def test_entry_built_from_another_template_is_stale(tmp_path: Path) -> None:
+    KernelCache(cache_dir=tmp_path).put(
+        KEY,
+        cubin=b"old",
+        ptx=None,
+        metadata={"arch": "sm_80", "config": CONFIG.to_dict(), "template_hash": "0" * 64},
+    )
+    with pytest.raises(CacheMissError, match="built from template"):
         load_specialized(KEY, cache_dirs=[tmp_path])
 
 

@@ -14,6 +14,10 @@
 
 #include "half.h"
 
+// The host build compiles kernels at -O0 (fast to build); the emulator itself stays optimised.
+#pragma GCC push_options
+#pragma GCC optimize("O2")
+
 namespace tessera {
 namespace host {
 
@@ -74,3 +78,5 @@ inline void ldmatrix_warp(const char* const* rows, int matrices, bool trans,
 
 }  // namespace host
 }  // namespace tessera
+
+#pragma GCC pop_options

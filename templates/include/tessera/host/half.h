@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <string.h>
 
+// The host build compiles kernels at -O0 (fast to build); the emulator itself stays optimised.
+#pragma GCC push_options
+#pragma GCC optimize("O2")
+
 namespace tessera {
 namespace host {
 
@@ -90,3 +94,5 @@ static_assert(sizeof(f16) == 2 && sizeof(bf16) == 2, "16-bit storage types");
 
 }  // namespace host
 }  // namespace tessera
+
+#pragma GCC pop_options

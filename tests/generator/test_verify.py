@@ -1,0 +1,97 @@
+"""`python -m generator.verify`: the CLI, its comparison, and every valid configuration of each
+family's space at one small ragged shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import config as knobs
+from core.types import AttentionProblem, GemmProblem, Problem
+from generator import verify
+from templates.registry import get_family
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCH = "sm_90"
+
+
+def test_cli_runs_one_configuration_and_prints_one_line() -> None:
+    config = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 2, "num_stages": 2}
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", "--op", "attention", "--shape", "1x2x17x64",
+         "--causal", "--config", json.dumps(config), "--seed", "3", "--arch", ARCH],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("PASS attention_fwd fp16 1x2x17x17x64 causal m32n32k16w2s2 rel_err=")
+    assert lines[1] == "1/1 configurations passed"
+
+
+def test_cli_rejects_an_invalid_configuration_with_the_rule(capsys: pytest.CaptureFixture) -> None:
+    config = {"block_m": 32, "block_n": 32, "block_k": 48, "num_warps": 2, "num_stages": 2}
+    code = verify.main(
+        ["--op", "gemm", "--shape", "64x64x64", "--config", json.dumps(config), "--arch", ARCH]
+    )
+    assert code == 2
+    assert "block_k=48" in capsys.readouterr().err
+
+
+def test_cli_exits_non_zero_when_a_configuration_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    real = verify.reference
+
+    def off_by_a_little(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        expected = real(problem, inputs)
+        expected["c"] = expected["c"] * (1 + 8 * verify.UNIT_ROUNDOFF["fp16"])
+        return expected
+
+    monkeypatch.setattr(verify, "reference", off_by_a_little)
+    code = verify.main(["--op", "gemm", "--shape", "33x17x40", "--arch", ARCH, "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.startswith("FAIL gemm fp16 33x17x40") and "rel_err > 2.0e-03" in out
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_compare_accepts_rounding_and_rejects_larger_errors(dtype: str) -> None:
+    problem = GemmProblem(16, 24, 8, dtype=dtype)
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((16, 24))
+    u = verify.UNIT_ROUNDOFF[dtype]
+    rounded = ref.astype(verify.emulator.NUMPY_DTYPES[dtype])
+    assert verify.compare(problem, {"c": rounded}, {"c": ref})[0]
+    assert not verify.compare(problem, {"c": ref * (1 + 6 * u)}, {"c": ref})[0]
+    unwritten = rounded.copy()
+    unwritten[3, 5] = np.nan
+    passed, _, _, reason = verify.compare(problem, {"c": unwritten}, {"c": ref})
+    assert not passed and reason == "1 c elements NaN (unwritten?)"
+
+
+def _sweep(problem: Problem) -> None:
+    configs = get_family(problem.family).space.valid_configs(problem, ARCH)
+    assert configs, f"no valid configuration for {problem}"
+    lines: list[str] = []
+    verdicts = verify.verify(
+        problem, configs, seed=0, arch=ARCH, jobs=knobs.default_jobs(), report=lines.append
+    )
+    failures = [line for line, v in zip(lines, verdicts, strict=True) if not v.passed]
+    assert not failures, "\n".join(failures)
+
+
+def test_every_valid_attention_configuration_passes() -> None:
+    # Two query blocks (ragged), 4+ key tiles so every pipeline stage is refilled, a ragged and
+    # causal key range with seq_q != seq_kv.
+    _sweep(AttentionProblem(1, 2, 65, 400, 64, causal=True))
+
+
+def test_every_valid_gemm_configuration_passes() -> None:
+    # M, N, K multiples of no tile; K long enough that the deepest pipeline refills a stage.
+    _sweep(GemmProblem(67, 45, 300))

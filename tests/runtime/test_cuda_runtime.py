@@ -1,0 +1,109 @@
+"""device='cuda': tiers 1-3 on the GPU agree, device arrays stay on the device (GPU only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.types import AttentionProblem, TileConfig
+from runtime import Runtime, RuntimeConfig, load_specialized
+from runtime.specialized import clear_memo, open_cache
+
+FP16_TOLERANCE = 4e-3
+SHAPE = (1, 2, 128, 64)
+CONFIG = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2)
+
+
+def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    scores = q64 @ np.swapaxes(k64, -1, -2) / np.sqrt(q.shape[-1])
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (weights / weights.sum(axis=-1, keepdims=True)) @ v64
+
+
+def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    got64 = got.astype(np.float64)
+    assert np.all(np.isfinite(got64)), "NaN in the output: an element was never written"
+    return float(np.linalg.norm(got64 - want) / np.linalg.norm(want))
+
+
+def _put_specialized(cache_dir: Path, arch: str) -> str:
+    from generator.compile import compile_kernel
+    from generator.render import render
+    from templates.registry import get_family
+
+    problem = AttentionProblem(*SHAPE[:3], SHAPE[2], SHAPE[3])
+    rendered = render(get_family("attention"), problem, CONFIG, specialized=True)
+    compiled = compile_kernel(rendered, arch=arch)
+    key = problem.kernel_key(arch)
+    open_cache([cache_dir]).put(
+        key,
+        cubin=compiled.cubin,
+        ptx=compiled.ptx,
+        metadata={
+            "arch": arch,
+            "problem": problem.to_dict(),
+            "config": CONFIG.to_dict(),
+            "kernel_name": rendered.kernel_name,
+        },
+    )
+    return key
+
+
+def _runtime(tmp_path: Path) -> Runtime:
+    clear_memo()
+    config = RuntimeConfig(
+        device="cuda",
+        tier2_min_calls=1,
+        tier3_min_calls=2,
+        tuning_workers=0,
+        cache_dirs=(tmp_path,),
+    )
+    rt = Runtime(config=config)
+    _put_specialized(tmp_path, rt.arch)
+    return rt
+
+
+@pytest.mark.gpu
+def test_cuda_tiers_agree_on_numpy_inputs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    q, k, v = (rng.standard_normal(SHAPE).astype(np.float16) for _ in range(3))
+    want = _reference(q, k, v)
+    with _runtime(tmp_path) as rt:
+        outs = [rt.attention(q, k, v) for _ in range(3)]
+        tiers = [r.tier for r in rt.history() if r.event == "call"]
+    assert tiers == [1, 2, 3]
+    for tier, out in zip(tiers, outs, strict=True):
+        assert isinstance(out, np.ndarray) and out.dtype == np.float16
+        assert _rel_err(out, want) < FP16_TOLERANCE, f"tier {tier}"
+
+
+@pytest.mark.gpu
+def test_device_arrays_are_used_in_place_and_returned_on_the_device(tmp_path: Path) -> None:
+    from runtime.cuda_backend import DeviceOutput, to_device_output
+
+    rng = np.random.default_rng(12)
+    host = [rng.standard_normal(SHAPE).astype(np.float16) for _ in range(3)]
+    want = _reference(*host)
+    q, k, v = (to_device_output(x) for x in host)
+    with _runtime(tmp_path) as rt:
+        outs = [rt.attention(q, k, v) for _ in range(3)]
+        tiers = [r.tier for r in rt.history() if r.event == "call"]
+    assert tiers == [1, 2, 3]
+    for tier, out in zip(tiers, outs, strict=True):
+        assert isinstance(out, DeviceOutput)
+        assert _rel_err(out.numpy(), want) < FP16_TOLERANCE, f"tier {tier}"
+
+
+@pytest.mark.gpu
+def test_load_specialized_gives_a_launchable_kernel_on_the_gpu(tmp_path: Path) -> None:
+    from generator.gpu import probe
+
+    clear_memo()
+    arch = probe().arch
+    assert arch is not None
+    key = _put_specialized(tmp_path, arch)
+    loaded = load_specialized(key, cache_dirs=[tmp_path])
+    assert loaded.kernel is not None and loaded.config == CONFIG
