@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -14,8 +13,6 @@ from core.types import Problem, TileConfig
 from runtime.config import RuntimeConfig
 from runtime.specialized import load_specialized
 from runtime.tiers import Backends, Kernel, Tier
-
-log = logging.getLogger("tessera.runtime")
 
 
 class ReferenceKernel:
@@ -172,7 +169,7 @@ def _compile_for_arch(problem: Problem, config: TileConfig, arch: str, *, specia
     from generator.render import render
     from templates.registry import get_family
 
-    rendered = render(get_family(problem.op), problem, config, specialized=specialized)
+    rendered = render(get_family(problem.op), problem, config, specialized=specialized, arch=arch)
     return compile_kernel(rendered, arch=arch)
 
 

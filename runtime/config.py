@@ -36,7 +36,9 @@ class RuntimeConfig:
     hotspot_min_time_ms: float = 0.0
 
     max_loaded_kernels: int = 32  # specialized kernels kept loaded (LRU)
-    cache_dirs: tuple[Path, ...] | None = None  # None: the writable cache + TESSERA_CACHE_PATH
+    # Kernel cache layers: the first is written by background tuning, the rest are read-only.
+    # None: TESSERA_CACHE_DIR (else the XDG user cache) then TESSERA_CACHE_PATH's layers.
+    cache_dirs: tuple[Path, ...] | None = None
 
     trace_path: Path | None = None  # JSONL file appended to by every call (None: memory only)
     trace_buffer_records: int = 10_000  # in-memory ring buffer behind `history()`

@@ -181,7 +181,9 @@ class CudaBackends:
         from templates.registry import get_family
 
         family = get_family(problem.op)
-        rendered = render(family, problem, config, specialized=tier is Tier.SPECIALIZED)
+        rendered = render(
+            family, problem, config, specialized=tier is Tier.SPECIALIZED, arch=self.arch
+        )
         compiled = compile_kernel(rendered, arch=self.arch)
         loaded = device.load(
             compiled.cubin,

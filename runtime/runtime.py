@@ -6,7 +6,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from autotune.hotspots import TraceRecord
+import numpy as np
+
+from autotune.hotspots import Hotspot, TraceRecord, rank
 from core.types import TileConfig
 from runtime.config import Device, RuntimeConfig
 from runtime.dispatcher import Dispatcher
@@ -21,6 +23,9 @@ class Runtime:
     `Runtime(device="emulator")` is shorthand for `Runtime(config=RuntimeConfig(device=...))`;
     `backends` replaces the device backends (tests inject fakes). Use it as a context manager,
     or call `close()`, to flush the trace and stop the tuning workers.
+
+    One Runtime serves one calling thread at a time (the tuning workers are its own); give
+    each thread its own Runtime, or guard shared use with a lock.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class Runtime:
             backends = make_backends(config)
         self.config = config
         self._dispatcher = Dispatcher(config, backends)
+        self._host_only = backends.device != "cuda"
 
     @property
     def device(self) -> str:
@@ -72,6 +78,8 @@ class Runtime:
             O in the input dtype, or (O, lse) with `return_lse`.
         """
         key = attention_key(q, k, v, causal, scale)
+        if self._host_only and not isinstance(q, np.ndarray):
+            raise ValueError(_HOST_ONLY.format(name="q, k, v", device=self.device))
         forced = None
         if config is not None:
             forced = tile_config(config, _problem(key), self.arch)
@@ -81,6 +89,8 @@ class Runtime:
     def gemm(self, a: Any, b: Any, *, config: Mapping[str, int] | TileConfig | None = None) -> Any:
         """A @ B for [M, K] and [K, N] arrays (fp16 or bf16), fp32 accumulation, input dtype out."""
         key = gemm_key(a, b)
+        if self._host_only and not isinstance(a, np.ndarray):
+            raise ValueError(_HOST_ONLY.format(name="a, b", device=self.device))
         forced = None
         if config is not None:
             forced = tile_config(config, _problem(key), self.arch)
@@ -93,6 +103,14 @@ class Runtime:
     def history(self) -> list[TraceRecord]:
         """The in-memory trace (calls, promotions, demotions, tuning events), oldest first."""
         return self._dispatcher.tracer.history()
+
+    def hotspots(self) -> list[Hotspot]:
+        """This runtime's hottest signatures under RuntimeConfig's hotspot criteria."""
+        return rank(
+            self.history(),
+            min_count=self.config.hotspot_min_count,
+            min_time_ms=self.config.hotspot_min_time_ms,
+        )
 
     def wait_for_tuning(self, timeout_s: float | None = None) -> bool:
         """Block until no tuning job is queued or running; False on timeout."""
@@ -109,6 +127,12 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_HOST_ONLY = (
+    "{name} are CUDA device arrays but this runtime's device is {device!r}: "
+    "use Runtime(device='cuda') or pass NumPy arrays"
+)
 
 
 def _problem(key: Any) -> Any:

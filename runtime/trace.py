@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections import deque
@@ -37,6 +38,8 @@ class Tracer:
         self._file_lock = FileLock(f"{path}.lock") if path is not None else None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if flush_records > 1:  # batched records must not be lost at interpreter exit
+                atexit.register(self.flush)
 
     def append(
         self,

@@ -57,7 +57,6 @@ def test_choose_objective_measures_only_on_the_target_arch(monkeypatch, gpu, arc
 
 def test_require_gpu_says_why_not(monkeypatch):
     import generator.gpu
-
     from core.errors import NoDeviceError
 
     monkeypatch.setattr(generator.gpu, "probe", lambda: GpuProbe(0, None, "no CUDA device"))

@@ -1,4 +1,4 @@
-"""Replay of the recorded GPU spaces: loading, restrictions, the real strategy vs random, the CLI."""
+"""Replay of the recorded GPU spaces: loading, restrictions, the strategy vs random, the CLI."""
 
 from __future__ import annotations
 

@@ -39,7 +39,10 @@ def _warps_fit(config: TileConfig, problem, arch) -> str | None:
     return None
 
 
-def make_space(*, wide: bool = False, constraints=(Constraint("warps_fit", _warps_fit),)):
+WARPS_FIT = (Constraint("warps_fit", _warps_fit),)
+
+
+def make_space(*, wide: bool = False, constraints=WARPS_FIT):
     tiles = (16, 32, 64, 128, 256) if wide else (32, 64, 128)
     return Space(
         family="gemm",
@@ -98,8 +101,14 @@ def run(space=None, **kwargs):
     kwargs.setdefault("compile_fn", FakeCompiler())
     kwargs.setdefault("trials", 48)
     kwargs.setdefault("seed", 0)
-    return tune(PROBLEM, arch=ARCH, jobs=kwargs.pop("jobs", 2), progress=False,
-                space=space or make_space(), **kwargs)
+    return tune(
+        PROBLEM,
+        arch=ARCH,
+        jobs=kwargs.pop("jobs", 2),
+        progress=False,
+        space=space or make_space(),
+        **kwargs,
+    )
 
 
 def test_small_space_is_searched_exhaustively_and_the_optimum_found():
@@ -154,20 +163,27 @@ def test_compile_errors_spills_and_resource_failures_are_recorded_and_the_study_
         if config.block_m == 128 and config.block_n == 64:
             raise OutOfResourcesError(resource="smem", need=2, limit=1, arch=ARCH)
 
-    result = run(make_space(), compile_fn=FakeCompiler(outcome),
-                 objective=SyntheticObjective(fail=over_limit))
+    result = run(
+        make_space(),
+        compile_fn=FakeCompiler(outcome),
+        objective=SyntheticObjective(fail=over_limit),
+    )
     by_status: dict[str, list[TrialRecord]] = {}
     for record in result.records:
         by_status.setdefault(record.status, []).append(record)
     assert "nvrtc failed" in (by_status["compile_error"][0].reason or "")
     assert "spills 16 bytes" in (by_status["spill"][0].reason or "")
     assert by_status["spill"][0].resources == {
-        "registers": 64, "static_smem_bytes": 0, "spill_store_bytes": 16,
-        "spill_load_bytes": 8, "stack_bytes": 0,
+        "registers": 64,
+        "static_smem_bytes": 0,
+        "spill_store_bytes": 16,
+        "spill_load_bytes": 8,
+        "stack_bytes": 0,
     }
     assert "smem" in (by_status["out_of_resources"][0].reason or "")
-    assert result.n_failed == sum(len(by_status[s]) for s in ("compile_error", "spill",
-                                                              "out_of_resources"))
+    assert result.n_failed == sum(
+        len(by_status[s]) for s in ("compile_error", "spill", "out_of_resources")
+    )
     assert result.best_config == OPTIMUM  # the study went on past every failure
 
 
@@ -197,8 +213,9 @@ def test_same_seed_same_sequence_different_seed_different():
 
 
 def test_timeout_stops_the_study_early():
-    result = run(make_space(wide=True), trials=500, timeout_s=0.3,
-                 objective=SyntheticObjective(delay_s=0.02))
+    result = run(
+        make_space(wide=True), trials=500, timeout_s=0.3, objective=SyntheticObjective(delay_s=0.02)
+    )
     assert result.stopped_by == "timeout"
     assert 0 < result.trials_run < 500
 
@@ -206,8 +223,9 @@ def test_timeout_stops_the_study_early():
 def test_batches_hold_at_most_jobs_candidates_and_on_trial_sees_every_record():
     compiler = FakeCompiler()
     seen: list[TrialRecord] = []
-    result = run(make_space(wide=True), trials=20, jobs=3, compile_fn=compiler,
-                 on_trial=seen.append)
+    result = run(
+        make_space(wide=True), trials=20, jobs=3, compile_fn=compiler, on_trial=seen.append
+    )
     assert max(len(b) for b in compiler.batches) == 3
     assert sum(len(b) for b in compiler.batches) == 20
     assert seen == list(result.records)

@@ -257,3 +257,13 @@ def test_forced_invalid_config_is_refused_before_running() -> None:
     with pytest.raises(ValueError, match="missing"):
         rt.attention(q, k, v, config={"block_m": 64})
     assert rt.history() == [] and rt.stats().total_calls == 0
+
+
+def test_hotspots_use_the_configured_criteria() -> None:
+    rt = _runtime(FakeBackends(), hotspot_min_count=3, tier2=False, tier3=False)
+    for seq, calls in ((16, 3), (32, 2)):
+        q, k, v = qkv(seq=seq)
+        for _ in range(calls):
+            rt.attention(q, k, v)
+    (hotspot,) = rt.hotspots()
+    assert hotspot.count == 3 and hotspot.problem.shape_str() == "1x2x16x16x16"
