@@ -73,6 +73,7 @@ class StrategySettings:
     multivariate: bool = True
     n_ei_candidates: int = 24
     penalize_invalid: bool = True  # tell invalid proposals as bad values (else as FAIL, unseen)
+    local_every: int = 0  # after startup, every n-th proposal is the best's nearest new neighbour
     exhaustive_when_covered: bool = True
 
     def startup(self, budget: int) -> int:
@@ -123,6 +124,7 @@ class Searcher:
         self._row = {values: i for i, values in enumerate(self._valid)}
         self._taken = np.zeros(len(self._valid), dtype=bool)
         self._asked = 0
+        self._best: tuple[float, Values] | None = None
         self.rejections: list[Rejection] = []
         self.exhaustive = self.settings.exhaustive_when_covered and len(self._valid) <= self.budget
         self._order = list(self._rng.permutation(len(self._valid)))
@@ -178,6 +180,10 @@ class Searcher:
         if self.exhaustive or self._asked < self._startup:
             row = next(r for r in self._order if not self._taken[r])
             return self._take(row)
+        after_startup = self._asked - self._startup
+        every = self.settings.local_every
+        if self._best is not None and every and after_startup % every == every - 1:
+            return self._take(self._nearest_free(self._best[1]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask(self._distributions)
@@ -209,3 +215,5 @@ class Searcher:
             self.study.tell(candidate.trial, PENALTY_VALUE)
         else:
             self.study.tell(candidate.trial, value)
+            if self._best is None or value < self._best[0]:
+                self._best = (value, candidate.values)
