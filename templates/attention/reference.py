@@ -7,8 +7,17 @@ import math
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-# Keys per step: the score block is [..., seq_q, 64], never the full [..., seq_q, seq_kv].
-DEFAULT_BLOCK_KV = 64
+# Keys per step: the score block [..., seq_q, block_kv] stays under this many bytes, so memory is
+# bounded whatever seq_kv is (8x16x2048x2048 never allocates its 2 GiB score matrix), while
+# small problems take few, large steps (NumPy's per-step overhead dominates tiny blocks).
+SCORE_BLOCK_BYTES = 32 * 1024 * 1024
+MIN_BLOCK_KV = 64
+
+
+def _block_kv(rows: int, seq_kv: int, itemsize: int) -> int:
+    """Keys per step so that one [rows, block_kv] score block fits SCORE_BLOCK_BYTES."""
+    fit = SCORE_BLOCK_BYTES // max(1, rows * itemsize)
+    return max(MIN_BLOCK_KV, min(seq_kv, fit))
 
 
 def attention_reference(
@@ -19,13 +28,17 @@ def attention_reference(
     causal: bool = False,
     scale: float | None = None,
     accum_dtype: DTypeLike = np.float32,
-    block_kv: int = DEFAULT_BLOCK_KV,
+    block_kv: int | None = None,
 ) -> tuple[NDArray, NDArray]:
     """softmax(Q K^T * scale) V and the row log-sum-exp, computed like the kernel does.
 
     Q [..., seq_q, d], K and V [..., seq_kv, d] in any float dtype (fp16, ml_dtypes.bfloat16,
     float32, ...). Causal masking is bottom-right aligned as in FlashAttention-2: query row i sees
     keys j <= i + seq_kv - seq_q. A row that sees no key gets o = 0 and lse = -inf.
+
+    Args:
+        block_kv: keys per step (default: as many as keep one score block under
+            SCORE_BLOCK_BYTES).
 
     Returns:
         (o [..., seq_q, d], lse [..., seq_q]) in accum_dtype; lse is the natural log of the sum
@@ -41,6 +54,10 @@ def attention_reference(
     neg_inf, zero, one = (np.asarray(x, dtype=accum) for x in (-np.inf, 0.0, 1.0))
     q_scaled = q.astype(accum) * np.asarray(softmax_scale, dtype=accum)
     lead = q.shape[:-2]
+    if block_kv is None:
+        block_kv = _block_kv(math.prod(lead) * seq_q, seq_kv, accum.itemsize)
+    elif block_kv < 1:
+        raise ValueError(f"block_kv={block_kv}: must be a positive number of keys")
     row_max = np.full((*lead, seq_q), -np.inf, dtype=accum)
     row_sum = np.zeros((*lead, seq_q), dtype=accum)
     acc = np.zeros((*lead, seq_q, head_dim), dtype=accum)
