@@ -1,4 +1,4 @@
-"""Session-wide test setup: private cache directories, the GPU marker's skip, a per-test timeout."""
+"""Session-wide test setup: private cache directories (the GPU skip is in the root conftest)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,6 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="tessera-tests-"))
 os.environ.setdefault("TESSERA_COMPILE_CACHE_DIR", str(_SESSION_DIR / "compile"))
 os.environ["TESSERA_CACHE_DIR"] = str(_SESSION_DIR / "kernels")
 os.environ.pop("TESSERA_CACHE_PATH", None)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from generator.gpu import probe
-
-    gpu = probe()
-    if gpu.available:
-        return
-    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {gpu.reason}")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture
