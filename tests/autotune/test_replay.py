@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from autotune.replay import load_space, main, replay, run_once, spaces_dir
@@ -70,3 +74,20 @@ def test_cli_prints_the_table(capsys):
     assert "| space | budget | strategy | mean t_opt/t_found | std |" in out
     assert "| convolution_A4000 | 6 | tpe |" in out
     assert "| convolution_A4000 | 6 | random |" in out
+
+
+def test_module_entry_point_runs():
+    path = spaces_dir() / "convolution_A4000.json.gz"
+    if not path.exists():
+        pytest.skip(f"recorded space {path} not present")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "autotune.replay", str(path), "--budgets", "4", "--seeds", "1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| convolution_A4000 | 4 | tpe |" in done.stdout

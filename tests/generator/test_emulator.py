@@ -85,6 +85,18 @@ TESSERA_KERNEL(read_fresh_smem, Out, 32) {
 }
 TESSERA_EXPORT(read_fresh_smem, Out)
 
+// Thread 7 of block 2 dereferences a wild pointer; with deep != 0 every thread recurses forever.
+static int recurse(int n) {
+  volatile char pad[4096];
+  pad[0] = char(n);
+  return recurse(n + 1) + pad[0];
+}
+TESSERA_KERNEL(bad_memory, Out, 32) {
+  if (p.f != nullptr) p.ids[0] = recurse(0);
+  if (blockIdx.x == 2 && threadIdx.x == 7) p.ids[0] = *reinterpret_cast<volatile int*>(64);
+}
+TESSERA_EXPORT(bad_memory, Out)
+
 // One thread, two cp.async groups: A copies src[0..15] with 6 source bytes, B src[16..31].
 // Snapshots of the shared bytes after issue, after wait<1> and after wait<0> go to ids.
 struct CopyParams { const unsigned char* src; unsigned char* snap; int mode; };
@@ -93,6 +105,8 @@ TESSERA_KERNEL(cp_async_order, CopyParams, 32) {
   if (threadIdx.x != 0) return;
   if (p.mode == 1) tessera::cp_async_16(s + 8, p.src, 16);  // misaligned destination
   if (p.mode == 2) tessera::cp_async_16(s + 64, p.src, 16);  // past the shared allocation
+  if (p.mode == 3) tessera::cp_async_16(s, p.src + 4, 16);  // misaligned global source
+  if (p.mode == 4) tessera::cp_async_16(s, p.src + 32, 1);  // one byte past the source tensor
   tessera::cp_async_16(s, p.src, 6);
   tessera::cp_async_commit();
   tessera::cp_async_16(s + 16, p.src + 16, 16);
@@ -187,10 +201,15 @@ def test_dynamic_shared_memory_is_poisoned_at_every_block_start(lib: HostLibrary
 
 
 def _copy(lib: HostLibrary, mode: int = 0) -> np.ndarray:
-    src = np.arange(1, 33, dtype=np.uint8)  # never zero, so zero-fill is visible
+    backing = np.arange(1, 49, dtype=np.uint8)  # never zero, so zero-fill is visible
+    src = backing[:32]  # the tensor; 16 more readable bytes follow it
+    assert src.ctypes.data % 16 == 0
     snap = np.zeros((3, 32), dtype=np.uint8)
     params = CopyParams(array_pointer(src), array_pointer(snap), mode)
-    lib.kernel("cp_async_order").launch(params, grid=(1,), block=(32,), smem_bytes=48)
+    regions = [(array_pointer(src), src.nbytes), (array_pointer(snap), snap.nbytes)]
+    lib.kernel("cp_async_order").launch(
+        params, grid=(1,), block=(32,), smem_bytes=48, regions=regions
+    )
     return snap
 
 
@@ -204,10 +223,32 @@ def test_cp_async_copies_land_at_the_wait_that_covers_them(lib: HostLibrary) -> 
     assert np.array_equal(after_wait0, np.concatenate([group_a, group_b]))
 
 
-@pytest.mark.parametrize(("mode", "reason"), [(1, "not a 16-byte aligned"), (2, "inside the")])
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        (1, "destination .* not a 16-byte aligned"),
+        (2, "inside the"),
+        (3, "global source .* not 16-byte aligned"),
+        (4, "reads 1 bytes at .*, outside every tensor of the launch"),
+    ],
+)
 def test_cp_async_rejects_bad_destinations(lib: HostLibrary, mode: int, reason: str) -> None:
     with pytest.raises(EmulatorError, match=rf"cp_async_order .*cp\.async at line \d+: .*{reason}"):
         _copy(lib, mode)
+
+
+def test_a_wild_pointer_is_a_launch_error_not_a_crash(lib: HostLibrary) -> None:
+    ids = np.zeros(4, dtype=np.int32)
+    with pytest.raises(EmulatorError, match=r"bad_memory block \(2,0,0\) thread 7: segmentation"):
+        lib.kernel("bad_memory").launch(_out(ids), grid=(3,), block=(32,), smem_bytes=0)
+    # The process's own handlers are back: the next launch works.
+    test_barrier_orders_shared_memory_between_threads(lib)
+
+
+def test_a_fiber_stack_overflow_is_named(lib: HostLibrary) -> None:
+    ids, f = np.zeros(4, dtype=np.int32), np.zeros(4, dtype=np.float32)
+    with pytest.raises(EmulatorError, match=r"thread 0: .*overflowed its fiber stack"):
+        lib.kernel("bad_memory").launch(_out(ids, f), grid=(1,), block=(32,), smem_bytes=0)
 
 
 def test_a_block_larger_than_the_kernel_declares_is_a_launch_error(lib: HostLibrary) -> None:

@@ -178,7 +178,9 @@ def test_ldmatrix_distributes_rows_to_lanes_and_registers(
     rng = np.random.default_rng(matrices + 10 * trans)
     row_of_lane = rng.permutation(rows)[:LANES].astype(np.int32)
     out = np.full((LANES, 4), 0xDEADBEEF, dtype=np.uint32)
-    params = LdmParams(array_pointer(init), init.size, array_pointer(row_of_lane), array_pointer(out))
+    params = LdmParams(
+        array_pointer(init), init.size, array_pointer(row_of_lane), array_pointer(out)
+    )
     name = f"ldm_x{matrices}" + ("_trans" if trans else "")
     lib.kernel(name).launch(params, grid=(1,), block=(LANES,), smem_bytes=init.nbytes)
     smem = init.reshape(rows, 8)
@@ -192,15 +194,16 @@ def test_ldmatrix_distributes_rows_to_lanes_and_registers(
     assert (out[:, matrices:] == 0).all()  # registers the form does not load are left alone
 
 
-def test_ldmatrix_rejects_a_misaligned_row(lib: HostLibrary) -> None:
+def test_ldmatrix_rejects_a_row_outside_shared_memory(lib: HostLibrary) -> None:
     from core.errors import EmulatorError
 
     init = np.arange(64 * 8, dtype=np.uint16)
-    # Row units are 16 bytes; give lane 5 a row 8 bytes off by pointing past the buffer instead.
     row_of_lane = np.arange(LANES, dtype=np.int32)
     row_of_lane[5] = 1000
     out = np.zeros((LANES, 4), dtype=np.uint32)
-    params = LdmParams(array_pointer(init), init.size, array_pointer(row_of_lane), array_pointer(out))
+    params = LdmParams(
+        array_pointer(init), init.size, array_pointer(row_of_lane), array_pointer(out)
+    )
     with pytest.raises(EmulatorError, match=r"ldm_x4 block \(0,0,0\).*ldmatrix: lane 5 .*outside"):
         lib.kernel("ldm_x4").launch(params, grid=(1,), block=(LANES,), smem_bytes=init.nbytes)
 

@@ -69,7 +69,9 @@ def outcome(problem: Problem, config: TileConfig, mutate: Mutation | None) -> st
 
 
 @pytest.mark.parametrize(
-    ("problem", "config"), [(ATTENTION, ATTENTION_CONFIG), (GEMM, GEMM_CONFIG)], ids=["attn", "gemm"]
+    ("problem", "config"),
+    [(ATTENTION, ATTENTION_CONFIG), (GEMM, GEMM_CONFIG)],
+    ids=["attn", "gemm"],
 )
 def test_the_unmodified_kernels_pass(problem: Problem, config: TileConfig) -> None:
     assert outcome(problem, config, None) == "pass"
@@ -80,8 +82,8 @@ ATTENTION_DEFECTS: dict[str, Mutation] = {
     "no-barrier-after-kv-wait": drop_barrier(1),
     "no-barrier-before-stage-refill": drop_barrier(2),
     "no-cp-async-wait-in-loop": replace_once(
-        "    tessera::cp_async_wait<NUM_STAGES - 1>();\n    __syncthreads();\n    const elem_t* k_tile",
-        "    __syncthreads();\n    const elem_t* k_tile",
+        "tessera::cp_async_wait<NUM_STAGES - 1>();\n    __syncthreads();\n    const elem_t* k_tile",
+        "__syncthreads();\n    const elem_t* k_tile",
     ),
     "q-fragment-row-shifted": replace_once(
         "const int row = warp_row0 + mt * MMA_M + (lane % 16);",

@@ -86,12 +86,14 @@ def _sweep(problem: Problem) -> None:
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.timeout(900)  # ~45 s on 2 shared cores; the compiler does most of the work
 def test_every_valid_attention_configuration_passes() -> None:
     # Two query blocks (ragged), 4+ key tiles so every pipeline stage is refilled, a ragged and
     # causal key range with seq_q != seq_kv.
     _sweep(AttentionProblem(1, 2, 65, 400, 64, causal=True))
 
 
+@pytest.mark.timeout(900)  # ~80 s on 2 shared cores (225 configurations)
 def test_every_valid_gemm_configuration_passes() -> None:
     # M, N, K multiples of no tile; K long enough that the deepest pipeline refills a stage.
     _sweep(GemmProblem(67, 45, 300))

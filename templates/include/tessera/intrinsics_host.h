@@ -3,28 +3,42 @@
 // Selected by intrinsics.cuh when TESSERA_HOST_EMULATION is defined (generator/host_build.py).
 // The same kernel source that NVRTC compiles is compiled here by g++ (C++20) into a shared library.
 //
+// Files: host/half.h (f16/bf16, RNE), host/fragments.h (the PTX fragment layouts, in one place),
+// host/state.h (fibers, warp slots, the launch, the fiber switch), host/sync.h (barriers and warp
+// collectives), host/async_copy.h (cp.async groups), host/scheduler.h (running a grid),
+// host/fault.h (memory faults become launch errors). This file maps the contract and the CUDA
+// built-ins onto them.
+//
 // Execution model
 //   * Every CUDA thread of a block is a cooperative fiber with its own stack (FIBER_STACK_BYTES).
 //     Fibers switch only at __syncthreads() and at warp collectives (mma, ldmatrix, shuffles);
 //     everything between two such points runs uninterrupted, so the emulation is deterministic.
-//   * Scheduling always resumes the lowest-numbered runnable thread: warp 0 runs as far as it can
-//     before warp 1 starts. That is the schedule that exposes a missing barrier best: one warp
-//     reads tiles others have not loaded yet, or overwrites tiles others have not read yet.
+//   * The default schedule resumes the lowest-numbered runnable thread: warp 0 runs as far as it
+//     can before warp 1 starts, so a warp reads tiles other warps have not loaded yet when a
+//     barrier is missing. cp.async copies happen as late as the PTX rules allow, at the
+//     cp_async_wait<N>() that covers them, so a tile read before its wait holds poison.
+//   * Launch modes (host::MODE_*) flip both: eager copies (performed at issue) and the last warp
+//     first, which expose a stage refilled before every warp has read it. The Python side runs
+//     both schedules and requires identical results.
 //   * Blocks run one after another on the calling OS thread; a launch holds a mutex.
 //   * Warp collectives: each lane deposits its operands and waits; the 32nd lane to arrive checks
 //     that all lanes reached the same instruction (kind and source line), computes, and releases.
 //   * A barrier or collective that can never complete (a thread exited, or waits elsewhere) is
 //     reported as an error naming kernel, block, the barrier's line and the missing thread.
-//   * cp.async copies are performed as late as the PTX rules allow: at the cp_async_wait<N>() that
-//     covers them (shared/reference/ptx-fragments.md). Copies never waited for are dropped.
 //   * Dynamic shared memory is one buffer per block, filled with 0xFF bytes (NaN in f16, bf16 and
-//     f32) at block start, so reading a tile that was never written poisons the result.
-//   * Faults (misaligned or out-of-range ldmatrix/cp.async addresses, divergence, deadlock) abort
-//     the launch: the exported launcher returns non-zero and fills an error message buffer.
+//     f32) at block start, so reading a tile that was never written poisons the result. Static
+//     __shared__ variables become function statics (one copy, fine as blocks run in turn), but
+//     ldmatrix and cp.async accept dynamic shared memory only, as the templates use.
+//   * Faults (misaligned or out-of-range ldmatrix/cp.async addresses, divergence, deadlock, a
+//     segmentation fault or fiber stack overflow) abort the launch: the exported launcher
+//     returns non-zero and fills an error message buffer.
 #pragma once
 
+#include "host/async_copy.h"
 #include "host/half.h"
 #include "host/scheduler.h"
+#include "host/state.h"
+#include "host/sync.h"
 
 #define __global__
 #define __device__
@@ -181,16 +195,19 @@ inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 
 // TESSERA_KERNEL declares the body; TESSERA_EXPORT (after it) emits the C launcher that Python calls:
 //   int tessera_launch_<name>(const Params*, const unsigned grid[3], const unsigned block[3],
-//                             size_t smem_bytes, char* err, int err_len)   0 = success
+//                             size_t smem_bytes, int mode, const uint64_t* regions,
+//                             int num_regions, char* err, int err_len)
+//   returns 0 on success; `mode` is a set of host::MODE_* flags (0: the default schedule);
+//   `regions` holds num_regions [begin, end) address pairs that cp.async may read (0: any).
 #define TESSERA_KERNEL(name, Params, threads)                  \
   static constexpr int tessera_max_threads_##name = (threads); \
   static void name(const Params p)
 #define TESSERA_EXPORT(name, Params)                                                        \
   extern "C" __attribute__((visibility("default"))) int tessera_launch_##name(              \
       const Params* params, const unsigned* grid, const unsigned* block, size_t smem_bytes, \
-      int mode, char* err, int err_len) {                                                   \
+      int mode, const uint64_t* regions, int num_regions, char* err, int err_len) {         \
     return ::tessera::host::launch(                                                         \
         #name, tessera_max_threads_##name,                                                  \
         [](const void* raw) { name(*static_cast<const Params*>(raw)); }, params, grid,      \
-        block, smem_bytes, mode, err, err_len);                                             \
+        block, smem_bytes, mode, regions, num_regions, err, err_len);                       \
   }

@@ -1,0 +1,122 @@
+"""MeasuredObjective's logic with a fake generator.device: check, poisoning, rotation, timing."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from autotune import objective as objective_module
+from autotune.objective import TIMED_RUNS, MeasuredObjective
+from core.errors import IncorrectResultError
+from core.types import GemmProblem, TileConfig
+
+PROBLEM = GemmProblem(m=64, n=48, k=32)
+CONFIG = TileConfig(block_m=32, block_n=16, block_k=16, num_warps=2, num_stages=2)
+
+
+class FakeBuffer:
+    def __init__(self, nbytes: int, memory: dict[int, FakeBuffer]):
+        self.nbytes, self.data, self.freed = nbytes, None, False
+        self.ptr = len(memory) + 1
+        memory[self.ptr] = self
+
+    def poison(self, element_bytes: int, dtype_name: str) -> None:
+        self.data = "nan"
+
+    def download(self, shape, dtype):
+        if isinstance(self.data, str):
+            return np.full(shape, np.nan, dtype)
+        return np.asarray(self.data, dtype).reshape(shape)
+
+    def free(self) -> None:
+        self.freed = True
+
+
+def fake_device(behaviour: str):
+    """A generator.device stand-in whose kernel computes C = A @ B (or gets it wrong)."""
+    memory: dict[int, FakeBuffer] = {}
+    launches: list[dict[str, int]] = []
+    timed_sets: list[dict[str, int]] = []
+
+    def allocate(nbytes):
+        return FakeBuffer(nbytes, memory)
+
+    def to_device(array):
+        buffer = allocate(array.nbytes)
+        buffer.data = np.array(array)
+        return buffer
+
+    class Kernel:
+        device = types.SimpleNamespace(sync=lambda: None)
+
+        def launch(self, params, geometry, stream=None):
+            launches.append(params)
+            a, b = memory[params["a"]].data, memory[params["b"]].data
+            c = a.astype(np.float32) @ b.astype(np.float32)
+            if behaviour == "wrong":
+                c = c * 1.05
+            if behaviour != "silent":
+                memory[params["c"]].data = c.astype(np.float16)
+
+    def load(cubin, kernel_name, smem_bytes, *, ptx=None):
+        return Kernel()
+
+    def time_kernel(kernel, params_list, geometry, *, warmup, repetitions):
+        timed_sets.extend(params_list)
+        for i in range(warmup + repetitions):
+            kernel.launch(params_list[i % len(params_list)], geometry)
+        return [1.0 + 0.01 * i for i in range(repetitions)]
+
+    module = types.SimpleNamespace(
+        allocate=allocate, to_device=to_device, load=load, time_kernel=time_kernel
+    )
+    return module, memory, timed_sets
+
+
+class FakeFamily:
+    def launch_geometry(self, problem, config):
+        return types.SimpleNamespace(smem_bytes=0)
+
+    def make_params(self, problem, *, pointers):
+        return dict(pointers)
+
+
+COMPILED = types.SimpleNamespace(cubin=b"", ptx="", kernel_name="gemm")
+
+
+def evaluate(monkeypatch, behaviour: str):
+    import generator
+
+    module, memory, timed_sets = fake_device(behaviour)
+    monkeypatch.setattr(generator, "device", module, raising=False)
+    measured = MeasuredObjective(arch="sm_90", family=FakeFamily())
+    return measured, memory, timed_sets
+
+
+def test_a_correct_kernel_is_timed_with_rotated_inputs(monkeypatch):
+    measured, memory, timed_sets = evaluate(monkeypatch, "correct")
+    evaluation = measured.evaluate(PROBLEM, CONFIG, COMPILED)
+    assert evaluation.kind == "measured"
+    assert evaluation.detail["runs"] == TIMED_RUNS
+    assert evaluation.time_ms == pytest.approx(np.median([1.0 + 0.01 * i for i in range(10)]))
+    # A tiny problem: the 16-set cap on rotation; every set has its own buffers.
+    assert len(timed_sets) == objective_module.MAX_ROTATION_SETS
+    for name in ("a", "b", "c"):
+        assert len({params[name] for params in timed_sets}) == len(timed_sets)
+    measured.close()
+    assert all(buffer.freed for buffer in memory.values())
+
+
+def test_a_wrong_kernel_is_rejected(monkeypatch):
+    measured, _, _ = evaluate(monkeypatch, "wrong")
+    with pytest.raises(IncorrectResultError) as info:
+        measured.evaluate(PROBLEM, CONFIG, COMPILED)
+    assert info.value.error == pytest.approx(0.05, rel=0.1)
+
+
+def test_a_kernel_that_writes_nothing_fails_on_the_poison(monkeypatch):
+    measured, _, _ = evaluate(monkeypatch, "silent")
+    with pytest.raises(IncorrectResultError):
+        measured.evaluate(PROBLEM, CONFIG, COMPILED)
