@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from core.hardware import arch_spec
 from core.types import Problem, TileConfig
 
 # A rule returns None when the config satisfies it, else a reason naming field, value and rule.
@@ -87,3 +88,39 @@ class Space:
         for param in self.params:
             total *= len(param.choices)
         return total
+
+
+# Rules every family shares: the arch's per-block limits. Families add them to their spaces.
+MAX_GRID_Y_Z = 65535  # gridDim.y and gridDim.z limit on every supported arch
+
+
+def threads_within_arch(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    limit = arch_spec(arch).max_threads_per_block
+    if config.num_threads > limit:
+        return f"num_warps={config.num_warps} gives {config.num_threads} threads > {limit}"
+    return None
+
+
+def smem_within_arch(smem_bytes: Callable[[Problem, TileConfig], int]) -> Rule:
+    """A rule capping `smem_bytes(problem, config)` at the arch's per-block opt-in limit."""
+
+    def rule(config: TileConfig, problem: Problem, arch: str) -> str | None:
+        need = smem_bytes(problem, config)
+        limit = arch_spec(arch).max_smem_per_block_bytes
+        if need > limit:
+            return f"smem_bytes={need} exceeds the {arch} per-block opt-in limit of {limit} bytes"
+        return None
+
+    return rule
+
+
+def grid_within_arch(grid: Callable[[Problem, TileConfig], tuple[int, int, int]]) -> Rule:
+    """A rule keeping the launch grid's y and z extents within the hardware limit."""
+
+    def rule(config: TileConfig, problem: Problem, arch: str) -> str | None:
+        _, y, z = grid(problem, config)
+        if max(y, z) > MAX_GRID_Y_Z:
+            return f"grid y={y}, z={z} exceeds {MAX_GRID_Y_Z}; split the problem into launches"
+        return None
+
+    return rule

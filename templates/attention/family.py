@@ -9,7 +9,7 @@ from typing import Any
 
 from core.types import AttentionProblem, Problem, TileConfig
 from templates.attention import space
-from templates.family import LaunchGeometry, ParamField, ceil_div, params_structure
+from templates.family import LaunchGeometry, ParamField, params_structure
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="q", c_type="const elem_t*", ctype=ctypes.c_void_p),
@@ -59,9 +59,8 @@ class AttentionFamily:
 
     def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
         """Grid (query blocks, heads, batch); one block of num_warps warps per block_m rows."""
-        p = _attention(problem)
         return LaunchGeometry(
-            grid=(ceil_div(p.seq_q, config.block_m), p.heads, p.batch),
+            grid=space.grid(problem, config),
             block=(config.num_threads, 1, 1),
             smem_bytes=self.smem_bytes(problem, config),
         )

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from core.errors import InvalidConfigError
 from core.hardware import arch_spec
-from core.space import Constraint, Param, Space
+from core.space import (
+    Constraint,
+    Param,
+    Space,
+    grid_within_arch,
+    smem_within_arch,
+    threads_within_arch,
+)
 from core.types import DTYPE_BYTES, AttentionProblem, Problem, TileConfig
+from templates.family import ceil_div
 
 MMA_M = 16  # query rows of one mma.m16n8k16 row tile
 MMA_K = 16  # reduction depth of one mma
@@ -26,6 +34,12 @@ def _problem(problem: Problem) -> AttentionProblem:
 def smem_row_elems(head_dim: int) -> int:
     """Elements per shared-memory row of a Q, K or V tile (head_dim plus padding)."""
     return head_dim + ROW_PAD_ELEMS
+
+
+def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
+    """Launch grid: (query blocks, heads, batch)."""
+    p = _problem(problem)
+    return (ceil_div(p.seq_q, config.block_m), p.heads, p.batch)
 
 
 def smem_bytes(problem: Problem, config: TileConfig) -> int:
@@ -83,21 +97,6 @@ def _block_n(config: TileConfig, problem: Problem, arch: str) -> str | None:
     return None
 
 
-def _shared_memory(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    need = smem_bytes(problem, config)
-    limit = arch_spec(arch).max_smem_per_block_bytes
-    if need > limit:
-        return f"smem_bytes={need} exceeds the {arch} per-block opt-in limit of {limit} bytes"
-    return None
-
-
-def _threads(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    limit = arch_spec(arch).max_threads_per_block
-    if config.num_threads > limit:
-        return f"num_warps={config.num_warps} gives {config.num_threads} threads > {limit}"
-    return None
-
-
 def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     regs = fragment_registers(problem, config)
     if regs > FRAGMENT_REGISTER_BUDGET:
@@ -123,8 +122,9 @@ SPACE = Space(
         Constraint("block_k_divides_head_dim", _block_k),
         Constraint("warps_tile_block_m", _warps_tile_m),
         Constraint("block_n_multiple_of_16", _block_n),
-        Constraint("shared_memory", _shared_memory),
-        Constraint("threads", _threads),
+        Constraint("shared_memory", smem_within_arch(smem_bytes)),
+        Constraint("threads", threads_within_arch),
+        Constraint("grid", grid_within_arch(grid)),
         Constraint("registers", _registers),
     ),
 )

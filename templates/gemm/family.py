@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.types import GemmProblem, Problem, TileConfig
-from templates.family import LaunchGeometry, ParamField, ceil_div, params_structure
+from templates.family import LaunchGeometry, ParamField, params_structure
 from templates.gemm import space
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
@@ -60,9 +60,8 @@ class GemmFamily:
 
     def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
         """Grid (column blocks, row blocks); one block of num_warps warps per output tile."""
-        p = _gemm(problem)
         return LaunchGeometry(
-            grid=(ceil_div(p.n, config.block_n), ceil_div(p.m, config.block_m), 1),
+            grid=space.grid(problem, config),
             block=(config.num_threads, 1, 1),
             smem_bytes=self.smem_bytes(problem, config),
         )

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from core.errors import InvalidConfigError
-from core.hardware import arch_spec
-from core.space import Constraint, Param, Space
+from core.space import (
+    Constraint,
+    Param,
+    Space,
+    grid_within_arch,
+    smem_within_arch,
+    threads_within_arch,
+)
 from core.types import DTYPE_BYTES, GemmProblem, Problem, TileConfig
+from templates.family import ceil_div
 
 MMA_M = 16  # rows of one mma.m16n8k16 tile
 MMA_N = 8  # columns of one mma accumulator tile
@@ -49,6 +56,12 @@ def smem_row_elems(cols: int) -> int:
     return cols + ROW_PAD_ELEMS
 
 
+def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
+    """Launch grid: (column blocks, row blocks, 1)."""
+    p = _problem(problem)
+    return (ceil_div(p.n, config.block_n), ceil_div(p.m, config.block_m), 1)
+
+
 def smem_bytes(problem: Problem, config: TileConfig) -> int:
     """Dynamic shared memory: num_stages x (A tile block_m x block_k + B tile block_k x block_n)."""
     _problem(problem)
@@ -80,21 +93,6 @@ def _warps_tile_block(config: TileConfig, problem: Problem, arch: str) -> str | 
     return None
 
 
-def _shared_memory(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    need = smem_bytes(problem, config)
-    limit = arch_spec(arch).max_smem_per_block_bytes
-    if need > limit:
-        return f"smem_bytes={need} exceeds the {arch} per-block opt-in limit of {limit} bytes"
-    return None
-
-
-def _threads(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    limit = arch_spec(arch).max_threads_per_block
-    if config.num_threads > limit:
-        return f"num_warps={config.num_warps} gives {config.num_threads} threads > {limit}"
-    return None
-
-
 def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     regs = fragment_registers(config)
     if regs > FRAGMENT_REGISTER_BUDGET:
@@ -118,8 +116,9 @@ SPACE = Space(
     constraints=(
         Constraint("block_k_multiple_of_16", _block_k),
         Constraint("warps_tile_block", _warps_tile_block),
-        Constraint("shared_memory", _shared_memory),
-        Constraint("threads", _threads),
+        Constraint("shared_memory", smem_within_arch(smem_bytes)),
+        Constraint("threads", threads_within_arch),
+        Constraint("grid", grid_within_arch(grid)),
         Constraint("registers", _registers),
     ),
 )

@@ -44,3 +44,29 @@ def test_violations_name_rule_field_and_value() -> None:
 def test_space_must_cover_every_tile_field() -> None:
     with pytest.raises(ValueError, match="must be exactly"):
         Space(family="broken", params=(Param("block_m", (16,)),), constraints=())
+
+
+def test_shared_arch_rules_name_need_and_limit() -> None:
+    from core.space import grid_within_arch, smem_within_arch, threads_within_arch
+
+    config = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=32, num_stages=2)
+    problem = GemmProblem(64, 64, 64)
+    assert threads_within_arch(config, problem, "sm_90") is None  # exactly 1024 threads
+    smem_rule = smem_within_arch(lambda p, c: 164 * 1024)
+    assert smem_rule(config, problem, "sm_90") is None
+    assert "limit of 166912 bytes" in (smem_rule(config, problem, "sm_80") or "")
+    grid_rule = grid_within_arch(lambda p, c: (1, 65535, 1))
+    assert grid_rule(config, problem, "sm_90") is None
+    too_tall = grid_within_arch(lambda p, c: (1, 1, 65536))
+    assert "exceeds 65535" in (too_tall(config, problem, "sm_90") or "")
+
+
+def test_family_spaces_reject_grids_the_hardware_cannot_launch() -> None:
+    from core.types import AttentionProblem
+    from templates.registry import get_family
+
+    family = get_family("attention")
+    problem = AttentionProblem(batch=1, heads=70000, seq_q=64, seq_kv=64, head_dim=64)
+    config = family.default_config(AttentionProblem(1, 1, 64, 64, 64), "sm_90")
+    reasons = family.space.violations(config, problem, "sm_90")
+    assert any(r.startswith("grid:") for r in reasons), reasons
