@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.config import configure_logging
 from core.types import AttentionProblem, GemmProblem, Problem, stable_json
 
 log = logging.getLogger("tessera.autotune.hotspots")
@@ -257,6 +258,7 @@ def report(records: Sequence[TraceRecord], *, min_count: int, min_time_ms: float
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     parser = argparse.ArgumentParser(
         prog="python -m autotune.hotspots",
         description="Rank the signatures of a runtime trace (JSONL) and propose tuning tasks.",

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from autotune.strategy import Searcher, SearchSpace, StrategySettings, Values
-from core.config import TUNING_SPACES_DIR
+from core.config import TUNING_SPACES_DIR, configure_logging
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -224,6 +224,7 @@ def format_table(rows: Sequence[ReplayRow]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     parser = argparse.ArgumentParser(prog="python -m autotune.replay", description=__doc__)
     parser.add_argument("spaces", nargs="*", type=Path, help="Kernel Tuner cache files (.json.gz)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[25, 100])

@@ -12,6 +12,7 @@ from typing import Any
 from cache.bundle import export_bundle, import_bundle
 from cache.inventory import EntryInfo
 from cache.store import KernelCache
+from core.config import configure_logging
 from core.errors import TesseraError
 from core.types import TileConfig
 
@@ -155,6 +156,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     args = build_parser().parse_args(argv)
     try:
         cache = KernelCache(cache_dir=args.cache_dir, read_only_dirs=args.layer)

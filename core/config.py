@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,3 +139,22 @@ def child_environment(*, prepend_path: str | None = None) -> dict[str, str]:
     if prepend_path is not None:
         env["PATH"] = prepend_path + os.pathsep + env.get("PATH", "")
     return env
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def configure_logging() -> None:
+    """Route the `tessera.*` loggers to stderr at TESSERA_LOG_LEVEL (called by every CLI)."""
+    level = str(LOG_LEVEL.get() or "WARNING").upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(
+            f"environment variable {LOG_LEVEL.name}={level!r}: expected one of "
+            f"{', '.join(LOG_LEVELS)}"
+        )
+    logger = logging.getLogger("tessera")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.config import configure_logging
 from core.errors import TesseraError
 from core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
 
@@ -148,6 +149,7 @@ def _print_table(result: object, problem: Problem) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     from autotune.job import TuneRequest, run
     from core.errors import NoValidConfigError
 

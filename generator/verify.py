@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import config as knobs
+from core.config import configure_logging
 from core.errors import CompileError, EmulatorError, InvalidConfigError, TesseraError
 from core.types import DTYPES, OPS, AttentionProblem, Problem, TileConfig, parse_shape
 from generator import emulator, toolchain
@@ -220,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
     args = _parser().parse_args(argv)
     try:
         problem = parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)

@@ -43,3 +43,16 @@ def test_no_module_outside_config_reads_environ() -> None:
             if "os.environ" in text or "os.getenv" in text:
                 offenders.append(str(path.relative_to(root)))
     assert not offenders, f"read knobs through core.config instead: {offenders}"
+
+
+def test_log_level_knob_configures_the_tessera_loggers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    monkeypatch.setenv("TESSERA_LOG_LEVEL", "debug")
+    config.configure_logging()
+    assert logging.getLogger("tessera").level == logging.DEBUG
+    monkeypatch.setenv("TESSERA_LOG_LEVEL", "loud")
+    with pytest.raises(ValueError, match="TESSERA_LOG_LEVEL='LOUD'"):
+        config.configure_logging()
+    monkeypatch.setenv("TESSERA_LOG_LEVEL", "WARNING")
+    config.configure_logging()
