@@ -225,10 +225,16 @@ def format_table(rows: Sequence[ReplayRow]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(prog="python -m autotune.replay", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m autotune.replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("spaces", nargs="*", type=Path, help="Kernel Tuner cache files (.json.gz)")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[25, 100])
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--budgets", type=int, nargs="+", default=[25, 100], help="evaluations per run"
+    )
+    parser.add_argument("--seeds", type=int, default=20, help="runs per (space, budget)")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     args = parser.parse_args(argv)
     paths = args.spaces or sorted(spaces_dir().glob("*.json.gz"))
