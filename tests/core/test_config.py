@@ -56,3 +56,10 @@ def test_log_level_knob_configures_the_tessera_loggers(monkeypatch: pytest.Monke
         config.configure_logging()
     monkeypatch.setenv("TESSERA_LOG_LEVEL", "WARNING")
     config.configure_logging()
+
+
+def test_readme_knob_table_is_the_generated_one() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert config.knobs_markdown_table() in readme, "regenerate README's table of knobs"

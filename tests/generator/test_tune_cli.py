@@ -92,3 +92,11 @@ def test_gemm_tune_prints_the_best_configurations_labelled_model(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "gemm.fp16.m67.n45.k93.sm_90" in result.stdout
     assert "times are model" in result.stdout
+
+
+def test_no_valid_configuration_exits_3_and_lists_the_reasons(tmp_path: Path) -> None:
+    result = _tune("--shape", "1x1x64x256", "--cache-dir", str(tmp_path))
+    assert result.returncode == 3
+    assert "no valid tile configuration" in result.stderr
+    assert "head_dim=256 must be a multiple of 16 and at most 128" in result.stderr
+    assert not any(tmp_path.rglob("*.kernel")), "nothing may be cached for a failed tune"
