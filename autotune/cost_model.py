@@ -15,6 +15,10 @@ The estimate is a roofline per SM with the losses a tile configuration causes:
 - occupancy from the real ptxas registers and shared memory -> active blocks per SM;
   waves = ceil(blocks / (SMs * active blocks)); the busiest SM's block count sets the time, so
   a grid that leaves SMs idle is slow;
+- a fixed cost per main-loop iteration that tensor cores cannot hide: the block's barriers
+  and, for attention, the FP32 softmax work on every score (scale, max, exp argument, sum,
+  convert) and the rescale of the O accumulator; small block_n (attention) or block_k (gemm)
+  pay it more often for the same FLOPs;
 - a fixed cost per block (prologue loads, pipeline fill, epilogue) and per launch;
 - spills: each spilled byte a thread stores or loads slows its inner loop (local memory).
 
@@ -52,6 +56,14 @@ L2_BANDWIDTH_MULTIPLE = 3.0  # L2 re-read bandwidth / DRAM bandwidth (H100 ~10 T
 BLOCK_OVERHEAD_US = 1.5  # prologue loads + pipeline fill + epilogue store of one block
 LAUNCH_OVERHEAD_US = 3.0  # driver launch latency
 SPILL_SLOWDOWN_PER_BYTE = 0.01  # +1% inner-loop time per spilled byte a thread stores or loads
+# Per main-loop iteration: two __syncthreads (stage refill, stage reuse) at ~40 clocks each
+# when warps arrive together (microbenchmarks of bar.sync latency on sm_80/sm_90).
+BARRIERS_PER_ITERATION = 2
+BARRIER_CLOCKS = 40
+FP32_OPS_PER_CLOCK_PER_SM = 128  # FP32 lanes per SM on sm_80..sm_90 (CUDA guide, arithmetic)
+# FP32 operations per attention score outside the MMA: scale-and-subtract FMA, running max,
+# row sum, convert to 16 bits (FlashAttention-2 section 3.1 counts these as the non-matmul work).
+SOFTMAX_FP32_OPS_PER_SCORE = 4
 
 
 class ResourceUsage(Protocol):
@@ -95,6 +107,8 @@ class _Work:
     l2_bytes: float
     scores: float  # softmax elements (attention only)
     smem_bytes: float  # shared-memory traffic: cp.async fills plus every warp's ldmatrix reads
+    iterations: float  # main-loop iterations summed over blocks (KV tiles / K steps)
+    iteration_fp32_ops: float  # non-MMA FP32 operations of one iteration of one block
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -125,6 +139,9 @@ def _attention_work(problem: AttentionProblem, config: TileConfig) -> _Work:
         dram_bytes=float(problem.io_bytes()),
         l2_bytes=max(0.0, kv_reads - unique_kv),
         scores=heads * sum(kv_tiles_per_row) * bm * bn,
+        iterations=heads * sum(kv_tiles_per_row),
+        # Softmax on the bm x bn scores, then the O accumulator (bm x d) rescaled once.
+        iteration_fp32_ops=SOFTMAX_FP32_OPS_PER_SCORE * bm * bn + bm * d,
         # Warps split the block along M, so each warp reads every K and V tile (ldmatrix);
         # the block fills each tile once (cp.async). Q is read once into registers.
         smem_bytes=heads
@@ -157,6 +174,8 @@ def _gemm_work(problem: GemmProblem, config: TileConfig) -> _Work:
         l2_bytes=float(a_reads + b_reads - unique),
         scores=0.0,
         smem_bytes=float(m_tiles * n_tiles * k_steps * step_smem),
+        iterations=float(m_tiles * n_tiles * k_steps),
+        iteration_fp32_ops=0.0,
     )
 
 
@@ -212,8 +231,16 @@ def estimate(
         * (work.smem_bytes / work.executed_flops)
         / (SMEM_BYTES_PER_CLOCK_PER_SM * clock_hz)
     )
+    iterations = work.iterations / work.blocks * (block_flops / mean_block_flops)
+    iteration_clocks = (
+        BARRIERS_PER_ITERATION * BARRIER_CLOCKS
+        + work.iteration_fp32_ops / FP32_OPS_PER_CLOCK_PER_SM
+    )
+    loop_overhead_s = iterations * iteration_clocks / clock_hz
     spill_bytes = resources.spill_store_bytes + resources.spill_load_bytes
-    block_s = max(tensor_s, smem_s) * (1.0 + SPILL_SLOWDOWN_PER_BYTE * spill_bytes)
+    block_s = (max(tensor_s, smem_s) + loop_overhead_s) * (
+        1.0 + SPILL_SLOWDOWN_PER_BYTE * spill_bytes
+    )
 
     def round_s(resident_blocks: int) -> float:
         """`resident_blocks` blocks sharing the SM, with the latency they leave unhidden."""

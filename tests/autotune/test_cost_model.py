@@ -117,3 +117,15 @@ def test_few_rows_a_warp_is_bound_by_shared_memory():
     thin = model(config=TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2))
     wide = model(config=TileConfig(block_m=128, block_n=64, block_k=32, num_warps=4, num_stages=2))
     assert thin.time_ms > 1.2 * wide.time_ms
+
+
+def test_more_main_loop_iterations_for_the_same_work_cost_more():
+    # Same occupancy (fake resources, 1 stage so shared memory does not limit): halving the
+    # KV tile doubles the iterations, each paying barriers and the softmax's FP32 work.
+    kv_times = [
+        model(config=TileConfig(128, block_n, 32, 4, 1)).time_ms for block_n in (128, 64, 32)
+    ]
+    assert kv_times == sorted(kv_times) and kv_times[0] < kv_times[-1]
+    gemm = GemmProblem(4096, 4096, 4096)
+    k_times = [model(gemm, TileConfig(128, 128, bk, 4, 2)).time_ms for bk in (64, 32, 16)]
+    assert k_times == sorted(k_times) and k_times[0] < k_times[-1]
