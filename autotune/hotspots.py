@@ -123,21 +123,34 @@ CONSISTENT_SHARE = 0.8  # a shape taking this share of an op's calls makes its p
 
 
 def load_trace(path: str | Path) -> list[TraceRecord]:
-    """Every well-formed record of a JSONL trace; a torn last line (killed writer) is skipped."""
+    """Every well-formed record of a JSONL trace; a torn line (killed writer) is skipped.
+
+    A line is well-formed when it parses, names a known event and describes a valid problem
+    (a line that parses but does not, hand-edited or from another tool, is skipped too, so
+    one bad line never stops `rank` or the CLI).
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(
             f"trace {path} does not exist; run with RuntimeConfig(trace_path=...)"
         )
+    if not path.is_file():
+        raise IsADirectoryError(f"trace {path} is not a file; pass the JSONL file itself")
     records, bad = [], 0
-    with path.open(encoding="utf-8") as handle:
+    # errors="replace": a torn multi-byte character must not end the whole read.
+    with path.open(encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if not line.strip():
                 continue
             try:
-                records.append(TraceRecord.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
+                record = TraceRecord.from_dict(json.loads(line))
+                if record.event not in EVENTS:
+                    raise ValueError(f"unknown event {record.event!r}")
+                record.problem()  # shape, dtype and op must describe a problem
+            except (ValueError, KeyError, TypeError, AttributeError):
                 bad += 1
+                continue
+            records.append(record)
     if bad:
         log.warning("trace %s: skipped %d malformed line(s)", path, bad)
     return records
@@ -278,9 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=5, help="tuning tasks to propose (default 5)")
     parser.add_argument("--json", action="store_true", help="print the hotspots as JSON")
     args = parser.parse_args(argv)
+    if args.top < 0:
+        parser.error(f"--top {args.top}: expected a count >= 0")
     try:
         records = load_trace(args.trace)
-    except FileNotFoundError as exc:
+    except OSError as exc:  # missing, a directory, unreadable
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

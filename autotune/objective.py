@@ -70,6 +70,38 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got64 - want64) / max(np.linalg.norm(want64), 1e-30))
 
 
+def _first_failure(
+    problem: Problem, got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]
+) -> tuple[str, float, float] | None:
+    """(what, error, tolerance) of the first bound `got` breaks, else None.
+
+    The bounds of generator.verify (Tolerance.of: normwise relative error, max abs error;
+    LSE absolute): NaN (a poisoned, unwritten element) fails every bound, and an LSE of -inf
+    where the reference has -inf (a row that sees no key) is exact.
+    """
+    from generator.verify import LSE_ABS_TOL, Tolerance
+
+    tolerance = Tolerance.of(problem.dtype)
+    name = "o" if isinstance(problem, AttentionProblem) else "c"
+    out, ref = np.asarray(got[name], np.float64), np.asarray(want[name], np.float64)
+    rel = relative_error(out, ref)
+    if not rel <= tolerance.rel:
+        return f"output {name} relative error", rel, tolerance.rel
+    max_abs = float(np.max(np.abs(out - ref))) if out.size else 0.0
+    max_abs_tol = tolerance.max_abs_factor * (float(np.max(np.abs(ref))) if ref.size else 0.0)
+    if not max_abs <= max_abs_tol:
+        return f"output {name} max abs error", max_abs, max_abs_tol
+    if "lse" in want:
+        lse, lse_ref = np.asarray(got["lse"], np.float64), np.asarray(want["lse"], np.float64)
+        with np.errstate(invalid="ignore"):  # -inf - -inf
+            lse_err = np.abs(lse - lse_ref)
+        lse_err[np.isinf(lse_ref) & (lse == lse_ref)] = 0.0
+        worst = float(np.max(lse_err)) if lse_err.size else 0.0  # NaN propagates
+        if not worst <= LSE_ABS_TOL:
+            return "output lse max abs error", worst, LSE_ABS_TOL
+    return None
+
+
 # Launches rotate over enough copies of the tensors to exceed the largest L2 here (H100, 50 MB)
 # twice over, so a warm cache does not flatter the kernel (hardware.md's L2 column).
 ROTATION_BYTES = 100 * 1024 * 1024
@@ -127,8 +159,12 @@ class MeasuredObjective:
     """Median CUDA-event kernel time on the GPU, after a once-per-candidate correctness check.
 
     CUDA-only and unverified on hardware here: written against generator.device (load,
-    buffers, time_kernel with rotated Params). Inputs, the float64 reference and the rotated
-    buffer sets are made once per problem and reused by every candidate.
+    buffers, time_kernel with rotated Params); its logic is tested against a fake device
+    (tests/autotune/test_measured_objective.py), the real path only by gpu-marked tests.
+    Inputs, the float64 reference and the rotated buffer sets are made once per problem and
+    reused by every candidate. The check uses generator.verify's bounds. A device fault
+    (illegal address) is a LaunchError, but it leaves the CUDA context unusable: later
+    candidates in the same process fail too.
     """
 
     kind: ObjectiveKind = "measured"
@@ -153,10 +189,12 @@ class MeasuredObjective:
         outputs = _output_shapes(problem)
         sets = min(MAX_ROTATION_SETS, max(1, -(-ROTATION_BYTES // problem.io_bytes())))
         for _ in range(sets):
-            buffers = {name: device.to_device(array) for name, array in self._inputs.items()}
+            buffers: dict[str, Any] = {}
+            self._buffers.append(buffers)  # before allocating: close() frees a partial set too
+            for name, array in self._inputs.items():
+                buffers[name] = device.to_device(array)
             for name, (shape, dtype) in outputs.items():
                 buffers[name] = device.allocate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
-            self._buffers.append(buffers)
         self._problem = problem
 
     def close(self) -> None:
@@ -167,6 +205,8 @@ class MeasuredObjective:
         self._buffers, self._problem = [], None
 
     def _check(self, problem: Problem, config: TileConfig, kernel: Any, geometry: Any) -> None:
+        from core.errors import LaunchError
+
         family = self._family or _family(problem)
         buffers = self._buffers[0]
         outputs = _output_shapes(problem)
@@ -175,21 +215,22 @@ class MeasuredObjective:
             buffers[name].poison(itemsize, "bfloat16" if problem.dtype == "bf16" else "float16")
         pointers = {name: buffer.ptr for name, buffer in buffers.items()}
         kernel.launch(family.make_params(problem, pointers=pointers), geometry)
-        kernel.device.sync()
-        from generator.verify import LSE_ABS_TOL, Tolerance
-
-        rel_tol = Tolerance.of(problem.dtype).rel
-        for name, (shape, dtype) in outputs.items():
-            got = buffers[name].download(shape, dtype)
-            if name == "lse":  # fp32 throughout: an absolute bound (generator.verify)
-                error = float(np.max(np.abs(got.astype(np.float64) - self._want[name])))
-                tolerance = LSE_ABS_TOL
-            else:
-                error, tolerance = relative_error(got, self._want[name]), rel_tol
-            if not error <= tolerance:  # NaN (an unwritten output) fails too
-                raise IncorrectResultError(
-                    f"{problem.family} {config} output {name}", error=error, tolerance=tolerance
-                )
+        try:
+            kernel.device.sync()
+        except Exception as exc:  # cuda.core's CUDAError: the kernel faulted on the device
+            raise LaunchError(
+                f"failed in the correctness run: {exc}; run it once under compute-sanitizer",
+                kernel=getattr(kernel, "name", problem.family),
+                grid=geometry.grid,
+                block=geometry.block,
+            ) from exc
+        got = {name: buffers[name].download(*outputs[name]) for name in outputs}
+        failure = _first_failure(problem, got, self._want)
+        if failure is not None:
+            what, error, tolerance = failure
+            raise IncorrectResultError(
+                f"{problem.family} {config} {what}", error=error, tolerance=tolerance
+            )
 
     def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
         from generator import device

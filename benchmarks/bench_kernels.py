@@ -1,10 +1,11 @@
 """GPU benchmarks of the generated kernels: measured TFLOP/s against the cost model and FA2.
 
 Run on a CUDA machine: `python -m pytest benchmarks/bench_kernels.py --benchmark-only`.
-Each case compiles the family's default configuration for the present GPU's arch, checks its
-output once against the float64 reference, then times it with CUDA events (median of 20
-launches over rotated buffers). `extra_info` carries the measured median, the cost model's
-estimate for the same kernel and TFLOP/s, so the model can be calibrated against the device.
+Each case compiles the family's default configuration for the present GPU's arch; each round
+checks its output against the float64 reference, then times it with CUDA events (median of
+autotune.objective.TIMED_RUNS launches over rotated buffers). `extra_info` carries the measured
+median, the cost model's estimate for the same kernel and TFLOP/s, so the model can be
+calibrated against the device.
 Published anchors (shared/reference/hardware.md, H100 SXM fp16 forward, seq 2k):
 FlashAttention-2 d64 non-causal 318 TFLOP/s, causal 262.
 """
@@ -26,8 +27,13 @@ CASES: list[Problem] = [
 ]
 
 
+def _case_id(problem: Problem) -> str:
+    mask = "-causal" if getattr(problem, "causal", False) else ""
+    return f"{problem.family}-{problem.dtype}-{problem.shape_str()}{mask}"
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("problem", CASES, ids=lambda p: f"{p.family}-{p.shape_str()}")
+@pytest.mark.parametrize("problem", CASES, ids=_case_id)
 def test_default_config_throughput(benchmark: Any, problem: Problem) -> None:
     from autotune.objective import MeasuredObjective, ModelObjective
     from generator.compile import compile_kernel

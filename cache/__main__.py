@@ -74,7 +74,12 @@ def _cmd_show(cache: KernelCache, args: argparse.Namespace) -> int:
 def _cmd_verify(cache: KernelCache, args: argparse.Namespace) -> int:
     bad = cache.verify()
     for b in bad:
-        action = "quarantined" if b.removed else "left in place (read-only layer)"
+        if b.removed:
+            action = "quarantined"
+        elif b.layer == cache.search_path.writable:
+            action = "could not be quarantined (see the warning above); left in place"
+        else:
+            action = "left in place (read-only layer)"
         print(f"BAD {b.kernel_key} in {b.layer}: {b.reason}; {action}")
     print(f"{len(cache.list_keys())} entries ok, {len(bad)} bad")
     return 1 if bad else 0
@@ -112,6 +117,17 @@ def _cmd_import(cache: KernelCache, args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """An integer >= 0 (a negative limit would evict every entry)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: expected an integer >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cache", description=__doc__)
     parser.add_argument(
@@ -129,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("key")
     sub.add_parser("verify", help="check every entry; quarantine bad ones (exit 1 if any)")
     prune = sub.add_parser("prune", help="evict least recently used entries down to a limit")
-    prune.add_argument("--max-bytes", type=int, default=None)
-    prune.add_argument("--max-entries", type=int, default=None)
+    prune.add_argument("--max-bytes", type=_count, default=None, help="byte limit (>= 0)")
+    prune.add_argument("--max-entries", type=_count, default=None, help="entry limit (>= 0)")
     sub.add_parser("clear", help="remove every entry of the writable cache")
     export = sub.add_parser("export", help="write entries to a .tar.gz bundle")
     export.add_argument("out")

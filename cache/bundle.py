@@ -133,10 +133,15 @@ def _read_members(bundle: Path, problems: list[str]) -> dict[str, bytes]:
                 if name in contents:
                     problems.append(f"{name!r}: appears twice")
                     continue
-                total += member.size
-                if member.size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-                    problems.append(f"{name!r}: too large ({member.size} bytes)")
+                if member.size > MAX_MEMBER_BYTES:
+                    problems.append(
+                        f"{name!r}: too large ({member.size} bytes; at most {MAX_MEMBER_BYTES})"
+                    )
                     continue
+                total += member.size
+                if total > MAX_TOTAL_BYTES:
+                    problems.append(f"members add up to more than {MAX_TOTAL_BYTES} bytes")
+                    break  # nothing after this could be accepted; stop decompressing
                 extracted = tar.extractfile(member)
                 if extracted is None:
                     problems.append(f"{name!r}: unreadable")

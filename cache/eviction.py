@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.layout import ENTRY_SUFFIX, Layout
+from cache.layout import ENTRY_SUFFIX, Layout, is_key
 
 # A temp file this old belongs to a writer that died mid-put; younger ones may be in progress.
 STALE_TMP_S = 3600.0
@@ -26,13 +26,13 @@ def scan(layout: Layout) -> list[EntryStat]:
     try:
         with os.scandir(layout.entries_dir) as it:
             for item in it:
-                if not item.name.endswith(ENTRY_SUFFIX):
-                    continue
+                key = item.name[: -len(ENTRY_SUFFIX)]
+                if not item.name.endswith(ENTRY_SUFFIX) or not is_key(key):
+                    continue  # not an entry (see Layout.entry_keys)
                 try:
                     st = item.stat()
                 except FileNotFoundError:  # removed since listing
                     continue
-                key = item.name[: -len(ENTRY_SUFFIX)]
                 stats.append(
                     EntryStat(kernel_key=key, size_bytes=st.st_size, last_used_s=st.st_mtime)
                 )

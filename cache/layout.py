@@ -24,6 +24,11 @@ MAX_KEY_CHARS = 200
 _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
+def is_key(name: str) -> bool:
+    """Whether `name` is a valid kernel key (a file in entries/ with another name is foreign)."""
+    return len(name) <= MAX_KEY_CHARS and _KEY_RE.fullmatch(name) is not None
+
+
 def check_key(kernel_key: str) -> str:
     """Return `kernel_key` if it can name an entry file, else raise InvalidCacheKeyError."""
     if (
@@ -79,9 +84,13 @@ class Layout:
             path.mkdir(parents=True, exist_ok=True)
 
     def entry_keys(self) -> list[str]:
-        """Keys of the entries present now, sorted; [] if the directory does not exist."""
+        """Keys of the entries present now, sorted; [] if the directory does not exist.
+
+        Files whose name is not `<valid key>.kernel` (dropped there by hand or another tool)
+        are ignored: they are no entry, and must not break listing, verify or eviction.
+        """
         try:
             names = [e.name for e in self.entries_dir.iterdir() if e.name.endswith(ENTRY_SUFFIX)]
         except FileNotFoundError:
             return []
-        return sorted(name[: -len(ENTRY_SUFFIX)] for name in names)
+        return sorted(key for key in (n[: -len(ENTRY_SUFFIX)] for n in names) if is_key(key))

@@ -22,13 +22,25 @@ from autotune.hotspots import report
 from runtime import Runtime, RuntimeConfig
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--every", type=int, default=10, help="print stats every N calls")
+    parser.add_argument("--calls", type=_positive, default=100)
+    parser.add_argument("--every", type=_positive, default=10, help="print stats every N calls")
     parser.add_argument("--device", default="emulator", choices=("emulator", "cpu", "cuda", "auto"))
     parser.add_argument("--shape", default="1x4x128x64", help="BxHxSxD of q, k and v")
-    parser.add_argument("--trials", type=int, default=4, help="tuning trials of the tier-3 job")
+    parser.add_argument(
+        "--trials", type=_positive, default=4, help="tuning trials of the tier-3 job"
+    )
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -38,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=Path, default=None, help="also write a JSONL trace here")
     args = parser.parse_args(argv)
 
-    b, h, s, d = (int(x) for x in args.shape.split("x"))
+    try:
+        b, h, s, d = (int(x) for x in args.shape.split("x"))
+    except ValueError:
+        parser.error(f"--shape {args.shape!r}: expected BxHxSxD, e.g. 1x4x128x64")
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((b, h, s, d)).astype(np.float16) for _ in range(3))
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="tessera-example-"))

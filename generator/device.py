@@ -1,7 +1,11 @@
 """The CUDA device path: load a cubin, move buffers, launch with a by-value Params struct, time it.
 
-UNVERIFIED on hardware: written against the documented cuda.core 1.2 / cuda.bindings 13 APIs on
-a machine without a GPU; tests/generator/test_device.py (gpu-marked) exercises every function.
+UNVERIFIED on hardware: written against cuda.core 1.2.2 / cuda.bindings 13.5 on a machine without
+a GPU. Checked against the installed packages: call signatures, enum names, `(CUresult, value)`
+returns, that cuLaunchKernel takes an int as the address of a ready void*[] (its
+_HelperKernelParams), that cuda.core's Kernel.handle is a CUkernel (library loading), and that
+Event subtraction is in milliseconds. tests/generator/test_device.py runs every function on a GPU
+(gpu-marked) and checks the launch's call sequence against a fake driver everywhere.
 
 cuda.core's `launch` cannot pass a ctypes.Structure by value (its argument handler takes
 scalars, pointers and Buffers only), so launches go through cuda.bindings.driver.cuLaunchKernel
@@ -11,8 +15,10 @@ driver copies the struct at launch, so the array need only live through the call
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import statistics
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +42,19 @@ def _driver() -> Any:
     return driver
 
 
+_thread = threading.local()  # the Device made current in this thread
+
+
 def current_device() -> Any:
-    """cuda.core's Device 0, made current (its primary context); NoDeviceError if there is none."""
+    """cuda.core's Device 0 with its primary context current in the calling thread.
+
+    A context is current per thread, and driver calls (cuMemAlloc, cuMemcpy*, cuLaunchKernel)
+    fail with CUDA_ERROR_INVALID_CONTEXT without one, so every entry point of this module calls
+    this first; set_current runs once per thread. NoDeviceError if there is no GPU.
+    """
+    device = getattr(_thread, "device", None)
+    if device is not None:
+        return device
     from generator.gpu import probe
 
     gpu = probe()
@@ -47,6 +64,7 @@ def current_device() -> Any:
 
     device = Device(0)
     device.set_current()
+    _thread.device = device
     return device
 
 
@@ -62,6 +80,7 @@ class DeviceBuffer:
         data = np.ascontiguousarray(array)
         if data.nbytes > self.nbytes:
             raise ValueError(f"upload of {data.nbytes} bytes into a {self.nbytes}-byte buffer")
+        current_device()
         check(
             _driver().cuMemcpyHtoD(self._handle, data.ctypes.data, data.nbytes),
             call="cuMemcpyHtoD",
@@ -71,6 +90,7 @@ class DeviceBuffer:
         out = np.empty(tuple(shape), dtype=dtype)
         if out.nbytes > self.nbytes:
             raise ValueError(f"download of {out.nbytes} bytes from a {self.nbytes}-byte buffer")
+        current_device()
         check(
             _driver().cuMemcpyDtoH(out.ctypes.data, self._handle, out.nbytes),
             call="cuMemcpyDtoH",
@@ -79,7 +99,12 @@ class DeviceBuffer:
         return out
 
     def poison(self, element_bytes: int = 2, dtype_name: str = "float16") -> None:
-        """Fill with NaN so outputs the kernel never writes fail verification."""
+        """Fill with NaN so outputs the kernel never writes fail verification.
+
+        cuMemsetD16/D32 run on the legacy default stream, asynchronously to the host: a launch on
+        that stream (or a blocking one) is ordered after them.
+        """
+        current_device()
         driver = _driver()
         if element_bytes == 4:
             status = driver.cuMemsetD32(self._handle, NAN_BITS_32, self.nbytes // 4)
@@ -89,6 +114,7 @@ class DeviceBuffer:
 
     def free(self) -> None:
         if self._handle is not None:
+            current_device()
             check(_driver().cuMemFree(self._handle), call="cuMemFree")
             self._handle = None
 
@@ -132,6 +158,7 @@ class DeviceKernel:
                 grid=geometry.grid,
                 block=geometry.block,
             )
+        current_device()
         stream = stream if stream is not None else self.device.default_stream
         arguments = (ctypes.c_void_p * 1)(ctypes.addressof(params))
         check(
@@ -185,9 +212,9 @@ def load(
             kernel = code.get_kernel(kernel_name)
             function = _function_of(kernel)
             break
-        except CudaError:
-            raise
-        except Exception as exc:  # cuda.core raises its own CUDAError; translate below
+        except Exception as exc:  # cuda.core's CUDAError, or CudaError from cuKernelGetFunction
+            # With lazy loading (the CUDA 12.2+ default) a cubin for another arch may only fail
+            # at cuKernelGetFunction: that too must fall through to the PTX.
             errors.append(f"{kind}: {type(exc).__name__}: {exc}")
     else:
         raise CudaError(
@@ -231,10 +258,14 @@ def time_kernel(
         raise ValueError(f"repetitions={repetitions}: time at least {MIN_REPETITIONS} launches")
     if not params_list:
         raise ValueError("params_list is empty: give at least one Params struct")
-    from cuda.core import EventOptions
+    from cuda.core import EventOptions, StreamOptions
 
-    stream = kernel.device.create_stream()
+    current_device()
+    # cuda.core streams are non-blocking by default; a blocking one is ordered after the
+    # uploads and memsets already issued on the legacy default stream.
+    stream = kernel.device.create_stream(options=StreamOptions(nonblocking=False))
     timing = EventOptions(timing_enabled=True)
+    failed = False
     try:
         for i in range(warmup):
             kernel.launch(params_list[i % len(params_list)], geometry, stream)
@@ -246,15 +277,20 @@ def time_kernel(
         try:
             stream.sync()
         except Exception as exc:  # cuda.core's CUDAError: the kernel faulted on the device
+            failed = True
             raise LaunchError(
                 f"failed during timing: {exc}; run it once under compute-sanitizer",
                 kernel=kernel.name,
                 grid=geometry.grid,
                 block=geometry.block,
             ) from exc
-        return [float(end - start) for start, end in events]
+        return [float(end - start) for start, end in events]  # Event - Event is in ms
     finally:
-        stream.close()
+        if failed:  # after a fault the close fails too; keep the LaunchError
+            with contextlib.suppress(Exception):
+                stream.close()
+        else:
+            stream.close()
 
 
 def median_ms(times_ms: Sequence[float]) -> float:

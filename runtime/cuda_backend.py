@@ -1,6 +1,10 @@
 """device='cuda': tiers 2 and 3 launch on the GPU; NumPy inputs are copied, device arrays are not.
 
-UNVERIFIED on hardware beyond the gpu-marked tests: written against generator.device.
+UNVERIFIED on hardware beyond the gpu-marked tests: written against generator.device. Not yet
+run: the CUDA array interface / DLPack path with real torch or cupy tensors (the producer's
+stream is not waited on: the caller orders it, see runtime.arrays), and bf16 DeviceOutputs,
+which the CUDA array interface can only describe as opaque '<V2' (no bfloat16 typestr), so
+consumers, and the runtime itself when one is fed back as an input, are expected to refuse them.
 """
 
 from __future__ import annotations
@@ -62,10 +66,12 @@ def to_host(array: Any) -> np.ndarray:
     """A NumPy copy of a device array (CUDA array interface or DLPack)."""
     from cuda.bindings import driver
 
+    from generator.device import current_device
     from generator.toolchain import check
 
     view = device_array(array)
     out = np.empty(view.shape, dtype=NUMPY_DTYPES[view.dtype or ""])
+    current_device()  # the copy needs a current context in this thread
     check(driver.cuMemcpyDtoH(out.ctypes.data, view.pointer, out.nbytes), call="cuMemcpyDtoH")
     return out
 
@@ -128,37 +134,46 @@ class CudaKernel:
             (m, k), (_, n) = shapes
             problem = GemmProblem(m, n, k, dtype=dtype_id)
             out_shape, lse_shape = (m, n), None
-        owned = []  # buffers this call allocated for inputs; freed before returning
+        # Buffers this call allocated. Input copies are always freed before returning; the
+        # outputs too, unless they are handed to the caller as DeviceOutputs (which free them).
+        inputs_owned: list[Any] = []
+        outputs_owned: list[Any] = []
+        handed_over = False
         try:
             pointers: dict[str, int] = {}
             names = ("q", "k", "v") if self._op == "attention" else ("a", "b")
             for name, array in zip(names, inputs, strict=True):
                 if on_host:
                     buffer = device.to_device(array)
-                    owned.append(buffer)
+                    inputs_owned.append(buffer)
                     pointers[name] = buffer.ptr
                 else:
                     pointers[name] = device_array(array).pointer
             out = device.allocate(int(np.prod(out_shape)) * dtype.itemsize)
+            outputs_owned.append(out)
             pointers["o" if self._op == "attention" else "c"] = out.ptr
             lse = None
             if lse_shape is not None:
                 lse = device.allocate(int(np.prod(lse_shape)) * _LSE_DTYPE.itemsize)
+                outputs_owned.append(lse)
                 pointers["lse"] = lse.ptr
             params = self._family.make_params(problem, pointers=pointers, scale=scale)
             geometry = self._family.launch_geometry(problem, self.config)
             self._loaded.launch(params, geometry)
+            # Before the input copies are freed and the outputs read or handed over.
             self._loaded.device.sync()
             if not on_host:
                 lse_out = None if lse is None else DeviceOutput(lse, lse_shape or (), _LSE_DTYPE)
+                handed_over = True
                 return DeviceOutput(out, out_shape, dtype), lse_out
-            owned += [out] + ([lse] if lse is not None else [])
             result = out.download(out_shape, dtype)
             lse_host = None if lse is None else lse.download(lse_shape or (), _LSE_DTYPE)
             return result, lse_host
         finally:
-            for buffer in owned:
-                buffer.free()
+            # A failed launch must not leak its output buffers either.
+            for buffer in inputs_owned + ([] if handed_over else outputs_owned):
+                with contextlib.suppress(Exception):  # keep the launch's own error
+                    buffer.free()
 
 
 class CudaBackends:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -23,8 +24,8 @@ NOT_TUNED, QUEUED, TUNED, FAILED = "not_tuned", "queued", "tuned", "failed"
 
 
 class SignatureState:
-    """What the dispatcher knows about one signature (mutated on the caller's thread only,
-    except `tune_state`, which the tuning worker sets when its job ends)."""
+    """What the dispatcher knows about one signature (mutated only under the dispatcher's
+    lock: by calling threads, and by the tuning worker setting `tune_state` when a job ends)."""
 
     __slots__ = (
         "calls",
@@ -51,7 +52,11 @@ class SignatureState:
 
 
 class Dispatcher:
-    """Chooses a tier per call, runs it, records it; all device work goes through `backends`."""
+    """Chooses a tier per call, runs it, records it; all device work goes through `backends`.
+
+    Thread-safe: the bookkeeping (states, counts, loaded kernels, promotion) runs under one
+    lock, shared with the tuning worker's completion callback; kernels run outside it.
+    """
 
     def __init__(self, config: RuntimeConfig, backends: Backends) -> None:
         self.config = config
@@ -73,6 +78,7 @@ class Dispatcher:
         self._failed_calls = 0
         self._promotions = 0
         self._demotions = 0
+        self._lock = threading.Lock()
 
     # -- the call path -------------------------------------------------------------------
 
@@ -83,17 +89,18 @@ class Dispatcher:
         forced: TileConfig | None = None,
     ) -> tuple[Any, Any]:
         """Run one validated call at its signature's tier; returns (output, lse or None)."""
-        state = self._states.get(key)
-        if state is None:
-            state = self._states[key] = SignatureState(Signature.from_key(key))
-        if forced is not None:
-            kernel: Kernel = self._forced_kernel(state.problem, forced)
-        else:
-            if not state.settled:
-                self._advance(state)
-            kernel = state.kernel or self._references[key[0]]
-            if kernel.tier is Tier.SPECIALIZED:
-                self._loaded.move_to_end(kernel.kernel_key)  # type: ignore[arg-type]
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = SignatureState(Signature.from_key(key))
+            if forced is not None:
+                kernel: Kernel = self._forced_kernel(state.problem, forced)
+            else:
+                if not state.settled:
+                    self._advance(state)
+                kernel = state.kernel or self._references[key[0]]
+                if kernel.tier is Tier.SPECIALIZED:
+                    self._loaded.move_to_end(kernel.kernel_key)  # type: ignore[arg-type]
         causal, scale = key[3], key[4]
         start_s = time.time()
         start_ns = time.perf_counter_ns()
@@ -101,7 +108,31 @@ class Dispatcher:
             result = kernel.run(inputs, causal=causal, scale=scale)
         except Exception as exc:
             wall_ms = (time.perf_counter_ns() - start_ns) * 1e-6
-            self._failed_calls += 1
+            with self._lock:
+                self._failed_calls += 1
+                self.tracer.append(
+                    start_s,
+                    "call",
+                    state.signature,
+                    kernel.tier,
+                    wall_ms,
+                    kernel.kernel_key,
+                    kernel.config,
+                    False,
+                    f"{type(exc).__name__}: {exc}",
+                )
+                if forced is not None or kernel.tier is Tier.REFERENCE:
+                    raise
+                if not self.config.tier1_fallback:
+                    raise
+                if state.kernel is kernel:  # else another thread demoted it already
+                    self._demote(state, kernel, exc)
+            return self.call(key, inputs)
+        wall_ms = (time.perf_counter_ns() - start_ns) * 1e-6
+        with self._lock:
+            state.calls += 1
+            state.total_ms += wall_ms
+            self._times[kernel.tier].add(wall_ms)
             self.tracer.append(
                 start_s,
                 "call",
@@ -110,28 +141,7 @@ class Dispatcher:
                 wall_ms,
                 kernel.kernel_key,
                 kernel.config,
-                False,
-                f"{type(exc).__name__}: {exc}",
             )
-            if forced is not None or kernel.tier is Tier.REFERENCE:
-                raise
-            if not self.config.tier1_fallback:
-                raise
-            self._demote(state, kernel, exc)
-            return self.call(key, inputs)
-        wall_ms = (time.perf_counter_ns() - start_ns) * 1e-6
-        state.calls += 1
-        state.total_ms += wall_ms
-        self._times[kernel.tier].add(wall_ms)
-        self.tracer.append(
-            start_s,
-            "call",
-            state.signature,
-            kernel.tier,
-            wall_ms,
-            kernel.kernel_key,
-            kernel.config,
-        )
         return result
 
     # -- promotion -----------------------------------------------------------------------
@@ -153,7 +163,7 @@ class Dispatcher:
                 self._promote(state, kernel, f"calls={state.calls} total_ms={state.total_ms:.3f}")
         if (
             cfg.tier3
-            and state.tune_state != QUEUED
+            and state.tune_state not in (QUEUED, FAILED)  # FAILED is final: never retried
             and state.calls >= cfg.tier3_min_calls
             and state.total_ms >= cfg.tier3_min_time_ms
         ):
@@ -274,14 +284,18 @@ class Dispatcher:
             self.backends.tune(problem)
 
         def done(_key: str, error: BaseException | None) -> None:
-            # Every signature of this problem (they differ by scale only) learns the outcome.
-            for other in list(self._states.values()):
-                if other.problem == problem and other.tune_state == QUEUED:
-                    other.tune_state = TUNED if error is None else FAILED
-                    other.settled = False
-            detail = "finished" if error is None else f"{type(error).__name__}: {error}"
-            self._trace_event(state, "tune", kernel_key=key, ok=error is None, detail=detail)
+            # Runs on the tuning worker. Every signature of this problem (they differ by
+            # scale only) learns the outcome.
+            with self._lock:
+                for other in self._states.values():
+                    if other.problem == problem and other.tune_state == QUEUED:
+                        other.tune_state = TUNED if error is None else FAILED
+                        other.settled = False
+                detail = "finished" if error is None else f"{type(error).__name__}: {error}"
+                self._trace_event(state, "tune", kernel_key=key, ok=error is None, detail=detail)
 
+        # Called under self._lock, which `done` needs too: the job cannot report its end
+        # before this state is marked QUEUED, however fast it runs.
         if self.tuning.submit(key, job, done):
             state.tune_state = QUEUED
             self._trace_event(state, "tune", kernel_key=key, detail="queued")
@@ -319,6 +333,10 @@ class Dispatcher:
         )
 
     def stats(self) -> RuntimeStats:
+        with self._lock:
+            return self._stats_locked()
+
+    def _stats_locked(self) -> RuntimeStats:
         by_tier = {int(t): 0 for t in Tier}
         for state in self._states.values():
             by_tier[int(state.tier)] += 1
@@ -338,4 +356,4 @@ class Dispatcher:
 
     def close(self) -> None:
         self.tuning.close()
-        self.tracer.flush()
+        self.tracer.close()

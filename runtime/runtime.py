@@ -24,8 +24,8 @@ class Runtime:
     `backends` replaces the device backends (tests inject fakes). Use it as a context manager,
     or call `close()`, to flush the trace and stop the tuning workers.
 
-    One Runtime serves one calling thread at a time (the tuning workers are its own); give
-    each thread its own Runtime, or guard shared use with a lock.
+    Several threads may call one Runtime: its bookkeeping is guarded by a lock and kernels
+    run outside it (the tuning workers are its own threads).
     """
 
     def __init__(

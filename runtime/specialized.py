@@ -141,7 +141,12 @@ def _launchable(
     config: TileConfig,
     problem: Problem | None,
 ) -> Any:
-    """A loaded generator.device kernel when this machine has a GPU of `arch`, else None."""
+    """A loaded generator.device kernel when this machine has a GPU of `arch`, else None.
+
+    Unverified on hardware here: only the gpu-marked tests/runtime/test_cuda_runtime.py load a
+    real entry. A cubin that does not load falls back to the PTX; if neither loads, CudaError
+    (load_specialized raises it; the runtime logs it and stays on tier 2).
+    """
     from generator.gpu import probe
 
     gpu = probe()

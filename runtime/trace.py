@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections import deque
@@ -14,6 +15,8 @@ from autotune.hotspots import TraceRecord
 from core.types import TileConfig
 from runtime.signature import Signature
 
+log = logging.getLogger("tessera.runtime.trace")
+
 # What the hot path appends: a plain tuple, materialized into a TraceRecord only when read.
 # (time_s, event, signature, tier, wall_ms, kernel_key, config, ok, detail)
 _Row = tuple[float, str, Signature, int, float, "str | None", "TileConfig | None", bool, str]
@@ -22,8 +25,11 @@ _Row = tuple[float, str, Signature, int, float, "str | None", "TileConfig | None
 class Tracer:
     """Keeps the last `buffer_records` records and appends every record to `path` if given.
 
-    The file is written in batches of `flush_records` lines, each batch one append under an
-    inter-process file lock, so several processes can trace to the same file.
+    The file is written in batches of `flush_records` lines, each batch one O_APPEND write
+    under an inter-process file lock, so several processes can trace to the same file. A
+    line left unfinished by a writer that died mid-write is terminated before the next batch,
+    so it costs that one record only. A trace file that cannot be written (full or read-only
+    disk) never fails a call: the batch is dropped with a warning and counted in `dropped`.
     """
 
     def __init__(
@@ -34,12 +40,16 @@ class Tracer:
         self._flush_records = flush_records
         self._pending: list[_Row] = []
         self._lock = threading.Lock()  # the tuning worker traces too
+        self._write_lock = threading.Lock()  # batches reach the file in the order taken
         self._pid = os.getpid()
         self._file_lock = FileLock(f"{path}.lock") if path is not None else None
+        self._atexit = False
+        self.dropped = 0  # records that could not be written to the file
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             if flush_records > 1:  # batched records must not be lost at interpreter exit
                 atexit.register(self.flush)
+                self._atexit = True
 
     def append(
         self,
@@ -70,13 +80,31 @@ class Tracer:
         """Append every pending record to the trace file (no-op without one)."""
         if self._path is None or self._file_lock is None:
             return
-        with self._lock:
-            rows, self._pending = self._pending, []
-        if not rows:
-            return
-        text = "".join(self._record(row).to_json() + "\n" for row in rows)
-        with self._file_lock, self._path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+        with self._write_lock:
+            with self._lock:
+                rows, self._pending = self._pending, []
+            if not rows:
+                return
+            data = "".join(self._record(row).to_json() + "\n" for row in rows).encode()
+            try:
+                with self._file_lock:
+                    _append(self._path, data)
+            except OSError as exc:
+                self.dropped += len(rows)
+                log.warning(
+                    "trace %s: could not write %d record(s) (%s); %d dropped so far",
+                    self._path,
+                    len(rows),
+                    exc,
+                    self.dropped,
+                )
+
+    def close(self) -> None:
+        """Flush, and drop the interpreter-exit hook (which would keep this tracer alive)."""
+        self.flush()
+        if self._atexit:
+            atexit.unregister(self.flush)
+            self._atexit = False
 
     def _record(self, row: _Row) -> TraceRecord:
         time_s, event, sig, tier, wall_ms, kernel_key, config, ok, detail = row
@@ -96,3 +124,17 @@ class Tracer:
             detail=detail,
             pid=self._pid,
         )
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append `data` to `path` with O_APPEND writes (the caller holds the file lock)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # a writer died mid-line: end its torn line, keep ours whole
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)

@@ -122,17 +122,21 @@ class TuningQueue:
             error: BaseException | None = None
             try:
                 job()
-            except Exception as exc:  # a failed tune must never kill the worker
+            except BaseException as exc:
+                # A failed tune must never kill the worker, nor leave its key "running"
+                # forever (wait_idle would then never return): even SystemExit from deep
+                # in a library only fails this job.
                 error = exc
                 log.warning("tuning %s failed: %s: %s", key, type(exc).__name__, exc)
             try:
                 on_done(key, error)
             except Exception:
                 log.exception("tuning callback for %s failed", key)
-            with self._idle:
-                self._running.discard(key)
-                if error is None:
-                    self._finished += 1
-                else:
-                    self._failed += 1
-                self._idle.notify_all()
+            finally:
+                with self._idle:
+                    self._running.discard(key)
+                    if error is None:
+                        self._finished += 1
+                    else:
+                        self._failed += 1
+                    self._idle.notify_all()

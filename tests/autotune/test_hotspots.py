@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,30 @@ def test_cli_reports_a_missing_trace(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_load_trace_skips_lines_that_parse_but_describe_no_problem(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    good = _call((1, 2, 64, 64, 64), 1.0)
+    bad_shape = json.loads(good.to_json()) | {"shape": [1, 2, 64]}
+    bad_dtype = json.loads(good.to_json()) | {"dtype": "fp32"}
+    bad_event = json.loads(good.to_json()) | {"event": "launch"}
+    lines = [good.to_json(), *(json.dumps(d) for d in (bad_shape, bad_dtype, bad_event)), "[1]"]
+    path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe{torn\n" + good.to_json().encode())
+    assert load_trace(path) == [good, good]
+    assert len(rank(load_trace(path))) == 1
+
+
+def test_cli_exit_status_2_for_a_directory_or_a_negative_top(tmp_path: Path) -> None:
+    for args in ([str(tmp_path)], [str(tmp_path / "t.jsonl"), "--top", "-1"]):
+        (tmp_path / "t.jsonl").write_text(_call((8, 8, 8), 1.0, op="gemm").to_json() + "\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "autotune.hotspots", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "is not a file" in result.stderr or "--top -1" in result.stderr

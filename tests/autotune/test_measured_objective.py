@@ -9,8 +9,8 @@ import pytest
 
 from autotune import objective as objective_module
 from autotune.objective import TIMED_RUNS, MeasuredObjective
-from core.errors import IncorrectResultError
-from core.types import GemmProblem, TileConfig
+from core.errors import IncorrectResultError, LaunchError
+from core.types import AttentionProblem, GemmProblem, TileConfig
 
 PROBLEM = GemmProblem(m=64, n=48, k=32)
 CONFIG = TileConfig(block_m=32, block_n=16, block_k=16, num_warps=2, num_stages=2)
@@ -35,12 +35,15 @@ class FakeBuffer:
 
 
 def fake_device(behaviour: str):
-    """A generator.device stand-in whose kernel computes C = A @ B (or gets it wrong)."""
+    """A generator.device stand-in whose kernel computes C = A @ B or attention (or gets it
+    wrong, writes nothing, faults on the device, or runs out of memory)."""
     memory: dict[int, FakeBuffer] = {}
     launches: list[dict[str, int]] = []
     timed_sets: list[dict[str, int]] = []
 
     def allocate(nbytes):
+        if behaviour == "oom" and len(memory) >= 5:
+            raise MemoryError("fake cuMemAlloc: out of memory")
         return FakeBuffer(nbytes, memory)
 
     def to_device(array):
@@ -48,11 +51,24 @@ def fake_device(behaviour: str):
         buffer.data = np.array(array)
         return buffer
 
+    def sync():
+        if behaviour == "fault":
+            raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
     class Kernel:
-        device = types.SimpleNamespace(sync=lambda: None)
+        name = "fake"
+        device = types.SimpleNamespace(sync=sync)
 
         def launch(self, params, geometry, stream=None):
             launches.append(params)
+            if "q" in params:
+                from templates.attention.reference import attention_reference
+
+                q, k, v = (memory[params[n]].data for n in "qkv")
+                o, lse = attention_reference(q, k, v, causal=True)
+                memory[params["o"]].data = o.astype(np.float16)
+                memory[params["lse"]].data = lse.astype(np.float32)
+                return
             a, b = memory[params["a"]].data, memory[params["b"]].data
             c = a.astype(np.float32) @ b.astype(np.float32)
             if behaviour == "wrong":
@@ -77,7 +93,7 @@ def fake_device(behaviour: str):
 
 class FakeFamily:
     def launch_geometry(self, problem, config):
-        return types.SimpleNamespace(smem_bytes=0)
+        return types.SimpleNamespace(smem_bytes=0, grid=(1, 1, 1), block=(64, 1, 1))
 
     def make_params(self, problem, *, pointers):
         return dict(pointers)
@@ -120,3 +136,27 @@ def test_a_kernel_that_writes_nothing_fails_on_the_poison(monkeypatch):
     measured, _, _ = evaluate(monkeypatch, "silent")
     with pytest.raises(IncorrectResultError):
         measured.evaluate(PROBLEM, CONFIG, COMPILED)
+
+
+def test_rows_that_see_no_key_do_not_fail_the_check(monkeypatch):
+    # Causal with seq_q > seq_kv: the first rows see no key, O = 0 and LSE = -inf in both the
+    # kernel's output and the reference; -inf - -inf must not count as an error.
+    measured, _, _ = evaluate(monkeypatch, "correct")
+    problem = AttentionProblem(1, 2, 48, 16, 16, causal=True)
+    evaluation = measured.evaluate(problem, CONFIG, COMPILED)
+    assert evaluation.kind == "measured"
+    measured.close()
+
+
+def test_a_fault_in_the_correctness_run_is_a_launch_error(monkeypatch):
+    measured, _, _ = evaluate(monkeypatch, "fault")
+    with pytest.raises(LaunchError, match="ILLEGAL_ADDRESS"):
+        measured.evaluate(PROBLEM, CONFIG, COMPILED)
+
+
+def test_buffers_of_a_set_that_ran_out_of_memory_are_freed(monkeypatch):
+    measured, memory, _ = evaluate(monkeypatch, "oom")
+    with pytest.raises(MemoryError):
+        measured.evaluate(PROBLEM, CONFIG, COMPILED)
+    measured.close()
+    assert memory and all(buffer.freed for buffer in memory.values())

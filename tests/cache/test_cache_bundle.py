@@ -187,3 +187,26 @@ def test_not_a_tarball_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not a readable"):
         import_bundle(bundle, _cache(tmp_path / "target"))
     assert not (tmp_path / "target").exists()
+
+
+def test_size_caps_refuse_a_bundle_with_a_message_naming_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _cache(tmp_path / "src")
+    for key in KEYS:
+        put_version(src, key, "shipped")
+    bundle = tmp_path / "b.tar.gz"
+    export_bundle(src, bundle)
+    sizes = sorted(len(src.read_entry_file(key)[0]) for key in KEYS)  # type: ignore[index]
+    dst = tmp_path / "dst"
+
+    monkeypatch.setattr("cache.bundle.MAX_MEMBER_BYTES", sizes[0] - 1)
+    with pytest.raises(BundleError, match=f"too large .*at most {sizes[0] - 1}"):
+        import_bundle(bundle, _cache(dst))
+    # Every member under the per-member cap, but not their sum: said so, not "too large".
+    monkeypatch.setattr("cache.bundle.MAX_MEMBER_BYTES", sizes[1])
+    monkeypatch.setattr("cache.bundle.MAX_TOTAL_BYTES", sizes[1])
+    with pytest.raises(BundleError, match="add up to more than") as info:
+        import_bundle(bundle, _cache(dst))
+    assert "too large" not in str(info.value)
+    assert _cache(dst).list_keys() == []

@@ -80,3 +80,23 @@ def test_export_and_import(
     bundle.write_bytes(b"junk")
     assert main(["--cache-dir", str(into), "import", str(bundle)]) == 2
     assert "refused" in capsys.readouterr().err
+
+
+def test_prune_refuses_a_negative_limit(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for option in ("--max-bytes", "--max-entries"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--cache-dir", str(filled), "prune", option, "-1"])
+        assert exit_info.value.code == 2
+        assert "expected an integer >= 0" in capsys.readouterr().err
+    assert KernelCache(cache_dir=filled, read_only_dirs=()).list_keys() == sorted(KEYS)
+
+
+def test_verify_says_when_a_bad_entry_could_not_be_quarantined(
+    filled: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = filled / "v1" / "entries" / f"{KEYS[1]}.kernel"
+    bad.write_bytes(bad.read_bytes()[:-3])
+    monkeypatch.setattr("cache.inventory.quarantine", lambda *args: False)  # e.g. read-only fs
+    assert main(["--cache-dir", str(filled), "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "could not be quarantined" in out and "read-only layer" not in out

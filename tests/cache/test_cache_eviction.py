@@ -89,3 +89,18 @@ def test_plan_is_lru_and_stops_when_under_the_limits() -> None:
     assert plan(stats, max_bytes=10, max_entries=None) == ["b", "c"]
     assert plan(stats, max_bytes=None, max_entries=1) == ["b", "c"]
     assert plan(stats, max_bytes=0, max_entries=None, protect=frozenset("b")) == ["c", "a"]
+
+
+def test_a_foreign_file_in_entries_breaks_neither_eviction_nor_listing(cache_dir: Path) -> None:
+    cache = KernelCache(cache_dir=cache_dir, read_only_dirs=(), max_entries=2)
+    _put_spaced(cache, KEYS[0])
+    entries = cache_dir / "v1" / "entries"
+    for name in (".#editor-lock.kernel", "bad key.kernel"):
+        (entries / name).write_bytes(b"not an entry")
+        os.utime(entries / name, (1.0, 1.0))  # the oldest: the first eviction candidate
+    for key in KEYS[1:3]:
+        _put_spaced(cache, key)
+    assert cache.list_keys() == sorted(KEYS[1:3])
+    assert [info.kernel_key for info in cache.entries()] == sorted(KEYS[1:3])
+    assert cache.verify() == []
+    assert cache.prune(max_entries=1) == [KEYS[1]]

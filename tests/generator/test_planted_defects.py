@@ -98,8 +98,8 @@ ATTENTION_DEFECTS: dict[str, Mutation] = {
         "const int col = dp * 16 + ((lane >> 4) ^ 1) * 8;",
     ),
     "o-store-one-row-down": replace_once(
-        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r) * HEAD_DIM + col) =",
-        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r + 1) * HEAD_DIM + col) =",
+        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r) * HEAD_DIM + chunk_col) =",
+        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r + 1) * HEAD_DIM + chunk_col) =",
     ),
 }
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,3 +42,25 @@ def test_basic_usage_example_runs(tmp_path: Path) -> None:
     assert "promote  -> tier 2" in out and "12 call(s) on emulator" in out
     assert "proposed tuning tasks" in out
     assert len(trace.read_text().splitlines()) >= 12
+
+
+def _example_main() -> Callable[[list[str]], int]:
+    spec = importlib.util.spec_from_file_location(
+        "basic_usage", ROOT / "examples" / "basic_usage.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "args", [["--calls", "0"], ["--every", "0"], ["--trials", "-1"], ["--shape", "1x4x128"]]
+)
+def test_basic_usage_example_refuses_bad_arguments_with_exit_status_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        _example_main()([*args, "--device", "cpu"])
+    assert info.value.code == 2
+    assert args[0] in capsys.readouterr().err

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.types import AttentionProblem, TileConfig
+from core.errors import LaunchError
+from core.types import AttentionProblem, GemmProblem, TileConfig
 from runtime import Runtime, RuntimeConfig, load_specialized
 from runtime.specialized import clear_memo, open_cache
 
@@ -47,6 +48,8 @@ def _put_specialized(cache_dir: Path, arch: str) -> str:
             "problem": problem.to_dict(),
             "config": CONFIG.to_dict(),
             "kernel_name": rendered.kernel_name,
+            # load_specialized serves only entries of the current template source.
+            "template_hash": rendered.template_hash,
         },
     )
     return key
@@ -97,6 +100,14 @@ def test_device_arrays_are_used_in_place_and_returned_on_the_device(tmp_path: Pa
         assert _rel_err(out.numpy(), want) < FP16_TOLERANCE, f"tier {tier}"
 
 
+def test_the_specialized_entry_put_here_is_served(tmp_path: Path) -> None:
+    """Runs everywhere: the GPU tests' tier 3 depends on load_specialized accepting this entry."""
+    clear_memo()
+    key = _put_specialized(tmp_path, "sm_80")
+    loaded = load_specialized(key, cache_dirs=[tmp_path])
+    assert loaded.config == CONFIG and loaded.cubin and loaded.ptx
+
+
 @pytest.mark.gpu
 def test_load_specialized_gives_a_launchable_kernel_on_the_gpu(tmp_path: Path) -> None:
     from generator.gpu import probe
@@ -107,3 +118,43 @@ def test_load_specialized_gives_a_launchable_kernel_on_the_gpu(tmp_path: Path) -
     key = _put_specialized(tmp_path, arch)
     loaded = load_specialized(key, cache_dirs=[tmp_path])
     assert loaded.kernel is not None and loaded.config == CONFIG
+
+
+class _FakeBuffer:
+    def __init__(self, nbytes: int) -> None:
+        self.ptr, self.nbytes, self.freed = 0x1000 + nbytes, nbytes, False
+
+    def free(self) -> None:
+        self.freed = True
+
+
+def test_a_failed_launch_frees_every_buffer_it_allocated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs everywhere: generator.device and the loaded kernel are fakes."""
+    import types
+
+    import generator
+    from runtime.cuda_backend import CudaKernel
+    from runtime.tiers import Tier
+
+    buffers: list[_FakeBuffer] = []
+
+    def allocate(nbytes: int) -> _FakeBuffer:
+        buffers.append(_FakeBuffer(nbytes))
+        return buffers[-1]
+
+    fake = types.SimpleNamespace(allocate=allocate, to_device=lambda array: allocate(array.nbytes))
+    monkeypatch.setattr(generator, "device", fake, raising=False)
+
+    def launch(params: object, geometry: object) -> None:
+        raise LaunchError("cuLaunchKernel failed", kernel="gemm", grid=(1, 1, 1), block=(1, 1, 1))
+
+    loaded = types.SimpleNamespace(launch=launch, device=types.SimpleNamespace(sync=lambda: None))
+    problem = GemmProblem(64, 64, 32)
+    config = TileConfig(block_m=32, block_n=32, block_k=32, num_warps=4, num_stages=2)
+    kernel = CudaKernel(
+        tier=Tier.GENERIC, problem=problem, config=config, kernel_key="k", loaded=loaded
+    )
+    a, b = np.ones((64, 32), np.float16), np.ones((32, 64), np.float16)
+    with pytest.raises(LaunchError):
+        kernel.run((a, b), causal=False, scale=None)
+    assert len(buffers) == 3 and all(buffer.freed for buffer in buffers)  # a, b and c

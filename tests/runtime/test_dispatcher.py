@@ -5,13 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
-from runtime_fakes import FakeBackends, qkv
+from runtime_fakes import FakeBackends, FakeKernel, qkv
 
 from core.errors import EmulatorError
+from core.types import Problem
 from runtime import Runtime, RuntimeConfig
+from runtime.tiers import Kernel
 
 
 def _runtime(backends: FakeBackends, **overrides: object) -> Runtime:
@@ -267,3 +270,88 @@ def test_hotspots_use_the_configured_criteria() -> None:
             rt.attention(q, k, v)
     (hotspot,) = rt.hotspots()
     assert hotspot.count == 3 and hotspot.problem.shape_str() == "1x2x16x16x16"
+
+
+class _BrokenSpecialized(FakeBackends):
+    """Every specialized kernel it loads fails when run."""
+
+    def specialized(self, problem: Problem) -> Kernel | None:
+        kernel = super().specialized(problem)
+        if isinstance(kernel, FakeKernel):
+            kernel.fail = True
+        return kernel
+
+
+def test_a_failed_specialized_kernel_is_not_promoted_again() -> None:
+    # tier 3 reached before tier 2 (a valid config): the demotion leaves the signature
+    # unsettled, and the broken kernel, still loaded, must not be promoted once more.
+    backends = _BrokenSpecialized()
+    key = "attention_fwd.fp16.b1.h2.sq16.skv16.d16.noncausal.sm_90"
+    backends.cached.add(key)
+    rt = _runtime(backends, tier2_min_calls=5, tier3_min_calls=1)
+    q, k, v = qkv()
+    for _ in range(4):
+        out = rt.attention(q, k, v)
+    assert np.all(out == 1)
+    assert backends.kernels[key].runs == 1
+    calls = [(r.tier, r.ok) for r in rt.history() if r.event == "call"]
+    assert calls == [(1, True), (3, False), (1, True), (1, True), (1, True)]
+    assert rt.stats().demotions == 1
+
+
+def test_a_tune_that_ends_before_submit_returns_still_promotes() -> None:
+    # The worker may finish the job (and run its callback) before the submitting thread
+    # marks the signature QUEUED; that must not leave it waiting for the job forever.
+    backends = FakeBackends()
+    rt = _runtime(backends, tier2=False, tier3_min_calls=1, tuning_workers=1)
+    queue = rt._dispatcher.tuning
+    submit = queue.submit
+
+    def slow_submit(*args: Any, **kwargs: Any) -> bool:
+        accepted = submit(*args, **kwargs)
+        time.sleep(0.3)  # the caller is descheduled; the (instant) job runs meanwhile
+        return accepted
+
+    queue.submit = slow_submit  # type: ignore[method-assign]
+    q, k, v = qkv()
+    rt.attention(q, k, v)
+    rt.attention(q, k, v)
+    assert rt.wait_for_tuning(10)
+    rt.attention(q, k, v)
+    assert _call_tiers(rt) == [1, 1, 3]
+    rt.close()
+
+
+class _SlowGeneric(FakeBackends):
+    def generic(self, problem: Problem) -> Kernel:
+        time.sleep(0.2)  # a compile: long enough for another thread to arrive
+        return super().generic(problem)
+
+
+def test_calls_from_several_threads_share_one_consistent_state() -> None:
+    backends = _SlowGeneric()
+    rt = _runtime(backends, tier2_min_calls=0, tier3=False)
+    q, k, v = qkv()
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def worker(scale: float) -> None:
+        try:
+            barrier.wait(5)
+            for _ in range(20):
+                rt.attention(q, k, v, scale=scale)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(0.1 * (i + 1),)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    # Four signatures (scales) of one problem class: its generic kernel is built once.
+    assert sum(backends.generic_builds.values()) == 1
+    stats = rt.stats()
+    assert stats.total_calls == 80 and stats.signatures == 4
+    assert len([r for r in rt.history() if r.event == "call"]) == 80
+    rt.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
+import weakref
 from pathlib import Path
 
+import pytest
 from runtime_fakes import FakeBackends, qkv
 
 from autotune.hotspots import load_trace
@@ -87,3 +90,39 @@ def test_load_trace_skips_a_torn_last_line(tmp_path: Path) -> None:
         handle.write('{"time_s": 2.0, "event": "ca')
     (record,) = load_trace(path)
     assert record.dtype == "bf16" and record.tier == 2
+
+
+def test_a_line_torn_by_a_dead_writer_costs_only_that_line(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    path.write_text('{"time_s": 2.0, "event": "ca')  # a writer killed mid-line
+    tracer = Tracer(buffer_records=10, path=path)
+    tracer.append(3.0, "call", Signature("gemm", "fp16", (8, 8, 8)), 1, 0.5)
+    tracer.append(4.0, "call", Signature("gemm", "fp16", (8, 8, 8)), 1, 0.5)
+    assert [r.time_s for r in load_trace(path)] == [3.0, 4.0]
+
+
+def test_an_unwritable_trace_file_never_fails_a_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "trace.jsonl"
+    config = RuntimeConfig(trace_path=path, tier2=False, tier3=False)
+    with Runtime(config=config, backends=FakeBackends()) as rt:
+        q, k, v = qkv()
+        rt.attention(q, k, v)
+        path.unlink()
+        path.mkdir()  # any write now fails, as on a full or read-only disk
+        out = rt.attention(q, k, v)
+        assert out.shape == q.shape
+        assert rt.stats().total_calls == 2
+    assert "could not write 1 record(s)" in caplog.text
+
+
+def test_close_releases_the_exit_hook_of_a_batched_tracer(tmp_path: Path) -> None:
+    tracer = Tracer(buffer_records=10, path=tmp_path / "t.jsonl", flush_records=10)
+    tracer.append(1.0, "call", Signature("gemm", "fp16", (8, 8, 8)), 1, 0.5)
+    tracer.close()
+    assert len(load_trace(tmp_path / "t.jsonl")) == 1
+    ref = weakref.ref(tracer)
+    del tracer
+    gc.collect()
+    assert ref() is None, "atexit still holds the closed tracer"

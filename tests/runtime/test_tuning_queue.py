@@ -74,3 +74,20 @@ def test_close_cancels_queued_jobs_and_waits_for_the_running_one() -> None:
     stats = tuning.stats()
     assert (stats.finished, stats.dropped, stats.queued) == (1, 1, 0)
     assert not tuning.submit("late", lambda: None, lambda key, err: None)
+
+
+def test_a_job_raising_system_exit_fails_alone_and_never_stays_running() -> None:
+    outcomes: dict[str, BaseException | None] = {}
+    tuning = TuningQueue(workers=1, max_pending=4)
+
+    def exits() -> None:
+        raise SystemExit(3)  # e.g. a library's CLI helper called from the tuner
+
+    assert tuning.submit("a", exits, outcomes.__setitem__)
+    assert tuning.submit("b", lambda: None, outcomes.__setitem__)
+    assert tuning.wait_idle(5), "the key of the failed job is still 'running'"
+    assert isinstance(outcomes["a"], SystemExit) and outcomes["b"] is None
+    stats = tuning.stats()
+    assert (stats.finished, stats.failed, stats.running) == (1, 1, 0)
+    assert not tuning.in_flight("a")
+    tuning.close(timeout_s=5)
