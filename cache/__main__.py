@@ -81,7 +81,9 @@ def _cmd_verify(cache: KernelCache, args: argparse.Namespace) -> int:
         else:
             action = "left in place (read-only layer)"
         print(f"BAD {b.kernel_key} in {b.layer}: {b.reason}; {action}")
-    print(f"{len(cache.list_keys())} entries ok, {len(bad)} bad")
+    # Count per layer, as verify checks them; a bad entry left in a read-only layer is not ok.
+    ok = len(cache.entries()) - sum(1 for b in bad if not b.removed)
+    print(f"{ok} entries ok, {len(bad)} bad")
     return 1 if bad else 0
 
 

@@ -35,6 +35,9 @@ BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 MAX_MEMBER_BYTES = 512 * 1024**2  # no kernel entry is near this; stops decompression bombs
 MAX_TOTAL_BYTES = 4 * 1024**3
+# Headers cost no payload bytes but memory (tarfile keeps every TarInfo, each refused one adds
+# a problem): a few MB of gzip can hold millions of them. No real bundle comes near this.
+MAX_MEMBERS = 100_000
 _ENTRY_MEMBER_RE = re.compile(r"entries/([^/]+)" + re.escape(ENTRY_SUFFIX))
 
 
@@ -109,7 +112,10 @@ def _read_members(bundle: Path, problems: list[str]) -> dict[str, bytes]:
     total = 0
     try:
         with tarfile.open(bundle, "r:gz") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > MAX_MEMBERS:
+                    problems.append(f"more than {MAX_MEMBERS} members; not a kernel bundle")
+                    break
                 name = member.name
                 if member.issym() or member.islnk():
                     problems.append(f"{name!r}: is a link (to {member.linkname!r})")
@@ -224,10 +230,11 @@ def import_bundle(
         raise BundleError(str(bundle), problems)
     report = ImportReport()
     existing = set(cache.list_keys(writable_only=True)) if not replace else set()
+    bundled = frozenset(verified)  # one entry's eviction must never take another's place
     for key, blob in sorted(verified.items()):
         if key in existing:
             report.skipped.append(key)
             continue
-        cache.publish_file(key, (blob,))
+        cache.publish_file(key, (blob,), protect=bundled)
         report.imported.append(key)
     return report

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cache.layout import ENTRY_SUFFIX, Layout, is_key
+
+log = logging.getLogger("tessera.cache")
 
 # A temp file this old belongs to a writer that died mid-put; younger ones may be in progress.
 STALE_TMP_S = 3600.0
@@ -81,11 +84,15 @@ def remove_stale(directory: Path, *, older_than_s: float = STALE_TMP_S) -> list[
         with os.scandir(directory) as it:
             for item in it:
                 try:
-                    if now - item.stat().st_mtime > older_than_s:
+                    if item.is_dir(follow_symlinks=False):
+                        continue  # no writer leaves one; not ours to delete
+                    if now - item.stat(follow_symlinks=False).st_mtime > older_than_s:
                         os.unlink(item.path)
                         removed.append(Path(item.path))
                 except FileNotFoundError:
                     continue
+                except OSError as exc:  # housekeeping only: never fail the prune or clear
+                    log.warning("could not remove stale %s: %s", item.path, exc)
     except FileNotFoundError:
         pass
     return removed

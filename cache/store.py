@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -274,11 +274,14 @@ class KernelCache:
             self._memo[kernel_key] = [entry, time.monotonic()]
         return entry
 
-    def publish_file(self, kernel_key: str, parts: Sequence[bytes]) -> list[str]:
+    def publish_file(
+        self, kernel_key: str, parts: Sequence[bytes], *, protect: Iterable[str] = ()
+    ) -> list[str]:
         """Write an already-encoded entry file atomically; return the keys evicted to fit it.
 
         Callers other than `put` (bundle import) must have verified the bytes with
-        `decode_entry` first.
+        `decode_entry` first. Keys in `protect` (the rest of an imported bundle) are never
+        evicted to make room, nor is `kernel_key`.
         """
         layout = self._require_writable()
         evicted = publish(
@@ -289,7 +292,7 @@ class KernelCache:
                 layout,
                 max_bytes=self.max_bytes,
                 max_entries=self.max_entries,
-                protect=frozenset([kernel_key]),
+                protect=frozenset([kernel_key, *protect]),
             ),
         )
         self._memo.pop(kernel_key, None)

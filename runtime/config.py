@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Device = Literal["auto", "cuda", "emulator", "cpu"]
 DEVICES: tuple[str, ...] = ("auto", "cuda", "emulator", "cpu")
@@ -45,9 +46,9 @@ class RuntimeConfig:
     trace_flush_records: int = 1  # write the JSONL file every this many records
 
     tuning_workers: int = 1  # background threads running tuning jobs (0: never tune)
-    tuning_queue_size: int = 16  # pending jobs beyond this are dropped, and retried later
+    tuning_queue_size: int = 16  # pending jobs beyond this are dropped, retried with backoff
     tuning_trials: int = 16
-    tuning_timeout_s: float = 120.0
+    tuning_timeout_s: float = 120.0  # wall-clock limit of one tuning job (0: no limit)
     tuning_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,19 +57,27 @@ class RuntimeConfig:
                 f"RuntimeConfig.device={self.device!r}: expected one of {', '.join(DEVICES)}"
             )
         for name in ("tier2_min_calls", "tier3_min_calls", "hotspot_min_count"):
-            _check_at_least(name, getattr(self, name), 0)
+            _check_count(name, getattr(self, name), 0)
         for name in ("tier2_min_time_ms", "tier3_min_time_ms", "hotspot_min_time_ms"):
             _check_at_least(name, getattr(self, name), 0.0)
         for name in ("max_loaded_kernels", "trace_buffer_records", "trace_flush_records"):
-            _check_at_least(name, getattr(self, name), 1)
-        _check_at_least("tuning_workers", self.tuning_workers, 0)
-        _check_at_least("tuning_queue_size", self.tuning_queue_size, 1)
-        _check_at_least("tuning_trials", self.tuning_trials, 1)
+            _check_count(name, getattr(self, name), 1)
+        _check_count("tuning_workers", self.tuning_workers, 0)
+        _check_count("tuning_queue_size", self.tuning_queue_size, 1)
+        _check_count("tuning_trials", self.tuning_trials, 1)
         _check_at_least("tuning_timeout_s", self.tuning_timeout_s, 0.0)
         if self.cache_dirs is not None:
-            object.__setattr__(self, "cache_dirs", tuple(Path(p) for p in self.cache_dirs))
+            dirs: Any = self.cache_dirs  # callers pass lists, strings, PathLikes
+            if isinstance(dirs, (str, os.PathLike)):  # one directory, not its characters
+                dirs = (dirs,)
+            object.__setattr__(self, "cache_dirs", tuple(Path(p) for p in dirs))
         if self.trace_path is not None:
             object.__setattr__(self, "trace_path", Path(self.trace_path))
+
+
+def _check_count(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"RuntimeConfig.{name}={value!r}: must be an integer >= {low}")
 
 
 def _check_at_least(name: str, value: object, low: float) -> None:

@@ -21,6 +21,8 @@ log = logging.getLogger("tessera.runtime")
 
 # Tuning states of a signature's specialized kernel.
 NOT_TUNED, QUEUED, TUNED, FAILED = "not_tuned", "queued", "tuned", "failed"
+# A signature refused by a full tuning queue retries after at most this many more calls.
+TUNE_RETRY_MAX_CALLS = 64
 
 
 class SignatureState:
@@ -36,6 +38,7 @@ class SignatureState:
         "signature",
         "tier",
         "total_ms",
+        "tune_retry_at",
         "tune_state",
     )
 
@@ -48,6 +51,7 @@ class SignatureState:
         self.kernel: Kernel | None = None  # None: tier 1 (the reference)
         self.generic_tried = False
         self.tune_state = NOT_TUNED
+        self.tune_retry_at = 0  # call count before which a refused tune is not retried
         self.settled = False  # nothing left to promote to: skip the checks
 
 
@@ -165,6 +169,7 @@ class Dispatcher:
             cfg.tier3
             and state.tune_state not in (QUEUED, FAILED)  # FAILED is final: never retried
             and state.calls >= cfg.tier3_min_calls
+            and state.calls >= state.tune_retry_at
             and state.total_ms >= cfg.tier3_min_time_ms
         ):
             self._advance_specialized(state, compiled)
@@ -303,7 +308,10 @@ class Dispatcher:
             state.tune_state = QUEUED
         elif self.config.tuning_workers == 0:
             state.tune_state = FAILED  # nothing will ever tune it in this process
-        # else: the queue is full; stay NOT_TUNED and retry on a later call
+        else:
+            # The queue is full (or closed): stay NOT_TUNED and retry later, but not on every
+            # call, since each retry is a cache lookup on disk: back off, up to a bound.
+            state.tune_retry_at = state.calls + max(1, min(state.calls, TUNE_RETRY_MAX_CALLS))
 
     def wait_for_tuning(self, timeout_s: float | None = None) -> bool:
         return self.tuning.wait_idle(timeout_s)

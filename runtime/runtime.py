@@ -80,6 +80,8 @@ class Runtime:
         key = attention_key(q, k, v, causal, scale)
         if self._host_only and not isinstance(q, np.ndarray):
             raise ValueError(_HOST_ONLY.format(name="q, k, v", device=self.device))
+        if return_lse is not False and return_lse is not True:
+            raise ValueError(f"return_lse={return_lse!r}: expected a bool")
         forced = None
         if config is not None:
             forced = tile_config(config, _problem(key), self.arch)

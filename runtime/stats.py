@@ -45,7 +45,7 @@ class TuningStats:
     running: int
     finished: int
     failed: int
-    dropped: int  # submissions refused because the queue was full (retried on a later call)
+    dropped: int  # refused because the queue was full (retried later), or cancelled by close()
 
 
 @dataclass(frozen=True)

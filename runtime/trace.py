@@ -100,7 +100,11 @@ class Tracer:
                 )
 
     def close(self) -> None:
-        """Flush, and drop the interpreter-exit hook (which would keep this tracer alive)."""
+        """Flush, and drop the interpreter-exit hook (which would keep this tracer alive).
+
+        Records appended after this (a Runtime used after `close()`) are written at once.
+        """
+        self._flush_records = 1
         self.flush()
         if self._atexit:
             atexit.unregister(self.flush)

@@ -106,6 +106,11 @@ def tile_config(config: Mapping[str, Any] | TileConfig, problem: Problem, arch: 
     """A forced configuration checked against the family's space (InvalidConfigError if not)."""
     from templates.registry import get_family
 
+    if not isinstance(config, (TileConfig, Mapping)):
+        raise InvalidConfigError(
+            f"config={config!r}: expected None, a TileConfig or a dict of "
+            "block_m, block_n, block_k, num_warps and num_stages"
+        )
     try:
         tile = config if isinstance(config, TileConfig) else TileConfig.from_dict(dict(config))
     except (TypeError, ValueError) as exc:

@@ -22,6 +22,9 @@ PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="softmax_scale", c_type="float", ctype=ctypes.c_float),
 )
 POINTER_NAMES = ("q", "k", "v", "o", "lse")
+# The kernel moves Q, K, V (cp.async) and O (vector stores) in 16-byte chunks and has no scalar
+# fallback: a misaligned base faults on the GPU (a sticky error that ends the CUDA context).
+POINTER_ALIGN_BYTES = {"q": 16, "k": 16, "v": 16, "o": 16, "lse": 4}
 
 
 class AttentionFamily:
@@ -82,6 +85,16 @@ class AttentionFamily:
         softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
         if not softmax_scale > 0.0:
             raise ValueError(f"softmax scale={softmax_scale}: must be positive")
+        misaligned = [
+            f"{n}=0x{pointers[n]:x} (needs {align}-byte alignment)"
+            for n, align in POINTER_ALIGN_BYTES.items()
+            if pointers[n] % align
+        ]
+        if misaligned:
+            raise ValueError(
+                f"attention make_params: misaligned tensors {', '.join(misaligned)}; "
+                "pass contiguous tensors that start at an aligned address (copy the view)"
+            )
         return self.params_type(
             **{n: pointers[n] for n in POINTER_NAMES},
             seq_q=p.seq_q,

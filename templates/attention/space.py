@@ -20,8 +20,9 @@ MMA_K = 16  # reduction depth of one mma
 MMA_N = 8  # columns of one mma accumulator tile
 ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hit distinct banks
 MAX_HEAD_DIM = 128
-# Rough per-thread register budget for the live fragments (Q, O, S, K chunk, softmax state);
-# the rest of the 255 goes to addresses and loop state. Above it ptxas spills.
+# Rough per-thread register budget for the live fragments (Q, O, S, one step of K, softmax
+# state); the rest of the 255 goes to addresses, V fragments and loop state. Above it ptxas
+# spills (sm_90, head_dim 64 and 128: no valid configuration spills).
 FRAGMENT_REGISTER_BUDGET = 200
 
 
@@ -56,13 +57,20 @@ def m_tiles_per_warp(config: TileConfig) -> int:
 
 
 def fragment_registers(problem: Problem, config: TileConfig) -> int:
-    """32-bit registers per thread held by live fragments: Q, O and S accumulators, K chunk."""
+    """32-bit registers per thread held by live fragments: Q, O and S accumulators, K step.
+
+    block_k does not count: the fully unrolled S = Q K^T lets ptxas issue each K fragment's
+    ldmatrix next to its mma, so a deep block_k holds no more registers than block_k=16
+    (sm_90, head_dim 128, 64x64 tiles, 4 warps: 208, 206, 206, 202 registers for block_k 16,
+    32, 64, 128). Counting a whole block_k chunk of K fragments rejected such configurations
+    as spilling when they do not.
+    """
     d = _problem(problem).head_dim
     m_tiles = max(1, m_tiles_per_warp(config))
     q_regs = m_tiles * (d // MMA_K) * 4
     o_regs = m_tiles * (d // MMA_N) * 4
     s_regs = m_tiles * (config.block_n // MMA_N) * 4
-    k_regs = (config.block_n // MMA_N) * max(1, config.block_k // MMA_K) * 2
+    k_regs = (config.block_n // MMA_N) * 2
     softmax_regs = m_tiles * 2 * 2  # running max and sum of two rows per row tile
     return q_regs + o_regs + s_regs + k_regs + softmax_regs
 

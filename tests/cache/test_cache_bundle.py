@@ -210,3 +210,30 @@ def test_size_caps_refuse_a_bundle_with_a_message_naming_the_cap(
         import_bundle(bundle, _cache(dst))
     assert "too large" not in str(info.value)
     assert _cache(dst).list_keys() == []
+
+
+def test_a_bundle_of_too_many_members_is_refused_without_reading_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "headers.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        for i in range(50):  # empty members: no payload bytes, only headers
+            tar.addfile(tarfile.TarInfo(f"junk-{i}"), io.BytesIO(b""))
+    monkeypatch.setattr("cache.bundle.MAX_MEMBERS", 10)
+    with pytest.raises(BundleError, match="more than 10 members") as info:
+        import_bundle(bundle, _cache(tmp_path / "dst"))
+    assert len(info.value.problems) <= 11
+    assert not (tmp_path / "dst").exists()
+
+
+def test_import_never_evicts_an_entry_of_the_same_bundle(tmp_path: Path) -> None:
+    src = _cache(tmp_path / "src")
+    for key in KEYS:
+        put_version(src, key, "shipped")
+    bundle = tmp_path / "b.tar.gz"
+    export_bundle(src, bundle)
+    dst = KernelCache(cache_dir=tmp_path / "dst", read_only_dirs=(), max_entries=1, memo=False)
+    put_version(dst, "gemm.fp16.m8.n8.k8.sm_80", "local")  # the LRU victim
+    report = import_bundle(bundle, dst)
+    assert sorted(report.imported) == sorted(KEYS)
+    assert dst.list_keys() == sorted(KEYS), "every key reported imported is in the cache"

@@ -100,3 +100,15 @@ def test_verify_says_when_a_bad_entry_could_not_be_quarantined(
     assert main(["--cache-dir", str(filled), "verify"]) == 1
     out = capsys.readouterr().out
     assert "could not be quarantined" in out and "read-only layer" not in out
+
+
+def test_verify_counts_a_bad_read_only_entry_as_bad_only(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = filled / "v1" / "entries" / f"{KEYS[1]}.kernel"
+    bad.write_bytes(bad.read_bytes()[:-3])
+    empty = tmp_path / "empty"
+    assert main(["--cache-dir", str(empty), "--layer", str(filled), "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "left in place (read-only layer)" in out and bad.exists()
+    assert "1 entries ok, 1 bad" in out

@@ -104,3 +104,18 @@ def test_a_foreign_file_in_entries_breaks_neither_eviction_nor_listing(cache_dir
     assert [info.kernel_key for info in cache.entries()] == sorted(KEYS[1:3])
     assert cache.verify() == []
     assert cache.prune(max_entries=1) == [KEYS[1]]
+
+
+def test_prune_and_clear_skip_what_they_cannot_remove_in_tmp(cache_dir: Path) -> None:
+    cache = KernelCache(cache_dir=cache_dir, read_only_dirs=())
+    _put_spaced(cache, KEYS[0])
+    stray = cache_dir / "v1" / "tmp" / "not-a-temp-file"
+    stray.mkdir()
+    (stray / "inside").write_bytes(b"x")
+    os.utime(stray, (1.0, 1.0))  # older than any staleness limit
+    old_tmp = cache_dir / "v1" / "tmp" / "dead-writer.tmp"
+    old_tmp.write_bytes(b"partial")
+    os.utime(old_tmp, (1.0, 1.0))
+    assert cache.prune() == []
+    assert not old_tmp.exists() and stray.is_dir()
+    assert cache.clear() == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -354,4 +355,41 @@ def test_calls_from_several_threads_share_one_consistent_state() -> None:
     stats = rt.stats()
     assert stats.total_calls == 80 and stats.signatures == 4
     assert len([r for r in rt.history() if r.event == "call"]) == 80
+    rt.close()
+
+
+class _CountingLookups(FakeBackends):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: Counter[str] = Counter()
+
+    def specialized(self, problem: Problem) -> Kernel | None:
+        self.lookups[problem.kernel_key(self.arch)] += 1
+        return super().specialized(problem)
+
+
+def test_a_full_tuning_queue_is_retried_with_backoff_not_on_every_call() -> None:
+    backends = _CountingLookups()
+    backends.tune_gate = threading.Event()
+    rt = _runtime(backends, tier2=False, tier3_min_calls=1, tuning_queue_size=1)
+    shapes = {seq: qkv(seq=seq) for seq in (16, 32, 48)}
+    try:
+        for seq in (16, 32):
+            for _ in range(2):
+                rt.attention(*shapes[seq])
+            if seq == 16:
+                _wait_until(lambda: rt.stats().tuning.running == 1)
+        for _ in range(50):  # seq 48: refused, the queue holds seq 32
+            rt.attention(*shapes[48])
+        refused = "attention_fwd.fp16.b1.h2.sq48.skv48.d16.noncausal.sm_90"
+        assert backends.lookups[refused] <= 8, backends.lookups
+    finally:
+        backends.tune_gate.set()
+    assert rt.wait_for_tuning(10)
+    for _ in range(80):  # it is retried within a bounded number of calls
+        rt.attention(*shapes[48])
+    assert rt.wait_for_tuning(10)
+    rt.attention(*shapes[48])
+    assert _call_tiers(rt)[-1] == 3
+    assert refused in backends.tuned
     rt.close()

@@ -15,9 +15,11 @@ from runtime import Runtime, RuntimeConfig
     ("field", "value", "message"),
     [
         ("device", "tpu", r"RuntimeConfig.device='tpu': expected one of auto, cuda"),
-        ("tier2_min_calls", -1, r"RuntimeConfig.tier2_min_calls=-1: must be a number >= 0"),
-        ("tier3_min_time_ms", -0.5, r"RuntimeConfig.tier3_min_time_ms=-0.5"),
-        ("max_loaded_kernels", 0, r"RuntimeConfig.max_loaded_kernels=0: must be a number >= 1"),
+        ("tier2_min_calls", -1, r"RuntimeConfig.tier2_min_calls=-1: must be an integer >= 0"),
+        ("tier3_min_time_ms", -0.5, r"RuntimeConfig.tier3_min_time_ms=-0.5: must be a number"),
+        ("max_loaded_kernels", 0, r"RuntimeConfig.max_loaded_kernels=0: must be an integer >= 1"),
+        ("trace_buffer_records", 2.5, r"trace_buffer_records=2.5: must be an integer >= 1"),
+        ("tuning_queue_size", 4.0, r"RuntimeConfig.tuning_queue_size=4.0: must be an integer"),
         ("tuning_workers", -1, r"RuntimeConfig.tuning_workers=-1"),
         ("tuning_queue_size", 0, r"RuntimeConfig.tuning_queue_size=0"),
         ("trace_buffer_records", True, r"RuntimeConfig.trace_buffer_records=True"),
@@ -33,6 +35,9 @@ def test_config_is_keyword_only_and_coerces_paths(tmp_path: Path) -> None:
         RuntimeConfig("emulator")  # type: ignore[misc]
     config = RuntimeConfig(trace_path=str(tmp_path / "t.jsonl"), cache_dirs=[str(tmp_path)])  # type: ignore[arg-type]
     assert config.trace_path == tmp_path / "t.jsonl" and config.cache_dirs == (tmp_path,)
+    # One directory given as a plain path is that directory, not one layer per character.
+    assert RuntimeConfig(cache_dirs=str(tmp_path)).cache_dirs == (tmp_path,)  # type: ignore[arg-type]
+    assert RuntimeConfig(cache_dirs=tmp_path).cache_dirs == (tmp_path,)  # type: ignore[arg-type]
 
 
 def test_device_shorthand_overrides_the_config() -> None:

@@ -122,6 +122,8 @@ def test_close_releases_the_exit_hook_of_a_batched_tracer(tmp_path: Path) -> Non
     tracer.append(1.0, "call", Signature("gemm", "fp16", (8, 8, 8)), 1, 0.5)
     tracer.close()
     assert len(load_trace(tmp_path / "t.jsonl")) == 1
+    tracer.append(2.0, "call", Signature("gemm", "fp16", (8, 8, 8)), 1, 0.5)  # after close
+    assert len(load_trace(tmp_path / "t.jsonl")) == 2, "no exit hook is left to write it"
     ref = weakref.ref(tracer)
     del tracer
     gc.collect()

@@ -56,6 +56,11 @@ ATTENTION_CASES = {
     "scale text": ({"scale": "0.1"}, r"scale='0.1'"),
     "scale bool": ({"scale": True}, r"scale=True"),
     "causal text": ({"causal": "yes"}, r"causal='yes': expected a bool"),
+    "return_lse text": ({"return_lse": "yes"}, r"return_lse='yes': expected a bool"),
+    "config a list": (
+        {"config": [64, 64]},
+        r"config=\[64, 64\]: expected None, a TileConfig or a dict of block_m",
+    ),
 }
 
 

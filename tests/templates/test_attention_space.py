@@ -46,6 +46,17 @@ def test_fragments_that_would_spill_are_rejected() -> None:
     assert "block_m=128" in reason and "num_warps=4" in reason
 
 
+def test_block_k_does_not_count_against_the_register_budget() -> None:
+    # ptxas loads each K fragment next to its mma whatever block_k is (these compile without
+    # spills; tests/templates/test_template_compile.py builds one), so a deep block_k is valid
+    # wherever its block_k=16 sibling is.
+    for problem, (block_m, block_n, num_warps) in ((D64, (128, 64, 4)), (D128, (64, 64, 4))):
+        for block_k in (16, 32, 64):
+            config = TileConfig(block_m, block_n, block_k, num_warps, 2)
+            assert FAMILY.space.violations(config, problem, "sm_90") == []
+    assert FAMILY.space.violations(TileConfig(64, 64, 128, 4, 2), D128, "sm_90") == []
+
+
 def test_head_dim_must_be_a_multiple_of_16_up_to_128() -> None:
     for head_dim in (40, 256):
         problem = AttentionProblem(1, 1, 64, 64, head_dim)
@@ -90,6 +101,13 @@ def test_params_carry_pointers_sizes_and_default_scale() -> None:
     assert params.softmax_scale == pytest.approx(default_scale(64)) == pytest.approx(0.125)
     scaled = FAMILY.make_params(D64, pointers=pointers, scale=0.5)
     assert scaled.softmax_scale == 0.5
+
+
+@pytest.mark.parametrize(("name", "address"), [("q", 0x1008), ("v", 0x3002), ("lse", 0x5002)])
+def test_params_refuse_misaligned_tensors(name: str, address: int) -> None:
+    pointers = {"q": 0x1000, "k": 0x2000, "v": 0x3000, "o": 0x4000, "lse": 0x5000, name: address}
+    with pytest.raises(ValueError, match=f"misaligned tensors {name}=0x{address:x}"):
+        FAMILY.make_params(D64, pointers=pointers)
 
 
 def test_params_layout_matches_the_c_struct() -> None:

@@ -23,6 +23,8 @@ SAMPLE: list[tuple[Problem, TileConfig, bool]] = [
     (AttentionProblem(1, 2, 77, 130, 64, causal=True), TileConfig(32, 32, 16, 2, 1), True),
     (AttentionProblem(1, 2, 77, 130, 128, "bf16"), TileConfig(64, 128, 16, 4, 1), False),
     (AttentionProblem(1, 2, 500, 500, 64, "bf16", True), TileConfig(128, 128, 16, 8, 3), False),
+    (AttentionProblem(1, 2, 300, 300, 128), TileConfig(64, 64, 128, 4, 2), True),
+    (AttentionProblem(1, 2, 300, 300, 64, causal=True), TileConfig(128, 64, 64, 4, 2), False),
     (GemmProblem(333, 129, 71), TileConfig(32, 32, 16, 2, 2), True),
     (GemmProblem(333, 129, 71, "bf16"), TileConfig(128, 64, 64, 8, 4), False),
     (GemmProblem(4096, 4096, 4096), TileConfig(128, 128, 64, 8, 3), True),
