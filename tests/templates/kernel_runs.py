@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
@@ -48,7 +50,13 @@ def run_attention_emulated(
         problem, pointers={name: array_pointer(a) for name, a in arrays.items()}, scale=scale
     )
     geometry = family.launch_geometry(problem, config)
-    kernel.launch(params, grid=geometry.grid, block=geometry.block, smem_bytes=geometry.smem_bytes)
+    kernel.launch(
+        params,
+        grid=geometry.grid,
+        block=geometry.block,
+        smem_bytes=geometry.smem_bytes,
+        regions=_regions(arrays.values()),
+    )
     return o, lse
 
 
@@ -66,5 +74,16 @@ def run_gemm_emulated(
     pointers = {"a": array_pointer(a), "b": array_pointer(b), "c": array_pointer(c)}
     params = family.make_params(problem, pointers=pointers)
     geometry = family.launch_geometry(problem, config)
-    kernel.launch(params, grid=geometry.grid, block=geometry.block, smem_bytes=geometry.smem_bytes)
+    kernel.launch(
+        params,
+        grid=geometry.grid,
+        block=geometry.block,
+        smem_bytes=geometry.smem_bytes,
+        regions=_regions((a, b, c)),
+    )
     return c
+
+
+def _regions(arrays: Iterable[NDArray]) -> list[tuple[int, int]]:
+    """The tensors' (address, nbytes): a cp.async reading outside all of them is an error."""
+    return [(array_pointer(a), a.nbytes) for a in arrays]
