@@ -163,6 +163,24 @@ def test_compile_many_in_worker_processes(cache: CompileCache) -> None:
     assert isinstance(results[2], CompileError) and "k_tiles" in results[2].log
 
 
+def test_worker_processes_are_reused_across_batches(cache: CompileCache) -> None:
+    """A tuner compiles batch after batch; the workers are spawned once, not per batch."""
+
+    def worker_pids() -> set[int]:
+        pool = compile_module._pools[("process", 2)]
+        return set(pool._processes)  # type: ignore[attr-defined]
+
+    first = compile_many(
+        [FakeRendered(sample_source(v)) for v in (11, 12)], arch="sm_80", jobs=2, cache=cache
+    )
+    pids = worker_pids()
+    second = compile_many(
+        [FakeRendered(sample_source(v)) for v in (13, 14)], arch="sm_80", jobs=2, cache=cache
+    )
+    assert all(isinstance(r, CompiledKernel) and not r.cache_hit for r in (*first, *second))
+    assert worker_pids() == pids and pids
+
+
 def _fake_probe(monkeypatch: pytest.MonkeyPatch, probe: GpuProbe) -> None:
     import generator.gpu
 
