@@ -41,7 +41,6 @@ class Tracer:
         self._pending: list[_Row] = []
         self._lock = threading.Lock()  # the tuning worker traces too
         self._write_lock = threading.Lock()  # batches reach the file in the order taken
-        self._pid = os.getpid()
         self._file_lock = FileLock(f"{path}.lock") if path is not None else None
         self._atexit = False
         self.dropped = 0  # records that could not be written to the file
@@ -126,7 +125,7 @@ class Tracer:
             config=None if config is None else config.to_dict(),
             ok=ok,
             detail=detail,
-            pid=self._pid,
+            pid=os.getpid(),  # read per record: a forked child traces as itself
         )
 
 
