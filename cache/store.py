@@ -404,12 +404,17 @@ class KernelCache:
                     return entry
             built = build_fn()
             stored = self.put(kernel_key, cubin=built.cubin, ptx=built.ptx, metadata=built.metadata)
-        _, use_ptx = validity.check(
+        reason, use_ptx = validity.check(
             stored.metadata,
             has_cubin=stored.cubin is not None,
             has_ptx=stored.ptx is not None,
             **want,
         )
+        if reason is not None:  # the builder made something the caller could never load
+            raise TesseraError(
+                f"get_or_build({kernel_key!r}): the entry build_fn produced is unusable: "
+                f"{reason}; build for the arch, template and NVRTC the caller asked for"
+            )
         return replace(stored, use_ptx=use_ptx) if use_ptx else stored
 
 

@@ -195,3 +195,21 @@ def test_search_path_from_environment_and_api(
     assert search_path(cache_dir=a, read_only_dirs=()).all() == [a]
     ro = search_path(cache_dir=a, read_only_dirs=[b], writable=False)
     assert ro.writable is None and ro.read_only == (a, b)
+
+
+def test_get_or_build_refuses_to_return_an_entry_the_caller_cannot_load(tmp_path: Path) -> None:
+    from cache.entry import KernelPayload
+    from core.errors import TesseraError
+
+    cache = KernelCache(cache_dir=tmp_path)
+    cubin, ptx = payload_for("gemm.fp16.m1.n1.k1.sm_90", "v1")
+
+    def build_for_another_template() -> KernelPayload:
+        return KernelPayload(
+            cubin=cubin, ptx=ptx, metadata={**metadata_for("v1"), "template_hash": "old"}
+        )
+
+    with pytest.raises(TesseraError, match=r"unusable: .*template"):
+        cache.get_or_build(
+            "gemm.fp16.m1.n1.k1.sm_90", build_for_another_template, template_hash="new"
+        )
