@@ -37,6 +37,9 @@ class RuntimeConfig:
     hotspot_min_time_ms: float = 0.0
 
     max_loaded_kernels: int = 32  # specialized kernels kept loaded (LRU)
+    # Signatures whose counters and tier are remembered (LRU): a server fed ever-new shapes
+    # keeps bounded state; an evicted signature that returns starts again at tier 1.
+    max_signatures: int = 4096
     # Kernel cache layers: the first is written by background tuning, the rest are read-only.
     # None: TESSERA_CACHE_DIR (else the XDG user cache) then TESSERA_CACHE_PATH's layers.
     cache_dirs: tuple[Path, ...] | None = None
@@ -60,7 +63,12 @@ class RuntimeConfig:
             _check_count(name, getattr(self, name), 0)
         for name in ("tier2_min_time_ms", "tier3_min_time_ms", "hotspot_min_time_ms"):
             _check_at_least(name, getattr(self, name), 0.0)
-        for name in ("max_loaded_kernels", "trace_buffer_records", "trace_flush_records"):
+        for name in (
+            "max_loaded_kernels",
+            "max_signatures",
+            "trace_buffer_records",
+            "trace_flush_records",
+        ):
             _check_count(name, getattr(self, name), 1)
         _check_count("tuning_workers", self.tuning_workers, 0)
         _check_count("tuning_queue_size", self.tuning_queue_size, 1)

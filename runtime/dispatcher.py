@@ -73,7 +73,7 @@ class Dispatcher:
         self.tuning = TuningQueue(
             workers=config.tuning_workers, max_pending=config.tuning_queue_size
         )
-        self._states: dict[SignatureKey, SignatureState] = {}
+        self._states: OrderedDict[SignatureKey, SignatureState] = OrderedDict()  # LRU order
         self._references = {op: backends.reference(op) for op in ("attention", "gemm")}
         self._generic: dict[str, Kernel | None] = {}  # generic key -> kernel (None: failed)
         self._forced: dict[tuple[str, str], Kernel] = {}
@@ -97,6 +97,10 @@ class Dispatcher:
             state = self._states.get(key)
             if state is None:
                 state = self._states[key] = SignatureState(Signature.from_key(key))
+                while len(self._states) > self.config.max_signatures:
+                    self._states.popitem(last=False)
+            else:
+                self._states.move_to_end(key)
             if forced is not None:
                 kernel: Kernel = self._forced_kernel(state.problem, forced)
             else:

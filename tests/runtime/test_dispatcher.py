@@ -393,3 +393,20 @@ def test_a_full_tuning_queue_is_retried_with_backoff_not_on_every_call() -> None
     assert _call_tiers(rt)[-1] == 3
     assert refused in backends.tuned
     rt.close()
+
+
+def test_signature_state_is_bounded_and_least_recently_used_goes_first() -> None:
+    rt = _runtime(FakeBackends(), tuning_workers=0, max_signatures=2)
+    small, medium, large = qkv(seq=16), qkv(seq=32), qkv(seq=48)
+    for _ in range(2):
+        rt.attention(*small)  # two calls: the next would run at tier 2
+    rt.attention(*medium)
+    rt.attention(*small)  # small is now the most recently used...
+    assert _call_tiers(rt)[-1] == 2
+    rt.attention(*large)  # ...so medium is forgotten, not small
+    assert rt.stats().signatures == 2
+    rt.attention(*small)
+    assert _call_tiers(rt)[-1] == 2
+    rt.attention(*medium)  # forgotten: counts again from tier 1
+    assert _call_tiers(rt)[-1] == 1
+    rt.close()
