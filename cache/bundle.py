@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cache.entry import decode_entry, sha256_hex
+from cache.entry import sha256_hex, verify_entry
 from cache.layout import ENTRY_SUFFIX, FORMAT_VERSION, check_key
 from cache.store import KernelCache
 from core.errors import BundleError, CacheCorruptError, InvalidCacheKeyError
@@ -49,6 +49,10 @@ class ImportReport:
     skipped: list[str] = field(default_factory=list)
 
 
+def _member_name(kernel_key: str) -> str:
+    return f"entries/{kernel_key}{ENTRY_SUFFIX}"
+
+
 def export_bundle(
     cache: KernelCache, out_path: str | os.PathLike[str], *, keys: Iterable[str] | None = None
 ) -> list[str]:
@@ -65,9 +69,8 @@ def export_bundle(
         if found is None:
             missing.append(f"{key}: no valid entry in {[str(p) for p in cache.search_path.all()]}")
             continue
-        blob, _ = found
-        metadata, _, _ = decode_entry(blob, path=key)
-        name = f"entries/{key}{ENTRY_SUFFIX}"
+        blob, _, metadata = found
+        name = _member_name(key)
         files.append((name, blob))
         records.append(
             {
@@ -181,7 +184,7 @@ def _check_manifest(contents: dict[str, bytes], problems: list[str]) -> dict[str
     for record in records:
         try:
             key = check_key(record["kernel_key"])
-            name = f"entries/{key}{ENTRY_SUFFIX}"
+            name = _member_name(key)
             sha, size = record["sha256"], record["bytes"]
         except (KeyError, TypeError, InvalidCacheKeyError) as exc:
             problems.append(f"{MANIFEST}: bad record {record!r}: {exc}")
@@ -198,12 +201,9 @@ def _check_manifest(contents: dict[str, bytes], problems: list[str]) -> dict[str
             problems.append(f"{name}: size or SHA-256 does not match the manifest")
             continue
         try:
-            metadata, _, _ = decode_entry(blob, path=name)
+            verify_entry(blob, path=name, kernel_key=key)
         except CacheCorruptError as exc:
             problems.append(f"{name}: {exc.reason}")
-            continue
-        if metadata.get("kernel_key") != key:
-            problems.append(f"{name}: entry records key {metadata.get('kernel_key')!r}")
             continue
         verified[key] = blob
     for name in sorted(set(contents) - listed - {MANIFEST}):

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.layout import ENTRY_SUFFIX, Layout, is_key
+from cache.layout import Layout, key_of_entry_file
 
 log = logging.getLogger("tessera.cache")
 
@@ -29,8 +29,8 @@ def scan(layout: Layout) -> list[EntryStat]:
     try:
         with os.scandir(layout.entries_dir) as it:
             for item in it:
-                key = item.name[: -len(ENTRY_SUFFIX)]
-                if not item.name.endswith(ENTRY_SUFFIX) or not is_key(key):
+                key = key_of_entry_file(item.name)
+                if key is None:
                     continue  # not an entry (see Layout.entry_keys)
                 try:
                     st = item.stat()

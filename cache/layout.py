@@ -29,13 +29,17 @@ def is_key(name: str) -> bool:
     return len(name) <= MAX_KEY_CHARS and _KEY_RE.fullmatch(name) is not None
 
 
+def key_of_entry_file(file_name: str) -> str | None:
+    """The key an entries/ file name stands for: `<valid key>.kernel`, else None (foreign)."""
+    if not file_name.endswith(ENTRY_SUFFIX):
+        return None
+    key = file_name[: -len(ENTRY_SUFFIX)]
+    return key if is_key(key) else None
+
+
 def check_key(kernel_key: str) -> str:
     """Return `kernel_key` if it can name an entry file, else raise InvalidCacheKeyError."""
-    if (
-        not isinstance(kernel_key, str)
-        or len(kernel_key) > MAX_KEY_CHARS
-        or not _KEY_RE.fullmatch(kernel_key)
-    ):
+    if not isinstance(kernel_key, str) or not is_key(kernel_key):
         raise InvalidCacheKeyError(
             f"kernel_key {kernel_key!r}: must be 1-{MAX_KEY_CHARS} characters of [A-Za-z0-9._-] "
             "not starting with '.' or '-'; build it with Problem.kernel_key(arch)"
@@ -90,7 +94,7 @@ class Layout:
         are ignored: they are no entry, and must not break listing, verify or eviction.
         """
         try:
-            names = [e.name for e in self.entries_dir.iterdir() if e.name.endswith(ENTRY_SUFFIX)]
+            keys = [key_of_entry_file(e.name) for e in self.entries_dir.iterdir()]
         except FileNotFoundError:
             return []
-        return sorted(key for key in (n[: -len(ENTRY_SUFFIX)] for n in names) if is_key(key))
+        return sorted(key for key in keys if key is not None)

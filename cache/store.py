@@ -134,20 +134,14 @@ class KernelCache:
         """(entry or None, the reasons each entry found was not served)."""
         memo = self._memo.get(kernel_key)
         if memo is not None:
-            entry = memo[0]
-            reason, use_ptx = validity.check(
-                entry.metadata,
-                has_cubin=entry.cubin is not None,
-                has_ptx=entry.ptx is not None,
-                arch=arch,
-                template_hash=template_hash,
-                nvrtc_version=nvrtc_version,
+            served, _ = _serve(
+                memo[0], arch=arch, template_hash=template_hash, nvrtc_version=nvrtc_version
             )
-            if reason is None:
-                if not entry.read_only and time.monotonic() - memo[1] > self.touch_interval_s:
+            if served is not None:
+                if not served.read_only and time.monotonic() - memo[1] > self.touch_interval_s:
                     memo[1] = time.monotonic()
-                    _touch(Layout(root=entry.layer).entry_path(kernel_key))
-                return (entry if entry.use_ptx == use_ptx else replace(entry, use_ptx=use_ptx)), []
+                    _touch(Layout(root=served.layer).entry_path(kernel_key))
+                return served, []
         check_key(kernel_key)
         reasons: list[str] = []
         for layout, read_only in self._layers:
@@ -156,20 +150,15 @@ class KernelCache:
                 if reason:
                     reasons.append(reason)
                 continue
-            reason, use_ptx = validity.check(
-                entry.metadata,
-                has_cubin=entry.cubin is not None,
-                has_ptx=entry.ptx is not None,
-                arch=arch,
-                template_hash=template_hash,
-                nvrtc_version=nvrtc_version,
+            served, reason = _serve(
+                entry, arch=arch, template_hash=template_hash, nvrtc_version=nvrtc_version
             )
-            if reason is not None:
+            if served is None:
                 reasons.append(f"{layout.entry_path(kernel_key)}: {reason}")
                 continue
             if self._memo_enabled:
                 self._memo[kernel_key] = [entry, time.monotonic()]
-            return (replace(entry, use_ptx=True) if use_ptx else entry), reasons
+            return served, reasons
         return None, reasons
 
     def _load(
@@ -203,20 +192,21 @@ class KernelCache:
         )
         return entry, None
 
-    def read_entry_file(self, kernel_key: str) -> tuple[bytes, Path] | None:
-        """The verified bytes of the first entry file for `kernel_key` and its layer (bundles)."""
+    def read_entry_file(self, kernel_key: str) -> tuple[bytes, Path, dict[str, Any]] | None:
+        """The verified bytes of the first entry file for `kernel_key`, its layer and its
+        metadata (bundles)."""
         check_key(kernel_key)
         for layout, _ in self._layers:
             path = layout.entry_path(kernel_key)
             try:
                 blob, _st = read_entry_file(path)
-                verify_entry(blob, path=str(path), kernel_key=kernel_key)
+                metadata, _, _ = verify_entry(blob, path=str(path), kernel_key=kernel_key)
             except FileNotFoundError:
                 continue
             except CacheCorruptError as exc:
                 log.warning("skipping corrupt entry: %s", exc)
                 continue
-            return blob, layout.root
+            return blob, layout.root, metadata
         return None
 
     def list_keys(self, *, writable_only: bool = False) -> list[str]:
@@ -280,7 +270,7 @@ class KernelCache:
         """Write an already-encoded entry file atomically; return the keys evicted to fit it.
 
         Callers other than `put` (bundle import) must have verified the bytes with
-        `decode_entry` first. Keys in `protect` (the rest of an imported bundle) are never
+        `verify_entry` first. Keys in `protect` (the rest of an imported bundle) are never
         evicted to make room, nor is `kernel_key`.
         """
         layout = self._require_writable()
@@ -404,18 +394,34 @@ class KernelCache:
                     return entry
             built = build_fn()
             stored = self.put(kernel_key, cubin=built.cubin, ptx=built.ptx, metadata=built.metadata)
-        reason, use_ptx = validity.check(
-            stored.metadata,
-            has_cubin=stored.cubin is not None,
-            has_ptx=stored.ptx is not None,
-            **want,
-        )
-        if reason is not None:  # the builder made something the caller could never load
+        served, reason = _serve(stored, **want)
+        if served is None:  # the builder made something the caller could never load
             raise TesseraError(
                 f"get_or_build({kernel_key!r}): the entry build_fn produced is unusable: "
                 f"{reason}; build for the arch, template and NVRTC the caller asked for"
             )
-        return replace(stored, use_ptx=use_ptx) if use_ptx else stored
+        return served
+
+
+def _serve(
+    entry: CacheEntry,
+    *,
+    arch: str | None,
+    template_hash: str | None,
+    nvrtc_version: str | None,
+) -> tuple[CacheEntry | None, str | None]:
+    """(`entry` as it serves the request, with `use_ptx` set; or None and the reason it cannot)."""
+    reason, use_ptx = validity.check(
+        entry.metadata,
+        has_cubin=entry.cubin is not None,
+        has_ptx=entry.ptx is not None,
+        arch=arch,
+        template_hash=template_hash,
+        nvrtc_version=nvrtc_version,
+    )
+    if reason is not None:
+        return None, reason
+    return (entry if entry.use_ptx == use_ptx else replace(entry, use_ptx=use_ptx)), None
 
 
 def _touch(path: Path) -> None:

@@ -10,20 +10,18 @@ import numpy as np
 
 from core.types import DType
 
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    "fp16": np.dtype(np.float16),
-    "bf16": np.dtype(ml_dtypes.bfloat16),
-}
-_DTYPE_NAMES: dict[np.dtype, DType] = {
-    np.dtype(np.float16): "fp16",
-    np.dtype(ml_dtypes.bfloat16): "bf16",
-}
+_DTYPES: tuple[tuple[DType, np.dtype], ...] = (
+    ("fp16", np.dtype(np.float16)),
+    ("bf16", np.dtype(ml_dtypes.bfloat16)),
+)
+NUMPY_DTYPES: dict[str, np.dtype] = dict(_DTYPES)
+DTYPE_NAMES: dict[np.dtype, DType] = {dtype: name for name, dtype in _DTYPES}
 _DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
 def dtype_name(dtype: np.dtype) -> DType | None:
     """'fp16' / 'bf16' for a supported NumPy dtype, else None."""
-    return _DTYPE_NAMES.get(dtype)
+    return DTYPE_NAMES.get(dtype)
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def device_array(obj: Any) -> DeviceArray:
     name: DType | None = None
     dtype = view.dtype
     if dtype is not None:
-        name = _DTYPE_NAMES.get(np.dtype(dtype))
+        name = DTYPE_NAMES.get(np.dtype(dtype))
     strides = view.strides  # in elements; None when row-major
     contiguous = strides is None or tuple(strides) == _row_major_strides(shape)
     return DeviceArray(obj, int(view.ptr), shape, name, str(dtype), contiguous)

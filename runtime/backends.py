@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -11,8 +11,11 @@ from core.errors import CacheMissError, NoDeviceError
 from core.hardware import DEFAULT_ARCH
 from core.types import Problem, TileConfig
 from runtime.config import RuntimeConfig
-from runtime.specialized import load_specialized
+from runtime.specialized import SpecializedKernel, load_specialized
 from runtime.tiers import Backends, Kernel, Tier
+
+if TYPE_CHECKING:
+    from generator.compile import CompiledKernel
 
 
 class ReferenceKernel:
@@ -104,7 +107,7 @@ class HostBackends:
         config = get_family(problem.op).default_config(problem, self.arch)
         key = problem.generic_key(self.arch)
         if not self.executes_compiled:
-            _compile_for_arch(problem, config, self.arch, specialized=False)
+            compile_for_arch(problem, config, self.arch, specialized=False)
             return PrewarmedKernel(tier=Tier.GENERIC, config=config, kernel_key=key)
         return EmulatedKernel(
             tier=Tier.GENERIC, problem=problem, config=config, kernel_key=key, arch=self.arch
@@ -122,11 +125,10 @@ class HostBackends:
         )
 
     def specialized(self, problem: Problem) -> Kernel | None:
-        key = problem.kernel_key(self.arch)
-        try:
-            loaded = load_specialized(key, cache_dirs=self._config.cache_dirs)
-        except CacheMissError:
+        loaded = cached_specialized(problem, arch=self.arch, config=self._config)
+        if loaded is None:
             return None
+        key = loaded.kernel_key
         if not self.executes_compiled:
             return PrewarmedKernel(tier=Tier.SPECIALIZED, config=loaded.config, kernel_key=key)
         return EmulatedKernel(
@@ -139,6 +141,16 @@ class HostBackends:
 
     def tune(self, problem: Problem) -> None:
         tune_into_cache(problem, arch=self.arch, config=self._config)
+
+
+def cached_specialized(
+    problem: Problem, *, arch: str, config: RuntimeConfig
+) -> SpecializedKernel | None:
+    """The tuned kernel of exactly `problem` for `arch` in the runtime's cache, else None."""
+    try:
+        return load_specialized(problem.kernel_key(arch), cache_dirs=config.cache_dirs)
+    except CacheMissError:
+        return None
 
 
 def tune_into_cache(problem: Problem, *, arch: str, config: RuntimeConfig) -> str:
@@ -163,7 +175,9 @@ def tune_into_cache(problem: Problem, *, arch: str, config: RuntimeConfig) -> st
     return result.kernel_key
 
 
-def _compile_for_arch(problem: Problem, config: TileConfig, arch: str, *, specialized: bool) -> Any:
+def compile_for_arch(
+    problem: Problem, config: TileConfig, arch: str, *, specialized: bool
+) -> CompiledKernel:
     """NVRTC-compile one kernel for `arch` (no GPU needed); the compile cache keeps it."""
     from generator.compile import compile_kernel
     from generator.render import render

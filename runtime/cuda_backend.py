@@ -15,12 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import CacheMissError
 from core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 from runtime.arrays import NUMPY_DTYPES, device_array
-from runtime.backends import ReferenceKernel, tune_into_cache
+from runtime.backends import ReferenceKernel, cached_specialized, compile_for_arch, tune_into_cache
 from runtime.config import RuntimeConfig
-from runtime.specialized import load_specialized
 from runtime.tiers import Kernel, Tier
 
 _LSE_DTYPE = np.dtype(np.float32)
@@ -191,19 +189,15 @@ class CudaBackends:
 
     def _build(self, problem: Problem, config: TileConfig, tier: Tier, key: str) -> Kernel:
         from generator import device
-        from generator.compile import compile_kernel
-        from generator.render import render
         from templates.registry import get_family
 
-        family = get_family(problem.op)
-        rendered = render(
-            family, problem, config, specialized=tier is Tier.SPECIALIZED, arch=self.arch
+        compiled = compile_for_arch(
+            problem, config, self.arch, specialized=tier is Tier.SPECIALIZED
         )
-        compiled = compile_kernel(rendered, arch=self.arch)
         loaded = device.load(
             compiled.cubin,
-            rendered.kernel_name,
-            _max_smem_bytes(family, problem, config),
+            compiled.kernel_name,
+            _max_smem_bytes(get_family(problem.op), problem, config),
             ptx=compiled.ptx,
         )
         return CudaKernel(tier=tier, problem=problem, config=config, kernel_key=key, loaded=loaded)
@@ -218,18 +212,14 @@ class CudaBackends:
         return self._build(problem, config, Tier.GENERIC, problem.generic_key(self.arch))
 
     def specialized(self, problem: Problem) -> Kernel | None:
-        key = problem.kernel_key(self.arch)
-        try:
-            loaded = load_specialized(key, cache_dirs=self._config.cache_dirs)
-        except CacheMissError:
-            return None
-        if loaded.kernel is None:
+        loaded = cached_specialized(problem, arch=self.arch, config=self._config)
+        if loaded is None or loaded.kernel is None:
             return None
         return CudaKernel(
             tier=Tier.SPECIALIZED,
             problem=problem,
             config=loaded.config,
-            kernel_key=key,
+            kernel_key=loaded.kernel_key,
             loaded=loaded.kernel,
         )
 

@@ -222,10 +222,7 @@ class Dispatcher:
         )
         if kernel.tier is Tier.SPECIALIZED:
             state.tune_state = FAILED
-            generic = self._generic.get(state.problem.generic_key(self.backends.arch))
-            state.kernel = (
-                generic if generic is not None and self.backends.executes_compiled else None
-            )
+            state.kernel = self._below_specialized(state)
         else:
             self._generic[state.problem.generic_key(self.backends.arch)] = None
             state.kernel = None
@@ -233,6 +230,12 @@ class Dispatcher:
         state.settled = self._settled(state)
         self._demotions += 1
         self._trace_event(state, "demote", ok=False, detail=f"{type(exc).__name__}: {exc}")
+
+    def _below_specialized(self, state: SignatureState) -> Kernel | None:
+        """What a signature leaving tier 3 runs: its generic kernel if built and executable,
+        else None (tier 1)."""
+        generic = self._generic.get(state.problem.generic_key(self.backends.arch))
+        return generic if generic is not None and self.backends.executes_compiled else None
 
     # -- kernels -------------------------------------------------------------------------
 
@@ -269,9 +272,8 @@ class Dispatcher:
         """An LRU eviction: signatures on that kernel drop to tier 2 and may reload it later."""
         for state in self._states.values():
             if state.kernel is not None and state.kernel.kernel_key == kernel_key:
-                generic = self._generic.get(state.problem.generic_key(self.backends.arch))
-                state.kernel = generic
-                state.tier = generic.tier if generic is not None else Tier.REFERENCE
+                state.kernel = self._below_specialized(state)
+                state.tier = state.kernel.tier if state.kernel is not None else Tier.REFERENCE
                 state.settled = False
                 self._demotions += 1
                 self._trace_event(state, "demote", detail="evicted from the loaded-kernel LRU")

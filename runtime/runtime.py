@@ -12,6 +12,7 @@ from autotune.hotspots import Hotspot, TraceRecord, rank
 from core.types import TileConfig
 from runtime.config import Device, RuntimeConfig
 from runtime.dispatcher import Dispatcher
+from runtime.signature import Signature, SignatureKey
 from runtime.stats import RuntimeStats
 from runtime.tiers import Backends
 from runtime.validate import attention_key, gemm_key, tile_config
@@ -82,9 +83,7 @@ class Runtime:
             raise ValueError(_HOST_ONLY.format(name="q, k, v", device=self.device))
         if return_lse is not False and return_lse is not True:
             raise ValueError(f"return_lse={return_lse!r}: expected a bool")
-        forced = None
-        if config is not None:
-            forced = tile_config(config, _problem(key), self.arch)
+        forced = None if config is None else self._forced(config, key)
         out, lse = self._dispatcher.call(key, (q, k, v), forced)
         return (out, lse) if return_lse else out
 
@@ -93,11 +92,13 @@ class Runtime:
         key = gemm_key(a, b)
         if self._host_only and not isinstance(a, np.ndarray):
             raise ValueError(_HOST_ONLY.format(name="a, b", device=self.device))
-        forced = None
-        if config is not None:
-            forced = tile_config(config, _problem(key), self.arch)
+        forced = None if config is None else self._forced(config, key)
         out, _ = self._dispatcher.call(key, (a, b), forced)
         return out
+
+    def _forced(self, config: Mapping[str, int] | TileConfig, key: SignatureKey) -> TileConfig:
+        """A call's `config=`, checked against its problem (InvalidConfigError if invalid)."""
+        return tile_config(config, Signature.from_key(key).problem(), self.arch)
 
     def stats(self) -> RuntimeStats:
         return self._dispatcher.stats()
@@ -135,9 +136,3 @@ _HOST_ONLY = (
     "{name} are CUDA device arrays but this runtime's device is {device!r}: "
     "use Runtime(device='cuda') or pass NumPy arrays"
 )
-
-
-def _problem(key: Any) -> Any:
-    from runtime.signature import Signature
-
-    return Signature.from_key(key).problem()

@@ -10,7 +10,7 @@ import numpy as np
 
 from core.errors import InvalidConfigError
 from core.types import Problem, TileConfig
-from runtime.arrays import NUMPY_DTYPES, device_array, dtype_name, is_device_array
+from runtime.arrays import DTYPE_NAMES, device_array, dtype_name, is_device_array
 from runtime.signature import SignatureKey
 from templates.attention.space import MAX_HEAD_DIM, MMA_K
 
@@ -18,7 +18,6 @@ from templates.attention.space import MAX_HEAD_DIM, MMA_K
 # reduction depth, up to the template's maximum (templates.attention.space's head_dim rule).
 HEAD_DIMS: tuple[int, ...] = tuple(range(MMA_K, MAX_HEAD_DIM + 1, MMA_K))
 _HEAD_DIM_SET = frozenset(HEAD_DIMS)
-_FAST_DTYPES = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
 QKV_FORM = "[batch, heads, seq, head_dim]"
 DTYPE_FORM = "float16 or bfloat16 (ml_dtypes.bfloat16), the same for every input"
 
@@ -65,7 +64,7 @@ def _attention_key_fast(q: Any, k: Any, v: Any, causal: Any, scale: Any) -> Sign
         return None
     q_shape, k_shape = q.shape, k.shape
     dtype = q.dtype
-    name = _FAST_DTYPES.get(dtype)
+    name = DTYPE_NAMES.get(dtype)
     if (
         name is None
         or len(q_shape) != 4

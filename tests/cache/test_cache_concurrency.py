@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,24 @@ def _wait_for(predicate, what: str, limit_s: float = 30.0) -> None:  # type: ign
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.01)
+
+
+@contextmanager
+def _slow_builder(cache_dir: Path, builds: Path, key: str) -> Iterator[None]:
+    """For the block, another process holds `key`'s build lock, building for 60 s; it is
+    SIGKILLed on leaving the block."""
+    builder = _spawn_python(
+        f"""
+        from cache_workers import single_flight_worker
+        single_flight_worker(({str(cache_dir)!r}, {str(builds)!r}, {key!r}, 60.0, 60.0))
+        """
+    )
+    try:
+        _wait_for(lambda: any(builds.iterdir()), "the slow builder to start")
+        yield
+    finally:
+        builder.send_signal(signal.SIGKILL)
+        builder.wait()
 
 
 def test_stress_many_processes_keep_every_completed_put(tmp_path: Path) -> None:
@@ -162,18 +182,8 @@ def test_waiter_builds_itself_after_timeout(tmp_path: Path) -> None:
     cache_dir, builds = tmp_path / "kernels", tmp_path / "builds"
     builds.mkdir()
     key = "gemm.fp16.m64.n64.k64.sm_80"
-    slow = _spawn_python(
-        f"""
-        from cache_workers import single_flight_worker
-        single_flight_worker(({str(cache_dir)!r}, {str(builds)!r}, {key!r}, 60.0, 60.0))
-        """
-    )
-    try:
-        _wait_for(lambda: any(builds.iterdir()), "the slow builder to start")
+    with _slow_builder(cache_dir, builds, key):
         version = single_flight_worker((str(cache_dir), str(builds), key, 0.0, 0.3))
-    finally:
-        slow.send_signal(signal.SIGKILL)
-        slow.wait()
     assert len(list(builds.iterdir())) == 2  # the stuck one and ours
     assert version.startswith(f"build-{os.getpid()}-")
 
@@ -184,17 +194,8 @@ def test_builder_killed_mid_build_releases_the_key(
     cache_dir, builds = tmp_path / "kernels", tmp_path / "builds"
     builds.mkdir()
     key = "gemm.fp16.m64.n64.k64.sm_80"
-    doomed = _spawn_python(
-        f"""
-        from cache_workers import single_flight_worker
-        single_flight_worker(({str(cache_dir)!r}, {str(builds)!r}, {key!r}, 60.0, 60.0))
-        """
-    )
-    try:
-        _wait_for(lambda: any(builds.iterdir()), "the builder to start")
-    finally:
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait()
+    with _slow_builder(cache_dir, builds, key):
+        pass  # killed mid-build, holding the key's lock
     with caplog.at_level(logging.WARNING, logger="tessera.cache"):
         version = single_flight_worker((str(cache_dir), str(builds), key, 0.0, 120.0))
     assert version.startswith(f"build-{os.getpid()}-")

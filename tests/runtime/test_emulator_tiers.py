@@ -42,7 +42,7 @@ def _attention64(q: Any, k: Any, v: Any, causal: bool, scale: float) -> tuple[An
     return (weights / total) @ v64, (peak + np.log(total))[..., 0]
 
 
-def _tuned_entry(cache_dir: Path, problem: Problem) -> None:
+def _tuned_entry(cache_dir: Path, problem: Problem, config: TileConfig = TUNED) -> None:
     """What a finished tuning job leaves behind; the emulator needs only the config."""
     KernelCache(cache_dir=cache_dir).put(
         problem.kernel_key(ARCH),
@@ -51,9 +51,21 @@ def _tuned_entry(cache_dir: Path, problem: Problem) -> None:
         metadata={
             "arch": ARCH,
             "problem": problem.to_dict(),
-            "config": TUNED.to_dict(),
+            "config": config.to_dict(),
             "template_hash": template_hash(get_family(problem.op)),
         },
+    )
+
+
+def _runtime_config(cache_dir: Path) -> RuntimeConfig:
+    """Tier 2 from the first call, tier 3 from the second; nothing is tuned in background."""
+    return RuntimeConfig(
+        device="emulator",
+        arch=ARCH,
+        tier2_min_calls=1,
+        tier3_min_calls=2,
+        tuning_workers=0,
+        cache_dirs=(cache_dir,),
     )
 
 
@@ -69,14 +81,7 @@ def test_attention_tiers_agree(tmp_path: Path, dtype: str, causal: bool) -> None
     q, k, v = (rng.standard_normal(shape).astype(DTYPES[dtype]) for _ in range(3))
     scale = 0.2
     want_o, want_lse = _attention64(q, k, v, causal, scale)
-    config = RuntimeConfig(
-        device="emulator",
-        arch=ARCH,
-        tier2_min_calls=1,
-        tier3_min_calls=2,
-        tuning_workers=0,
-        cache_dirs=(tmp_path,),
-    )
+    config = _runtime_config(tmp_path)
     b, h, sq, d = shape
     _tuned_entry(tmp_path, AttentionProblem(b, h, sq, sq, d, dtype=dtype, causal=causal))  # type: ignore[arg-type]
     with Runtime(config=config) as rt:
@@ -99,27 +104,10 @@ def test_gemm_tiers_agree(tmp_path: Path) -> None:
     a = rng.standard_normal((64, 32)).astype(np.float16)
     b = rng.standard_normal((32, 64)).astype(np.float16)
     want = a.astype(np.float64) @ b.astype(np.float64)
-    config = RuntimeConfig(
-        device="emulator",
-        arch=ARCH,
-        tier2_min_calls=1,
-        tier3_min_calls=2,
-        tuning_workers=0,
-        cache_dirs=(tmp_path,),
-    )
+    config = _runtime_config(tmp_path)
     problem = GemmProblem(64, 64, 32)
     tuned = TileConfig(block_m=32, block_n=32, block_k=32, num_warps=4, num_stages=2)
-    KernelCache(cache_dir=tmp_path).put(
-        problem.kernel_key(ARCH),
-        cubin=b"placeholder",
-        ptx=None,
-        metadata={
-            "arch": ARCH,
-            "problem": problem.to_dict(),
-            "config": tuned.to_dict(),
-            "template_hash": template_hash(get_family("gemm")),
-        },
-    )
+    _tuned_entry(tmp_path, problem, tuned)
     with Runtime(config=config) as rt:
         outs = [rt.gemm(a, b) for _ in range(3)]
         tiers = [r.tier for r in rt.history() if r.event == "call"]
