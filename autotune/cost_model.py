@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from autotune.occupancy import Occupancy, occupancy
-from core.hardware import arch_spec
+from core.hardware import arch_spec, ceil_div
 from core.types import DTYPE_BYTES, AttentionProblem, GemmProblem, Problem, TileConfig
 
 # Best fraction of the dense tensor peak an mma.sync kernel reaches (hardware.md: "mma.sync
@@ -111,13 +111,9 @@ class _Work:
     iteration_fp32_ops: float  # non-MMA FP32 operations of one iteration of one block
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _attention_work(problem: AttentionProblem, config: TileConfig) -> _Work:
     bm, bn, d = config.block_m, config.block_n, problem.head_dim
-    m_tiles, n_tiles = _ceil_div(problem.seq_q, bm), _ceil_div(problem.seq_kv, bn)
+    m_tiles, n_tiles = ceil_div(problem.seq_q, bm), ceil_div(problem.seq_kv, bn)
     offset = problem.seq_kv - problem.seq_q  # causal masks align bottom-right (FlashAttention-2)
     kv_tiles_per_row = []
     for i in range(m_tiles):
@@ -154,8 +150,8 @@ def _attention_work(problem: AttentionProblem, config: TileConfig) -> _Work:
 
 def _gemm_work(problem: GemmProblem, config: TileConfig) -> _Work:
     bm, bn, bk = config.block_m, config.block_n, config.block_k
-    m_tiles, n_tiles = _ceil_div(problem.m, bm), _ceil_div(problem.n, bn)
-    k_padded = _ceil_div(problem.k, bk) * bk
+    m_tiles, n_tiles = ceil_div(problem.m, bm), ceil_div(problem.n, bn)
+    k_padded = ceil_div(problem.k, bk) * bk
     block_flops = 2.0 * bm * bn * k_padded
     a_reads = problem.m * problem.k * DTYPE_BYTES * n_tiles  # A re-read per N-tile column
     b_reads = problem.k * problem.n * DTYPE_BYTES * m_tiles  # B re-read per M-tile row
@@ -214,8 +210,8 @@ def estimate(
     )
 
     # The busiest SM runs ceil(blocks / SMs) blocks, `active` at a time sharing its MMA units.
-    blocks_per_sm = _ceil_div(work.blocks, spec.sm_count)
-    waves = _ceil_div(work.blocks, spec.sm_count * occ.active_blocks)
+    blocks_per_sm = ceil_div(work.blocks, spec.sm_count)
+    waves = ceil_div(work.blocks, spec.sm_count * occ.active_blocks)
     mean_block_flops = work.executed_flops / work.blocks
     # Causal grids mix light and heavy blocks; the scheduler balances all but the heaviest one.
     block_flops = max(mean_block_flops, work.max_block_flops / max(1, blocks_per_sm))
@@ -259,7 +255,7 @@ def estimate(
         spec.mem_gbps * 1e9 * L2_BANDWIDTH_MULTIPLE
     )
     overhead_s = (
-        LAUNCH_OVERHEAD_US + BLOCK_OVERHEAD_US * _ceil_div(blocks_per_sm, occ.active_blocks)
+        LAUNCH_OVERHEAD_US + BLOCK_OVERHEAD_US * ceil_div(blocks_per_sm, occ.active_blocks)
     ) * 1e-6
     time_s = max(compute_s, memory_s) + overhead_s
     useful = problem.flops()

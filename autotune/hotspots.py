@@ -156,6 +156,11 @@ def load_trace(path: str | Path) -> list[TraceRecord]:
     return records
 
 
+def _successful_calls(records: Iterable[TraceRecord]) -> list[TraceRecord]:
+    """The records a ranking counts: calls that returned (not tier changes, not failures)."""
+    return [r for r in records if r.event == "call" and r.ok]
+
+
 def rank(
     records: Iterable[TraceRecord], *, min_count: int = 2, min_time_ms: float = 0.0
 ) -> list[Hotspot]:
@@ -165,9 +170,8 @@ def rank(
     `min_time_ms` in total.
     """
     groups: dict[Problem, list[TraceRecord]] = defaultdict(list)
-    for record in records:
-        if record.event == "call" and record.ok:
-            groups[record.problem()].append(record)
+    for record in _successful_calls(records):
+        groups[record.problem()].append(record)
     grand_total_ms = sum(r.wall_ms for group in groups.values() for r in group) or 1.0
     hotspots = []
     for problem, group in groups.items():
@@ -195,9 +199,8 @@ def rank(
 def patterns(records: Iterable[TraceRecord]) -> list[Pattern]:
     """Per op: how many distinct shapes and dtypes, and how dominant the most common of each is."""
     by_op: dict[str, list[TraceRecord]] = defaultdict(list)
-    for record in records:
-        if record.event == "call" and record.ok:
-            by_op[record.op].append(record)
+    for record in _successful_calls(records):
+        by_op[record.op].append(record)
     result = []
     for op, group in sorted(by_op.items()):
         shapes = Counter("x".join(map(str, r.shape)) for r in group)
@@ -241,7 +244,7 @@ def tune_command(problem: Problem) -> str:
 def report(records: Sequence[TraceRecord], *, min_count: int, min_time_ms: float, top: int) -> str:
     """The text `python -m autotune.hotspots` prints: hotspots, patterns, proposed tasks."""
     hotspots = rank(records, min_count=min_count, min_time_ms=min_time_ms)
-    calls = sum(1 for r in records if r.event == "call" and r.ok)
+    calls = len(_successful_calls(records))
     lines = [
         f"{calls} successful call(s), {len(hotspots)} hotspot(s) "
         f"(min_count={min_count}, min_time_ms={min_time_ms:g})",

@@ -68,7 +68,6 @@ class JobResult:
     cache_dir: str
     wall_time_s: float
     leaderboard: list[Ranked] = field(default_factory=list)
-    failure_reasons: list[str] = field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -93,13 +92,19 @@ def tflops(problem: Problem, time_ms: float) -> float:
 
 
 def _from_metadata(
-    kernel_key: str, metadata: dict[str, Any], cache: KernelCache, wall_time_s: float
+    kernel_key: str,
+    metadata: dict[str, Any],
+    cache: KernelCache,
+    wall_time_s: float,
+    *,
+    cache_hit: bool,
 ) -> JobResult:
+    """The result a cache entry's metadata describes: a hit's, or the entry just stored."""
     search = metadata.get("search", {})
     objective = metadata["objective"]
     return JobResult(
         kernel_key=kernel_key,
-        cache_hit=True,
+        cache_hit=cache_hit,
         objective_kind=objective["kind"],
         config=metadata["config"],
         time_ms=objective["time_ms"],
@@ -108,14 +113,10 @@ def _from_metadata(
         n_valid=search.get("valid", 0),
         n_failed=search.get("failed", 0),
         n_invalid=search.get("invalid", 0),
-        cache_dir=_cache_dir(cache),
+        cache_dir=str(cache.search_path.writable or ""),
         wall_time_s=wall_time_s,
         leaderboard=[Ranked(**row) for row in metadata.get("leaderboard", [])],
     )
-
-
-def _cache_dir(cache: KernelCache) -> str:
-    return str(cache.search_path.writable or "")
 
 
 def run(request: TuneRequest) -> JobResult:
@@ -132,7 +133,8 @@ def run(request: TuneRequest) -> JobResult:
     if not request.retune:
         entry = cache.get(kernel_key, arch=arch, template_hash=current_template)
         if entry is not None and entry.objective is not None:
-            return _from_metadata(kernel_key, entry.metadata, cache, time.perf_counter() - start)
+            wall_time_s = time.perf_counter() - start
+            return _from_metadata(kernel_key, entry.metadata, cache, wall_time_s, cache_hit=True)
     return _tune_and_store(request, family, cache, kernel_key, current_template, start)
 
 
@@ -216,18 +218,4 @@ def _tune_and_store(
         "leaderboard": [row.to_dict() for row in leaderboard],
     }
     cache.put(kernel_key, cubin=compiled.cubin, ptx=compiled.ptx, metadata=metadata)
-    return JobResult(
-        kernel_key=kernel_key,
-        cache_hit=False,
-        objective_kind=result.objective_kind,
-        config=winner.to_dict(),
-        time_ms=winner_ms,
-        tflops=tflops(problem, winner_ms),
-        trials_run=result.trials_run,
-        n_valid=result.n_valid,
-        n_failed=result.n_failed,
-        n_invalid=result.n_invalid,
-        cache_dir=_cache_dir(cache),
-        wall_time_s=time.perf_counter() - start,
-        leaderboard=leaderboard,
-    )
+    return _from_metadata(kernel_key, metadata, cache, time.perf_counter() - start, cache_hit=False)

@@ -11,6 +11,7 @@ import numpy as np
 
 from autotune.cost_model import estimate
 from core.errors import IncorrectResultError, NoDeviceError
+from core.hardware import ceil_div
 from core.types import AttentionProblem, Problem, TileConfig
 
 ObjectiveKind = Literal["model", "measured"]
@@ -108,51 +109,14 @@ ROTATION_BYTES = 100 * 1024 * 1024
 MAX_ROTATION_SETS = 16
 
 
-def _host_dtype(problem: Problem) -> Any:
-    if problem.dtype == "bf16":
-        import ml_dtypes
-
-        return ml_dtypes.bfloat16
-    return np.float16
-
-
-def _random_inputs(problem: Problem, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    dtype = _host_dtype(problem)
-    if isinstance(problem, AttentionProblem):
-        b, h, d = problem.batch, problem.heads, problem.head_dim
-        return {
-            "q": rng.standard_normal((b, h, problem.seq_q, d)).astype(dtype),
-            "k": rng.standard_normal((b, h, problem.seq_kv, d)).astype(dtype),
-            "v": rng.standard_normal((b, h, problem.seq_kv, d)).astype(dtype),
-        }
-    return {
-        "a": rng.standard_normal((problem.m, problem.k)).astype(dtype),
-        "b": rng.standard_normal((problem.k, problem.n)).astype(dtype),
-    }
-
-
 def _output_shapes(problem: Problem) -> dict[str, tuple[tuple[int, ...], Any]]:
+    from generator.emulator import NUMPY_DTYPES
+
+    dtype = NUMPY_DTYPES[problem.dtype]
     if isinstance(problem, AttentionProblem):
         rows = (problem.batch, problem.heads, problem.seq_q)
-        return {
-            "o": ((*rows, problem.head_dim), _host_dtype(problem)),
-            "lse": (rows, np.float32),
-        }
-    return {"c": ((problem.m, problem.n), _host_dtype(problem))}
-
-
-def _reference(problem: Problem, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The family's reference outputs in float64."""
-    if isinstance(problem, AttentionProblem):
-        from templates.attention.reference import attention_reference
-
-        o, lse = attention_reference(
-            inputs["q"], inputs["k"], inputs["v"], causal=problem.causal, accum_dtype=np.float64
-        )
-        return {"o": o, "lse": lse}
-    from templates.gemm.reference import gemm_reference
-
-    return {"c": gemm_reference(inputs["a"], inputs["b"], accum_dtype=np.float64)}
+        return {"o": ((*rows, problem.head_dim), dtype), "lse": (rows, np.float32)}
+    return {"c": ((problem.m, problem.n), dtype)}
 
 
 class MeasuredObjective:
@@ -180,14 +144,15 @@ class MeasuredObjective:
 
     def _prepare(self, problem: Problem) -> None:
         from generator import device
+        from generator.verify import random_inputs, reference
 
         if self._problem == problem:
             return
         self.close()
-        self._inputs = _random_inputs(problem, self._rng)
-        self._want = _reference(problem, self._inputs)
+        self._inputs = random_inputs(problem, self._rng)
+        self._want = reference(problem, self._inputs)
         outputs = _output_shapes(problem)
-        sets = min(MAX_ROTATION_SETS, max(1, -(-ROTATION_BYTES // problem.io_bytes())))
+        sets = min(MAX_ROTATION_SETS, max(1, ceil_div(ROTATION_BYTES, problem.io_bytes())))
         for _ in range(sets):
             buffers: dict[str, Any] = {}
             self._buffers.append(buffers)  # before allocating: close() frees a partial set too

@@ -5,16 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.errors import OutOfResourcesError
-from core.hardware import KIB, ArchSpec
+from core.hardware import KIB, REG_ALLOC_UNIT, WARP_SIZE, ArchSpec, ceil_div
 
-WARP_SIZE = 32
-REG_ALLOC_UNIT = 256  # registers are allocated to a warp in chunks of 256
 REG_SUBPARTITIONS = 4  # the register file is split over the SM's four schedulers
 SMEM_ALLOC_UNIT_BYTES = 128
 
 
 def _round_up(value: int, unit: int) -> int:
-    return -(-value // unit) * unit
+    return ceil_div(value, unit) * unit
 
 
 @dataclass(frozen=True)
@@ -54,38 +52,17 @@ def occupancy(
         OutOfResourcesError: the block cannot run at all on `spec` (too many threads or
             registers a thread, more static or total shared memory than a block may have).
     """
-    arch = spec.arch
-    if threads_per_block > spec.max_threads_per_block:
-        raise OutOfResourcesError(
-            resource="threads per block",
-            need=threads_per_block,
-            limit=spec.max_threads_per_block,
-            arch=arch,
-        )
-    if registers_per_thread > spec.max_regs_per_thread:
-        raise OutOfResourcesError(
-            resource="registers per thread",
-            need=registers_per_thread,
-            limit=spec.max_regs_per_thread,
-            arch=arch,
-        )
-    if static_smem_bytes > spec.max_static_smem_bytes:
-        raise OutOfResourcesError(
-            resource="static shared memory bytes",
-            need=static_smem_bytes,
-            limit=spec.max_static_smem_bytes,
-            arch=arch,
-        )
     block_smem_bytes = static_smem_bytes + dynamic_smem_bytes
-    if block_smem_bytes > spec.max_smem_per_block_bytes:
-        raise OutOfResourcesError(
-            resource="shared memory bytes per block",
-            need=block_smem_bytes,
-            limit=spec.max_smem_per_block_bytes,
-            arch=arch,
-        )
+    for resource, need, limit in (
+        ("threads per block", threads_per_block, spec.max_threads_per_block),
+        ("registers per thread", registers_per_thread, spec.max_regs_per_thread),
+        ("static shared memory bytes", static_smem_bytes, spec.max_static_smem_bytes),
+        ("shared memory bytes per block", block_smem_bytes, spec.max_smem_per_block_bytes),
+    ):
+        if need > limit:
+            raise OutOfResourcesError(resource=resource, need=need, limit=limit, arch=spec.arch)
 
-    warps_per_block = -(-threads_per_block // WARP_SIZE)
+    warps_per_block = ceil_div(threads_per_block, WARP_SIZE)
     blocks_by_warps = spec.max_warps_per_sm // warps_per_block
 
     if registers_per_thread <= 0:  # ptxas may report 0 for a trivial kernel: no register limit
@@ -120,7 +97,7 @@ def occupancy(
             resource=f"{limiter} for one block of {threads_per_block} threads",
             need=1,
             limit=0,
-            arch=arch,
+            arch=spec.arch,
         )
     return Occupancy(
         active_blocks=active,

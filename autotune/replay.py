@@ -126,7 +126,7 @@ def load_space(path: Path) -> RecordedSpace:
         times[values] = None if failed else float(t)
     finite = [t for t in times.values() if t is not None]
     return RecordedSpace(
-        name=f"{Path(path).name.split('.')[0]}",
+        name=path.name.split(".")[0],
         space=SearchSpace(params=params, violations=_violations(RESTRICTIONS[kernel])),
         times_ms=times,
         optimum_ms=min(finite),

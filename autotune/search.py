@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import itertools
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +11,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from autotune.job import DEFAULT_TRIALS  # the one default of the job, the CLI and tune()
 from autotune.objective import Objective, ObjectiveKind, choose_objective
 from autotune.strategy import Candidate, Searcher, SearchSpace, StrategySettings
 from core.config import default_jobs
@@ -31,7 +31,6 @@ Status = Literal[
 ]
 # compile_fn(problem, configs, *, arch, jobs) -> one compiled kernel or CompileError per config.
 CompileFn = Callable[..., Sequence[Any]]
-DEFAULT_TRIALS = 48
 MAX_REASONS_LISTED = 12
 
 
@@ -111,7 +110,7 @@ def _summarise(reasons: Sequence[str]) -> list[str]:
 def _no_valid_points(space: SearchSpace) -> list[str]:
     """Why every point of `space` is invalid, most frequent rule first."""
     reasons = []
-    for values in itertools.product(*(choices for _, choices in space.params)):
+    for values in space.points():
         reasons += space.violations(space.as_dict(values))
     return _summarise(reasons)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,14 +61,14 @@ class SearchSpace:
     def as_dict(self, values: Values) -> dict[str, Any]:
         return dict(zip(self.names, values, strict=True))
 
+    def points(self) -> Iterator[Values]:
+        """Every point of the cartesian product, valid or not, in a stable order."""
+        return itertools.product(*(choices for _, choices in self.params))
+
     @functools.cached_property
     def valid_points(self) -> list[Values]:
         """Every valid point in a stable (cartesian) order (computed once)."""
-        return [
-            values
-            for values in itertools.product(*(choices for _, choices in self.params))
-            if not self.violations(self.as_dict(values))
-        ]
+        return [values for values in self.points() if not self.violations(self.as_dict(values))]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KIB = 1024
+WARP_SIZE = 32
+# Registers are allocated to a warp in chunks of 256 (CUDA occupancy calculator).
+REG_ALLOC_UNIT = 256
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    """Whole units (tiles, blocks, allocation chunks) needed to cover `numerator`."""
+    return -(-numerator // denominator)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.errors import InvalidConfigError
 from core.hardware import arch_spec
 from core.types import Problem, TileConfig
 
@@ -82,6 +83,20 @@ class Space:
 
     def valid_configs(self, problem: Problem, arch: str) -> list[TileConfig]:
         return [c for c in self.all_configs() if self.is_valid(c, problem, arch)]
+
+    def first_valid(
+        self, candidates: Sequence[TileConfig], problem: Problem, arch: str
+    ) -> TileConfig:
+        """The first of `candidates` valid for `problem` on `arch`, in their order of preference.
+
+        Raises:
+            InvalidConfigError: none is valid; names the last candidate's violations.
+        """
+        for config in candidates:
+            if self.is_valid(config, problem, arch):
+                return config
+        reasons = self.violations(candidates[-1], problem, arch)
+        raise InvalidConfigError(f"no valid {self.family} tile for {problem} on {arch}: {reasons}")
 
     def size(self) -> int:
         total = 1

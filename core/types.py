@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Literal
 
+from core.hardware import WARP_SIZE
+
 DType = Literal["fp16", "bf16"]
 DTYPES: tuple[DType, ...] = ("fp16", "bf16")
 DTYPE_BYTES = 2
@@ -54,14 +56,14 @@ class TileConfig:
             _check_positive_int("TileConfig", name, getattr(self, name))
         if self.num_warps & (self.num_warps - 1):
             raise ValueError(f"TileConfig.num_warps={self.num_warps}: must be a power of two")
-        if self.num_warps * 32 > 1024:
+        if self.num_threads > 1024:
             raise ValueError(
                 f"TileConfig.num_warps={self.num_warps}: at most 32 warps (1024 threads) a block"
             )
 
     @property
     def num_threads(self) -> int:
-        return self.num_warps * 32
+        return self.num_warps * WARP_SIZE
 
     def to_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.FIELDS}

@@ -15,7 +15,7 @@ from core.errors import EmulatorError, InvalidConfigError
 from core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 from generator import toolchain
 from generator.host_build import SCHEDULES, Schedule, build_host_library
-from generator.render import RenderedKernel, render
+from generator.render import RenderedKernel, check_config, render
 from templates.registry import get_family
 
 NUMPY_DTYPES: dict[DType, Any] = {
@@ -67,14 +67,7 @@ def resolve_config(
             tile = TileConfig.from_dict(dict(config))
         except (ValueError, TypeError) as exc:
             raise InvalidConfigError(f"config={dict(config)!r}: {exc}", config=config) from None
-    violations = family.space.violations(tile, problem, target)
-    if violations:
-        detail = "".join(f"\n  - {reason}" for reason in violations)
-        raise InvalidConfigError(
-            f"{family.name} config {tile} is invalid for {problem.shape_str()} ({problem.dtype}) "
-            f"on {target}:{detail}\n  pick one of space.valid_configs(problem, arch)",
-            config=tile.to_dict(),
-        )
+    check_config(family, problem, tile, target)
     return tile
 
 
@@ -140,11 +133,7 @@ def run_rendered(
         for name, (shape, dtype) in outputs.items():
             buffers[name] = _GuardedBuffer(name, shape, np.dtype(dtype))  # already NaN
         pointers = {name: buf.address for name, buf in buffers.items()}
-        params: ctypes.Structure = (
-            family.make_params(problem, pointers=pointers, scale=scale)
-            if scale is not None
-            else family.make_params(problem, pointers=pointers)
-        )
+        params: ctypes.Structure = family.make_params(problem, pointers=pointers, scale=scale)
         start = time.perf_counter()
         kernel.launch(
             params,
@@ -214,6 +203,19 @@ def gemm_problem(a: np.ndarray, b: np.ndarray) -> GemmProblem:
     return GemmProblem(a.shape[0], b.shape[1], a.shape[1], dtype=dtype)
 
 
+def _render(
+    problem: Problem,
+    config: TileConfig | Mapping[str, int] | None,
+    *,
+    specialized: bool,
+    arch: str | None,
+) -> RenderedKernel:
+    """The family's kernel for `problem` with `config` (default: the family's) on `arch`."""
+    target = arch or toolchain.default_arch()
+    tile = resolve_config(problem, config, arch=target)
+    return render(get_family(problem.family), problem, tile, specialized=specialized, arch=target)
+
+
 def run_attention_problem(
     problem: AttentionProblem,
     q: np.ndarray,
@@ -226,9 +228,7 @@ def run_attention_problem(
     arch: str | None = None,
 ) -> EmulatedRun:
     """Render the attention kernel for `problem` and run it on q, k, v (outputs o and lse)."""
-    target = arch or toolchain.default_arch()
-    tile = resolve_config(problem, config, arch=target)
-    rendered = render(get_family("attention"), problem, tile, specialized=specialized, arch=target)
+    rendered = _render(problem, config, specialized=specialized, arch=arch)
     b, h, sq, d = q.shape
     return run_rendered(
         rendered,
@@ -272,9 +272,7 @@ def run_gemm_problem(
     arch: str | None = None,
 ) -> EmulatedRun:
     """Render the GEMM kernel for `problem` and run it on a, b (output c)."""
-    target = arch or toolchain.default_arch()
-    tile = resolve_config(problem, config, arch=target)
-    rendered = render(get_family("gemm"), problem, tile, specialized=specialized, arch=target)
+    rendered = _render(problem, config, specialized=specialized, arch=arch)
     return run_rendered(
         rendered,
         inputs={"a": _c(a), "b": _c(b)},

@@ -16,7 +16,6 @@ from core.types import Problem, TileConfig
 from templates.family import Family
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
-INCLUDE_DIR = TEMPLATES_DIR / "include"
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.MULTILINE)
 
 

@@ -8,13 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.errors import OutOfResourcesError
-from core.hardware import arch_spec
+from core.hardware import REG_ALLOC_UNIT, WARP_SIZE, arch_spec, ceil_div
 from templates.family import LaunchGeometry
-
-WARP_THREADS = 32
-# Registers are allocated per warp in units of 256 (8 per thread); a block of W warps holds
-# W * roundup(regs * 32, 256) registers of its SM's register file (CUDA occupancy calculator).
-REGISTER_ALLOCATION_UNIT = 256
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -79,10 +74,13 @@ def parse_ptxas_log(log: str, kernel_name: str | None = None) -> Resources:
 
 
 def block_registers(registers: int, threads: int) -> int:
-    """Registers a block of `threads` threads holds on its SM, allocation granularity included."""
-    warps = math.ceil(threads / WARP_THREADS)
-    per_warp = math.ceil(registers * WARP_THREADS / REGISTER_ALLOCATION_UNIT)
-    return warps * per_warp * REGISTER_ALLOCATION_UNIT
+    """Registers a block of `threads` threads holds on its SM, allocation granularity included.
+
+    A block of W warps holds W * roundup(registers * 32, 256) registers of the register file.
+    """
+    warps = ceil_div(threads, WARP_SIZE)
+    per_warp = ceil_div(registers * WARP_SIZE, REG_ALLOC_UNIT)
+    return warps * per_warp * REG_ALLOC_UNIT
 
 
 def limit_violation(

@@ -11,10 +11,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.config import configure_logging
 from core.errors import TesseraError
 from core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
+
+if TYPE_CHECKING:  # at run time main imports the job lazily, like build_parser does
+    from autotune.job import JobResult
 
 EXIT_USAGE = 2
 EXIT_NO_VALID = 3
@@ -120,10 +124,7 @@ def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     return problems
 
 
-def _print_table(result: object, problem: Problem) -> None:
-    from autotune.job import JobResult
-
-    assert isinstance(result, JobResult)
+def _print_table(result: JobResult) -> None:
     kind = result.objective_kind
     origin = "cache hit" if result.cache_hit else f"tuned in {result.wall_time_s:.1f} s"
     print(f"{result.kernel_key}  [{origin}; times are {kind}]")
@@ -135,8 +136,7 @@ def _print_table(result: object, problem: Problem) -> None:
         f"  {'rank':>4} {'block_m':>7} {'block_n':>7} {'block_k':>7} {'warps':>5} {'stages':>6}"
         f" {'time_ms':>9} {'TFLOP/s':>8} {'regs':>5} {'smem_KiB':>8}  objective"
     )
-    rows = result.leaderboard or []
-    for i, row in enumerate(rows, start=1):
+    for i, row in enumerate(result.leaderboard, start=1):
         c = row.config
         regs = "-" if row.registers is None else str(row.registers)
         smem = "-" if row.smem_bytes is None else f"{row.smem_bytes / 1024:.1f}"
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result.to_json_dict(), sort_keys=True))
         else:
-            _print_table(result, problem)
+            _print_table(result)
     return status
 
 

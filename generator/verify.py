@@ -73,9 +73,9 @@ class Verdict:
         )
 
 
-def random_inputs(problem: Problem, seed: int) -> dict[str, np.ndarray]:
+def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str, np.ndarray]:
     """Fresh standard-normal inputs in the problem's dtype (never zeros: a kernel that ignores an
-    operand cannot pass)."""
+    operand cannot pass); `seed` may be a generator to draw from."""
     rng = np.random.default_rng(seed)
     dtype = emulator.NUMPY_DTYPES[problem.dtype]
 

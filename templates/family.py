@@ -70,7 +70,3 @@ class ParamField:
 def params_structure(name: str, fields: tuple[ParamField, ...]) -> type[ctypes.Structure]:
     """The ctypes.Structure laid out exactly as the C struct rendered from the same `fields`."""
     return type(name, (ctypes.Structure,), {"_fields_": [(f.name, f.ctype) for f in fields]})
-
-
-def ceil_div(numerator: int, denominator: int) -> int:
-    return -(-numerator // denominator)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from core.types import AttentionProblem, Problem, TileConfig
+from core.types import Problem, TileConfig
 from templates.attention import space
 from templates.family import LaunchGeometry, ParamField, params_structure
 
@@ -41,7 +41,7 @@ class AttentionFamily:
     def template_context(
         self, problem: Problem, config: TileConfig, *, specialized: bool
     ) -> Mapping[str, Any]:
-        p = _attention(problem)
+        p = space.as_problem(problem)
         return {
             "kernel_name": self.kernel_name,
             "params_fields": self.params_fields,
@@ -51,11 +51,7 @@ class AttentionFamily:
             "head_dim": p.head_dim,
             "seq_q": p.seq_q,
             "seq_kv": p.seq_kv,
-            "block_m": config.block_m,
-            "block_n": config.block_n,
-            "block_k": config.block_k,
-            "num_warps": config.num_warps,
-            "num_stages": config.num_stages,
+            **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages
             "row_pad_elems": space.ROW_PAD_ELEMS,
             "smem_bytes": self.smem_bytes(problem, config),
         }
@@ -78,7 +74,7 @@ class AttentionFamily:
         self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
     ) -> ctypes.Structure:
         """Params by value; `scale` defaults to 1/sqrt(head_dim). Pointers: q, k, v, o, lse."""
-        p = _attention(problem)
+        p = space.as_problem(problem)
         missing = [n for n in POINTER_NAMES if n not in pointers]
         if missing:
             raise ValueError(f"attention make_params: missing pointers {missing}")
@@ -105,12 +101,6 @@ class AttentionFamily:
 
 def default_scale(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim)
-
-
-def _attention(problem: Problem) -> AttentionProblem:
-    if not isinstance(problem, AttentionProblem):
-        raise TypeError(f"attention_fwd needs an AttentionProblem, got {type(problem).__name__}")
-    return problem
 
 
 FAMILY = AttentionFamily()

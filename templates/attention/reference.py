@@ -7,6 +7,8 @@ import math
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+from templates.attention.family import default_scale  # the kernel's default, by definition
+
 # Keys per step: the score block [..., seq_q, block_kv] stays under this many bytes, so memory is
 # bounded whatever seq_kv is (8x16x2048x2048 never allocates its 2 GiB score matrix), while
 # small problems take few, large steps (NumPy's per-step overhead dominates tiny blocks).
@@ -49,7 +51,7 @@ def attention_reference(
     seq_q, head_dim = q.shape[-2], q.shape[-1]
     seq_kv = k.shape[-2]
     accum = np.dtype(accum_dtype)
-    softmax_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    softmax_scale = default_scale(head_dim) if scale is None else float(scale)
 
     neg_inf, zero, one = (np.asarray(x, dtype=accum) for x in (-np.inf, 0.0, 1.0))
     q_scaled = q.astype(accum) * np.asarray(softmax_scale, dtype=accum)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import InvalidConfigError
-from core.hardware import arch_spec
+from core.hardware import arch_spec, ceil_div
 from core.space import (
     Constraint,
     Param,
@@ -13,7 +12,6 @@ from core.space import (
     threads_within_arch,
 )
 from core.types import DTYPE_BYTES, AttentionProblem, Problem, TileConfig
-from templates.family import ceil_div
 
 MMA_M = 16  # query rows of one mma.m16n8k16 row tile
 MMA_K = 16  # reduction depth of one mma
@@ -26,7 +24,8 @@ MAX_HEAD_DIM = 128
 FRAGMENT_REGISTER_BUDGET = 200
 
 
-def _problem(problem: Problem) -> AttentionProblem:
+def as_problem(problem: Problem) -> AttentionProblem:
+    """`problem` as this family's AttentionProblem; TypeError for another family's."""
     if not isinstance(problem, AttentionProblem):
         raise TypeError(f"attention_fwd needs an AttentionProblem, got {type(problem).__name__}")
     return problem
@@ -39,13 +38,13 @@ def smem_row_elems(head_dim: int) -> int:
 
 def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
     """Launch grid: (query blocks, heads, batch)."""
-    p = _problem(problem)
+    p = as_problem(problem)
     return (ceil_div(p.seq_q, config.block_m), p.heads, p.batch)
 
 
 def smem_bytes(problem: Problem, config: TileConfig) -> int:
     """Dynamic shared memory of the template: one Q tile plus num_stages (K, V) tile pairs."""
-    row_bytes = smem_row_elems(_problem(problem).head_dim) * DTYPE_BYTES
+    row_bytes = smem_row_elems(as_problem(problem).head_dim) * DTYPE_BYTES
     q_tile = config.block_m * row_bytes
     kv_stage = 2 * config.block_n * row_bytes
     return q_tile + config.num_stages * kv_stage
@@ -65,7 +64,7 @@ def fragment_registers(problem: Problem, config: TileConfig) -> int:
     32, 64, 128). Counting a whole block_k chunk of K fragments rejected such configurations
     as spilling when they do not.
     """
-    d = _problem(problem).head_dim
+    d = as_problem(problem).head_dim
     m_tiles = max(1, m_tiles_per_warp(config))
     q_regs = m_tiles * (d // MMA_K) * 4
     o_regs = m_tiles * (d // MMA_N) * 4
@@ -76,14 +75,14 @@ def fragment_registers(problem: Problem, config: TileConfig) -> int:
 
 
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    d = _problem(problem).head_dim
+    d = as_problem(problem).head_dim
     if d % MMA_K or d > MAX_HEAD_DIM:
         return f"head_dim={d} must be a multiple of {MMA_K} and at most {MAX_HEAD_DIM}"
     return None
 
 
 def _block_k(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    d = _problem(problem).head_dim
+    d = as_problem(problem).head_dim
     if config.block_k % MMA_K or d % config.block_k:
         return f"block_k={config.block_k} must be a multiple of {MMA_K} that divides head_dim={d}"
     return None
@@ -143,7 +142,7 @@ def default_config(problem: Problem, arch: str) -> TileConfig:
 
     Falls back to the first valid configuration in a fixed preference order.
     """
-    d = _problem(problem).head_dim
+    d = as_problem(problem).head_dim
     spec = arch_spec(arch)
     big_smem = spec.max_smem_per_block_bytes >= 160 * 1024
     if d <= 64:
@@ -159,8 +158,4 @@ def default_config(problem: Problem, arch: str) -> TileConfig:
         TileConfig(block_m=64, block_n=32, block_k=16, num_warps=4, num_stages=1),
         TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=1),
     ]
-    for config in preferred + fallbacks:
-        if SPACE.is_valid(config, problem, arch):
-            return config
-    reasons = SPACE.violations(fallbacks[-1], problem, arch)
-    raise InvalidConfigError(f"no valid attention_fwd tile for {problem} on {arch}: {reasons}")
+    return SPACE.first_valid(preferred + fallbacks, problem, arch)

@@ -6,7 +6,7 @@ import ctypes
 from collections.abc import Mapping
 from typing import Any
 
-from core.types import GemmProblem, Problem, TileConfig
+from core.types import Problem, TileConfig
 from templates.family import LaunchGeometry, ParamField, params_structure
 from templates.gemm import space
 
@@ -35,7 +35,7 @@ class GemmFamily:
     def template_context(
         self, problem: Problem, config: TileConfig, *, specialized: bool
     ) -> Mapping[str, Any]:
-        p = _gemm(problem)
+        p = space.as_problem(problem)
         layout = space.warp_layout(config)
         if layout is None:
             raise ValueError(f"gemm config {config}: no warp layout tiles the block")
@@ -47,11 +47,7 @@ class GemmFamily:
             "m": p.m,
             "n": p.n,
             "k": p.k,
-            "block_m": config.block_m,
-            "block_n": config.block_n,
-            "block_k": config.block_k,
-            "num_warps": config.num_warps,
-            "num_stages": config.num_stages,
+            **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages
             "warps_m": layout[0],
             "warps_n": layout[1],
             "row_pad_elems": space.ROW_PAD_ELEMS,
@@ -76,19 +72,13 @@ class GemmFamily:
         self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
     ) -> ctypes.Structure:
         """Params by value. Pointers: a, b, c. `scale` is not used by gemm and must be None."""
-        p = _gemm(problem)
+        p = space.as_problem(problem)
         if scale is not None:
             raise ValueError("gemm make_params: scale applies to attention only")
         missing = [n for n in POINTER_NAMES if n not in pointers]
         if missing:
             raise ValueError(f"gemm make_params: missing pointers {missing}")
         return self.params_type(**{n: pointers[n] for n in POINTER_NAMES}, m=p.m, n=p.n, k=p.k)
-
-
-def _gemm(problem: Problem) -> GemmProblem:
-    if not isinstance(problem, GemmProblem):
-        raise TypeError(f"gemm needs a GemmProblem, got {type(problem).__name__}")
-    return problem
 
 
 FAMILY = GemmFamily()

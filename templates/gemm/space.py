@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import InvalidConfigError
+from core.hardware import ceil_div
 from core.space import (
     Constraint,
     Param,
@@ -12,7 +12,6 @@ from core.space import (
     threads_within_arch,
 )
 from core.types import DTYPE_BYTES, GemmProblem, Problem, TileConfig
-from templates.family import ceil_div
 
 MMA_M = 16  # rows of one mma.m16n8k16 tile
 MMA_N = 8  # columns of one mma accumulator tile
@@ -24,7 +23,8 @@ ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hi
 FRAGMENT_REGISTER_BUDGET = 200
 
 
-def _problem(problem: Problem) -> GemmProblem:
+def as_problem(problem: Problem) -> GemmProblem:
+    """`problem` as this family's GemmProblem; TypeError for another family's."""
     if not isinstance(problem, GemmProblem):
         raise TypeError(f"gemm needs a GemmProblem, got {type(problem).__name__}")
     return problem
@@ -58,13 +58,13 @@ def smem_row_elems(cols: int) -> int:
 
 def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
     """Launch grid: (column blocks, row blocks, 1)."""
-    p = _problem(problem)
+    p = as_problem(problem)
     return (ceil_div(p.n, config.block_n), ceil_div(p.m, config.block_m), 1)
 
 
 def smem_bytes(problem: Problem, config: TileConfig) -> int:
     """Dynamic shared memory: num_stages x (A tile block_m x block_k + B tile block_k x block_n)."""
-    _problem(problem)
+    as_problem(problem)
     a_tile = config.block_m * smem_row_elems(config.block_k)
     b_tile = config.block_k * smem_row_elems(config.block_n)
     return config.num_stages * (a_tile + b_tile) * DTYPE_BYTES
@@ -126,7 +126,7 @@ SPACE = Space(
 
 def default_config(problem: Problem, arch: str) -> TileConfig:
     """A CUTLASS-like 128x128x32, 4 warps of 64x64, 3 stages; 64x64 tiles for thin problems."""
-    p = _problem(problem)
+    p = as_problem(problem)
     preferred = []
     if p.m > 64 and p.n > 64:
         preferred.append(
@@ -136,8 +136,4 @@ def default_config(problem: Problem, arch: str) -> TileConfig:
         TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3),
         TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2),
     ]
-    for config in preferred:
-        if SPACE.is_valid(config, problem, arch):
-            return config
-    reasons = SPACE.violations(preferred[-1], problem, arch)
-    raise InvalidConfigError(f"no valid gemm tile for {problem} on {arch}: {reasons}")
+    return SPACE.first_valid(preferred, problem, arch)

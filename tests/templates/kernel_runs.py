@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
 
-from core.types import AttentionProblem, GemmProblem, TileConfig
+from core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 from generator.host_build import array_pointer, build_host_library
 from generator.render import render
 from templates.registry import get_family
@@ -40,23 +40,10 @@ def run_attention_emulated(
     scale: float | None = None,
 ) -> tuple[NDArray, NDArray]:
     """Render, host-build and launch the attention kernel; O and LSE start poisoned with NaN."""
-    family = get_family("attention")
-    rendered = render(family, problem, config, specialized=specialized)
-    kernel = build_host_library(rendered.source).kernel(rendered.kernel_name)
     o = np.full(q.shape, np.nan, dtype=q.dtype)
     lse = np.full(q.shape[:-1], np.nan, dtype=np.float32)
     arrays = {"q": q, "k": k, "v": v, "o": o, "lse": lse}
-    params = family.make_params(
-        problem, pointers={name: array_pointer(a) for name, a in arrays.items()}, scale=scale
-    )
-    geometry = family.launch_geometry(problem, config)
-    kernel.launch(
-        params,
-        grid=geometry.grid,
-        block=geometry.block,
-        smem_bytes=geometry.smem_bytes,
-        regions=_regions(arrays.values()),
-    )
+    _launch(problem, config, arrays, specialized=specialized, scale=scale)
     return o, lse
 
 
@@ -67,21 +54,34 @@ def run_gemm_emulated(
 
     `a` and `b` may be views at any element offset (misaligned bases take the scalar path).
     """
-    family = get_family("gemm")
+    c = np.full((problem.m, problem.n), np.nan, dtype=a.dtype)
+    _launch(problem, config, {"a": a, "b": b, "c": c}, specialized=specialized)
+    return c
+
+
+def _launch(
+    problem: Problem,
+    config: TileConfig,
+    arrays: dict[str, NDArray],
+    *,
+    specialized: bool,
+    scale: float | None = None,
+) -> None:
+    """Launch the family's kernel on the arrays themselves (not on guarded copies, as
+    generator.emulator does: these may be views at any offset)."""
+    family = get_family(problem.family)
     rendered = render(family, problem, config, specialized=specialized)
     kernel = build_host_library(rendered.source).kernel(rendered.kernel_name)
-    c = np.full((problem.m, problem.n), np.nan, dtype=a.dtype)
-    pointers = {"a": array_pointer(a), "b": array_pointer(b), "c": array_pointer(c)}
-    params = family.make_params(problem, pointers=pointers)
+    pointers = {name: array_pointer(array) for name, array in arrays.items()}
+    params = family.make_params(problem, pointers=pointers, scale=scale)
     geometry = family.launch_geometry(problem, config)
     kernel.launch(
         params,
         grid=geometry.grid,
         block=geometry.block,
         smem_bytes=geometry.smem_bytes,
-        regions=_regions((a, b, c)),
+        regions=_regions(arrays.values()),
     )
-    return c
 
 
 def _regions(arrays: Iterable[NDArray]) -> list[tuple[int, int]]:
