@@ -35,6 +35,7 @@ from typing import Protocol
 from autotune.occupancy import Occupancy, occupancy
 from core.hardware import arch_spec, ceil_div
 from core.types import DTYPE_BYTES, AttentionProblem, GemmProblem, Problem, TileConfig
+from templates.gemm.space import warp_layout
 
 # Best fraction of the dense tensor peak an mma.sync kernel reaches (hardware.md: "mma.sync
 # alone reaches roughly two thirds of the H100 peak"; FlashAttention-2 on A100: 73% of peak).
@@ -156,10 +157,14 @@ def _gemm_work(problem: GemmProblem, config: TileConfig) -> _Work:
     a_reads = problem.m * problem.k * DTYPE_BYTES * n_tiles  # A re-read per N-tile column
     b_reads = problem.k * problem.n * DTYPE_BYTES * m_tiles  # B re-read per M-tile row
     unique = (problem.m * problem.k + problem.k * problem.n) * DTYPE_BYTES
-    # Warps tile the block as a near-square grid (2x2 for 4 warps, 2x4 for 8); each A row
-    # slice is read by the warps_n warps of its row, each B column slice by warps_m warps.
-    warps_m = 2 ** (int(math.log2(config.num_warps)) // 2)
-    warps_n = config.num_warps // warps_m
+    # The template's own warp grid (templates.gemm.space.warp_layout); each A row slice is
+    # read by the warps_n warps of its row, each B column slice by warps_m warps. A config the
+    # template cannot tile is modelled as the near-square grid it would need.
+    layout = warp_layout(config)
+    if layout is None:
+        near_square_m = 2 ** (int(math.log2(config.num_warps)) // 2)
+        layout = (near_square_m, config.num_warps // near_square_m)
+    warps_m, warps_n = layout
     k_steps = k_padded // bk
     step_smem = (warps_n * bm + warps_m * bn + bm + bn) * bk * DTYPE_BYTES
     return _Work(

@@ -129,3 +129,17 @@ def test_more_main_loop_iterations_for_the_same_work_cost_more():
     gemm = GemmProblem(4096, 4096, 4096)
     k_times = [model(gemm, TileConfig(128, 128, bk, 4, 2)).time_ms for bk in (64, 32, 16)]
     assert k_times == sorted(k_times) and k_times[0] < k_times[-1]
+
+
+def test_gemm_shared_memory_traffic_follows_the_templates_warp_grid():
+    from autotune.cost_model import _gemm_work
+    from templates.gemm.space import warp_layout
+
+    # 8 warps on a tall 128x32 block: the template arranges them 4x2, not the 2x4 a
+    # near-square guess would give; the ldmatrix traffic depends on which.
+    problem, config = GemmProblem(512, 512, 512), TileConfig(128, 32, 32, 8, 2)
+    warps_m, warps_n = warp_layout(config)
+    assert (warps_m, warps_n) == (4, 2)
+    per_step = (warps_n * 128 + warps_m * 32 + 128 + 32) * 32 * 2
+    tiles = (512 // 128) * (512 // 32) * (512 // 32)
+    assert _gemm_work(problem, config).smem_bytes == tiles * per_step
