@@ -12,6 +12,7 @@ from typing import Any
 from cache.bundle import export_bundle, import_bundle
 from cache.inventory import EntryInfo
 from cache.store import KernelCache
+from core.cli import int_at_least
 from core.config import configure_logging
 from core.errors import TesseraError
 from core.types import TileConfig
@@ -119,17 +120,6 @@ def _cmd_import(cache: KernelCache, args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    """An integer >= 0 (a negative limit would evict every entry)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: expected an integer >= 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cache", description=__doc__)
     parser.add_argument(
@@ -147,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("key")
     sub.add_parser("verify", help="check every entry; quarantine bad ones (exit 1 if any)")
     prune = sub.add_parser("prune", help="evict least recently used entries down to a limit")
-    prune.add_argument("--max-bytes", type=_count, default=None, help="byte limit (>= 0)")
-    prune.add_argument("--max-entries", type=_count, default=None, help="entry limit (>= 0)")
+    prune.add_argument("--max-bytes", type=int_at_least(0), default=None, help="byte limit (>= 0)")
+    prune.add_argument(
+        "--max-entries", type=int_at_least(0), default=None, help="entry limit (>= 0)"
+    )
     sub.add_parser("clear", help="remove every entry of the writable cache")
     export = sub.add_parser("export", help="write entries to a .tar.gz bundle")
     export.add_argument("out")

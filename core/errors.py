@@ -6,6 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+def _bullets(lines: Sequence[str]) -> str:
+    return "".join(f"\n  - {line}" for line in lines)
+
+
 class TesseraError(Exception):
     """Base class of every error this project raises on purpose."""
 
@@ -81,7 +85,7 @@ class CacheMissError(TesseraError, KeyError):
         self.kernel_key = kernel_key
         self.searched = list(searched)
         self.reasons = list(reasons)
-        detail = "".join(f"\n  - {r}" for r in self.reasons)
+        detail = _bullets(self.reasons)
         super().__init__(
             f"no cached kernel for {kernel_key!r}; searched: {', '.join(self.searched) or '(none)'}"
             f"{detail}\n  run `python -m generator.tune` for this problem to build it"
@@ -121,7 +125,7 @@ class BundleError(TesseraError):
     def __init__(self, bundle: str, problems: Sequence[str]) -> None:
         self.bundle = bundle
         self.problems = list(problems)
-        detail = "".join(f"\n  - {p}" for p in self.problems)
+        detail = _bullets(self.problems)
         super().__init__(
             f"bundle {bundle} refused, nothing was imported:{detail}\n"
             "  re-export it with `python -m cache export` from a trusted cache"
@@ -134,7 +138,7 @@ class NoValidConfigError(TesseraError):
     def __init__(self, problem: str, reasons: Sequence[str]) -> None:
         self.problem = problem
         self.reasons = list(reasons)
-        detail = "".join(f"\n  - {r}" for r in self.reasons)
+        detail = _bullets(self.reasons)
         super().__init__(
             f"no valid tile configuration for {problem}; every candidate failed:{detail}\n"
             "  widen the family's space, give more --trials, or check the compiler log above"

@@ -19,27 +19,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune.hotspots import report
+from core.cli import int_at_least
 from runtime import Runtime, RuntimeConfig
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=_positive, default=100)
-    parser.add_argument("--every", type=_positive, default=10, help="print stats every N calls")
+    parser.add_argument("--calls", type=int_at_least(1), default=100)
+    parser.add_argument(
+        "--every", type=int_at_least(1), default=10, help="print stats every N calls"
+    )
     parser.add_argument("--device", default="emulator", choices=("emulator", "cpu", "cuda", "auto"))
     parser.add_argument("--shape", default="1x4x128x64", help="BxHxSxD of q, k and v")
     parser.add_argument(
-        "--trials", type=_positive, default=4, help="tuning trials of the tier-3 job"
+        "--trials", type=int_at_least(1), default=4, help="tuning trials of the tier-3 job"
     )
     parser.add_argument(
         "--cache-dir",

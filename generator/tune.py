@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.cli import int_at_least
 from core.config import configure_logging
 from core.errors import TesseraError
 from core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
@@ -34,16 +35,6 @@ Without a CUDA GPU of the target arch every time is an analytical estimate label
 with one, it is a measured median labelled `measured`. Running the same command again is a
 cache hit: the stored result is printed without compiling or searching (--retune forces a search).
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -78,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TRACE.jsonl",
         help="tune the hottest signatures of a runtime trace instead of one --shape",
     )
-    parser.add_argument("--top", type=_positive_int, default=1, help="with --from-trace: how many")
+    parser.add_argument(
+        "--top", type=int_at_least(1), default=1, help="with --from-trace: how many"
+    )
     parser.add_argument("--op", choices=OPS, default="attention", help="kernel family")
     parser.add_argument("--dtype", choices=DTYPES, default="fp16", help="input dtype")
     parser.add_argument("--causal", action="store_true", help="causal mask (attention)")
@@ -89,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--trials",
-        type=_positive_int,
+        type=int_at_least(1),
         default=DEFAULT_TRIALS,
         help=f"configurations to compile and evaluate (default {DEFAULT_TRIALS})",
     )
@@ -97,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive_float, metavar="S", help="stop searching after S seconds"
     )
     parser.add_argument(
-        "--jobs", type=_positive_int, help="parallel compiles (default: all cores, TESSERA_JOBS)"
+        "--jobs", type=int_at_least(1), help="parallel compiles (default: all cores, TESSERA_JOBS)"
     )
     parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     parser.add_argument(
