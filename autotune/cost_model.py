@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from autotune.occupancy import Occupancy, occupancy
-from core.hardware import arch_spec, ceil_div
-from core.types import DTYPE_BYTES, AttentionProblem, GemmProblem, Problem, TileConfig
 from templates.gemm.space import warp_layout
+from tessera_core.hardware import arch_spec, ceil_div
+from tessera_core.types import DTYPE_BYTES, AttentionProblem, GemmProblem, Problem, TileConfig
 
 # Best fraction of the dense tensor peak an mma.sync kernel reaches (hardware.md: "mma.sync
 # alone reaches roughly two thirds of the H100 peak"; FlashAttention-2 on A100: 73% of peak).

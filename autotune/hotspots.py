@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import configure_logging
-from core.types import AttentionProblem, GemmProblem, Problem, stable_json
+from tessera_core.config import configure_logging
+from tessera_core.types import AttentionProblem, GemmProblem, Problem, stable_json
 
 log = logging.getLogger("tessera.autotune.hotspots")
 

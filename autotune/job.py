@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cache.store import KernelCache
-from core.types import Problem, TileConfig
+from tessera_core.types import Problem, TileConfig
 
 DEFAULT_TRIALS = 48
 LEADERBOARD_SIZE = 5

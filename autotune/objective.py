@@ -10,9 +10,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from autotune.cost_model import estimate
-from core.errors import IncorrectResultError, NoDeviceError
-from core.hardware import ceil_div
-from core.types import AttentionProblem, Problem, TileConfig
+from tessera_core.errors import IncorrectResultError, NoDeviceError
+from tessera_core.hardware import ceil_div
+from tessera_core.types import AttentionProblem, Problem, TileConfig
 
 ObjectiveKind = Literal["model", "measured"]
 WARMUP_RUNS = 3
@@ -29,7 +29,7 @@ class Evaluation:
 
 
 class Objective(Protocol):
-    """Evaluates a compiled candidate; expected failures raise core.errors exceptions."""
+    """Evaluates a compiled candidate; expected failures raise tessera_core.errors exceptions."""
 
     kind: ObjectiveKind
 
@@ -170,7 +170,7 @@ class MeasuredObjective:
         self._buffers, self._problem = [], None
 
     def _check(self, problem: Problem, config: TileConfig, kernel: Any, geometry: Any) -> None:
-        from core.errors import LaunchError
+        from tessera_core.errors import LaunchError
 
         family = self._family or _family(problem)
         buffers = self._buffers[0]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import OutOfResourcesError
-from core.hardware import KIB, REG_ALLOC_UNIT, WARP_SIZE, ArchSpec, ceil_div
+from tessera_core.errors import OutOfResourcesError
+from tessera_core.hardware import KIB, REG_ALLOC_UNIT, WARP_SIZE, ArchSpec, ceil_div
 
 REG_SUBPARTITIONS = 4  # the register file is split over the SM's four schedulers
 SMEM_ALLOC_UNIT_BYTES = 128

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from autotune.strategy import Searcher, SearchSpace, StrategySettings, Values
-from core.config import TUNING_SPACES_DIR, configure_logging
+from tessera_core.config import TUNING_SPACES_DIR, configure_logging
 
 _REPO = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ from tqdm import tqdm
 from autotune.job import DEFAULT_TRIALS  # the one default of the job, the CLI and tune()
 from autotune.objective import Objective, ObjectiveKind, choose_objective
 from autotune.strategy import Candidate, Searcher, SearchSpace, StrategySettings
-from core.config import default_jobs
-from core.errors import (
+from tessera_core.config import default_jobs
+from tessera_core.errors import (
     CompileError,
     IncorrectResultError,
     InvalidConfigError,
@@ -23,8 +23,8 @@ from core.errors import (
     NoValidConfigError,
     OutOfResourcesError,
 )
-from core.space import Space
-from core.types import Problem, TileConfig
+from tessera_core.space import Space
+from tessera_core.types import Problem, TileConfig
 
 Status = Literal[
     "ok", "invalid", "compile_error", "spill", "out_of_resources", "incorrect", "launch_error"
@@ -182,7 +182,7 @@ def tune(
         trials: evaluations to spend (compiled candidates); invalid proposals and repeats
             are never spent.
         timeout_s: stop starting new batches after this many seconds.
-        jobs: candidates compiled in parallel per batch (default: core.config.default_jobs()).
+        jobs: candidates compiled in parallel per batch (default: `default_jobs()`).
         objective: default `choose_objective(arch)`: measured on a GPU of `arch`, else model.
         compile_fn: `(problem, configs, *, arch, jobs) -> [CompiledKernel | CompileError]`;
             default renders with the family's template and calls generator.compile.compile_many.

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from core.types import AttentionProblem, GemmProblem
 from generator.compile import CompiledKernel, compile_kernel, compile_many
 from generator.compile_cache import CompileCache
 from generator.render import render
 from templates.registry import get_family
+from tessera_core.types import AttentionProblem, GemmProblem
 
 ARCH = "sm_90"
 BATCH = 4  # candidates per compile_many round: two per core on the 2-core reference machine

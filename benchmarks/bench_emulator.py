@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.types import AttentionProblem, GemmProblem, Problem
 from generator import emulator, host_build, verify
 from generator.render import RenderedKernel, render
 from templates.registry import get_family
+from tessera_core.types import AttentionProblem, GemmProblem, Problem
 
 ARCH = "sm_90"
 ATTENTION = AttentionProblem(1, 2, 128, 128, 64)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core.types import AttentionProblem, GemmProblem, Problem
+from tessera_core.types import AttentionProblem, GemmProblem, Problem
 
 CASES: list[Problem] = [
     AttentionProblem(8, 16, 2048, 2048, 64),

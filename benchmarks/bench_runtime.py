@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"
 from runtime_fakes import FakeBackends
 
 from cache.store import KernelCache
-from core.types import AttentionProblem, TileConfig
 from generator.render import template_hash
 from runtime import Runtime, RuntimeConfig, load_specialized
 from runtime.tiers import Tier
 from templates.registry import get_family
+from tessera_core.types import AttentionProblem, TileConfig
 
 
 class _NoOpKernel:

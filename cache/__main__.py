@@ -12,10 +12,10 @@ from typing import Any
 from cache.bundle import export_bundle, import_bundle
 from cache.inventory import EntryInfo
 from cache.store import KernelCache
-from core.cli import int_at_least
-from core.config import configure_logging
-from core.errors import TesseraError
-from core.types import TileConfig
+from tessera_core.cli import int_at_least
+from tessera_core.config import configure_logging
+from tessera_core.errors import TesseraError
+from tessera_core.types import TileConfig
 
 
 def _when(epoch_s: Any) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from cache.entry import sha256_hex, verify_entry
 from cache.layout import ENTRY_SUFFIX, FORMAT_VERSION, check_key
 from cache.store import KernelCache
-from core.errors import BundleError, CacheCorruptError, InvalidCacheKeyError
+from tessera_core.errors import BundleError, CacheCorruptError, InvalidCacheKeyError
 
 BUNDLE_FORMAT = "tessera-kernel-bundle"
 BUNDLE_VERSION = 1

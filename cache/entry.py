@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cache.layout import FORMAT_VERSION
-from core.errors import CacheCorruptError
-from core.types import stable_json
+from tessera_core.errors import CacheCorruptError
+from tessera_core.types import stable_json
 
 MAGIC = b"TESSERA-KERNEL-ENTRY"
 MAX_HEADER_BYTES = 256

@@ -11,7 +11,7 @@ from cache import eviction
 from cache.entry import read_entry_file, read_metadata, verify_entry
 from cache.layout import Layout
 from cache.publish import quarantine
-from core.errors import CacheCorruptError
+from tessera_core.errors import CacheCorruptError
 
 
 @dataclass(frozen=True, kw_only=True)

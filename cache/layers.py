@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import config
+from tessera_core import config
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import InvalidCacheKeyError
+from tessera_core.errors import InvalidCacheKeyError
 
 FORMAT_VERSION = 1
 ENTRY_SUFFIX = ".kernel"

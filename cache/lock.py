@@ -16,7 +16,7 @@ from pathlib import Path
 
 import filelock
 
-from core.errors import CacheLockError
+from tessera_core.errors import CacheLockError
 
 INDEX_LOCK_TIMEOUT_S = 60.0
 

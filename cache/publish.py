@@ -17,8 +17,8 @@ from typing import TypeVar
 
 from cache.layout import Layout
 from cache.lock import hold
-from core import config
-from core.errors import TesseraError
+from tessera_core import config
+from tessera_core.errors import TesseraError
 
 log = logging.getLogger("tessera.cache")
 T = TypeVar("T")

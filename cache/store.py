@@ -36,8 +36,8 @@ from cache.layers import search_path
 from cache.layout import Layout, check_key
 from cache.lock import hold, try_hold
 from cache.publish import publish, quarantine
-from core import config
-from core.errors import CacheCorruptError, CacheMissError, TesseraError
+from tessera_core import config
+from tessera_core.errors import CacheCorruptError, CacheMissError, TesseraError
 
 log = logging.getLogger("tessera.cache")
 

@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune.hotspots import report
-from core.cli import int_at_least
 from runtime import Runtime, RuntimeConfig
+from tessera_core.cli import int_at_least
 
 
 def main(argv: list[str] | None = None) -> int:

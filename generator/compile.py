@@ -17,12 +17,12 @@ from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, Th
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from core.config import default_jobs
-from core.errors import CompileError
-from core.hardware import arch_spec
 from generator import toolchain
 from generator.compile_cache import CompileCache, CompileRecord, compile_key
 from generator.resources import Resources, parse_ptxas_log
+from tessera_core.config import default_jobs
+from tessera_core.errors import CompileError
+from tessera_core.hardware import arch_spec
 
 CXX_STANDARD = "c++17"
 # -v makes ptxas report registers, shared memory, stack and spills into the program log.

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import default_compile_cache_dir
-from core.types import stable_json
+from tessera_core.config import default_compile_cache_dir
+from tessera_core.types import stable_json
 
 # Bump when the entry layout or the meaning of a key ingredient changes; old entries then miss.
 CACHE_FORMAT_VERSION = 1

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import CudaError, LaunchError, NoDeviceError
 from generator.toolchain import check
 from templates.family import LaunchGeometry
+from tessera_core.errors import CudaError, LaunchError, NoDeviceError
 
 DEFAULT_WARMUP = 3
 MIN_REPETITIONS = 10

@@ -11,12 +11,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from core.errors import EmulatorError, InvalidConfigError
-from core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 from generator import toolchain
 from generator.host_build import SCHEDULES, Schedule, build_host_library
 from generator.render import RenderedKernel, check_config, render
 from templates.registry import get_family
+from tessera_core.errors import EmulatorError, InvalidConfigError
+from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 
 NUMPY_DTYPES: dict[DType, Any] = {
     "fp16": np.dtype(np.float16),

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config
-from core.errors import CompileError, EmulatorError, LaunchError
+from tessera_core import config
+from tessera_core.errors import CompileError, EmulatorError, LaunchError
 
 INCLUDE_DIR = Path(__file__).resolve().parent.parent / "templates" / "include"
 HOST_HEADER_DIR = INCLUDE_DIR / "tessera"

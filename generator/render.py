@@ -10,10 +10,10 @@ from pathlib import Path
 
 import jinja2
 
-from core.errors import InvalidConfigError
-from core.hardware import ARCHS
-from core.types import Problem, TileConfig
 from templates.family import Family
+from tessera_core.errors import InvalidConfigError
+from tessera_core.hardware import ARCHS
+from tessera_core.types import Problem, TileConfig
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.MULTILINE)

@@ -7,9 +7,9 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.errors import OutOfResourcesError
-from core.hardware import REG_ALLOC_UNIT, WARP_SIZE, arch_spec, ceil_div
 from templates.family import LaunchGeometry
+from tessera_core.errors import OutOfResourcesError
+from tessera_core.hardware import REG_ALLOC_UNIT, WARP_SIZE, arch_spec, ceil_div
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")

@@ -8,9 +8,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from core.config import child_environment
-from core.errors import CudaError
 from generator import toolchain
+from tessera_core.config import child_environment
+from tessera_core.errors import CudaError
 
 CUOBJDUMP_TIMEOUT_S = 120
 # A SASS line: "/*0080*/  @!P0 HMMA.16816.F32 R4, R8, R12, R4 ;" -> opcode "HMMA.16816.F32".

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core import config
-from core.errors import CudaError
-from core.hardware import ARCHS, DEFAULT_ARCH
+from tessera_core import config
+from tessera_core.errors import CudaError
+from tessera_core.hardware import ARCHS, DEFAULT_ARCH
 
 # Headers NVRTC reads from the CUDA runtime include directory; their contents go into the
 # compile-cache key so a different toolkit's fp16/bf16 headers never reuse a stale binary.

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.cli import int_at_least
-from core.config import configure_logging
-from core.errors import TesseraError
-from core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
+from tessera_core.cli import int_at_least
+from tessera_core.config import configure_logging
+from tessera_core.errors import TesseraError
+from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
 
 if TYPE_CHECKING:  # at run time main imports the job lazily, like build_parser does
     from autotune.job import JobResult
@@ -49,7 +49,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     from autotune.job import DEFAULT_TRIALS
-    from core.hardware import ARCHS
+    from tessera_core.hardware import ARCHS
 
     parser = argparse.ArgumentParser(
         prog="python -m generator.tune",
@@ -144,7 +144,7 @@ def _print_table(result: JobResult) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     from autotune.job import TuneRequest, run
-    from core.errors import NoValidConfigError
+    from tessera_core.errors import NoValidConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)

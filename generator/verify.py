@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core import config as knobs
-from core.config import configure_logging
-from core.errors import CompileError, EmulatorError, InvalidConfigError, TesseraError
-from core.types import DTYPES, OPS, AttentionProblem, Problem, TileConfig, parse_shape
 from generator import emulator, toolchain
 from templates.registry import get_family
+from tessera_core import config as knobs
+from tessera_core.config import configure_logging
+from tessera_core.errors import CompileError, EmulatorError, InvalidConfigError, TesseraError
+from tessera_core.types import DTYPES, OPS, AttentionProblem, Problem, TileConfig, parse_shape
 
 UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8}
 REL_TOL_ULPS = 4.0

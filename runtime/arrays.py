@@ -8,7 +8,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from core.types import DType
+from tessera_core.types import DType
 
 _DTYPES: tuple[tuple[DType, np.dtype], ...] = (
     ("fp16", np.dtype(np.float16)),

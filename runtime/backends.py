@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.config import ARCH
-from core.errors import CacheMissError, NoDeviceError
-from core.hardware import DEFAULT_ARCH
-from core.types import Problem, TileConfig
 from runtime.config import RuntimeConfig
 from runtime.specialized import SpecializedKernel, load_specialized
 from runtime.tiers import Backends, Kernel, Tier
+from tessera_core.config import ARCH
+from tessera_core.errors import CacheMissError, NoDeviceError
+from tessera_core.hardware import DEFAULT_ARCH
+from tessera_core.types import Problem, TileConfig
 
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel

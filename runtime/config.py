@@ -22,7 +22,7 @@ class RuntimeConfig:
     """
 
     device: Device = "auto"
-    arch: str | None = None  # target arch; None: the GPU's, else core.config ARCH / sm_90
+    arch: str | None = None  # target arch; None: the GPU's, else tessera_core.config ARCH / sm_90
 
     tier1_fallback: bool = True  # run tier 1 when a compiled tier fails (else re-raise)
     tier2: bool = True  # compile and run the generic kernel of the problem class

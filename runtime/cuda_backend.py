@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 from runtime.arrays import NUMPY_DTYPES, device_array
 from runtime.backends import ReferenceKernel, cached_specialized, compile_for_arch, tune_into_cache
 from runtime.config import RuntimeConfig
 from runtime.tiers import Kernel, Tier
+from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 
 _LSE_DTYPE = np.dtype(np.float32)
 

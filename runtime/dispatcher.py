@@ -8,14 +8,14 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from core.errors import TesseraError
-from core.types import Problem, TileConfig
 from runtime.config import RuntimeConfig
 from runtime.signature import Signature, SignatureKey
 from runtime.stats import RuntimeStats, TierTimes
 from runtime.tiers import Backends, Kernel, Tier
 from runtime.trace import Tracer
 from runtime.tuning_queue import TuningQueue
+from tessera_core.errors import TesseraError
+from tessera_core.types import Problem, TileConfig
 
 log = logging.getLogger("tessera.runtime")
 

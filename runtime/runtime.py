@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 
 from autotune.hotspots import Hotspot, TraceRecord, rank
-from core.types import TileConfig
 from runtime.config import Device, RuntimeConfig
 from runtime.dispatcher import Dispatcher
 from runtime.signature import Signature, SignatureKey
 from runtime.stats import RuntimeStats
 from runtime.tiers import Backends
 from runtime.validate import attention_key, gemm_key, tile_config
+from tessera_core.types import TileConfig
 
 
 class Runtime:

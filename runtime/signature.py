@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.types import AttentionProblem, DType, GemmProblem, Problem
+from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem
 
 # The hashable tuple the dispatcher keys its per-signature state by; building a tuple is
 # several times cheaper than building (and hashing) a dataclass on every call.

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import CacheMissError
-from core.types import Problem, TileConfig, problem_from_dict
+from tessera_core.errors import CacheMissError
+from tessera_core.types import Problem, TileConfig, problem_from_dict
 
 if TYPE_CHECKING:
     from cache.store import KernelCache

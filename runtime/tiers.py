@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol
 
-from core.types import Problem, TileConfig
+from tessera_core.types import Problem, TileConfig
 
 
 class Tier(enum.IntEnum):

@@ -12,8 +12,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from autotune.hotspots import TraceRecord
-from core.types import TileConfig
 from runtime.signature import Signature
+from tessera_core.types import TileConfig
 
 log = logging.getLogger("tessera.runtime.trace")
 

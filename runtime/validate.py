@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InvalidConfigError
-from core.types import Problem, TileConfig
 from runtime.arrays import DTYPE_NAMES, device_array, dtype_name, is_device_array
 from runtime.signature import SignatureKey
 from templates.attention.space import MAX_HEAD_DIM, MMA_K
+from tessera_core.errors import InvalidConfigError
+from tessera_core.types import Problem, TileConfig
 
 # head_dim is a compile-time tile dimension of the attention template: a multiple of the mma's
 # reduction depth, up to the template's maximum (templates.attention.space's head_dim rule).

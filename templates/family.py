@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from core.space import Space
-from core.types import Problem, TileConfig
+from tessera_core.space import Space
+from tessera_core.types import Problem, TileConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # runtime -> autotune -> generator -> templates -> cache, all over the shared core.
 ORDER = ("runtime", "autotune", "generator", "templates", "cache")
-SHARED = "core"
+SHARED = "tessera_core"
 # Command-line entry points at the top of the stack (composition roots), named in ARCHITECTURE.md.
 COMPOSITION_ROOTS = {"generator/tune.py"}
 

@@ -7,9 +7,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from core.types import Problem, TileConfig
 from templates.attention import space
 from templates.family import LaunchGeometry, ParamField, params_structure
+from tessera_core.types import Problem, TileConfig
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="q", c_type="const elem_t*", ctype=ctypes.c_void_p),

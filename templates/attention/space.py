@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.hardware import arch_spec, ceil_div
-from core.space import (
+from tessera_core.hardware import arch_spec, ceil_div
+from tessera_core.space import (
     Constraint,
     Param,
     Space,
@@ -11,7 +11,7 @@ from core.space import (
     smem_within_arch,
     threads_within_arch,
 )
-from core.types import DTYPE_BYTES, AttentionProblem, Problem, TileConfig
+from tessera_core.types import DTYPE_BYTES, AttentionProblem, Problem, TileConfig
 
 MMA_M = 16  # query rows of one mma.m16n8k16 row tile
 MMA_K = 16  # reduction depth of one mma

@@ -6,9 +6,9 @@ import ctypes
 from collections.abc import Mapping
 from typing import Any
 
-from core.types import Problem, TileConfig
 from templates.family import LaunchGeometry, ParamField, params_structure
 from templates.gemm import space
+from tessera_core.types import Problem, TileConfig
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="a", c_type="const elem_t*", ctype=ctypes.c_void_p),

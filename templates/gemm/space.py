@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.hardware import ceil_div
-from core.space import (
+from tessera_core.hardware import ceil_div
+from tessera_core.space import (
     Constraint,
     Param,
     Space,
@@ -11,7 +11,7 @@ from core.space import (
     smem_within_arch,
     threads_within_arch,
 )
-from core.types import DTYPE_BYTES, GemmProblem, Problem, TileConfig
+from tessera_core.types import DTYPE_BYTES, GemmProblem, Problem, TileConfig
 
 MMA_M = 16  # rows of one mma.m16n8k16 tile
 MMA_N = 8  # columns of one mma accumulator tile

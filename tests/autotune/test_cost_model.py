@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from autotune.cost_model import estimate
-from core.errors import OutOfResourcesError
-from core.types import AttentionProblem, GemmProblem, TileConfig
+from tessera_core.errors import OutOfResourcesError
+from tessera_core.types import AttentionProblem, GemmProblem, TileConfig
 
 H100 = "sm_90"
 PROBLEM = AttentionProblem(batch=8, heads=16, seq_q=2048, seq_kv=2048, head_dim=64)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autotune.hotspots import TraceRecord, load_trace, patterns, propose_tasks, rank
-from core.types import AttentionProblem, GemmProblem
+from tessera_core.types import AttentionProblem, GemmProblem
 
 ROOT = Path(__file__).resolve().parents[2]
 

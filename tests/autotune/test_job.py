@@ -10,8 +10,8 @@ import pytest
 import autotune.search
 from autotune.job import TuneRequest, run
 from autotune.search import TrialRecord, TuneResult
-from core.types import AttentionProblem, TileConfig
 from templates.registry import get_family
+from tessera_core.types import AttentionProblem, TileConfig
 
 PROBLEM = AttentionProblem(1, 1, 64, 64, 64)
 ARCH = "sm_80"

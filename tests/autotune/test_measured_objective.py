@@ -9,8 +9,8 @@ import pytest
 
 from autotune import objective as objective_module
 from autotune.objective import TIMED_RUNS, MeasuredObjective
-from core.errors import IncorrectResultError, LaunchError
-from core.types import AttentionProblem, GemmProblem, TileConfig
+from tessera_core.errors import IncorrectResultError, LaunchError
+from tessera_core.types import AttentionProblem, GemmProblem, TileConfig
 
 PROBLEM = GemmProblem(m=64, n=48, k=32)
 CONFIG = TileConfig(block_m=32, block_n=16, block_k=16, num_warps=2, num_stages=2)

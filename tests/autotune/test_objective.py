@@ -15,8 +15,8 @@ from autotune.objective import (
     choose_objective,
     relative_error,
 )
-from core.types import AttentionProblem, TileConfig
 from generator.gpu import GpuProbe
+from tessera_core.types import AttentionProblem, TileConfig
 
 PROBLEM = AttentionProblem(batch=2, heads=4, seq_q=256, seq_kv=256, head_dim=64)
 CONFIG = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2)
@@ -57,7 +57,7 @@ def test_choose_objective_measures_only_on_the_target_arch(monkeypatch, gpu, arc
 
 def test_require_gpu_says_why_not(monkeypatch):
     import generator.gpu
-    from core.errors import NoDeviceError
+    from tessera_core.errors import NoDeviceError
 
     monkeypatch.setattr(generator.gpu, "probe", lambda: GpuProbe(0, None, "no CUDA device"))
     with pytest.raises(NoDeviceError, match="no CUDA device"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from autotune.occupancy import occupancy
-from core.errors import OutOfResourcesError
-from core.hardware import KIB, arch_spec
+from tessera_core.errors import OutOfResourcesError
+from tessera_core.hardware import KIB, arch_spec
 
 H100 = arch_spec("sm_90")
 

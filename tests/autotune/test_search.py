@@ -10,9 +10,9 @@ import pytest
 
 from autotune.objective import Evaluation
 from autotune.search import TrialRecord, tune
-from core.errors import CompileError, NoValidConfigError, OutOfResourcesError
-from core.space import Constraint, Param, Space
-from core.types import GemmProblem, TileConfig
+from tessera_core.errors import CompileError, NoValidConfigError, OutOfResourcesError
+from tessera_core.space import Constraint, Param, Space
+from tessera_core.types import GemmProblem, TileConfig
 
 PROBLEM = GemmProblem(m=512, n=512, k=512)
 ARCH = "sm_90"

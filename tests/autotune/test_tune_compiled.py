@@ -6,7 +6,7 @@ import pytest
 
 from autotune.objective import ModelObjective
 from autotune.search import tune
-from core.types import AttentionProblem, GemmProblem
+from tessera_core.types import AttentionProblem, GemmProblem
 
 ARCH = "sm_90"
 

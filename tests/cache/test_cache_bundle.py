@@ -13,7 +13,7 @@ from cache_workers import consistent, put_version
 
 from cache import KernelCache, export_bundle, import_bundle
 from cache.entry import sha256_hex
-from core.errors import BundleError
+from tessera_core.errors import BundleError
 
 KEYS = ["gemm.fp16.m64.n64.k64.sm_80", "attention_fwd.fp16.b1.h8.sq512.skv512.d64.causal.sm_80"]
 

@@ -10,7 +10,7 @@ import pytest
 from cache.entry import decode_entry, encode_entry
 from cache.layout import check_key
 from cache.validity import check, cubin_runs_on, ptx_runs_on
-from core.errors import CacheCorruptError, InvalidCacheKeyError
+from tessera_core.errors import CacheCorruptError, InvalidCacheKeyError
 
 KEY = "gemm.fp16.m64.n64.k64.sm_80"
 
@@ -125,7 +125,7 @@ def test_bad_keys_are_refused(key: str) -> None:
 
 
 def test_problem_kernel_keys_are_valid_cache_keys() -> None:
-    from core.types import AttentionProblem, GemmProblem
+    from tessera_core.types import AttentionProblem, GemmProblem
 
     check_key(AttentionProblem(2, 8, 1024, 1024, 64, causal=True).kernel_key("sm_90"))
     check_key(GemmProblem(4096, 4096, 4096, dtype="bf16").generic_key("sm_80"))

@@ -9,7 +9,7 @@ import pytest
 from cache_workers import consistent, metadata_for, payload_for, put_version
 
 from cache import KernelCache
-from core.errors import CacheMissError, InvalidCacheKeyError
+from tessera_core.errors import CacheMissError, InvalidCacheKeyError
 
 KEY = "attention_fwd.fp16.b1.h8.sq1024.skv1024.d64.noncausal.sm_80"
 
@@ -162,7 +162,7 @@ def test_read_only_layer_is_searched_never_written_nor_evicted(
 
 
 def test_read_only_cache_refuses_writes(tmp_path: Path) -> None:
-    from core.errors import TesseraError
+    from tessera_core.errors import TesseraError
 
     cache = KernelCache(cache_dir=tmp_path / "ro", writable=False, read_only_dirs=())
     with pytest.raises(TesseraError, match="no writable"):
@@ -199,7 +199,7 @@ def test_search_path_from_environment_and_api(
 
 def test_get_or_build_refuses_to_return_an_entry_the_caller_cannot_load(tmp_path: Path) -> None:
     from cache.entry import KernelPayload
-    from core.errors import TesseraError
+    from tessera_core.errors import TesseraError
 
     cache = KernelCache(cache_dir=tmp_path)
     cubin, ptx = payload_for("gemm.fp16.m1.n1.k1.sm_90", "v1")

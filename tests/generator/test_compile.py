@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import CompileError
-from core.types import GemmProblem, TileConfig
 from generator import compile as compile_module
 from generator import toolchain
 from generator.compile import CompiledKernel, compile_kernel, compile_many, compile_source
 from generator.compile_cache import CompileCache
 from generator.gpu import GpuProbe
+from tessera_core.errors import CompileError
+from tessera_core.types import GemmProblem, TileConfig
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -243,7 +243,7 @@ def test_failed_source_is_not_compiled_again(
 def test_status_checker_returns_values_and_raises_with_what_to_do() -> None:
     from cuda.bindings import nvrtc
 
-    from core.errors import CudaError
+    from tessera_core.errors import CudaError
 
     ok, bad = nvrtc.nvrtcResult.NVRTC_SUCCESS, nvrtc.nvrtcResult.NVRTC_ERROR_INVALID_OPTION
     assert toolchain.check((ok,), call="f") is None

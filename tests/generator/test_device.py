@@ -15,12 +15,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from core.errors import CudaError, LaunchError
-from core.hardware import arch_spec
 from generator import device
 from generator.compile import compile_source
 from generator.toolchain import default_arch
 from templates.family import LaunchGeometry
+from tessera_core.errors import CudaError, LaunchError
+from tessera_core.hardware import arch_spec
 
 KERNEL = "device_axpy"
 THREADS = 128

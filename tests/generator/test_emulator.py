@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import CompileError, EmulatorError, LaunchError
 from generator import host_build
 from generator.host_build import HostLibrary, array_pointer, build_host_library
+from tessera_core.errors import CompileError, EmulatorError, LaunchError
 
 SOURCE = r"""
 #include "tessera/intrinsics.cuh"

@@ -7,10 +7,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from core.errors import InvalidConfigError
-from core.types import AttentionProblem, GemmProblem
 from generator import emulator, verify
 from templates.attention.reference import attention_reference
+from tessera_core.errors import InvalidConfigError
+from tessera_core.types import AttentionProblem, GemmProblem
 
 ARCH = "sm_90"
 SMALL_ATTENTION = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 2, "num_stages": 2}

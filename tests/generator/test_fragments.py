@@ -195,7 +195,7 @@ def test_ldmatrix_distributes_rows_to_lanes_and_registers(
 
 
 def test_ldmatrix_rejects_a_row_outside_shared_memory(lib: HostLibrary) -> None:
-    from core.errors import EmulatorError
+    from tessera_core.errors import EmulatorError
 
     init = np.arange(64 * 8, dtype=np.uint16)
     row_of_lane = np.arange(LANES, dtype=np.int32)

@@ -11,11 +11,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from core.errors import EmulatorError
-from core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 from generator import emulator, verify
 from generator.render import render
 from templates.registry import get_family
+from tessera_core.errors import EmulatorError
+from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 
 ARCH = "sm_90"
 # Enough key tiles (block_n 32 -> 7 tiles) that every pipeline stage is refilled, two query

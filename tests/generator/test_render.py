@@ -10,10 +10,10 @@ import jinja2
 import pytest
 
 import generator.render as render_module
-from core.errors import InvalidConfigError
-from core.types import AttentionProblem, GemmProblem, TileConfig
 from generator.render import render, template_hash
 from templates.registry import get_family
+from tessera_core.errors import InvalidConfigError
+from tessera_core.types import AttentionProblem, GemmProblem, TileConfig
 
 ATTENTION = AttentionProblem(2, 3, 177, 211, 64, dtype="bf16", causal=True)
 ATTENTION_CONFIG = TileConfig(64, 64, 32, 4, 2)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import OutOfResourcesError
 from generator.resources import (
     Resources,
     block_registers,
@@ -13,6 +12,7 @@ from generator.resources import (
     parse_ptxas_log,
 )
 from templates.family import LaunchGeometry
+from tessera_core.errors import OutOfResourcesError
 
 # Two entries as ptxas -v reports them through NVRTC 13.5 (the second one spills).
 LOG = """ptxas info    : 4 bytes gmem

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from core.types import AttentionProblem, GemmProblem
 from generator.compile import CompiledKernel, compile_kernel, compile_source
 from generator.compile_cache import CompileCache
 from generator.sass import disassemble, instruction_counts, opcode_counts, resource_usage
+from tessera_core.types import AttentionProblem, GemmProblem
 
 # HMMA: mma.sync on tensor cores; LDSM: ldmatrix; LDGSTS: cp.async global->shared.
 REQUIRED = ("HMMA", "LDSM", "LDGSTS")

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import config as knobs
-from core.types import AttentionProblem, GemmProblem, Problem
 from generator import verify
 from templates.registry import get_family
+from tessera_core import config as knobs
+from tessera_core.types import AttentionProblem, GemmProblem, Problem
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = "sm_90"

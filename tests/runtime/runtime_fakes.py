@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import CompileError, EmulatorError
-from core.types import Problem, TileConfig
 from runtime.tiers import Kernel, Tier
+from tessera_core.errors import CompileError, EmulatorError
+from tessera_core.types import Problem, TileConfig
 
 CONFIG = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2)
 

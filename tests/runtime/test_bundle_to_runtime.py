@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from autotune.job import TuneRequest, run
-from core.errors import CacheMissError
-from core.types import AttentionProblem, GemmProblem
 from runtime.specialized import clear_memo, load_specialized
+from tessera_core.errors import CacheMissError
+from tessera_core.types import AttentionProblem, GemmProblem
 
 ROOT = Path(__file__).resolve().parents[2]
 

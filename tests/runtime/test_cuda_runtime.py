@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import LaunchError
-from core.types import AttentionProblem, GemmProblem, TileConfig
 from runtime import Runtime, RuntimeConfig, load_specialized
 from runtime.specialized import clear_memo, open_cache
+from tessera_core.errors import LaunchError
+from tessera_core.types import AttentionProblem, GemmProblem, TileConfig
 
 FP16_TOLERANCE = 4e-3
 SHAPE = (1, 2, 128, 64)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from runtime_fakes import FakeBackends, FakeKernel, qkv
 
-from core.errors import EmulatorError
-from core.types import Problem
 from runtime import Runtime, RuntimeConfig
 from runtime.tiers import Kernel
+from tessera_core.errors import EmulatorError
+from tessera_core.types import Problem
 
 
 def _runtime(backends: FakeBackends, **overrides: object) -> Runtime:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from cache.store import KernelCache
-from core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 from generator.render import template_hash
 from runtime import Runtime, RuntimeConfig
 from runtime.specialized import clear_memo
 from templates.registry import get_family
+from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 
 # Relative Frobenius error against the float64 reference: a few output roundings of the dtype.
 TOLERANCE = {"fp16": 4e-3, "bf16": 3e-2}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.types import AttentionProblem
 from runtime import Runtime, RuntimeConfig, load_specialized
 from runtime.specialized import clear_memo
+from tessera_core.types import AttentionProblem
 
 
 def test_cpu_device_serves_tier_1_and_fills_the_cache_for_the_target_arch(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from runtime_fakes import FakeBackends
 
-from core.errors import NoDeviceError
 from runtime import Runtime, RuntimeConfig
+from tessera_core.errors import NoDeviceError
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from cache.store import KernelCache
-from core.errors import CacheMissError
-from core.types import AttentionProblem, TileConfig
 from generator.render import template_hash
 from runtime import load_specialized
 from runtime.specialized import arch_of_key, clear_memo
 from templates.registry import get_family
+from tessera_core.errors import CacheMissError
+from tessera_core.types import AttentionProblem, TileConfig
 
 PROBLEM = AttentionProblem(1, 2, 64, 64, 64, dtype="fp16", causal=True)
 KEY = PROBLEM.kernel_key("sm_80")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from runtime_fakes import FakeBackends, qkv
 
-from core.types import AttentionProblem
 from runtime import Runtime, RuntimeConfig, load_specialized
 from runtime.specialized import clear_memo
+from tessera_core.types import AttentionProblem
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = "sm_80"

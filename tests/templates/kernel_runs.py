@@ -8,10 +8,10 @@ import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
 
-from core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 from generator.host_build import array_pointer, build_host_library
 from generator.render import render
 from templates.registry import get_family
+from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 
 NUMPY_DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
 # Relative Frobenius-norm error of a kernel output against the float64 reference: the output is

@@ -12,8 +12,8 @@ from kernel_runs import (
     run_attention_emulated,
 )
 
-from core.types import AttentionProblem, TileConfig
 from templates.attention.reference import attention_reference
+from tessera_core.types import AttentionProblem, TileConfig
 
 CASES = [
     # (batch, heads, seq_q, seq_kv, head_dim, dtype, causal, config, specialized)

@@ -6,10 +6,10 @@ import ctypes
 
 import pytest
 
-from core.hardware import ARCHS
-from core.types import AttentionProblem, TileConfig
 from templates.attention import space
 from templates.attention.family import FAMILY, default_scale
+from tessera_core.hardware import ARCHS
+from tessera_core.types import AttentionProblem, TileConfig
 
 D64 = AttentionProblem(2, 3, 1000, 1000, 64, causal=True)
 D128 = AttentionProblem(2, 3, 1000, 1000, 128)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from kernel_runs import REL_TOLERANCE, random, rel_error, run_gemm_emulated
 
-from core.types import GemmProblem, TileConfig
 from templates.gemm.reference import gemm_reference
+from tessera_core.types import GemmProblem, TileConfig
 
 CASES = [
     # (m, n, k, dtype, config, specialized, element offsets of the a and b bases)

@@ -6,10 +6,10 @@ import ctypes
 
 import pytest
 
-from core.hardware import ARCHS
-from core.types import GemmProblem, TileConfig
 from templates.gemm import space
 from templates.gemm.family import FAMILY
+from tessera_core.hardware import ARCHS
+from tessera_core.types import GemmProblem, TileConfig
 
 BIG = GemmProblem(4096, 4096, 4096)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 from generator.compile import compile_kernel
 from generator.render import render
 from generator.sass import instruction_counts
 from templates.registry import get_family
+from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfig
 
 ARCHS = ("sm_80", "sm_90")
 DEFAULT_PROBLEMS: list[Problem] = [

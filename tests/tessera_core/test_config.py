@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import config
+from tessera_core import config
 
 
 def test_knob_reads_environment_with_type(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,14 +35,14 @@ def test_no_module_outside_config_reads_environ() -> None:
 
     root = Path(__file__).resolve().parents[2]
     offenders = []
-    for package in ("core", "generator", "templates", "autotune", "cache", "runtime"):
+    for package in ("tessera_core", "generator", "templates", "autotune", "cache", "runtime"):
         for path in (root / package).rglob("*.py"):
-            if path.name == "config.py" and path.parent.name == "core":
+            if path.name == "config.py" and path.parent.name == "tessera_core":
                 continue
             text = path.read_text()
             if "os.environ" in text or "os.getenv" in text:
                 offenders.append(str(path.relative_to(root)))
-    assert not offenders, f"read knobs through core.config instead: {offenders}"
+    assert not offenders, f"read knobs through tessera_core.config instead: {offenders}"
 
 
 def test_log_level_knob_configures_the_tessera_loggers(monkeypatch: pytest.MonkeyPatch) -> None:

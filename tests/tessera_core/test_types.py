@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.types import (
+from tessera_core.types import (
     AttentionProblem,
     GemmProblem,
     TileConfig,

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Literal
 
-from core.hardware import WARP_SIZE
+from tessera_core.hardware import WARP_SIZE
 
 DType = Literal["fp16", "bf16"]
 DTYPES: tuple[DType, ...] = ("fp16", "bf16")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.space import Constraint, Param, Space
-from core.types import GemmProblem, TileConfig
+from tessera_core.space import Constraint, Param, Space
+from tessera_core.types import GemmProblem, TileConfig
 
 
 def _space() -> Space:
@@ -47,7 +47,7 @@ def test_space_must_cover_every_tile_field() -> None:
 
 
 def test_shared_arch_rules_name_need_and_limit() -> None:
-    from core.space import grid_within_arch, smem_within_arch, threads_within_arch
+    from tessera_core.space import grid_within_arch, smem_within_arch, threads_within_arch
 
     config = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=32, num_stages=2)
     problem = GemmProblem(64, 64, 64)
@@ -62,8 +62,8 @@ def test_shared_arch_rules_name_need_and_limit() -> None:
 
 
 def test_family_spaces_reject_grids_the_hardware_cannot_launch() -> None:
-    from core.types import AttentionProblem
     from templates.registry import get_family
+    from tessera_core.types import AttentionProblem
 
     family = get_family("attention")
     problem = AttentionProblem(batch=1, heads=70000, seq_q=64, seq_kv=64, head_dim=64)

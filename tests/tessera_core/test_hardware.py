@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.hardware import ARCHS, arch_spec
+from tessera_core.hardware import ARCHS, arch_spec
 
 
 def test_arch_table_matches_reference() -> None:

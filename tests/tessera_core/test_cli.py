@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from core.cli import int_at_least
+from tessera_core.cli import int_at_least
 
 
 def test_int_at_least_accepts_the_bound_and_refuses_below_or_garbage() -> None:

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import InvalidConfigError
-from core.hardware import arch_spec
-from core.types import Problem, TileConfig
+from tessera_core.errors import InvalidConfigError
+from tessera_core.hardware import arch_spec
+from tessera_core.types import Problem, TileConfig
 
 # A rule returns None when the config satisfies it, else a reason naming field, value and rule.
 Rule = Callable[[TileConfig, Problem, str], "str | None"]
