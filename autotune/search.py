@@ -76,7 +76,7 @@ def family_search_space(space: Space, problem: Problem, arch: str) -> SearchSpac
 
     def violations(params: Mapping[str, Any]) -> list[str]:
         try:
-            config = TileConfig(**params)
+            config = TileConfig.from_dict(params)
         except ValueError as exc:
             return [str(exc)]
         return space.violations(config, problem, arch)
@@ -119,7 +119,7 @@ def _evaluate(
     candidate: Candidate, outcome: Any, problem: Problem, objective: Objective
 ) -> TrialRecord:
     """Turn one compile outcome into a record; expected failures are recorded, not raised."""
-    config = TileConfig(**candidate.params)
+    config = TileConfig.from_dict(candidate.params)
     resources: dict[str, int] | None = None
 
     def failed(status: Status, reason: str) -> TrialRecord:
@@ -254,7 +254,7 @@ def tune(
             if not batch:
                 stopped_by = "exhausted"
                 break
-            configs = [TileConfig(**c.params) for c in batch]
+            configs = [TileConfig.from_dict(c.params) for c in batch]
             outcomes = compile_fn(problem, configs, arch=arch, jobs=jobs)
             for candidate, outcome in zip(batch, outcomes, strict=True):
                 rec = _evaluate(candidate, outcome, problem, objective)

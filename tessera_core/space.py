@@ -44,10 +44,17 @@ class Space:
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.params]
-        if sorted(names) != sorted(TileConfig.FIELDS):
+        missing = [name for name in TileConfig.FIELDS if name not in names]
+        if missing or len(set(names)) != len(names):
             raise ValueError(
-                f"space {self.family}: params {names} must be exactly {list(TileConfig.FIELDS)}"
+                f"space {self.family}: params {names} must name each of "
+                f"{list(TileConfig.FIELDS)} once, plus the family's options"
             )
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The family's own tunables: params beyond TileConfig's five tile fields."""
+        return tuple(p.name for p in self.params if p.name not in TileConfig.FIELDS)
 
     def choices(self, name: str) -> tuple[int, ...]:
         for param in self.params:
@@ -58,10 +65,15 @@ class Space:
     def violations(self, config: TileConfig, problem: Problem, arch: str) -> list[str]:
         """Every reason `config` is invalid for `problem` on `arch` (empty when valid)."""
         reasons = []
+        values = config.to_dict()
         for param in self.params:
-            value = getattr(config, param.name)
-            if value not in param.choices:
+            value = values.pop(param.name, None)
+            if value is None:
+                reasons.append(f"{param.name} is not set; expected one of {list(param.choices)}")
+            elif value not in param.choices:
                 reasons.append(f"{param.name}={value} is not one of {list(param.choices)}")
+        for name in values:  # options of another family
+            reasons.append(f"{name} is not a tunable of {self.family}")
         for constraint in self.constraints:
             reason = constraint.check(config, problem, arch)
             if reason is not None:
@@ -77,7 +89,7 @@ class Space:
         for values in itertools.product(*(p.choices for p in self.params)):
             kwargs: dict[str, Any] = dict(zip(names, values, strict=True))
             try:
-                yield TileConfig(**kwargs)
+                yield TileConfig.from_dict(kwargs)
             except ValueError:
                 continue
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Literal
 
@@ -33,8 +34,11 @@ def stable_json(obj: Any) -> str:
 class TileConfig:
     """One point of a kernel family's tile space.
 
-    Family-specific rules (divisibility, shared memory) live with the family's space;
-    here only the rules every family shares are checked.
+    The five tile fields every family has are attributes; a family's own tunables (say the
+    attention template's `q_in_regs` or the GEMM's `group_m`) are `options`, sorted by name,
+    and read with `config.option(name, default)`. Family-specific rules (divisibility, shared
+    memory, which options exist) live with the family's space; here only the rules every
+    family shares are checked.
     """
 
     block_m: int
@@ -42,6 +46,7 @@ class TileConfig:
     block_k: int
     num_warps: int
     num_stages: int
+    options: tuple[tuple[str, int], ...] = ()
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "block_m",
@@ -60,31 +65,53 @@ class TileConfig:
             raise ValueError(
                 f"TileConfig.num_warps={self.num_warps}: at most 32 warps (1024 threads) a block"
             )
+        options = tuple(sorted(dict(self.options).items()))
+        if len(options) != len(self.options):
+            raise ValueError(f"TileConfig.options={self.options!r}: an option appears twice")
+        for name, value in options:
+            if not isinstance(name, str) or not name.isidentifier() or name in self.FIELDS:
+                raise ValueError(
+                    f"TileConfig.options: {name!r} is not a valid option name "
+                    "(an identifier other than the five tile fields)"
+                )
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"TileConfig.{name}={value!r}: must be a non-negative integer")
+        object.__setattr__(self, "options", options)
 
     @property
     def num_threads(self) -> int:
         return self.num_warps * WARP_SIZE
 
+    def option(self, name: str, default: int | None = None) -> int:
+        """The family tunable `name`; `default` when this config does not set it."""
+        for key, value in self.options:
+            if key == name:
+                return value
+        if default is None:
+            raise KeyError(f"TileConfig {self}: no option {name!r}")
+        return default
+
     def to_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.FIELDS}
+        return {**{name: getattr(self, name) for name in self.FIELDS}, **dict(self.options)}
 
     def key(self) -> str:
         return stable_json(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TileConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> TileConfig:
+        """The config of `{field or option: value}`; the five tile fields are required."""
         missing = [name for name in cls.FIELDS if name not in data]
-        extra = sorted(set(data) - set(cls.FIELDS))
-        if missing or extra:
+        if missing:
             raise ValueError(
-                f"config {data!r}: expected exactly the keys {', '.join(cls.FIELDS)}"
-                + (f"; missing {', '.join(missing)}" if missing else "")
-                + (f"; unknown {', '.join(extra)}" if extra else "")
+                f"config {dict(data)!r}: expected the keys {', '.join(cls.FIELDS)} "
+                f"(and a family's options); missing {', '.join(missing)}"
             )
-        return cls(**{name: data[name] for name in cls.FIELDS})
+        options = tuple((k, v) for k, v in data.items() if k not in cls.FIELDS)
+        return cls(**{name: data[name] for name in cls.FIELDS}, options=options)
 
     def __str__(self) -> str:
-        return f"m{self.block_m}n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}"
+        text = f"m{self.block_m}n{self.block_n}k{self.block_k}w{self.num_warps}s{self.num_stages}"
+        return text + "".join(f"-{name}{value}" for name, value in self.options)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,27 @@ def test_violations_name_rule_field_and_value() -> None:
 
 
 def test_space_must_cover_every_tile_field() -> None:
-    with pytest.raises(ValueError, match="must be exactly"):
+    with pytest.raises(ValueError, match="must name each of"):
         Space(family="broken", params=(Param("block_m", (16,)),), constraints=())
+
+
+def test_family_options_are_params_enumerated_and_checked() -> None:
+    base = _space()
+    space = Space(family="toy", params=(*base.params, Param("swizzle", (0, 1))), constraints=())
+    assert space.option_names == ("swizzle",)
+    configs = list(space.all_configs())
+    assert len(configs) == 16 and {c.option("swizzle") for c in configs} == {0, 1}
+    problem = GemmProblem(64, 64, 16)
+    plain = TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2)
+    assert space.violations(plain, problem, "sm_90") == [
+        "swizzle is not set; expected one of [0, 1]"
+    ]
+    foreign = TileConfig.from_dict({**plain.to_dict(), "swizzle": 1, "group_m": 8})
+    assert space.violations(foreign, problem, "sm_90") == ["group_m is not a tunable of toy"]
+    assert base.violations(foreign, problem, "sm_90") == [
+        "group_m is not a tunable of toy",
+        "swizzle is not a tunable of toy",
+    ]
 
 
 def test_shared_arch_rules_name_need_and_limit() -> None:

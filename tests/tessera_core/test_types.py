@@ -38,11 +38,40 @@ def test_tile_config_rejects_bad_fields_naming_them(field: str, value: object, n
         TileConfig(**kwargs)
 
 
-def test_from_dict_names_missing_and_unknown_keys() -> None:
-    with pytest.raises(ValueError, match=r"missing num_stages.*unknown bogus"):
+def test_from_dict_names_missing_keys() -> None:
+    with pytest.raises(ValueError, match=r"missing num_stages"):
         TileConfig.from_dict(
             {"block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "bogus": 1}
         )
+
+
+def test_family_options_are_sorted_keyed_and_round_trip() -> None:
+    tiles = {"block_m": 64, "block_n": 64, "block_k": 32, "num_warps": 4, "num_stages": 2}
+    config = TileConfig.from_dict({**tiles, "z_opt": 2, "a_opt": 1})
+    assert config.options == (("a_opt", 1), ("z_opt", 2))
+    assert config.option("a_opt") == 1
+    assert config.option("missing", 7) == 7
+    with pytest.raises(KeyError, match="missing"):
+        config.option("missing")
+    assert TileConfig.from_dict(json.loads(config.key())) == config
+    assert config.key() != TileConfig.from_dict(tiles).key()
+    assert str(config).endswith("-a_opt1-z_opt2")
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ((("block_m", 1),), "not a valid option name"),
+        ((("x", -1),), "x=-1"),
+        ((("x", True),), "x=True"),
+        ((("x", 1), ("x", 2)), "appears twice"),
+    ],
+)
+def test_bad_options_are_refused_naming_them(
+    options: tuple[tuple[str, int], ...], needle: str
+) -> None:
+    with pytest.raises(ValueError, match=needle):
+        TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2, options=options)
 
 
 def test_parse_attention_shapes() -> None:
