@@ -42,14 +42,37 @@ def test_put_replaces_the_entry_and_memo_follows(cache_dir: Path) -> None:
     assert KernelCache().get(KEY).metadata["version"] == "v2"  # type: ignore[union-attr]
 
 
-def test_memo_serves_without_reading_the_disk(cache_dir: Path) -> None:
+def test_memo_serves_without_reading_the_file(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = KernelCache()
     put_version(cache, KEY, "v1")
     first = cache.get(KEY)
-    (cache_dir / "v1" / "entries" / f"{KEY}.kernel").unlink()
+    monkeypatch.setattr("cache.inventory.read_entry", lambda *a, **k: pytest.fail("read the file"))
     assert cache.get(KEY) is first
     cache.forget()
+    monkeypatch.undo()
+    assert cache.get(KEY) is not first and cache.get(KEY) is not None
+
+
+def test_memo_sees_a_republish_or_eviction_by_another_process(cache_dir: Path) -> None:
+    cache = KernelCache(touch_interval_s=0.0)
+    put_version(cache, KEY, "v1")
+    assert cache.get(KEY).metadata["version"] == "v1"  # type: ignore[union-attr]
+    assert cache.get(KEY).metadata["version"] == "v1"  # type: ignore[union-attr]  # memo hit
+    put_version(KernelCache(), KEY, "v2")  # another instance: another process's memo
+    assert cache.get(KEY).metadata["version"] == "v2"  # type: ignore[union-attr]
+    assert KernelCache().prune(max_bytes=0) == [KEY]
     assert cache.get(KEY) is None
+
+
+def test_memo_of_a_read_only_layer_yields_to_a_new_writable_entry(tmp_path: Path) -> None:
+    shipped, user = tmp_path / "shipped", tmp_path / "user"
+    put_version(KernelCache(cache_dir=shipped, read_only_dirs=()), KEY, "shipped")
+    cache = KernelCache(cache_dir=user, read_only_dirs=[shipped])
+    assert cache.get(KEY).metadata["version"] == "shipped"  # type: ignore[union-attr]
+    put_version(KernelCache(cache_dir=user, read_only_dirs=()), KEY, "user")
+    assert cache.get(KEY).metadata["version"] == "user"  # type: ignore[union-attr]
 
 
 def test_validity_rejects_stale_template_nvrtc_and_unrunnable_arch(cache_dir: Path) -> None:
