@@ -219,7 +219,7 @@ def test_a_bundle_that_does_not_start_with_its_manifest_is_refused_at_once(
     with tarfile.open(bundle, "w:gz") as tar:
         for i in range(50):  # empty members: no payload bytes, only headers
             tar.addfile(tarfile.TarInfo(f"junk-{i}"), io.BytesIO(b""))
-    with pytest.raises(BundleError, match="starts with manifest.json") as info:
+    with pytest.raises(BundleError, match=r"starts with manifest\.json") as info:
         import_bundle(bundle, _cache(tmp_path / "dst"))
     assert len(info.value.problems) == 1
     assert not (tmp_path / "dst").exists()
