@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cache.entry_file import MAX_ENTRY_BYTES
 from cache.layout import Layout, key_of_entry_file
 from cache.lock import try_lock_fd
 from cache.publish import STAGING_SUFFIX
@@ -30,8 +31,9 @@ class EntryStat:
 
 
 def scan(layout: Layout) -> list[EntryStat]:
-    """Size and last use of every entry file present now (regular files only: anything else
-    at an entry path is a bad entry for readers to quarantine, never an eviction candidate)."""
+    """Size and last use of every entry file present now. Only regular files of entry size
+    count: anything else at an entry path (a FIFO, a link, a sparse 8 GiB file) is a bad entry
+    for readers to quarantine, never an eviction candidate whose claimed size evicts the rest."""
     stats = []
     try:
         with os.scandir(layout.entries_dir) as it:
@@ -43,7 +45,7 @@ def scan(layout: Layout) -> list[EntryStat]:
                     st = item.stat(follow_symlinks=False)
                 except OSError:  # removed since listing
                     continue
-                if stat.S_ISREG(st.st_mode):
+                if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_ENTRY_BYTES:
                     stats.append(
                         EntryStat(kernel_key=key, size_bytes=st.st_size, last_used_s=st.st_mtime)
                     )

@@ -58,14 +58,14 @@ def search_path(
 
 
 def env_limit(knob: config.Knob[int]) -> int | None:
-    """A cache limit from its environment variable: a positive integer, else one-line error."""
+    """A cache limit from its environment variable: a positive integer, else a one-line error."""
     try:
         value = knob.get()
     except ValueError as exc:
-        raise CacheConfigError(f"{exc}; expected a positive integer") from None
+        raise CacheConfigError(f"{str(exc).rstrip('.')}; expected a positive integer") from None
     if value is not None and value <= 0:
         raise CacheConfigError(
             f"environment variable {knob.name}={value}: expected a positive integer "
-            f"({knob.doc[0].lower()}{knob.doc[1:].rstrip('.')}); unset it for the default"
+            f"({knob.doc.rstrip('.')}); unset it for the default"
         )
     return value
