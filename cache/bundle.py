@@ -280,11 +280,8 @@ def _stage_members(
     """key -> staged entry file, every one verified; _Refused listing the problems if any."""
     problems: list[str] = []
     staged: dict[str, Path] = {}
-    reader.limit_bytes = (
-        reader.consumed_bytes
-        + sum(r["bytes"] + _MEMBER_OVERHEAD_BYTES for r in listed.values())
-        + 2 * BLOCK
-    )
+    announced = sum(r["bytes"] + _MEMBER_OVERHEAD_BYTES for r in listed.values()) + 2 * BLOCK
+    reader.limit_bytes = min(MAX_TOTAL_BYTES, reader.consumed_bytes + announced)
     while (member := reader.next_member()) is not None:
         problem = _member_problem(member, listed, {_member_name(k) for k in staged})
         if problem is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cache_workers import consistent, metadata_for, payload_for, put_version
@@ -236,3 +237,40 @@ def test_get_or_build_refuses_to_return_an_entry_the_caller_cannot_load(tmp_path
         cache.get_or_build(
             "gemm.fp16.m1.n1.k1.sm_90", build_for_another_template, template_hash="new"
         )
+
+
+@pytest.mark.timeout(30)  # before key locks had their own directory, this waited 60 s
+def test_a_key_named_index_does_not_share_the_index_lock(cache_dir: Path) -> None:
+    from cache import KernelPayload, Layout
+
+    layout = Layout(root=cache_dir)
+    assert layout.key_lock_path("index") != layout.index_lock_path
+    cubin, ptx = payload_for("index", "v1")
+    built = KernelPayload(cubin=cubin, ptx=ptx, metadata=metadata_for("v1"))
+    entry = KernelCache().get_or_build("index", lambda: built, wait_timeout_s=5.0)
+    assert entry.metadata["version"] == "v1" and consistent("index", entry)
+
+
+@pytest.mark.parametrize("key", [1, None, 1.5, b"gemm.fp16", ["gemm"], {"k": 1}])
+def test_a_key_that_is_not_a_string_raises_invalid_key(
+    cache_dir: Path, tmp_path: Path, key: Any
+) -> None:
+    from cache import KernelPayload, export_bundle
+
+    cache = KernelCache()
+    put_version(cache, KEY, "v1")
+    cache.get(KEY)  # a filled memo must not be consulted before the key is checked
+    calls = {
+        "get": lambda: cache.get(key),
+        "require": lambda: cache.require(key),
+        "put": lambda: put_version(cache, key, "v"),
+        "remove": lambda: cache.remove(key),
+        "get_or_build": lambda: cache.get_or_build(
+            key, lambda: KernelPayload(cubin=b"x", ptx=None)
+        ),
+        "export": lambda: export_bundle(cache, tmp_path / "b.tar.gz", keys=[key]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidCacheKeyError):
+            call()
+            pytest.fail(f"{name} accepted {key!r}")
