@@ -232,6 +232,8 @@ def _run(argv: Sequence[str] | None) -> int:
         configure_logging()
         cache = KernelCache(cache_dir=args.cache_dir, read_only_dirs=args.layer)
         return COMMANDS[args.command](cache, args)
+    except BrokenPipeError:
+        raise  # not an error of ours: handled in main
     except (TesseraError, OSError, ValueError) as exc:  # ValueError: a bad TESSERA_* value
         print(f"python -m cache {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
