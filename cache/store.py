@@ -6,7 +6,8 @@ Concurrency argument (code in cache/publish.py and cache/lock.py, layout in cach
   same filesystem, fsyncs it, then renames it over `entries/<key>.kernel` and fsyncs the
   directory. rename(2) is atomic, so a reader opens either the old file or the new one,
   never a mix, and a writer killed at any point leaves at most an orphan temp file that no
-  reader ever looks at.
+  reader ever looks at and the next eviction removes. A bundle import stages every entry
+  first and renames them all under one hold of the index lock, or none.
 - Readers take no lock: they read the entry file whole into memory (a bounded, non-blocking
   read of a regular file only: cache/entry_file.py) and verify every checksum before
   returning. If eviction unlinks the file meanwhile, the open descriptor
