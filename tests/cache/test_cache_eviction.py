@@ -143,7 +143,7 @@ def test_a_temp_file_reaped_before_its_writer_locked_it_is_replaced(
     deletes the file must cost the writer only a fresh name."""
     from cache import publish
 
-    real_lock, reaped = publish.lock_fd, []
+    real_lock, reaped = publish.lock_fd, list[Path]()
 
     def reaper_wins_once(fd: int) -> None:
         if not reaped:
