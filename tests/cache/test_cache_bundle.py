@@ -248,3 +248,17 @@ def test_import_never_evicts_an_entry_of_the_same_bundle(tmp_path: Path) -> None
     report = import_bundle(bundle, dst)
     assert sorted(report.imported) == sorted(KEYS)
     assert dst.list_keys() == sorted(KEYS), "every key reported imported is in the cache"
+
+
+def test_a_200_character_key_round_trips_through_its_pax_path_header(tmp_path: Path) -> None:
+    key = "gemm.fp16." + "x" * 184 + ".sm_80"  # a member name over ustar's 100 characters
+    assert len(key) == 200
+    src = _cache(tmp_path / "src")
+    put_version(src, key, "long")
+    bundle = tmp_path / "b.tar.gz"
+    export_bundle(src, bundle)
+    with tarfile.open(bundle) as tar:
+        assert any(m.pax_headers.get("path") == f"entries/{key}.kernel" for m in tar)
+    assert import_bundle(bundle, _cache(tmp_path / "dst")).imported == [key]
+    entry = _cache(tmp_path / "dst").get(key)
+    assert entry is not None and consistent(key, entry)
