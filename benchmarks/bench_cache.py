@@ -1,6 +1,7 @@
 """Kernel cache benchmarks: memo hit, disk hit, fresh-process hit, put throughput, NVRTC reference.
 
 Run: python -m pytest benchmarks/bench_cache.py --benchmark-only -p no:cacheprovider
+(also: bundle import of 16 entries).
 Numbers only, no timed assertions. Entries have a realistic size (64 KiB cubin, 192 KiB PTX).
 """
 
@@ -53,6 +54,7 @@ def filled(tmp_path: Path) -> Path:
 
 
 def test_get_from_memo(benchmark: Any, filled: Path) -> None:
+    """A memo hit: a dict lookup plus one lstat that revalidates the file (cache/memo.py)."""
     cache = KernelCache(cache_dir=filled, read_only_dirs=())
     assert cache.get(KEY) is not None
     entry = benchmark(cache.get, KEY, arch="sm_90", template_hash="t" * 64)
@@ -128,6 +130,30 @@ def test_put_throughput_several_writers(benchmark: Any, tmp_path: Path) -> None:
     benchmark.extra_info["writers"] = N_WRITERS
     benchmark.extra_info["puts_per_round"] = total_puts
     benchmark.extra_info["puts_per_s_best"] = round(total_puts / min(rounds), 1)
+
+
+N_BUNDLE_ENTRIES = 16
+
+
+def test_bundle_import(benchmark: Any, tmp_path: Path) -> None:
+    """Import of a 16-entry bundle (realistic entries): streamed, verified, staged, published."""
+    from cache import export_bundle, import_bundle
+
+    src = KernelCache(cache_dir=tmp_path / "src", read_only_dirs=())
+    for i in range(N_BUNDLE_ENTRIES):
+        cubin, ptx, meta = _payload(i)
+        src.put(f"gemm.fp16.m{i + 1}.n64.k64.sm_90", cubin=cubin, ptx=ptx, metadata=meta)
+    bundle = tmp_path / "b.tar.gz"
+    export_bundle(src, bundle)
+    rounds = iter(range(1_000_000))
+
+    def run() -> None:
+        target = KernelCache(cache_dir=tmp_path / f"dst{next(rounds)}", read_only_dirs=())
+        assert len(import_bundle(bundle, target).imported) == N_BUNDLE_ENTRIES
+
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.extra_info["entries"] = N_BUNDLE_ENTRIES
+    benchmark.extra_info["bundle_bytes"] = bundle.stat().st_size
 
 
 _NVRTC_SOURCE = r"""

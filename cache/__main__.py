@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from cache.bundle import export_bundle, import_bundle
 from cache.inventory import EntryInfo
@@ -15,13 +17,17 @@ from cache.store import KernelCache
 from tessera_core.cli import int_at_least
 from tessera_core.config import configure_logging
 from tessera_core.errors import TesseraError
-from tessera_core.types import TileConfig
+from tessera_core.types import TileConfig, problem_from_dict
+
+COLUMNS = ["key", "config", "objective", "kernel_ms", "TFLOP/s", "bytes", "created", "last_used"]
+SOURCES = {"measured": "measured", "model": "modelled"}  # objective kind -> how it was had
 
 
 def _when(epoch_s: Any) -> str:
-    if not isinstance(epoch_s, (int, float)):
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
+    except (TypeError, ValueError, OverflowError, OSError):
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
 
 
 def _config_str(config: Any) -> str:
@@ -33,32 +39,60 @@ def _config_str(config: Any) -> str:
         return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
-def _objective_str(objective: Any) -> str:
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
+def _kernel_time_ms(objective: dict[str, Any]) -> float | None:
+    """The stored kernel time: `time_ms` (autotune.job), or `value` of a time objective."""
+    if "time_ms" in objective:
+        return _number(objective["time_ms"])
+    return _number(objective.get("value")) if objective.get("kind") == "time_ms" else None
+
+
+def _tflops(meta: dict[str, Any], objective: dict[str, Any], time_ms: float | None) -> str:
+    """Stored TFLOP/s, else computed from the stored problem and kernel time."""
+    tflops = _number(objective.get("tflops"))
+    if tflops is None and time_ms is not None and isinstance(meta.get("problem"), dict):
+        try:
+            tflops = problem_from_dict(meta["problem"]).flops() / (time_ms * 1e-3) / 1e12
+        except (TypeError, ValueError, ArithmeticError):
+            tflops = None
+    return "-" if tflops is None else f"{tflops:.1f}"
+
+
+def _objective_cells(meta: dict[str, Any]) -> list[str]:
+    """[measured|modelled, kernel time, TFLOP/s] of an entry."""
+    objective = meta.get("objective")
     if not isinstance(objective, dict):
-        return "-"
-    kind, value = objective.get("kind", "?"), objective.get("value")
-    return f"{kind}={value:.4g}" if isinstance(value, (int, float)) else str(kind)
+        return ["-", "-", "-"]
+    source = SOURCES.get(str(objective.get("kind")), "-")
+    time_ms = _kernel_time_ms(objective)
+    time_cell = "-" if time_ms is None else f"{time_ms:.4g}"
+    return [source, time_cell, _tflops(meta, objective, time_ms)]
 
 
 def _row(info: EntryInfo) -> list[str]:
     meta = info.metadata or {}
     key = info.kernel_key + (" (ro)" if info.read_only else "")
+    size, used = str(info.size_bytes), _when(info.last_used_s)
     if info.metadata is None:
-        return [key, "CORRUPT", "-", "-", str(info.size_bytes), _when(info.last_used_s)]
+        return [key, f"BAD: {info.problem}", "-", "-", "-", size, "-", used]
     return [
         key,
         _config_str(meta.get("config")),
+        *_objective_cells(meta),
+        size,
         _when(meta.get("created_at")),
-        _objective_str(meta.get("objective")),
-        str(info.size_bytes),
-        _when(info.last_used_s),
+        used,
     ]
 
 
 def _cmd_ls(cache: KernelCache, args: argparse.Namespace) -> int:
-    rows = [["key", "config", "time", "objective", "size", "last used"]]
-    rows += [_row(info) for info in cache.entries()]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    rows = [COLUMNS] + [_row(info) for info in cache.entries()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
@@ -120,34 +154,55 @@ def _cmd_import(cache: KernelCache, args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cache", description=__doc__)
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit status 2, never a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
     parser.add_argument(
-        "--cache-dir", help="writable cache directory (default: $TESSERA_CACHE_DIR or XDG)"
+        "--cache-dir",
+        default=default,
+        help="writable cache directory (default: $TESSERA_CACHE_DIR or XDG)",
     )
     parser.add_argument(
         "--layer",
         action="append",
-        default=None,
+        default=default,
         help="read-only cache layer searched after it (repeatable; default $TESSERA_CACHE_PATH)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("ls", help="list entries: key, config, time, objective, size, last used")
-    show = sub.add_parser("show", help="print one entry's metadata")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m cache", description=__doc__)
+    _global_options(parser, default=None)
+    # The same options after the subcommand (`ls --cache-dir X`); SUPPRESS keeps a value
+    # given before the subcommand when none is given after it.
+    common = _Parser(add_help=False)
+    _global_options(common, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common])
+
+    command("ls", "list entries: key, config, measured/modelled, kernel time, TFLOP/s, size")
+    show = command("show", "print one entry's metadata")
     show.add_argument("key")
-    sub.add_parser("verify", help="check every entry; quarantine bad ones (exit 1 if any)")
-    prune = sub.add_parser("prune", help="evict least recently used entries down to a limit")
+    command("verify", "check every entry; quarantine bad ones (exit 1 if any)")
+    prune = command("prune", "evict least recently used entries down to a limit")
     prune.add_argument("--max-bytes", type=int_at_least(0), default=None, help="byte limit (>= 0)")
     prune.add_argument(
         "--max-entries", type=int_at_least(0), default=None, help="entry limit (>= 0)"
     )
-    sub.add_parser("clear", help="remove every entry of the writable cache")
-    export = sub.add_parser("export", help="write entries to a .tar.gz bundle")
+    command("clear", "remove every entry of the writable cache")
+    export = command("export", "write entries to a .tar.gz bundle")
     export.add_argument("out")
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--keys", nargs="+")
     which.add_argument("--all", action="store_true")
-    imp = sub.add_parser("import", help="verify a bundle, then add its entries")
+    imp = command("import", "verify a bundle, then add all its entries (or none)")
     imp.add_argument("bundle")
     imp.add_argument("--into", default=None, help="target directory (default: --cache-dir)")
     imp.add_argument("--replace", action="store_true", help="overwrite existing entries")
@@ -165,15 +220,39 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    configure_logging()
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line: a multi-line one (a list of problems) joined by '; '."""
+    lines = [line.strip().removeprefix("- ") for line in str(exc).splitlines()]
+    return "; ".join(line for line in lines if line).replace(":; ", ": ")
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        configure_logging()
         cache = KernelCache(cache_dir=args.cache_dir, read_only_dirs=args.layer)
         return COMMANDS[args.command](cache, args)
-    except (TesseraError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        raise  # not an error of ours: handled in main
+    except (TesseraError, OSError, ValueError) as exc:  # ValueError: a bad TESSERA_* value
+        print(f"python -m cache {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit 2 with one line for a bad argument, 130 on Ctrl-C, and quietly
+    141 (as if killed by SIGPIPE) when the reader of stdout goes away (`ls | head -1`)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        print("python -m cache: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the flush at exit cannot fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ caught by a size or SHA-256 check before anything is returned.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cache.layout import FORMAT_VERSION
+from cache.metadata import MAX_METADATA_BYTES, MetadataError, parse_metadata
 from tessera_core.errors import CacheCorruptError
 from tessera_core.types import stable_json
 
@@ -102,6 +101,10 @@ def encode_entry(
         "ptx": None if ptx is None else {"bytes": len(ptx_bytes), "sha256": sha256_hex(ptx_bytes)},
     }
     meta_bytes = stable_json(stored).encode()
+    try:  # what a put writes, a get must read: refuse NaN, deep nesting, wrong types here
+        parse_metadata(meta_bytes)
+    except MetadataError as exc:
+        raise ValueError(f"{kernel_key}: metadata cannot be stored: {exc}") from None
     header = b"%s v%d %d %s\n" % (
         MAGIC,
         FORMAT_VERSION,
@@ -111,43 +114,29 @@ def encode_entry(
     return header + meta_bytes, cubin_bytes, ptx_bytes, stored
 
 
-def _parse_header(blob: bytes, path: str) -> tuple[int, int, str]:
+def parse_header(head: bytes, path: str) -> tuple[int, int, str]:
     """(offset of metadata, metadata length, metadata sha256) from the header line."""
-    end = blob.find(b"\n", 0, MAX_HEADER_BYTES)
+    end = head.find(b"\n", 0, MAX_HEADER_BYTES)
     if end < 0:
         raise CacheCorruptError(path, "no header line (truncated or not an entry file)")
-    parts = blob[:end].split(b" ")
+    parts = head[:end].split(b" ")
     if len(parts) != 4 or parts[0] != MAGIC:
         raise CacheCorruptError(path, "bad header line")
     if parts[1] != b"v%d" % FORMAT_VERSION:
         raise CacheCorruptError(path, f"format {parts[1]!r}, expected v{FORMAT_VERSION}")
-    try:
-        meta_len = int(parts[2])
-    except ValueError:
-        raise CacheCorruptError(path, "bad metadata length in header") from None
-    return end + 1, meta_len, parts[3].decode("ascii", "replace")
+    if not parts[2].isdigit() or int(parts[2]) > MAX_METADATA_BYTES:
+        raise CacheCorruptError(path, f"bad metadata length {parts[2][:20]!r} in header")
+    return end + 1, int(parts[2]), parts[3].decode("ascii", "replace")
 
 
-def _parse_metadata(meta_bytes: bytes, meta_sha: str, path: str) -> dict[str, Any]:
+def check_metadata(meta_bytes: bytes, meta_sha: str, path: str) -> dict[str, Any]:
+    """The parsed metadata if its checksum and every field check out, else CacheCorruptError."""
     if sha256_hex(meta_bytes) != meta_sha:
         raise CacheCorruptError(path, "metadata SHA-256 mismatch (corrupt or truncated)")
     try:
-        metadata = json.loads(meta_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CacheCorruptError(path, f"unparsable metadata: {exc}") from None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("payloads"), dict):
-        raise CacheCorruptError(path, "metadata is not an object with 'payloads'")
-    return metadata
-
-
-def _payload_size(metadata: dict[str, Any], name: str, path: str) -> int:
-    record = metadata["payloads"].get(name)
-    if record is None:
-        return 0
-    size = record.get("bytes") if isinstance(record, dict) else None
-    if not isinstance(size, int) or size < 0:
-        raise CacheCorruptError(path, f"metadata has no valid size for payload {name}")
-    return size
+        return parse_metadata(meta_bytes)
+    except MetadataError as exc:
+        raise CacheCorruptError(path, str(exc)) from None
 
 
 def decode_entry(blob: bytes, *, path: str) -> tuple[dict[str, Any], bytes | None, str | None]:
@@ -156,10 +145,11 @@ def decode_entry(blob: bytes, *, path: str) -> tuple[dict[str, Any], bytes | Non
     Raises:
         CacheCorruptError: any size, checksum, header or metadata problem.
     """
-    start, meta_len, meta_sha = _parse_header(blob, path)
-    metadata = _parse_metadata(blob[start : start + meta_len], meta_sha, path)
-    cubin_size = _payload_size(metadata, "cubin", path)
-    ptx_size = _payload_size(metadata, "ptx", path)
+    start, meta_len, meta_sha = parse_header(blob, path)
+    metadata = check_metadata(blob[start : start + meta_len], meta_sha, path)
+    records = metadata["payloads"]  # checked by parse_metadata: sizes and sha256 are valid
+    cubin_size = records["cubin"]["bytes"] if records["cubin"] is not None else 0
+    ptx_size = records["ptx"]["bytes"] if records["ptx"] is not None else 0
     body = start + meta_len
     if len(blob) != body + cubin_size + ptx_size:
         raise CacheCorruptError(
@@ -171,12 +161,12 @@ def decode_entry(blob: bytes, *, path: str) -> tuple[dict[str, Any], bytes | Non
         ("cubin", body, body + cubin_size),
         ("ptx", body + cubin_size, body + cubin_size + ptx_size),
     ):
-        record = metadata["payloads"].get(name)
+        record = records[name]
         if record is None:
             payloads[name] = None
             continue
         data = blob[lo:hi]
-        if sha256_hex(data) != record.get("sha256"):
+        if sha256_hex(data) != record["sha256"]:
             raise CacheCorruptError(path, f"{name} SHA-256 mismatch")
         payloads[name] = data
     try:
@@ -184,27 +174,6 @@ def decode_entry(blob: bytes, *, path: str) -> tuple[dict[str, Any], bytes | Non
     except UnicodeDecodeError:
         raise CacheCorruptError(path, "PTX is not UTF-8") from None
     return metadata, payloads["cubin"], ptx
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an entry file without reading its payloads (checksummed, not payloads)."""
-    with open(path, "rb") as f:
-        head = f.read(MAX_HEADER_BYTES)
-        start, meta_len, meta_sha = _parse_header(head, str(path))
-        f.seek(start)
-        meta_bytes = f.read(meta_len)
-    return _parse_metadata(meta_bytes, meta_sha, str(path))
-
-
-def read_entry_file(path: Path) -> tuple[bytes, os.stat_result]:
-    """The whole file and the stat of the inode read (to quarantine exactly that one).
-
-    Reading it whole is what makes eviction harmless to readers: once read, an unlink of the
-    file cannot take anything away.
-    """
-    with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        return f.read(), st
 
 
 def verify_entry(

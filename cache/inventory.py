@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cache import eviction
-from cache.entry import read_entry_file, read_metadata, verify_entry
+from cache.entry_file import EntryRead, read_entry, read_entry_metadata
 from cache.layout import Layout
 from cache.publish import quarantine
-from tessera_core.errors import CacheCorruptError
+
+log = logging.getLogger("tessera.cache")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,28 +40,56 @@ class BadEntry:
 
 
 def list_entries(layers: Sequence[tuple[Layout, bool]]) -> list[EntryInfo]:
-    """Every entry file of every (layout, read_only) layer with its metadata, payloads unread."""
+    """Every entry file of every (layout, read_only) layer with its metadata, payloads unread.
+
+    A bad entry (anything but a regular file, unparsable metadata) is listed with
+    `metadata=None` and its problem; nothing at an entry path can stop the listing.
+    """
     infos = []
     for layout, read_only in layers:
-        for stat in sorted(eviction.scan(layout), key=lambda s: s.kernel_key):
-            metadata: dict[str, Any] | None
-            problem = None
+        for key in layout.entry_keys():
+            path = layout.entry_path(key)
+            problem: str | None
+            metadata: dict[str, Any] | None = None
             try:
-                metadata = read_metadata(layout.entry_path(stat.kernel_key))
-            except (CacheCorruptError, OSError) as exc:
-                metadata, problem = None, str(exc)
+                read = read_entry_metadata(path)
+                if read is None:
+                    continue  # removed since listing
+                problem, st, metadata = read.problem, read.stat, read.metadata
+            except OSError as exc:
+                problem = f"unreadable: {exc}"
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
             infos.append(
                 EntryInfo(
-                    kernel_key=stat.kernel_key,
+                    kernel_key=key,
                     layer=layout.root,
                     read_only=read_only,
-                    size_bytes=stat.size_bytes,
-                    last_used_s=stat.last_used_s,
-                    metadata=metadata,
+                    size_bytes=st.st_size,
+                    last_used_s=st.st_mtime,
+                    metadata=metadata if problem is None else None,
                     problem=problem,
                 )
             )
     return infos
+
+
+def read_checked(layout: Layout, kernel_key: str, *, read_only: bool) -> EntryRead | None:
+    """One layer's entry file, read and verified, None if absent; a bad one comes back with
+    its problem, quarantined first if the layer is writable.
+
+    Raises:
+        OSError: it cannot be read (permissions, I/O); not the entry's fault, not moved.
+    """
+    path = layout.entry_path(kernel_key)
+    read = read_entry(path, kernel_key=kernel_key)
+    if read is not None and read.problem is not None:
+        log.warning("bad cache entry %s: %s", path, read.problem)
+        if not read_only:
+            quarantine(layout, path, read.stat)
+    return read
 
 
 def verify_layers(layers: Sequence[tuple[Layout, bool]]) -> list[BadEntry]:
@@ -69,14 +99,16 @@ def verify_layers(layers: Sequence[tuple[Layout, bool]]) -> list[BadEntry]:
         for key in layout.entry_keys():
             path = layout.entry_path(key)
             try:
-                blob, st = read_entry_file(path)
-            except FileNotFoundError:
-                continue
-            try:
-                verify_entry(blob, path=str(path), kernel_key=key)
-            except CacheCorruptError as exc:
-                removed = not read_only and quarantine(layout, path, st)
+                read = read_checked(layout, key, read_only=True)  # quarantined below, counted
+            except OSError as exc:  # not the entry's fault (permissions, I/O): not moved
                 bad.append(
-                    BadEntry(kernel_key=key, layer=layout.root, reason=exc.reason, removed=removed)
+                    BadEntry(kernel_key=key, layer=layout.root, reason=str(exc), removed=False)
                 )
+                continue
+            if read is None or read.problem is None:
+                continue
+            removed = not read_only and quarantine(layout, path, read.stat)
+            bad.append(
+                BadEntry(kernel_key=key, layer=layout.root, reason=read.problem, removed=removed)
+            )
     return bad

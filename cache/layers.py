@@ -1,4 +1,5 @@
-"""The cache search path: one writable cache directory, then read-only layers in order."""
+"""The cache search path (one writable cache directory, then read-only layers in order) and
+the cache limits, from the API arguments or the environment."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tessera_core import config
+from tessera_core.errors import CacheConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,3 +55,17 @@ def search_path(
     if not writable:
         return SearchPath(writable=None, read_only=(root, *layers))
     return SearchPath(writable=root, read_only=tuple(p for p in layers if p != root))
+
+
+def env_limit(knob: config.Knob[int]) -> int | None:
+    """A cache limit from its environment variable: a positive integer, else a one-line error."""
+    try:
+        value = knob.get()
+    except ValueError as exc:
+        raise CacheConfigError(f"{str(exc).rstrip('.')}; expected a positive integer") from None
+    if value is not None and value <= 0:
+        raise CacheConfigError(
+            f"environment variable {knob.name}={value}: expected a positive integer "
+            f"({knob.doc.rstrip('.')}); unset it for the default"
+        )
+    return value

@@ -1,9 +1,11 @@
 """The on-disk layout of one kernel cache directory, with the format version in its path.
 
     <root>/v1/entries/<kernel_key>.kernel   one file per key: header, metadata JSON, cubin, PTX
-    <root>/v1/tmp/                          entries being written (same filesystem, then renamed)
+    <root>/v1/tmp/                          entries being written (same filesystem, then renamed),
+                                            each flocked by its writer; bundle imports stage here
     <root>/v1/locks/index.lock              guards publish (rename) and eviction
-    <root>/v1/locks/<kernel_key>.lock       single-flight build lock of one key
+    <root>/v1/locks/keys/<kernel_key>.lock  single-flight build lock of one key (its own
+                                            directory: a key named `index` is not the index lock)
     <root>/v1/quarantine/                   entries that failed an integrity check
 
 The directory listing of entries/ is the index: there is no separate index file to corrupt.
@@ -81,7 +83,7 @@ class Layout:
         return self.entries_dir / f"{check_key(kernel_key)}{ENTRY_SUFFIX}"
 
     def key_lock_path(self, kernel_key: str) -> Path:
-        return self.locks_dir / f"{check_key(kernel_key)}.lock"
+        return self.locks_dir / "keys" / f"{check_key(kernel_key)}.lock"
 
     def make_dirs(self) -> None:
         for path in (self.entries_dir, self.tmp_dir, self.locks_dir, self.quarantine_dir):

@@ -5,11 +5,15 @@ the kernel drops an flock when its holder exits for any reason, SIGKILL included
 process can never leave a lock that blocks others. The lock files themselves stay on disk,
 empty and harmless; they are never deleted, because unlinking a lock file that a live process
 holds would let a second process lock a new file of the same name.
+
+Temp files are locked the same way, through their own descriptor (`lock_fd`): a writer holds
+its temp file locked while it lives, so a temp file anyone can lock (`try_lock_fd`) is an
+orphan of a dead writer. The cache needs POSIX flock (Linux, macOS).
 """
 
 from __future__ import annotations
 
-import os
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +24,7 @@ from tessera_core.errors import CacheLockError
 
 INDEX_LOCK_TIMEOUT_S = 60.0
 
-_LockClass: type[filelock.BaseFileLock] = (
-    filelock.UnixFileLock if os.name == "posix" else filelock.FileLock
-)
+_LockClass: type[filelock.BaseFileLock] = filelock.UnixFileLock
 
 
 def file_lock(path: Path) -> filelock.BaseFileLock:
@@ -62,3 +64,17 @@ def try_hold(path: Path, *, timeout_s: float) -> Iterator[bool]:
     finally:
         if locked:
             lock.release()
+
+
+def lock_fd(fd: int) -> None:
+    """Lock an open file for as long as it stays open (or the process lives)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def try_lock_fd(fd: int) -> bool:
+    """Lock an open file if no one holds it: True means whoever created it is gone."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

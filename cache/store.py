@@ -6,38 +6,42 @@ Concurrency argument (code in cache/publish.py and cache/lock.py, layout in cach
   same filesystem, fsyncs it, then renames it over `entries/<key>.kernel` and fsyncs the
   directory. rename(2) is atomic, so a reader opens either the old file or the new one,
   never a mix, and a writer killed at any point leaves at most an orphan temp file that no
-  reader ever looks at.
-- Readers take no lock: they read the entry file whole into memory and verify every
-  checksum before returning. If eviction unlinks the file meanwhile, the open descriptor
+  reader ever looks at and the next eviction removes. A bundle import stages every entry
+  first and renames them all under one hold of the index lock, or none.
+- Readers take no lock: they read the entry file whole into memory (a bounded, non-blocking
+  read of a regular file only: cache/entry_file.py) and verify every checksum before
+  returning. If eviction unlinks the file meanwhile, the open descriptor
   still reads the complete old inode (POSIX unlink semantics), so eviction never removes an
   entry "while it is being read": the reader already holds all of it.
 - Renames into entries/, eviction and quarantine all run under `locks/index.lock`, so an
   eviction decision can never delete an entry published after it scanned: a completed put
   is only ever removed by a later eviction that saw it, or by a later put of the same key.
-- Single-flight builds hold `locks/<key>.lock` while building. All locks are OS flocks,
-  released by the kernel when the holder dies (SIGKILL included).
+- Single-flight builds hold `locks/keys/<key>.lock` while building. All locks are OS flocks,
+  released by the kernel when the holder dies (SIGKILL included); a writer's temp file is
+  flocked too, so eviction knows an orphan by being able to lock it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cache import eviction, validity
-from cache.entry import CacheEntry, KernelPayload, encode_entry, read_entry_file, verify_entry
-from cache.inventory import BadEntry, EntryInfo, list_entries, verify_layers
-from cache.layers import search_path
+from cache import eviction
+from cache.entry import CacheEntry, KernelPayload, encode_entry
+from cache.inventory import BadEntry, EntryInfo, list_entries, read_checked, verify_layers
+from cache.layers import env_limit, search_path
 from cache.layout import Layout, check_key
 from cache.lock import hold, try_hold
-from cache.publish import publish, quarantine
+from cache.memo import Identity, Memo, identity, touch
+from cache.publish import discard_locked, publish, publish_staged, staging_dir
+from cache.validity import serve
 from tessera_core import config
-from tessera_core.errors import CacheCorruptError, CacheMissError, TesseraError
+from tessera_core.errors import CacheMissError, TesseraError
 
 log = logging.getLogger("tessera.cache")
 
@@ -71,9 +75,9 @@ class KernelCache:
         """
         path = search_path(cache_dir=cache_dir, read_only_dirs=read_only_dirs, writable=writable)
         self.search_path = path
-        self.max_bytes = max_bytes if max_bytes is not None else config.CACHE_MAX_BYTES.get()
+        self.max_bytes = max_bytes if max_bytes is not None else env_limit(config.CACHE_MAX_BYTES)
         self.max_entries = (
-            max_entries if max_entries is not None else config.CACHE_MAX_ENTRIES.get()
+            max_entries if max_entries is not None else env_limit(config.CACHE_MAX_ENTRIES)
         )
         self.touch_interval_s = touch_interval_s
         self._writable = Layout(root=path.writable) if path.writable is not None else None
@@ -81,9 +85,7 @@ class KernelCache:
         if self._writable is not None:
             self._layers.append((self._writable, False))
         self._layers += [(Layout(root=p), True) for p in path.read_only]
-        self._memo_enabled = memo
-        # key -> [entry, monotonic time of its last touch by this process]
-        self._memo: dict[str, list[Any]] = {}
+        self._memo = Memo(enabled=memo)
 
     # ----------------------------------------------------------------------------- reads
 
@@ -132,81 +134,75 @@ class KernelCache:
         nvrtc_version: str | None = None,
     ) -> tuple[CacheEntry | None, list[str]]:
         """(entry or None, the reasons each entry found was not served)."""
-        memo = self._memo.get(kernel_key)
-        if memo is not None:
-            served, _ = _serve(
-                memo[0], arch=arch, template_hash=template_hash, nvrtc_version=nvrtc_version
+        check_key(kernel_key)
+        memoized = self._memo.get(kernel_key, touch_interval_s=self.touch_interval_s)
+        if memoized is not None:
+            served, _ = serve(
+                memoized, arch=arch, template_hash=template_hash, nvrtc_version=nvrtc_version
             )
             if served is not None:
-                if not served.read_only and time.monotonic() - memo[1] > self.touch_interval_s:
-                    memo[1] = time.monotonic()
-                    _touch(Layout(root=served.layer).entry_path(kernel_key))
                 return served, []
-        check_key(kernel_key)
         reasons: list[str] = []
-        for layout, read_only in self._layers:
-            entry, reason = self._load(layout, kernel_key, read_only=read_only)
-            if entry is None:
+        for i, (layout, read_only) in enumerate(self._layers):
+            entry, reason, file_identity = self._load(layout, kernel_key, read_only=read_only)
+            if entry is None or file_identity is None:
                 if reason:
                     reasons.append(reason)
                 continue
-            served, reason = _serve(
+            served, reason = serve(
                 entry, arch=arch, template_hash=template_hash, nvrtc_version=nvrtc_version
             )
             if served is None:
                 reasons.append(f"{layout.entry_path(kernel_key)}: {reason}")
                 continue
-            if self._memo_enabled:
-                self._memo[kernel_key] = [entry, time.monotonic()]
+            earlier = tuple(lay.entry_path(kernel_key) for lay, _ in self._layers[:i])
+            self._memo.remember(
+                entry, path=layout.entry_path(kernel_key), identity=file_identity, earlier=earlier
+            )
             return served, reasons
         return None, reasons
 
     def _load(
         self, layout: Layout, kernel_key: str, *, read_only: bool
-    ) -> tuple[CacheEntry | None, str | None]:
-        """Read and verify one layer's entry; quarantine it (writable layer) if corrupt."""
+    ) -> tuple[CacheEntry | None, str | None, Identity | None]:
+        """Read and verify one layer's entry: (entry, None, identity of the file read for the
+        memo) or (None, why it is no hit or None if absent, None)."""
         path = layout.entry_path(kernel_key)
         try:
-            blob, st = read_entry_file(path)
-        except FileNotFoundError:
-            return None, None
+            read = read_checked(layout, kernel_key, read_only=read_only)
         except OSError as exc:
-            return None, f"{path}: unreadable: {exc}"
-        try:
-            metadata, cubin, ptx = verify_entry(blob, path=str(path), kernel_key=kernel_key)
-        except CacheCorruptError as exc:
-            log.warning("cache miss, corrupt entry: %s", exc)
-            if not read_only:
-                quarantine(layout, path, st)
-            return None, f"{path}: corrupt: {exc.reason}"
-        if not read_only and time.time() - st.st_mtime > self.touch_interval_s:
-            _touch(path)
+            return None, f"{path}: unreadable: {exc}", None
+        if read is None:
+            return None, None, None
+        if read.problem is not None or read.metadata is None:
+            return None, f"{path}: corrupt: {read.problem}", None
+        touched_ns = None
+        if not read_only and time.time() - read.stat.st_mtime > self.touch_interval_s:
+            touched_ns = touch(path)
         entry = CacheEntry(
             kernel_key=kernel_key,
-            metadata=metadata,
-            cubin=cubin,
-            ptx=ptx,
+            metadata=read.metadata,
+            cubin=read.cubin,
+            ptx=read.ptx,
             layer=layout.root,
             read_only=read_only,
-            size_bytes=len(blob),
+            size_bytes=len(read.blob),
         )
-        return entry, None
+        return entry, None, identity(read.stat, mtime_ns=touched_ns)
 
     def read_entry_file(self, kernel_key: str) -> tuple[bytes, Path, dict[str, Any]] | None:
-        """The verified bytes of the first entry file for `kernel_key`, its layer and its
-        metadata (bundles)."""
+        """The verified bytes of the first good entry file for `kernel_key`, its layer and its
+        metadata (bundles); bad ones are skipped (and quarantined in the writable layer)."""
         check_key(kernel_key)
-        for layout, _ in self._layers:
-            path = layout.entry_path(kernel_key)
+        for layout, read_only in self._layers:
             try:
-                blob, _st = read_entry_file(path)
-                metadata, _, _ = verify_entry(blob, path=str(path), kernel_key=kernel_key)
-            except FileNotFoundError:
+                read = read_checked(layout, kernel_key, read_only=read_only)
+            except OSError as exc:
+                log.warning("skipping unreadable entry %s: %s", layout.entry_path(kernel_key), exc)
                 continue
-            except CacheCorruptError as exc:
-                log.warning("skipping corrupt entry: %s", exc)
+            if read is None or read.problem is not None or read.metadata is None:
                 continue
-            return blob, layout.root, metadata
+            return read.blob, layout.root, read.metadata
         return None
 
     def list_keys(self, *, writable_only: bool = False) -> list[str]:
@@ -250,7 +246,18 @@ class KernelCache:
         head, cubin_bytes, ptx_bytes, stored = encode_entry(
             kernel_key, cubin=cubin, ptx=ptx, metadata=metadata
         )
-        self.publish_file(kernel_key, (head, cubin_bytes, ptx_bytes))
+        self._memo.drop(kernel_key)
+        publish(
+            layout,
+            kernel_key,
+            (head, cubin_bytes, ptx_bytes),
+            under_index_lock=lambda: self._evict_locked(
+                layout,
+                max_bytes=self.max_bytes,
+                max_entries=self.max_entries,
+                protect=frozenset([kernel_key]),  # a put never evicts itself
+            ),
+        )
         entry = CacheEntry(
             kernel_key=kernel_key,
             metadata=stored,
@@ -260,33 +267,34 @@ class KernelCache:
             read_only=False,
             size_bytes=len(head) + len(cubin_bytes) + len(ptx_bytes),
         )
-        if self._memo_enabled:
-            self._memo[kernel_key] = [entry, time.monotonic()]
         return entry
 
-    def publish_file(
-        self, kernel_key: str, parts: Sequence[bytes], *, protect: Iterable[str] = ()
-    ) -> list[str]:
-        """Write an already-encoded entry file atomically; return the keys evicted to fit it.
+    @contextmanager
+    def staging_dir(self) -> Iterator[Path]:
+        """A private directory in this cache's tmp/ for `publish_staged`, removed after."""
+        with staging_dir(self._require_writable()) as path:
+            yield path
 
-        Callers other than `put` (bundle import) must have verified the bytes with
-        `verify_entry` first. Keys in `protect` (the rest of an imported bundle) are never
-        evicted to make room, nor is `kernel_key`.
-        """
+    def publish_staged(self, staged: Mapping[str, Path], *, replace: bool) -> list[str]:
+        """Publish verified entry files staged in this cache's tmp/ (bundle import): all of
+        them or, on any error, none (see `cache.publish.publish_staged`). Keys present are
+        kept unless `replace`; none of `staged` is evicted to make room for the others.
+        Returns the keys published."""
         layout = self._require_writable()
-        evicted = publish(
+        for key in staged:
+            self._memo.drop(check_key(key))
+        published, _ = publish_staged(
             layout,
-            check_key(kernel_key),
-            parts,
+            staged,
+            replace=replace,
             under_index_lock=lambda: self._evict_locked(
                 layout,
                 max_bytes=self.max_bytes,
                 max_entries=self.max_entries,
-                protect=frozenset([kernel_key, *protect]),
+                protect=frozenset(staged),
             ),
         )
-        self._memo.pop(kernel_key, None)
-        return evicted
+        return published
 
     def _evict_locked(
         self,
@@ -296,21 +304,26 @@ class KernelCache:
         max_entries: int | None,
         protect: frozenset[str] = frozenset(),
     ) -> list[str]:
-        """Evict LRU entries until the limits hold; the caller holds the index lock."""
+        """Reclaim orphaned temp files, then evict LRU entries until the limits hold; the
+        caller holds the index lock."""
+        for path in eviction.reap_orphans(layout.tmp_dir):
+            log.info("removed %s, left by a writer that died", path)
         if max_bytes is None and max_entries is None:
             return []
         victims = eviction.plan(
             eviction.scan(layout), max_bytes=max_bytes, max_entries=max_entries, protect=protect
         )
+        evicted = []
         for key in victims:
-            layout.entry_path(key).unlink(missing_ok=True)
-            self._memo.pop(key, None)
-            log.info("evicted %s from %s (LRU)", key, layout.root)
-        return victims
+            self._memo.drop(key)
+            if discard_locked(layout, layout.entry_path(key)):
+                evicted.append(key)
+                log.info("evicted %s from %s (LRU)", key, layout.root)
+        return evicted
 
     def prune(self, *, max_bytes: int | None = None, max_entries: int | None = None) -> list[str]:
         """Evict LRU entries of the writable cache down to the limits (default: the cache's);
-        also delete stale temp and quarantined files. Returns the evicted keys."""
+        also delete orphaned temp files and stale quarantined files. Returns the evicted keys."""
         layout = self._require_writable()
         if not layout.version_dir.exists():
             return []
@@ -320,37 +333,33 @@ class KernelCache:
                 max_bytes=self.max_bytes if max_bytes is None else max_bytes,
                 max_entries=self.max_entries if max_entries is None else max_entries,
             )
-        eviction.remove_stale(layout.tmp_dir)
         eviction.remove_stale(layout.quarantine_dir)
         return victims
 
     def remove(self, kernel_key: str) -> bool:
-        """Remove one entry of the writable cache; True if it was there."""
+        """Remove one entry of the writable cache (whatever is at its path); True if it was."""
         layout = self._require_writable()
         path = layout.entry_path(kernel_key)
-        self._memo.pop(kernel_key, None)
-        if not path.exists():
+        self._memo.drop(kernel_key)
+        if not os.path.lexists(path):
             return False
         with hold(layout.index_lock_path):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-        return True
+            return discard_locked(layout, path)
 
     def clear(self) -> int:
-        """Remove every entry and quarantined file of the writable cache; return the count."""
+        """Remove every entry and quarantined file of the writable cache; return the count.
+
+        Whatever sits at an entry path is removed (a directory is moved to quarantine/);
+        what cannot be removed is logged and skipped, never stopping the others.
+        """
         layout = self._require_writable()
         self._memo.clear()
         if not layout.version_dir.exists():
             return 0
-        count = 0
         with hold(layout.index_lock_path):
-            for key in layout.entry_keys():
-                layout.entry_path(key).unlink(missing_ok=True)
-                count += 1
+            count = sum(discard_locked(layout, layout.entry_path(k)) for k in layout.entry_keys())
+            self._evict_locked(layout, max_bytes=None, max_entries=None)  # orphans only
         eviction.remove_stale(layout.quarantine_dir, older_than_s=-1.0)
-        eviction.remove_stale(layout.tmp_dir)  # young temp files may belong to live writers
         return count
 
     def verify(self) -> list[BadEntry]:
@@ -394,37 +403,10 @@ class KernelCache:
                     return entry
             built = build_fn()
             stored = self.put(kernel_key, cubin=built.cubin, ptx=built.ptx, metadata=built.metadata)
-        served, reason = _serve(stored, **want)
+        served, reason = serve(stored, **want)
         if served is None:  # the builder made something the caller could never load
             raise TesseraError(
                 f"get_or_build({kernel_key!r}): the entry build_fn produced is unusable: "
                 f"{reason}; build for the arch, template and NVRTC the caller asked for"
             )
         return served
-
-
-def _serve(
-    entry: CacheEntry,
-    *,
-    arch: str | None,
-    template_hash: str | None,
-    nvrtc_version: str | None,
-) -> tuple[CacheEntry | None, str | None]:
-    """(`entry` as it serves the request, with `use_ptx` set; or None and the reason it cannot)."""
-    reason, use_ptx = validity.check(
-        entry.metadata,
-        has_cubin=entry.cubin is not None,
-        has_ptx=entry.ptx is not None,
-        arch=arch,
-        template_hash=template_hash,
-        nvrtc_version=nvrtc_version,
-    )
-    if reason is not None:
-        return None, reason
-    return (entry if entry.use_ptx == use_ptx else replace(entry, use_ptx=use_ptx)), None
-
-
-def _touch(path: Path) -> None:
-    """Record a use: the entry file's mtime is its last-use time (contents untouched)."""
-    with contextlib.suppress(OSError):  # evicted or replaced meanwhile, or read-only fs
-        os.utime(path)

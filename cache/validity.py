@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
+from cache.entry import CacheEntry
 from cache.layout import FORMAT_VERSION
 
 _ARCH_RE = re.compile(r"(?:sm|compute)_(\d+)(\d)([af]?)")
@@ -75,3 +77,24 @@ def check(
     except ValueError as exc:
         return f"arch check failed: {exc}", False
     return f"built for {built_for}, which a {arch} device can run neither as cubin nor PTX", False
+
+
+def serve(
+    entry: CacheEntry,
+    *,
+    arch: str | None,
+    template_hash: str | None,
+    nvrtc_version: str | None,
+) -> tuple[CacheEntry | None, str | None]:
+    """(`entry` as it serves the request, with `use_ptx` set; or None and the reason it cannot)."""
+    reason, use_ptx = check(
+        entry.metadata,
+        has_cubin=entry.cubin is not None,
+        has_ptx=entry.ptx is not None,
+        arch=arch,
+        template_hash=template_hash,
+        nvrtc_version=nvrtc_version,
+    )
+    if reason is not None:
+        return None, reason
+    return (entry if entry.use_ptx == use_ptx else replace(entry, use_ptx=use_ptx)), None

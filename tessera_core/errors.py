@@ -115,6 +115,10 @@ class CacheCorruptError(TesseraError):
         )
 
 
+class CacheConfigError(TesseraError, ValueError):
+    """A cache setting (an environment variable such as TESSERA_CACHE_MAX_BYTES) is unusable."""
+
+
 class CacheLockError(TesseraError):
     """A cache lock could not be taken in time (another live process holds it)."""
 

@@ -6,11 +6,42 @@ import hashlib
 import os
 import random
 import secrets
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 from cache import KernelCache, KernelPayload
+
+ROOT = Path(__file__).resolve().parents[2]
+MEMORY_MARGIN_BYTES = 256 * 1024**2
+
+
+def run_limited(
+    code: str, *, margin_bytes: int = MEMORY_MARGIN_BYTES
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter whose address space (RLIMIT_AS) may grow only
+    `margin_bytes` past what it uses once the cache is imported: an allocation the size of
+    a hostile header's claim fails there, where it would succeed (slowly) here."""
+    preamble = f"""
+        import resource
+        import cache, cache.bundle, cache.__main__
+        with open("/proc/self/status") as status:
+            vm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmSize"))
+        limit = vm_kib * 1024 + {margin_bytes}
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        """
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(preamble) + textwrap.dedent(code)],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def payload_for(kernel_key: str, version: str) -> tuple[bytes, str]:

@@ -212,17 +212,28 @@ def test_size_caps_refuse_a_bundle_with_a_message_naming_the_cap(
     assert _cache(dst).list_keys() == []
 
 
-def test_a_bundle_of_too_many_members_is_refused_without_reading_them_all(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_bundle_that_does_not_start_with_its_manifest_is_refused_at_once(
+    tmp_path: Path,
 ) -> None:
     bundle = tmp_path / "headers.tar.gz"
     with tarfile.open(bundle, "w:gz") as tar:
         for i in range(50):  # empty members: no payload bytes, only headers
             tar.addfile(tarfile.TarInfo(f"junk-{i}"), io.BytesIO(b""))
-    monkeypatch.setattr("cache.bundle.MAX_MEMBERS", 10)
-    with pytest.raises(BundleError, match="more than 10 members") as info:
+    with pytest.raises(BundleError, match=r"starts with manifest\.json") as info:
         import_bundle(bundle, _cache(tmp_path / "dst"))
-    assert len(info.value.problems) <= 11
+    assert len(info.value.problems) == 1
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_manifest_of_too_many_entries_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members, records = _good_members(tmp_path)
+    bundle = tmp_path / "many.tar.gz"
+    _write_bundle(bundle, members, records * 11)
+    monkeypatch.setattr("cache.bundle.MAX_MEMBERS", 10)
+    with pytest.raises(BundleError, match="more than 10 entries"):
+        import_bundle(bundle, _cache(tmp_path / "dst"))
     assert not (tmp_path / "dst").exists()
 
 
@@ -237,3 +248,17 @@ def test_import_never_evicts_an_entry_of_the_same_bundle(tmp_path: Path) -> None
     report = import_bundle(bundle, dst)
     assert sorted(report.imported) == sorted(KEYS)
     assert dst.list_keys() == sorted(KEYS), "every key reported imported is in the cache"
+
+
+def test_a_200_character_key_round_trips_through_its_pax_path_header(tmp_path: Path) -> None:
+    key = "gemm.fp16." + "x" * 184 + ".sm_80"  # a member name over ustar's 100 characters
+    assert len(key) == 200
+    src = _cache(tmp_path / "src")
+    put_version(src, key, "long")
+    bundle = tmp_path / "b.tar.gz"
+    export_bundle(src, bundle)
+    with tarfile.open(bundle) as tar:
+        assert any(m.pax_headers.get("path") == f"entries/{key}.kernel" for m in tar)
+    assert import_bundle(bundle, _cache(tmp_path / "dst")).imported == [key]
+    entry = _cache(tmp_path / "dst").get(key)
+    assert entry is not None and consistent(key, entry)

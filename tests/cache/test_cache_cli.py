@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cache_workers import put_version
+from cache_workers import metadata_for, payload_for, put_version
 
 from cache import KernelCache
-from cache.__main__ import main
+from cache.__main__ import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["gemm.fp16.m64.n64.k64.sm_80", "gemm.fp16.m128.n64.k64.sm_80"]
@@ -26,21 +26,118 @@ def filled(tmp_path: Path) -> Path:
     return path
 
 
-def test_ls_runs_as_a_module_and_prints_the_columns(filled: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "cache", "--cache-dir", str(filled), "ls"],
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cache", *args],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_ls_runs_as_a_module_and_prints_the_columns(filled: Path) -> None:
+    result = _cli("--cache-dir", str(filled), "ls")
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["key", "config", "time", "objective", "size", "last", "used"]
+    assert header.split() == [
+        "key", "config", "objective", "kernel_ms", "TFLOP/s", "bytes", "created", "last_used"
+    ]  # fmt: skip
     assert sorted(r.split()[0] for r in rows) == sorted(KEYS)
-    assert all("m64n64k32w4s2" in r and "time_ms=0.5" in r for r in rows)
+    assert all(r.split()[1:4] == ["m64n64k32w4s2", "-", "0.5"] for r in rows)
+
+
+def test_ls_shows_kernel_time_tflops_and_whether_measured_or_modelled(filled: Path) -> None:
+    cache = KernelCache(cache_dir=filled, read_only_dirs=())
+    problem = {"op": "gemm", "m": 4096, "n": 4096, "k": 4096, "dtype": "fp16"}  # 137.4 GFLOP
+    for key, objective in [
+        (
+            "gemm.fp16.m4096.n4096.k4096.sm_80",
+            {"kind": "measured", "time_ms": 1.0, "tflops": 137.4},
+        ),
+        ("gemm.fp16.m4096.n4096.k4096.sm_90", {"kind": "model", "time_ms": 0.5}),  # no tflops
+    ]:
+        cubin, ptx = payload_for(key, "v")
+        meta = {**metadata_for("v"), "problem": problem, "objective": objective}
+        cache.put(key, cubin=cubin, ptx=ptx, metadata=meta)
+    result = _cli("ls", "--cache-dir", str(filled))
+    assert result.returncode == 0, result.stderr
+    cells = {r.split()[0]: r.split()[2:5] for r in result.stdout.splitlines()[1:]}
+    assert cells["gemm.fp16.m4096.n4096.k4096.sm_80"] == ["measured", "1", "137.4"]
+    assert cells["gemm.fp16.m4096.n4096.k4096.sm_90"] == ["modelled", "0.5", "274.9"]
+
+
+def test_global_options_are_accepted_after_the_subcommand(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["ls", "--cache-dir", str(filled)]) == 0
+    assert sorted(r.split()[0] for r in capsys.readouterr().out.splitlines()[1:]) == sorted(KEYS)
+    # After the subcommand wins; absent after it, the value before it stands.
+    assert main(["--cache-dir", str(tmp_path / "empty"), "ls", "--cache-dir", str(filled)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + len(KEYS)
+    assert main(["--cache-dir", str(filled), "show", KEYS[0]]) == 0
+    assert (
+        main(["show", KEYS[0], "--cache-dir", str(tmp_path / "empty"), "--layer", str(filled)]) == 0
+    )
+    assert "(read-only)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (["prune", "--max-bytes", "-1"], {}, "--max-bytes"),
+        (["prune", "--max-entries", "x"], {}, "--max-entries"),
+        (["bogus"], {}, "COMMAND"),
+        ([], {}, "COMMAND"),
+        (["show"], {}, "key"),
+        (["export", "out.tar.gz"], {}, "--keys"),
+        (["show", "../../etc/passwd"], {}, "kernel_key"),
+        (["ls"], {"TESSERA_CACHE_MAX_BYTES": "0"}, "TESSERA_CACHE_MAX_BYTES"),
+        (["ls"], {"TESSERA_CACHE_MAX_BYTES": "-5"}, "TESSERA_CACHE_MAX_BYTES"),
+        (["ls"], {"TESSERA_CACHE_MAX_BYTES": "abc"}, "TESSERA_CACHE_MAX_BYTES"),
+        (["ls"], {"TESSERA_CACHE_MAX_ENTRIES": "1.5"}, "TESSERA_CACHE_MAX_ENTRIES"),
+        (["import", "/nonexistent/b.tar.gz"], {}, "/nonexistent/b.tar.gz"),
+    ],
+)
+def test_every_bad_argument_is_one_line_and_exit_2(
+    filled: Path, args: list[str], env: dict[str, str], names: str
+) -> None:
+    result = _cli(*args, "--cache-dir", str(filled), **env) if args else _cli(**env)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and names in lines[0] and "error:" in lines[0], result.stderr
+
+
+def test_a_broken_pipe_ends_quietly(filled: Path) -> None:
+    cache = KernelCache(cache_dir=filled, read_only_dirs=())
+    for i in range(40):  # more rows than `head -1` reads
+        put_version(cache, f"gemm.fp16.m{i + 1}.n8.k8.sm_80", "v")
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "cache", "--cache-dir", str(filled), "ls"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()  # the reader of stdout went away before a byte was written
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    filled: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(COMMANDS, "verify", interrupted)
+    assert main(["--cache-dir", str(filled), "verify"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "python -m cache: interrupted\n" and captured.out == ""
 
 
 def test_show_verify_prune_clear(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:

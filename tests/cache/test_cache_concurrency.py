@@ -24,7 +24,6 @@ from cache_workers import (
 )
 
 from cache import KernelCache
-from cache.eviction import remove_stale
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PROCS = 8
@@ -138,7 +137,7 @@ def test_writer_killed_mid_put_leaves_old_entry_and_next_put_works(tmp_path: Pat
     for k in (key, fresh_key):
         got = _cache(cache_dir).get(k)
         assert got is not None and got.metadata["version"] == "new" and consistent(k, got)
-    assert len(remove_stale(tmp_dir, older_than_s=-1.0)) == 1
+    assert list(tmp_dir.iterdir()) == []  # the dead writer's orphan: reclaimed by eviction
 
 
 def test_lock_holder_killed_does_not_block_writers(tmp_path: Path) -> None:
@@ -233,3 +232,41 @@ def test_writers_killed_at_random_moments_never_leave_a_bad_entry(tmp_path: Path
     assert _cache(cache_dir).list_keys() != []  # the writers did complete puts between kills
     put_version(_cache(cache_dir), keys[0], "after")
     assert _cache(cache_dir).get(keys[0]).metadata["version"] == "after"  # type: ignore[union-attr]
+
+
+def _disk_bytes(cache_dir: Path) -> int:
+    """What the cache holds on disk: entries and temp files alike."""
+    version = cache_dir / "v1"
+    return sum(p.stat().st_size for d in ("entries", "tmp") for p in (version / d).iterdir())
+
+
+def test_a_dead_writers_temp_file_counts_and_is_reclaimed_however_young(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "kernels"
+    key, other = "gemm.fp16.m64.n64.k64.sm_80", "gemm.fp16.m128.n64.k64.sm_80"
+    writer = _spawn_python(
+        f"""
+        from cache import KernelCache
+        from cache_workers import put_version
+        put_version(KernelCache(cache_dir={str(cache_dir)!r}, read_only_dirs=()), {key!r}, "w")
+        """,
+        TESSERA_CACHE_WRITE_DELAY_S="30",
+    )
+    tmp_dir = cache_dir / "v1" / "tmp"
+    try:
+        _wait_for(
+            lambda: tmp_dir.exists() and any(p.stat().st_size for p in tmp_dir.iterdir()),
+            "a partial write",
+        )
+        _cache(cache_dir).prune(max_bytes=0)  # the writer is alive: its temp file stays
+        assert len(list(tmp_dir.iterdir())) == 1
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    orphan = next(tmp_dir.iterdir())
+    assert time.time() - orphan.stat().st_mtime < 3600  # young: no age rule would reclaim it
+
+    put_version(_cache(cache_dir), other, "v")
+    entry_bytes = (cache_dir / "v1" / "entries" / f"{other}.kernel").stat().st_size
+    put_version(_cache(cache_dir, max_bytes=entry_bytes), other, "v")  # an eviction pass
+    assert not orphan.exists()
+    assert _disk_bytes(cache_dir) == entry_bytes  # within the limit, the orphan included

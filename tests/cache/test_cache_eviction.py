@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from cache import KernelCache
 from cache.eviction import EntryStat, plan
 
@@ -119,3 +121,39 @@ def test_prune_and_clear_skip_what_they_cannot_remove_in_tmp(cache_dir: Path) ->
     assert cache.prune() == []
     assert not old_tmp.exists() and stray.is_dir()
     assert cache.clear() == 1
+
+
+def test_an_abandoned_import_staging_dir_is_reclaimed_a_live_one_kept(cache_dir: Path) -> None:
+    cache = KernelCache(cache_dir=cache_dir, read_only_dirs=())
+    _put_spaced(cache, KEYS[0])
+    dead = cache_dir / "v1" / "tmp" / "bundle.1.dead.import"  # its importer was killed
+    dead.mkdir()
+    (dead / f"{KEYS[1]}.kernel").write_bytes(b"staged")
+    with cache.staging_dir() as live:
+        (live / f"{KEYS[2]}.kernel").write_bytes(b"staged")
+        assert cache.prune() == []
+        assert live.is_dir() and not dead.exists()
+    assert not live.exists()
+
+
+def test_a_temp_file_reaped_before_its_writer_locked_it_is_replaced(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instant between a writer's create and its flock: a reaper that locks first and
+    deletes the file must cost the writer only a fresh name."""
+    from cache import publish
+
+    real_lock, reaped = publish.lock_fd, list[Path]()
+
+    def reaper_wins_once(fd: int) -> None:
+        if not reaped:
+            (path,) = (cache_dir / "v1" / "tmp").iterdir()
+            path.unlink()
+            reaped.append(path)
+        real_lock(fd)
+
+    monkeypatch.setattr(publish, "lock_fd", reaper_wins_once)
+    cache = KernelCache(cache_dir=cache_dir, read_only_dirs=(), memo=False)
+    _put_spaced(cache, KEYS[0])
+    assert reaped and cache.get(KEYS[0]) is not None
+    assert list((cache_dir / "v1" / "tmp").iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cache_workers import consistent, metadata_for, payload_for, put_version
@@ -42,14 +43,37 @@ def test_put_replaces_the_entry_and_memo_follows(cache_dir: Path) -> None:
     assert KernelCache().get(KEY).metadata["version"] == "v2"  # type: ignore[union-attr]
 
 
-def test_memo_serves_without_reading_the_disk(cache_dir: Path) -> None:
+def test_memo_serves_without_reading_the_file(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = KernelCache()
     put_version(cache, KEY, "v1")
     first = cache.get(KEY)
-    (cache_dir / "v1" / "entries" / f"{KEY}.kernel").unlink()
+    monkeypatch.setattr("cache.inventory.read_entry", lambda *a, **k: pytest.fail("read the file"))
     assert cache.get(KEY) is first
     cache.forget()
+    monkeypatch.undo()
+    assert cache.get(KEY) is not first and cache.get(KEY) is not None
+
+
+def test_memo_sees_a_republish_or_eviction_by_another_process(cache_dir: Path) -> None:
+    cache = KernelCache(touch_interval_s=0.0)
+    put_version(cache, KEY, "v1")
+    assert cache.get(KEY).metadata["version"] == "v1"  # type: ignore[union-attr]
+    assert cache.get(KEY).metadata["version"] == "v1"  # type: ignore[union-attr]  # memo hit
+    put_version(KernelCache(), KEY, "v2")  # another instance: another process's memo
+    assert cache.get(KEY).metadata["version"] == "v2"  # type: ignore[union-attr]
+    assert KernelCache().prune(max_bytes=0) == [KEY]
     assert cache.get(KEY) is None
+
+
+def test_memo_of_a_read_only_layer_yields_to_a_new_writable_entry(tmp_path: Path) -> None:
+    shipped, user = tmp_path / "shipped", tmp_path / "user"
+    put_version(KernelCache(cache_dir=shipped, read_only_dirs=()), KEY, "shipped")
+    cache = KernelCache(cache_dir=user, read_only_dirs=[shipped])
+    assert cache.get(KEY).metadata["version"] == "shipped"  # type: ignore[union-attr]
+    put_version(KernelCache(cache_dir=user, read_only_dirs=()), KEY, "user")
+    assert cache.get(KEY).metadata["version"] == "user"  # type: ignore[union-attr]
 
 
 def test_validity_rejects_stale_template_nvrtc_and_unrunnable_arch(cache_dir: Path) -> None:
@@ -213,3 +237,40 @@ def test_get_or_build_refuses_to_return_an_entry_the_caller_cannot_load(tmp_path
         cache.get_or_build(
             "gemm.fp16.m1.n1.k1.sm_90", build_for_another_template, template_hash="new"
         )
+
+
+@pytest.mark.timeout(30)  # before key locks had their own directory, this waited 60 s
+def test_a_key_named_index_does_not_share_the_index_lock(cache_dir: Path) -> None:
+    from cache import KernelPayload, Layout
+
+    layout = Layout(root=cache_dir)
+    assert layout.key_lock_path("index") != layout.index_lock_path
+    cubin, ptx = payload_for("index", "v1")
+    built = KernelPayload(cubin=cubin, ptx=ptx, metadata=metadata_for("v1"))
+    entry = KernelCache().get_or_build("index", lambda: built, wait_timeout_s=5.0)
+    assert entry.metadata["version"] == "v1" and consistent("index", entry)
+
+
+@pytest.mark.parametrize("key", [1, None, 1.5, b"gemm.fp16", ["gemm"], {"k": 1}])
+def test_a_key_that_is_not_a_string_raises_invalid_key(
+    cache_dir: Path, tmp_path: Path, key: Any
+) -> None:
+    from cache import KernelPayload, export_bundle
+
+    cache = KernelCache()
+    put_version(cache, KEY, "v1")
+    cache.get(KEY)  # a filled memo must not be consulted before the key is checked
+    calls = {
+        "get": lambda: cache.get(key),
+        "require": lambda: cache.require(key),
+        "put": lambda: put_version(cache, key, "v"),
+        "remove": lambda: cache.remove(key),
+        "get_or_build": lambda: cache.get_or_build(
+            key, lambda: KernelPayload(cubin=b"x", ptx=None)
+        ),
+        "export": lambda: export_bundle(cache, tmp_path / "b.tar.gz", keys=[key]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidCacheKeyError):
+            call()
+            pytest.fail(f"{name} accepted {key!r}")
