@@ -1,0 +1,104 @@
+"""`python -m autotune.report`: performance_report.md and its plots from a cache and a trace."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from autotune.hotspots import load_trace
+from autotune.report.build import ReportInputs, build_report
+from autotune.report.inputs import (
+    ReportInputError,
+    load_bench_summary,
+    load_device_report,
+    load_trials,
+    tuned_entries,
+)
+from autotune.report.prediction import ModelOracle
+from cache.store import KernelCache
+from tessera_core.config import configure_logging
+from tessera_core.errors import TesseraError
+from tessera_core.hardware import ARCHS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autotune.report",
+        description="Write performance_report.md (and PNG plots with matplotlib) from the "
+        "kernel cache, a runtime trace and optional measurements.",
+    )
+    parser.add_argument("--trace", type=Path, help="runtime trace (JSONL) to analyse")
+    parser.add_argument(
+        "--cache", type=Path, help="kernel cache directory (default: TESSERA_CACHE_DIR / XDG)"
+    )
+    parser.add_argument(
+        "--device-report", type=Path, help="device report JSON with measured kernel times"
+    )
+    parser.add_argument("--trials", type=Path, help="trial records (JSONL) of tuning runs")
+    parser.add_argument(
+        "--bench", type=Path, help="summary JSON written by python -m runtime.bench"
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHS), help="arch for the candidates' model")
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="never compile: configs without stored resources get no model time",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("report"), help="output directory (default ./report)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()
+    args = _parser().parse_args(argv)
+    sources = []
+    try:
+        bench = load_bench_summary(args.bench) if args.bench else None
+        trace = args.trace
+        if trace is None and bench is not None and bench.get("trace"):
+            trace = args.bench.parent / str(bench["trace"])  # the bench's own trace
+        records = load_trace(trace) if trace is not None else []
+        if trace is not None:
+            sources.append(f"trace `{trace}` ({len(records)} records)")
+        if bench is not None:
+            sources.append(f"bench summary `{args.bench}`")
+        cache = KernelCache(cache_dir=args.cache, read_only_dirs=None if args.cache is None else ())
+        entries, skipped = tuned_entries(cache.entries())
+        sources.append(
+            f"kernel cache `{cache.search_path.writable}` ({len(entries)} tuned entries)"
+        )
+        measurements = load_device_report(args.device_report) if args.device_report else []
+        if args.device_report:
+            sources.append(f"device report `{args.device_report}` ({len(measurements)} timings)")
+        trials = load_trials(args.trials) if args.trials else {}
+        if args.trials:
+            sources.append(f"trials `{args.trials}` ({len(trials)} tuning runs)")
+        inputs = ReportInputs(
+            entries=entries,
+            skipped=skipped,
+            records=records,
+            trace_name=None if trace is None else str(trace),
+            trials=trials,
+            measurements=measurements,
+            bench=bench,
+            sources=sources,
+            arch=args.arch,
+        )
+        report = build_report(inputs, args.out, oracle=ModelOracle(compile=not args.no_compile))
+    except (OSError, ReportInputError, TesseraError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.path}")
+    for path in report.plots:
+        print(f"wrote {path}")
+    if not report.plots_available:
+        print("matplotlib is not installed: text only (pip install 'tessera-autotune[plots]')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
