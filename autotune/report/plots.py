@@ -94,7 +94,7 @@ def tier_distributions(
             labels.append(f"{problem.shape_str()} {problem.dtype} t{tier}")
             colors.append(TIER_COLORS.get(tier, "tab:red"))
     fig, ax = plt.subplots(figsize=(FIGSIZE_IN[0], max(FIGSIZE_IN[1], 0.25 * len(data) + 1)))
-    box = ax.boxplot(data, vert=False, patch_artist=True)
+    box = ax.boxplot(data, orientation="horizontal", patch_artist=True)
     for patch, color in zip(box["boxes"], colors, strict=True):
         patch.set_facecolor(color)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=6)
