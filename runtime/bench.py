@@ -7,13 +7,15 @@ of the tuning that tier 3 needs, and a summary with the cross-tier consistency c
 Per problem and tier: a Runtime pinned to that tier (tier 1: the reference only; tier 2: the
 generic kernel from the first call; tier 3: the cached specialized kernel from the first call,
 tuned beforehand if missing), `warmup` untraced calls (which build and load the kernel), then
-`repeats` traced calls on a second Runtime over the same inputs. The warm-up's outputs of
-tiers 2 and 3 are compared with tier 1's on the same inputs.
+`repeats` traced calls on a second Runtime over the same inputs, the tiers interleaved call by
+call. The warm-up's outputs of tiers 2 and 3 are compared with tier 1's on the same inputs.
+On a GPU the inputs are host arrays, so a compiled tier's wall time includes the copies.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -186,6 +188,56 @@ def _ensure_tuned(settings: BenchSettings, problem: Problem, arch: str) -> str:
     return "cached" if result.cache_hit else f"tuned ({result.trials_run} trials)"
 
 
+def _warm_up(
+    settings: BenchSettings,
+    problem: Problem,
+    inputs: tuple[np.ndarray, ...],
+    summary: dict[str, Any],
+) -> list[int]:
+    """Build and run each tier `warmup` times, untraced; check tiers 2 and 3 against tier 1.
+
+    Returns the tiers that served as asked (a tier that fell back is listed as skipped)."""
+    served_tiers, reference = [], None
+    for tier in settings.tiers:
+        with Runtime(config=_tier_config(settings, tier, None)) as warm:
+            for _ in range(settings.warmup):
+                out = _call(warm, problem, inputs)
+            served = warm.history()[-1].tier
+        if served != tier:
+            summary["skipped"].append(f"{_label(problem)}: tier {tier} served tier {served}")
+            continue
+        served_tiers.append(tier)
+        if tier == 1:
+            reference = out
+        elif reference is not None:
+            summary["consistency"].append(_consistency(problem, tier, out, reference))
+    return served_tiers
+
+
+def _timed(
+    settings: BenchSettings,
+    problem: Problem,
+    inputs: tuple[np.ndarray, ...],
+    tiers: Sequence[int],
+    trace: Path,
+) -> dict[int, list[float]]:
+    """`repeats` traced calls per tier, interleaved (the starting tier rotates each round) so
+    a burst of load on a shared machine slows every tier alike rather than one tier's block."""
+    with contextlib.ExitStack() as stack:
+        runtimes = {
+            tier: stack.enter_context(Runtime(config=_tier_config(settings, tier, trace)))
+            for tier in tiers
+        }
+        for round_index in range(settings.repeats):
+            shift = round_index % len(tiers)
+            for tier in [*tiers[shift:], *tiers[:shift]]:
+                _call(runtimes[tier], problem, inputs)
+        return {
+            tier: [r.wall_ms for r in rt.history() if r.event == "call"]
+            for tier, rt in runtimes.items()
+        }
+
+
 def run_bench(settings: BenchSettings, *, log: Any = print) -> dict[str, Any]:
     """Run every set through the tiers; write the trace, trials and summary; return the summary."""
     settings.out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,29 +262,15 @@ def run_bench(settings: BenchSettings, *, log: Any = print) -> dict[str, Any]:
         problems = SETS[settings.scale][set_name]
         summary["sets"][set_name] = [_label(p) for p in problems]
         for index, problem in enumerate(problems):
+            if 3 in settings.tiers:
+                log(f"{set_name}: {_label(problem)}: {_ensure_tuned(settings, problem, arch)}")
             inputs = _inputs(problem, settings.seed + index)
-            reference: np.ndarray | None = None
-            for tier in settings.tiers:
-                if tier == 3:
-                    log(f"{set_name}: {_label(problem)}: {_ensure_tuned(settings, problem, arch)}")
-                with Runtime(config=_tier_config(settings, tier, None)) as warm:
-                    for _ in range(settings.warmup):
-                        out = _call(warm, problem, inputs)
-                    served = warm.history()[-1].tier
-                if served != tier:
-                    summary["skipped"].append(
-                        f"{_label(problem)}: tier {tier} served tier {served}"
-                    )
-                    continue
-                if tier == 1:
-                    reference = out
-                elif reference is not None:
-                    summary["consistency"].append(_consistency(problem, tier, out, reference))
-                with Runtime(config=_tier_config(settings, tier, trace)) as timed:
-                    for _ in range(settings.repeats):
-                        _call(timed, problem, inputs)
-                    times = [r.wall_ms for r in timed.history() if r.event == "call"]
-                log(f"{set_name}: {_label(problem)}: tier {tier} median {np.median(times):.4g} ms")
+            tiers = _warm_up(settings, problem, inputs, summary)
+            times = _timed(settings, problem, inputs, tiers, trace)
+            for tier, samples in times.items():
+                log(
+                    f"{set_name}: {_label(problem)}: tier {tier} median {np.median(samples):.4g} ms"
+                )
     (settings.out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -88,10 +88,12 @@ def tier_distributions(
 ) -> Path:
     """Box plots of call times per (problem, tier)."""
     data, labels, colors = [], [], []
-    for problem in sorted(grouped, key=problem_label):
-        for tier, times in grouped[problem].items():
+    # Reversed: box plots stack upwards, so the table's first row ends up on top.
+    for problem in sorted(grouped, key=problem_label, reverse=True):
+        for tier, times in sorted(grouped[problem].items(), reverse=True):
             data.append(list(times))
-            labels.append(f"{problem.shape_str()} {problem.dtype} t{tier}")
+            mask = " causal" if getattr(problem, "causal", False) else ""
+            labels.append(f"{problem.op} {problem.shape_str()} {problem.dtype}{mask} t{tier}")
             colors.append(TIER_COLORS.get(tier, "tab:red"))
     fig, ax = plt.subplots(figsize=(FIGSIZE_IN[0], max(FIGSIZE_IN[1], 0.25 * len(data) + 1)))
     box = ax.boxplot(data, orientation="horizontal", patch_artist=True)

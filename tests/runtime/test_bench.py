@@ -30,7 +30,8 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_quick_bench_traces_every_tier_of_the_set(bench_dir: Path) -> None:
     (problem,) = SETS["quick"]["small"]
     calls = [r for r in load_trace(bench_dir / "trace.jsonl") if r.event == "call"]
-    assert sorted(r.tier for r in calls) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    # Interleaved, the starting tier rotating each round: load bursts hit every tier alike.
+    assert [r.tier for r in calls] == [1, 2, 3, 2, 3, 1, 3, 1, 2]
     assert {r.problem() for r in calls} == {problem}
     assert all(r.ok and r.wall_ms > 0 for r in calls)
     tier3 = {r.kernel_key for r in calls if r.tier == 3}
