@@ -66,11 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             sources.append(f"trace `{trace}` ({len(records)} records)")
         if bench is not None:
             sources.append(f"bench summary `{args.bench}`")
-        cache = KernelCache(cache_dir=args.cache, read_only_dirs=None if args.cache is None else ())
-        entries, skipped = tuned_entries(cache.entries())
-        sources.append(
-            f"kernel cache `{cache.search_path.writable}` ({len(entries)} tuned entries)"
+        if args.cache is not None and not args.cache.is_dir():
+            raise ReportInputError(f"--cache {args.cache}: not a directory; pass a kernel cache")
+        # Read-only: a report never creates, touches or evicts cache entries.
+        cache = KernelCache(
+            cache_dir=args.cache,
+            read_only_dirs=None if args.cache is None else (),
+            writable=False,
         )
+        entries, skipped = tuned_entries(cache.entries())
+        layers = ", ".join(f"`{p}`" for p in cache.search_path.read_only) or "none"
+        sources.append(f"kernel cache {layers} ({len(entries)} tuned entries)")
         measurements = load_device_report(args.device_report) if args.device_report else []
         if args.device_report:
             sources.append(f"device report `{args.device_report}` ({len(measurements)} timings)")

@@ -283,6 +283,9 @@ def test_cli_errors_are_one_line_with_exit_2(
     assert main(["--trace", str(missing), "--cache", str(tmp_path), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: trace") and "does not exist" in err and "\n" not in err
+    assert main(["--cache", str(missing), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --cache {missing}: not a directory; pass a kernel cache"
     bad = tmp_path / "device.json"
     bad.write_text("{not json")
     assert (
