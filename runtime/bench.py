@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out / TRACE_NAME}, {out / SUMMARY_NAME}, {out / TRIALS_NAME}")
     print(
         f"report: python -m autotune.report --bench {out / SUMMARY_NAME} "
-        f"--cache {settings.kernel_cache} --trials {out / TRIALS_NAME} --out {out / 'report'}"
+        f"--cache {settings.kernel_cache} --out {out / 'report'}"
     )
     if bad:
         print(f"{len(bad)} cross-tier consistency check(s) failed", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from autotune.hotspots import load_trace
 from autotune.report.build import ReportInputs, build_report
@@ -29,16 +30,29 @@ def _parser() -> argparse.ArgumentParser:
         description="Write performance_report.md (and PNG plots with matplotlib) from the "
         "kernel cache, a runtime trace and optional measurements.",
     )
-    parser.add_argument("--trace", type=Path, help="runtime trace (JSONL) to analyse")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        action="append",
+        help="runtime trace (JSONL) to analyse; repeat to merge traces",
+    )
     parser.add_argument(
         "--cache", type=Path, help="kernel cache directory (default: TESSERA_CACHE_DIR / XDG)"
     )
     parser.add_argument(
         "--device-report", type=Path, help="device report JSON with measured kernel times"
     )
-    parser.add_argument("--trials", type=Path, help="trial records (JSONL) of tuning runs")
     parser.add_argument(
-        "--bench", type=Path, help="summary JSON written by python -m runtime.bench"
+        "--trials",
+        type=Path,
+        action="append",
+        help="trial records (JSONL) of tuning runs (default: each --bench's own); repeatable",
+    )
+    parser.add_argument(
+        "--bench",
+        type=Path,
+        action="append",
+        help="summary JSON of python -m runtime.bench (brings its trace and trials); repeatable",
     )
     parser.add_argument("--arch", choices=sorted(ARCHS), help="arch for the candidates' model")
     parser.add_argument(
@@ -52,48 +66,63 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(args: argparse.Namespace) -> ReportInputs:
+    """Read every input the command line names; a bad one raises ReportInputError/OSError."""
+    sources = []
+    benches = [(path, load_bench_summary(path)) for path in args.bench or []]
+    traces = list(args.trace or [])
+    trials_files = list(args.trials or [])
+    for path, bench in benches:
+        sources.append(f"bench summary `{path}` ({bench.get('device')}, {bench.get('scale')})")
+        if not args.trace and bench.get("trace"):
+            traces.append(path.parent / str(bench["trace"]))  # the bench's own trace
+        own_trials = path.parent / str(bench.get("trials", ""))
+        if not args.trials and bench.get("trials") and own_trials.is_file():
+            trials_files.append(own_trials)
+    records = []
+    for trace in traces:
+        loaded = load_trace(trace)
+        records += loaded
+        sources.append(f"trace `{trace}` ({len(loaded)} records)")
+    if args.cache is not None and not args.cache.is_dir():
+        raise ReportInputError(f"--cache {args.cache}: not a directory; pass a kernel cache")
+    # Read-only: a report never creates, touches or evicts cache entries.
+    cache = KernelCache(
+        cache_dir=args.cache, read_only_dirs=None if args.cache is None else (), writable=False
+    )
+    entries, skipped = tuned_entries(cache.entries())
+    layers = ", ".join(f"`{p}`" for p in cache.search_path.read_only) or "none"
+    sources.append(f"kernel cache {layers} ({len(entries)} tuned entries)")
+    measurements = load_device_report(args.device_report) if args.device_report else []
+    if args.device_report:
+        sources.append(f"device report `{args.device_report}` ({len(measurements)} timings)")
+    trials: dict[str, list[dict[str, Any]]] = {}
+    for path in trials_files:
+        runs = load_trials(path)
+        trials.update(runs)
+        sources.append(f"trials `{path}` ({len(runs)} tuning runs)")
+    merged = None
+    if benches:
+        merged = dict(benches[0][1])
+        merged["consistency"] = [c for _, b in benches for c in b.get("consistency", [])]
+    return ReportInputs(
+        entries=entries,
+        skipped=skipped,
+        records=records,
+        trace_name=", ".join(str(t) for t in traces) or None,
+        trials=trials,
+        measurements=measurements,
+        bench=merged,
+        sources=sources,
+        arch=args.arch,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     args = _parser().parse_args(argv)
-    sources = []
     try:
-        bench = load_bench_summary(args.bench) if args.bench else None
-        trace = args.trace
-        if trace is None and bench is not None and bench.get("trace"):
-            trace = args.bench.parent / str(bench["trace"])  # the bench's own trace
-        records = load_trace(trace) if trace is not None else []
-        if trace is not None:
-            sources.append(f"trace `{trace}` ({len(records)} records)")
-        if bench is not None:
-            sources.append(f"bench summary `{args.bench}`")
-        if args.cache is not None and not args.cache.is_dir():
-            raise ReportInputError(f"--cache {args.cache}: not a directory; pass a kernel cache")
-        # Read-only: a report never creates, touches or evicts cache entries.
-        cache = KernelCache(
-            cache_dir=args.cache,
-            read_only_dirs=None if args.cache is None else (),
-            writable=False,
-        )
-        entries, skipped = tuned_entries(cache.entries())
-        layers = ", ".join(f"`{p}`" for p in cache.search_path.read_only) or "none"
-        sources.append(f"kernel cache {layers} ({len(entries)} tuned entries)")
-        measurements = load_device_report(args.device_report) if args.device_report else []
-        if args.device_report:
-            sources.append(f"device report `{args.device_report}` ({len(measurements)} timings)")
-        trials = load_trials(args.trials) if args.trials else {}
-        if args.trials:
-            sources.append(f"trials `{args.trials}` ({len(trials)} tuning runs)")
-        inputs = ReportInputs(
-            entries=entries,
-            skipped=skipped,
-            records=records,
-            trace_name=None if trace is None else str(trace),
-            trials=trials,
-            measurements=measurements,
-            bench=bench,
-            sources=sources,
-            arch=args.arch,
-        )
+        inputs = _load(args)
         report = build_report(inputs, args.out, oracle=ModelOracle(compile=not args.no_compile))
     except (OSError, ReportInputError, TesseraError) as exc:
         print(f"error: {exc}", file=sys.stderr)

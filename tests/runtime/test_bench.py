@@ -77,7 +77,15 @@ def test_report_cli_finds_the_trace_through_the_bench_summary(
     out = bench_dir / "cli-report"
     args = ["--bench", str(bench_dir / "bench.json"), "--cache", str(bench_dir / "kernels")]
     assert report_main([*args, "--no-compile", "--out", str(out)]) == 0
-    assert "9 successful call(s)" in (out / "performance_report.md").read_text()
+    text = (out / "performance_report.md").read_text()
+    assert "9 successful call(s)" in text
+    assert f"- trials `{bench_dir / 'trials.jsonl'}` (1 tuning runs)" in text
+    # Two summaries merge: both traces' calls, both consistency lists.
+    twice = bench_dir / "cli-report-twice"
+    assert report_main([*args, *args[:2], "--no-compile", "--out", str(twice)]) == 0
+    text = (twice / "performance_report.md").read_text()
+    assert "18 successful call(s)" in text
+    assert text.split("### Cross-tier consistency")[1].split("##")[0].count("| ok |") == 4
 
 
 @pytest.mark.parametrize(
