@@ -73,7 +73,9 @@ def _load(args: argparse.Namespace) -> ReportInputs:
     traces = list(args.trace or [])
     trials_files = list(args.trials or [])
     for path, bench in benches:
-        sources.append(f"bench summary `{path}` ({bench.get('device')}, {bench.get('scale')})")
+        sources.append(
+            f"bench summary `{path}` (device {bench.get('device')}, {bench.get('scale')} sizes)"
+        )
         if not args.trace and bench.get("trace"):
             traces.append(path.parent / str(bench["trace"]))  # the bench's own trace
         own_trials = path.parent / str(bench.get("trials", ""))

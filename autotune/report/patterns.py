@@ -27,6 +27,7 @@ from autotune.stats import PowerLawFit, loglog_fit
 from tessera_core.types import Problem, TileConfig
 
 MIN_GAIN = 1.01  # a change the model expects to gain less than 1% is not a candidate
+LINEAR_SLOPES = (0.8, 1.2)  # log-log slopes read as "time grows linearly with the FLOPs"
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,11 @@ class SizeTrend:
         if self.fit is None:
             return "one size only: no trend"
         slope = self.fit.slope
-        if slope < 0.5:
-            return f"slope {slope:.2f}: fixed costs dominate (launch, dispatch, small grids)"
-        if slope <= 1.15:
+        if slope < LINEAR_SLOPES[0]:
+            return (
+                f"slope {slope:.2f}: sub-linear; fixed costs (launch, dispatch, small grids) weigh"
+            )
+        if slope <= LINEAR_SLOPES[1]:
             return f"slope {slope:.2f}: time grows about linearly with work (throughput-bound)"
         return f"slope {slope:.2f}: super-linear; larger sizes lose efficiency (memory, spills)"
 

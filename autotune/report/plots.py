@@ -9,7 +9,7 @@ from typing import Any
 
 from autotune.hotspots import TraceRecord
 from autotune.report.kernels import KernelRow
-from autotune.report.tiers import problem_label
+from autotune.report.tiers import problem_order
 from tessera_core.hardware import arch_spec
 
 FIGSIZE_IN = (6.4, 4.0)
@@ -89,7 +89,7 @@ def tier_distributions(
     """Box plots of call times per (problem, tier)."""
     data, labels, colors = [], [], []
     # Reversed: box plots stack upwards, so the table's first row ends up on top.
-    for problem in sorted(grouped, key=problem_label, reverse=True):
+    for problem in sorted(grouped, key=problem_order, reverse=True):
         for tier, times in sorted(grouped[problem].items(), reverse=True):
             data.append(list(times))
             mask = " causal" if getattr(problem, "causal", False) else ""

@@ -25,6 +25,12 @@ def problem_label(problem: Problem) -> str:
     return f"{problem.op} {problem.dtype} {problem.shape_str()}{mask}"
 
 
+def problem_order(problem: Problem) -> tuple[str, str, bool, float, str]:
+    """Tables list problems by op, dtype and mask, then by size (FLOPs)."""
+    causal = bool(getattr(problem, "causal", False))
+    return (problem.op, problem.dtype, causal, problem.flops(), problem.shape_str())
+
+
 @dataclass(frozen=True)
 class TierShare:
     tier: int
@@ -92,7 +98,7 @@ def analyse_tiers(records: Sequence[TraceRecord], *, seed: int = 0) -> TierAnaly
     ]
     distributions, speedups = [], []
     grouped = times_by_problem_and_tier(records)
-    for problem in sorted(grouped, key=problem_label):
+    for problem in sorted(grouped, key=problem_order):
         tiers = grouped[problem]
         for tier, times in tiers.items():
             distributions.append(TierDistribution(problem, tier, describe(times)))
