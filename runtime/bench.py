@@ -295,12 +295,24 @@ def _parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="full sizes even on the emulator (slow)"
     )
     parser.add_argument(
-        "--sets", default=",".join(SET_NAMES), help=f"comma-separated subset of {SET_NAMES}"
+        "--sets",
+        default=",".join(SET_NAMES),
+        help=f"comma-separated subset of {', '.join(SET_NAMES)} (default all)",
     )
     parser.add_argument("--tiers", default="1,2,3", help="comma-separated tiers (default 1,2,3)")
     parser.add_argument("--warmup", type=int_at_least(1), default=2, help="warm-up calls (2)")
-    parser.add_argument("--repeats", type=int_at_least(1), default=None, help="timed calls")
-    parser.add_argument("--trials", type=int_at_least(1), default=None, help="tuning trials")
+    parser.add_argument(
+        "--repeats",
+        type=int_at_least(1),
+        default=None,
+        help="timed calls per tier (quick 5, emulator 10, GPU 20)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int_at_least(1),
+        default=None,
+        help="tier-3 tuning trials (quick 2, emulator 6, GPU 24)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="input and search seed (0)")
     parser.add_argument("--cache-dir", type=Path, help="kernel cache (default OUT/kernels)")
     return parser
