@@ -24,6 +24,8 @@ from typing import Any
 
 from tessera_core.types import Problem, TileConfig, problem_from_dict
 
+CONSISTENCY_FIELDS = frozenset({"problem", "tier", "max_abs_err", "rel_err", "tolerance", "ok"})
+
 
 class ReportInputError(ValueError):
     """An input file the report cannot use; the message names the file and the expected form."""
@@ -160,9 +162,12 @@ def load_device_report(path: Path) -> list[Measurement]:
 def load_bench_summary(path: Path) -> dict[str, Any]:
     """A `python -m runtime.bench` summary: sets, sizes, warm-up, and consistency checks."""
     data = _read_json(Path(path), "bench summary")
-    if not isinstance(data, dict) or "consistency" not in data:
+    checks = data.get("consistency") if isinstance(data, dict) else None
+    if not isinstance(checks, list) or not all(
+        isinstance(c, dict) and c.keys() >= CONSISTENCY_FIELDS for c in checks
+    ):
         raise ReportInputError(
             f"bench summary {path}: expected the JSON object python -m runtime.bench writes "
-            "(with a 'consistency' list)"
+            f"(a 'consistency' list of objects with {', '.join(sorted(CONSISTENCY_FIELDS))})"
         )
     return data

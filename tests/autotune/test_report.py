@@ -293,3 +293,28 @@ def test_cli_errors_are_one_line_with_exit_2(
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: device report {bad} is not JSON") and "\n" not in err
+
+
+def test_same_shape_tuned_in_another_dtype_is_a_dtype_candidate(
+    cache_dir: Path, tmp_path: Path, text_only: None
+) -> None:
+    bf16 = AttentionProblem(1, 2, 128, 128, 64, dtype="bf16")
+    records = [_record(bf16, i, 2, ms) for i, ms in enumerate([5.0, 6.0, 7.0])]
+    entries, _ = tuned_entries(KernelCache(cache_dir=cache_dir, read_only_dirs=()).entries())
+    inputs = ReportInputs(entries=entries, records=records, trace_name="t")
+    text = build_report(inputs, tmp_path / "out", oracle=_oracle()).path.read_text()
+    default = get_family("attention").default_config(bf16, ARCH)
+    gain = _model_ms(bf16, default) / _model_ms(bf16, TUNED)
+    assert f"| 1 | dtype | attention bf16 1x2x128x128x64 | `{TUNED}` | {gain:.2f}x | 18 |" in text
+    assert "the same shape in another dtype" in text
+
+
+def test_bench_summary_without_its_checks_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = tmp_path / "bench.json"
+    summary.write_text(json.dumps({"consistency": [{"problem": "p", "tier": 2}]}))
+    assert main(["--bench", str(summary), "--cache", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: bench summary {summary}: expected the JSON object")
+    assert "max_abs_err" in err and "\n" not in err
