@@ -18,6 +18,8 @@ from autotune.stats import (
 from tessera_core.types import Problem
 
 SIGNIFICANCE = 0.05  # two-sided level at which a speedup is called significant
+# (baseline, tier): tiers 2 and 3 over tier 1, and what specialization adds (3 over 2).
+COMPARED_TIERS = ((1, 2), (1, 3), (2, 3))
 
 
 def problem_label(problem: Problem) -> str:
@@ -49,12 +51,13 @@ class TierDistribution:
 
 @dataclass(frozen=True)
 class Speedup:
-    """Tier `tier` against tier 1 on one problem: ratio of medians and a rank test."""
+    """Tier `tier` against a lower tier `baseline` on one problem: ratio of medians, rank test."""
 
     problem: Problem
     tier: int
-    ratio: RatioInterval  # median(tier 1) / median(tier `tier`): > 1 means faster
-    test: MannWhitney  # tier 1 samples vs tier `tier` samples
+    baseline: int
+    ratio: RatioInterval  # median(baseline) / median(tier): > 1 means `tier` is faster
+    test: MannWhitney  # baseline samples vs tier samples
 
     @property
     def significant(self) -> bool:
@@ -86,7 +89,8 @@ def times_by_problem_and_tier(
 
 
 def analyse_tiers(records: Sequence[TraceRecord], *, seed: int = 0) -> TierAnalysis:
-    """Tier mix, per-(problem, tier) distributions and speedups of tiers 2 and 3 over tier 1."""
+    """Tier mix, per-(problem, tier) distributions, speedups of tiers 2 and 3 over tier 1 and
+    of tier 3 over tier 2."""
     calls = successful_calls(records)
     total_ms = sum(r.wall_ms for r in calls) or 1.0
     counts: dict[int, list[float]] = defaultdict(list)
@@ -102,15 +106,15 @@ def analyse_tiers(records: Sequence[TraceRecord], *, seed: int = 0) -> TierAnaly
         tiers = grouped[problem]
         for tier, times in tiers.items():
             distributions.append(TierDistribution(problem, tier, describe(times)))
-        baseline = tiers.get(1)
-        for tier in (2, 3):
-            if baseline and tiers.get(tier):
+        for baseline, tier in COMPARED_TIERS:
+            if tiers.get(baseline) and tiers.get(tier):
                 speedups.append(
                     Speedup(
                         problem,
                         tier,
-                        bootstrap_median_ratio(baseline, tiers[tier], seed=seed),
-                        mann_whitney_u(baseline, tiers[tier]),
+                        baseline,
+                        bootstrap_median_ratio(tiers[baseline], tiers[tier], seed=seed),
+                        mann_whitney_u(tiers[baseline], tiers[tier]),
                     )
                 )
     events: dict[str, int] = defaultdict(int)

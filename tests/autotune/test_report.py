@@ -156,15 +156,16 @@ def test_tier_speedup_row_matches_hand_computed_statistics(
     z = (u - 48 / 2 - 0.5) / math.sqrt(8 * 6 * (8 + 6 + 1) / 12)
     p = math.erfc(z / math.sqrt(2))
     ratio = float(np.median(TIER1_MS) / np.median(TIER3_MS))
-    speedups = text.split("### Speedups over tier 1")[1]
+    speedups = text.split("### Speedups between tiers")[1]
     row = next(
         line
         for line in speedups.splitlines()
-        if line.startswith("| attention fp16 1x2x128x128x64 | 3 | ")
+        if line.startswith("| attention fp16 1x2x128x128x64 | 3 | 1 | ")
     )
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == f"{ratio:.3g}x"
-    assert cells[4:] == [f"{u:g}", f"{p:.2g}", "8, 6", "yes"]
+    assert cells[3] == f"{ratio:.3g}x"
+    assert cells[5:] == [f"{u:g}", f"{p:.2g}", "8, 6", "yes"]
+    assert "| 3 | 2 |" not in speedups  # the tuned problem never ran at tier 2
     # The tier mix: 14 + 3 calls; tier 1's share of calls 8/17.
     assert f"| 1 | 8 | {8 / 17:.1%} | {sum(TIER1_MS):.4g} |" in text
     assert "Not recorded: a runtime trace keeps timings, not outputs." in text
@@ -255,7 +256,7 @@ def test_without_matplotlib_the_report_is_text_only_and_says_so(
     assert list((tmp_path / "out").glob("*.png")) == []
     text = report.path.read_text()
     assert "matplotlib is not installed: this report is text only" in text
-    assert "## Tuned kernels" in text and "### Speedups over tier 1" in text
+    assert "## Tuned kernels" in text and "### Speedups between tiers" in text
 
 
 def test_entry_without_objective_is_listed_as_skipped(

@@ -65,7 +65,9 @@ def test_report_reads_the_bench_output(bench_dir: Path, monkeypatch: pytest.Monk
     )
     text = build_report(inputs, bench_dir / "report", oracle=ModelOracle(compile=False)).path
     body = text.read_text()
-    assert "| attention fp16 1x1x32x32x32 | 3 | " in body.split("### Speedups over tier 1")[1]
+    speedups = body.split("### Speedups between tiers")[1]
+    for tier, base in ((2, 1), (3, 1), (3, 2)):
+        assert f"| attention fp16 1x1x32x32x32 | {tier} | {base} | " in speedups
     consistency = body.split("### Cross-tier consistency")[1].split("##")[0]
     assert consistency.count("| ok |") == 2
 
