@@ -48,6 +48,7 @@ def kernels_section(
                     "—" if row.default is None else f"{ms(row.default.time_ms)} {row.default.kind}",
                     "—" if speedup is None else f"{speedup.time_ms:.2f}x {speedup.kind}",
                     prediction,
+                    str(row.trials_run),
                 ]
             )
         lines += table(
@@ -61,6 +62,7 @@ def kernels_section(
                 "default ms",
                 "speedup",
                 "model ms [interval]",
+                "trials",
             ],
             body,
         )

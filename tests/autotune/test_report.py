@@ -145,6 +145,7 @@ def test_kernel_row_has_config_throughput_default_and_model_speedup(
     assert cells[7] == f"{default_ms / tuned_ms:.2f}x model"
     low, high = tuned_ms / DEFAULT_FACTOR, tuned_ms * DEFAULT_FACTOR
     assert cells[8] == f"{tuned_ms:.4g} [{low:.4g}, {high:.4g}]"
+    assert cells[9] == "4"  # the search's trials, from the entry's summary
 
 
 def test_tier_speedup_row_matches_hand_computed_statistics(
