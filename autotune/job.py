@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,9 @@ class JobResult:
     cache_dir: str
     wall_time_s: float
     leaderboard: list[Ranked] = field(default_factory=list)
+    # The search's trial records (autotune.search.TrialRecord) when this job tuned; empty on
+    # a cache hit (entries keep a summary, not the trials). Not part of the JSON output.
+    records: tuple[Any, ...] = ()
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -218,4 +222,7 @@ def _tune_and_store(
         "leaderboard": [row.to_dict() for row in leaderboard],
     }
     cache.put(kernel_key, cubin=compiled.cubin, ptx=compiled.ptx, metadata=metadata)
-    return _from_metadata(kernel_key, metadata, cache, time.perf_counter() - start, cache_hit=False)
+    stored = _from_metadata(
+        kernel_key, metadata, cache, time.perf_counter() - start, cache_hit=False
+    )
+    return dataclasses.replace(stored, records=tuple(result.records))
