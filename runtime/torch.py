@@ -28,10 +28,10 @@ non-contiguous from autograd are made contiguous before the backward call.
 Differences from torch.nn.functional.scaled_dot_product_attention:
   - causal=True aligns the mask bottom-right as FlashAttention-2 does: query row i sees keys
     j <= i + seq_kv - seq_q (SDPA's is_causal aligns top-left: j <= i). They agree when
-    seq_q == seq_kv. For top-left with seq_q < seq_kv, call on k[..., :seq_q, :] and
-    v[..., :seq_q, :] (a top-left causal row never sees keys past seq_q); with seq_q > seq_kv a
-    top-left mask equals bottom-right for the last seq_kv rows only, so pass an explicit mask
-    to SDPA instead.
+    seq_q == seq_kv. Top-left with seq_q < seq_kv: attention(q, k[..., :seq_q, :],
+    v[..., :seq_q, :], causal=True) (a top-left row never sees keys past seq_q). Top-left with
+    seq_q > seq_kv: rows below seq_kv see every key, so concatenate along seq
+    attention(q[..., :seq_kv, :], k, v, causal=True) and attention(q[..., seq_kv:, :], k, v).
   - A query row that sees no key (causal, seq_q > seq_kv) outputs 0 and gets zero gradients;
     SDPA outputs NaN there.
   - No attn_mask, dropout_p, enable_gqa: q, k, v have equal heads, fp16 or bf16, head_dim a

@@ -183,8 +183,12 @@ def test_differences_from_sdpa_causal_alignment(rt: Runtime) -> None:
     q, k, v = (x.double() for x in _inputs(torch.float16, 16, 40))
     ours = tt.attention(*(x.half() for x in (q, k, v)), causal=True, runtime=rt).double()
     # Equal lengths: both alignments agree.
-    square = tt.attention(*(x.half() for x in (q, k[..., :16, :], v[..., :16, :])), causal=True)
-    sdpa_square = F.scaled_dot_product_attention(q, k[..., :16, :], v[..., :16, :], is_causal=True)
+    square = tt.attention(
+        *(x.half() for x in (q, k[..., :16, :], v[..., :16, :])), causal=True, runtime=rt
+    )
+    sdpa_square = F.scaled_dot_product_attention(
+        q, k[..., :16, :], v[..., :16, :], is_causal=True, runtime=rt
+    )
     assert _normwise(square, sdpa_square) <= 4 * 2.0**-11
     # seq_q < seq_kv: ours is bottom-right, SDPA's is_causal top-left.
     bottom_right = torch.ones(16, 40, dtype=torch.bool).tril(diagonal=40 - 16)
@@ -193,8 +197,26 @@ def test_differences_from_sdpa_causal_alignment(rt: Runtime) -> None:
     )
     assert _normwise(ours, F.scaled_dot_product_attention(q, k, v, is_causal=True)) > 0.1
     # The documented top-left recipe: causal on the first seq_q keys.
-    top_left = tt.attention(*(x.half() for x in (q, k[..., :16, :], v[..., :16, :])), causal=True)
+    top_left = tt.attention(
+        *(x.half() for x in (q, k[..., :16, :], v[..., :16, :])), causal=True, runtime=rt
+    )
     assert torch.equal(top_left, square)
+    # seq_q > seq_kv, top-left: the first seq_kv rows causal, the rest see every key.
+    long_q, short_k, short_v = (x.double() for x in _inputs(torch.float16, 30, 12, seed=2))
+    halves = [long_q[..., :12, :], long_q[..., 12:, :].contiguous()]
+    recipe = torch.cat(
+        [
+            tt.attention(
+                *(x.half() for x in (halves[0], short_k, short_v)), causal=True, runtime=rt
+            ),
+            tt.attention(*(x.half() for x in (halves[1], short_k, short_v)), runtime=rt),
+        ],
+        dim=-2,
+    )
+    sdpa_top_left = F.scaled_dot_product_attention(
+        long_q, short_k, short_v, is_causal=True, runtime=rt
+    )
+    assert _normwise(recipe, sdpa_top_left) <= 4 * 2.0**-11
 
 
 def test_default_runtime_serves_runtime_none(rt: Runtime) -> None:
