@@ -186,9 +186,7 @@ def test_differences_from_sdpa_causal_alignment(rt: Runtime) -> None:
     square = tt.attention(
         *(x.half() for x in (q, k[..., :16, :], v[..., :16, :])), causal=True, runtime=rt
     )
-    sdpa_square = F.scaled_dot_product_attention(
-        q, k[..., :16, :], v[..., :16, :], is_causal=True, runtime=rt
-    )
+    sdpa_square = F.scaled_dot_product_attention(q, k[..., :16, :], v[..., :16, :], is_causal=True)
     assert _normwise(square, sdpa_square) <= 4 * 2.0**-11
     # seq_q < seq_kv: ours is bottom-right, SDPA's is_causal top-left.
     bottom_right = torch.ones(16, 40, dtype=torch.bool).tril(diagonal=40 - 16)
@@ -213,9 +211,7 @@ def test_differences_from_sdpa_causal_alignment(rt: Runtime) -> None:
         ],
         dim=-2,
     )
-    sdpa_top_left = F.scaled_dot_product_attention(
-        long_q, short_k, short_v, is_causal=True, runtime=rt
-    )
+    sdpa_top_left = F.scaled_dot_product_attention(long_q, short_k, short_v, is_causal=True)
     assert _normwise(recipe, sdpa_top_left) <= 4 * 2.0**-11
 
 
