@@ -178,6 +178,22 @@ def test_emulated_forward_kernel_trains_with_the_reference_backward() -> None:
         assert _normwise(mine.grad, ref.grad) <= tolerance
 
 
+def test_opcheck_schema_fake_autograd_and_aot_dispatch_of_every_op(rt: Runtime) -> None:
+    handle = tt.handle_of(rt)
+    q, k, v = (x.requires_grad_() for x in _inputs(torch.float16, 13, 21, head_dim=16))
+    out, lse = tt.attention_fwd(q.detach(), k.detach(), v.detach(), True, None, handle)
+    gen = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(shape, generator=gen).to(torch.bfloat16) for shape in ((9, 16), (16, 5)))
+    cases = [
+        (tt.attention_fwd, (q, k, v, True, None, handle)),
+        (tt.attention_bwd, (out, q.detach(), k.detach(), v.detach(), out, lse, True, 0.3, handle)),
+        (tt.gemm_op, (a.requires_grad_(), b.requires_grad_(), handle)),
+    ]
+    for op, args in cases:
+        results = torch.library.opcheck(op, args)
+        assert set(results.values()) == {"SUCCESS"}, (op, results)
+
+
 def test_differences_from_sdpa_causal_alignment(rt: Runtime) -> None:
     F = torch.nn.functional
     q, k, v = (x.double() for x in _inputs(torch.float16, 16, 40))
