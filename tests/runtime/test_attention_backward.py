@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -9,7 +12,7 @@ import numpy as np
 import pytest
 from runtime_fakes import FakeBackends
 
-from autotune.hotspots import propose_tasks, rank
+from autotune.hotspots import load_trace, propose_tasks, rank
 from runtime import Runtime, RuntimeConfig
 from templates.attention.reference import attention_reference
 from templates.attention_bwd.reference import attention_bwd_reference
@@ -18,6 +21,7 @@ from tessera_core.types import AttentionBackwardProblem
 # Normwise relative error of fp16/bf16 gradients against float64 (inputs rounded to the dtype
 # first, so only the computation's and the outputs' roundings count): a few output ulps.
 GRAD_TOLERANCE = {"fp16": 4 * 2.0**-11, "bf16": 4 * 2.0**-8}
+ROOT = Path(__file__).resolve().parents[2]
 DTYPES = {"fp16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
 
 
@@ -110,3 +114,25 @@ def test_bad_backward_input_is_a_one_line_value_error_naming_it(case: str) -> No
         with pytest.raises(ValueError, match="causal=1"):
             rt.attention_backward(*_good().values(), causal=1)  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
+
+
+def test_a_trace_of_backward_calls_only_gives_generator_tune_nothing_to_tune(
+    tmp_path: Path,
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    q, k, v, o, lse, do = _problem(np.float16, 16, 16, False)
+    config = RuntimeConfig(trace_path=trace, tuning_workers=0)
+    with Runtime(config=config, backends=FakeBackends()) as rt:  # type: ignore[arg-type]
+        for _ in range(3):
+            rt.attention_backward(q, k, v, o, lse, do)
+    assert len(load_trace(trace)) == 3  # backward lines are well-formed records
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.tune", "--from-trace", str(trace)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no successful call of an op with a kernel family to tune" in result.stderr
+    assert "Traceback" not in result.stderr
