@@ -12,8 +12,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from templates.registry import FAMILY_NAMES
 from tessera_core.config import configure_logging
-from tessera_core.types import AttentionProblem, GemmProblem, Problem, stable_json
+from tessera_core.types import (
+    AttentionBackwardProblem,
+    AttentionProblem,
+    GemmProblem,
+    Problem,
+    stable_json,
+)
 
 log = logging.getLogger("tessera.autotune.hotspots")
 
@@ -70,6 +77,9 @@ class TraceRecord:
         if self.op == "attention":
             b, h, sq, skv, d = self.shape
             return AttentionProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
+        if self.op == "attention_bwd":
+            b, h, sq, skv, d = self.shape
+            return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
         m, n, k = self.shape
         return GemmProblem(m, n, k, dtype=self.dtype)  # type: ignore[arg-type]
 
@@ -224,11 +234,16 @@ def propose_tasks(
 ) -> list[Problem]:
     """The problems of the `top` hottest hotspots, to tune (e.g. `generator.tune --from-trace`).
 
-    With `skip_specialized`, hotspots whose latest call already ran at tier 3 are passed over.
+    With `skip_specialized`, hotspots whose latest call already ran at tier 3 are passed over;
+    so are those of ops with no kernel family to tune (attention_bwd, until its template lands).
     """
     if top < 0:
         raise ValueError(f"top={top}: expected a count >= 0")
-    chosen = [h for h in hotspots if not (skip_specialized and h.last_tier == 3)]
+    chosen = [
+        h
+        for h in hotspots
+        if h.problem.family in FAMILY_NAMES and not (skip_specialized and h.last_tier == 3)
+    ]
     return [h.problem for h in chosen[:top]]
 
 

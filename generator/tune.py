@@ -113,7 +113,10 @@ def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         parser.error(f"--from-trace {args.from_trace}: no such file")
     problems = propose_tasks(rank(load_trace(args.from_trace), min_count=1), args.top)
     if not problems:
-        parser.error(f"--from-trace {args.from_trace}: the trace holds no successful calls")
+        parser.error(
+            f"--from-trace {args.from_trace}: the trace holds no successful call of an op "
+            "with a kernel family to tune (attention, gemm)"
+        )
     return problems
 
 

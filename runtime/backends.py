@@ -17,6 +17,10 @@ from tessera_core.types import Problem, TileConfig
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel
 
+# Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3).
+# attention_bwd has only its tier-1 reference until its template family lands.
+COMPILED_OPS = frozenset({"attention", "gemm"})
+
 
 class ReferenceKernel:
     """Tier 1: the family's NumPy reference (bounded memory, fp32 accumulation)."""
@@ -35,6 +39,12 @@ class ReferenceKernel:
             q, k, v = inputs
             o, lse = attention_reference(q, k, v, causal=causal, scale=scale)
             return np.asarray(o).astype(q.dtype, copy=False), lse
+        if self.op == "attention_bwd":
+            from templates.attention_bwd.reference import attention_bwd_reference
+
+            q, k, v, o, lse, do = inputs
+            grads = attention_bwd_reference(q, k, v, o, lse, do, causal=causal, scale=scale)
+            return tuple(g.astype(q.dtype, copy=False) for g in grads), None
         from templates.gemm.reference import gemm_reference
 
         a, b = inputs
@@ -96,6 +106,7 @@ class HostBackends:
         self.device = device
         self.arch = arch
         self.executes_compiled = device == "emulator"
+        self.compiled_ops = COMPILED_OPS
         self._config = config
 
     def reference(self, op: str) -> Kernel:

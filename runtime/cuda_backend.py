@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from runtime.arrays import NUMPY_DTYPES, device_array
-from runtime.backends import ReferenceKernel, cached_specialized, compile_for_arch, tune_into_cache
+from runtime.backends import (
+    COMPILED_OPS,
+    ReferenceKernel,
+    cached_specialized,
+    compile_for_arch,
+    tune_into_cache,
+)
 from runtime.config import RuntimeConfig
 from runtime.tiers import Kernel, Tier
 from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
@@ -68,7 +74,8 @@ def to_host(array: Any) -> np.ndarray:
     from generator.toolchain import check
 
     view = device_array(array)
-    out = np.empty(view.shape, dtype=NUMPY_DTYPES[view.dtype or ""])
+    dtype = NUMPY_DTYPES[view.dtype] if view.dtype else np.dtype(view.dtype_text)  # lse: float32
+    out = np.empty(view.shape, dtype=dtype)
     current_device()  # the copy needs a current context in this thread
     check(driver.cuMemcpyDtoH(out.ctypes.data, view.pointer, out.nbytes), call="cuMemcpyDtoH")
     return out
@@ -97,6 +104,8 @@ class DeviceReferenceKernel:
             return self._host.run(inputs, causal=causal, scale=scale)
         out, lse = self._host.run(tuple(to_host(x) for x in inputs), causal=causal, scale=scale)
         lse_out = None if lse is None else to_device_output(np.asarray(lse, dtype=_LSE_DTYPE))
+        if isinstance(out, tuple):  # attention_bwd's (dq, dk, dv)
+            return tuple(to_device_output(x) for x in out), lse_out
         return to_device_output(out), lse_out
 
 
@@ -178,6 +187,7 @@ class CudaBackends:
     """Generic kernels compiled once per problem class, specialized ones from the cache."""
 
     executes_compiled = True
+    compiled_ops = COMPILED_OPS
 
     def __init__(self, config: RuntimeConfig, *, arch: str) -> None:
         self.device = "cuda"

@@ -11,7 +11,7 @@ from typing import Any
 from runtime.config import RuntimeConfig
 from runtime.signature import Signature, SignatureKey
 from runtime.stats import RuntimeStats, TierTimes
-from runtime.tiers import Backends, Kernel, Tier
+from runtime.tiers import OPS, Backends, Kernel, Tier
 from runtime.trace import Tracer
 from runtime.tuning_queue import TuningQueue
 from tessera_core.errors import TesseraError
@@ -74,7 +74,7 @@ class Dispatcher:
             workers=config.tuning_workers, max_pending=config.tuning_queue_size
         )
         self._states: OrderedDict[SignatureKey, SignatureState] = OrderedDict()  # LRU order
-        self._references = {op: backends.reference(op) for op in ("attention", "gemm")}
+        self._references = {op: backends.reference(op) for op in OPS}
         self._generic: dict[str, Kernel | None] = {}  # generic key -> kernel (None: failed)
         self._forced: dict[tuple[str, str], Kernel] = {}
         self._loaded: OrderedDict[str, Kernel] = OrderedDict()  # specialized, LRU order
@@ -156,6 +156,9 @@ class Dispatcher:
 
     def _advance(self, state: SignatureState) -> None:
         """Promote `state` as far as its counts, the switches and the cache allow."""
+        if state.problem.op not in self.backends.compiled_ops:
+            state.settled = True  # no template family: tier 1 is all there is
+            return
         cfg = self.config
         compiled = self.backends.executes_compiled
         if (

@@ -15,6 +15,7 @@ from runtime.signature import Signature, SignatureKey
 from runtime.stats import RuntimeStats
 from runtime.tiers import Backends
 from runtime.validate import attention_key, gemm_key, tile_config
+from runtime.validate_backward import attention_backward_key
 from tessera_core.types import TileConfig
 
 
@@ -86,6 +87,39 @@ class Runtime:
         forced = None if config is None else self._forced(config, key)
         out, lse = self._dispatcher.call(key, (q, k, v), forced)
         return (out, lse) if return_lse else out
+
+    def attention_backward(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        o: Any,
+        lse: Any,
+        do: Any,
+        *,
+        causal: bool = False,
+        scale: float | None = None,
+    ) -> tuple[Any, Any, Any]:
+        """(dq, dk, dv) of `attention` given its output o, its log-sum-exp and the gradient do.
+
+        FlashAttention-2's backward: P is recomputed from q, k and lse, so the forward's
+        `return_lse=True` output is all it needs. Dispatched as signature op "attention_bwd"
+        (traced and counted like the forward); tier 1 only until its kernel family lands.
+
+        Args:
+            o, do: like q, [batch, heads, seq_q, head_dim] in q's dtype.
+            lse: float32 [batch, heads, seq_q], -inf for rows that saw no key.
+            causal, scale: as given to the forward.
+
+        Returns:
+            (dq, dk, dv) in the inputs' dtype; rows that saw no key get zero gradients.
+        """
+        key = attention_backward_key(q, k, v, o, lse, do, causal, scale)
+        if self._host_only and not isinstance(q, np.ndarray):
+            raise ValueError(_HOST_ONLY.format(name="q, k, v, o, lse, do", device=self.device))
+        grads, _ = self._dispatcher.call(key, (q, k, v, o, lse, do))
+        dq, dk, dv = grads
+        return dq, dk, dv
 
     def gemm(self, a: Any, b: Any, *, config: Mapping[str, int] | TileConfig | None = None) -> Any:
         """A @ B for [M, K] and [K, N] arrays (fp16 or bf16), fp32 accumulation, input dtype out."""

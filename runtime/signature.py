@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem
+from tessera_core.types import (
+    AttentionBackwardProblem,
+    AttentionProblem,
+    DType,
+    GemmProblem,
+    Problem,
+)
 
 # The hashable tuple the dispatcher keys its per-signature state by; building a tuple is
 # several times cheaper than building (and hashing) a dataclass on every call.
@@ -14,7 +20,8 @@ SignatureKey = tuple[str, str, tuple[int, ...], bool, "float | None"]
 
 @dataclass(frozen=True)
 class Signature:
-    """One call's identity; shape is (batch, heads, seq_q, seq_kv, head_dim) or (m, n, k)."""
+    """One call's identity; shape is (batch, heads, seq_q, seq_kv, head_dim) for attention and
+    attention_bwd, (m, n, k) for gemm."""
 
     op: str
     dtype: DType
@@ -34,6 +41,9 @@ class Signature:
         if self.op == "attention":
             b, h, sq, skv, d = self.shape
             return AttentionProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)
+        if self.op == "attention_bwd":
+            b, h, sq, skv, d = self.shape
+            return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)
         m, n, k = self.shape
         return GemmProblem(m, n, k, dtype=self.dtype)
 

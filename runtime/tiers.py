@@ -7,6 +7,10 @@ from typing import Any, Protocol
 
 from tessera_core.types import Problem, TileConfig
 
+# Every op the runtime dispatches; each has a tier-1 reference. Which ones also have compiled
+# tiers is each backend's `compiled_ops`.
+OPS: tuple[str, ...] = ("attention", "attention_bwd", "gemm")
+
 
 class Tier(enum.IntEnum):
     """1: NumPy reference; 2: generic compiled kernel; 3: shape-specialized, tuned kernel."""
@@ -24,7 +28,8 @@ class Kernel(Protocol):
     config: TileConfig | None
 
     def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
-        """(output, lse) for attention inputs (q, k, v); (output, None) for gemm inputs (a, b)."""
+        """(output, lse) for attention inputs (q, k, v); ((dq, dk, dv), None) for attention_bwd
+        inputs (q, k, v, o, lse, do); (output, None) for gemm inputs (a, b)."""
         ...
 
 
@@ -39,6 +44,9 @@ class Backends(Protocol):
     device: str  # "cuda" | "emulator" | "cpu"
     arch: str
     executes_compiled: bool  # False: kernels are built (and tuned) but calls stay at tier 1
+    # Ops with a template family this backend builds and runs at tiers 2 and 3; the others
+    # run their reference only: the dispatcher never builds, tunes or loads a kernel for them.
+    compiled_ops: frozenset[str]
 
     def reference(self, op: str) -> Kernel: ...
 

@@ -167,6 +167,26 @@ class AttentionProblem:
 
 
 @dataclass(frozen=True)
+class AttentionBackwardProblem(AttentionProblem):
+    """Attention's backward (dQ, dK, dV from Q, K, V, O, LSE and dO) over the forward's shapes."""
+
+    op: ClassVar[str] = "attention_bwd"
+    family: ClassVar[str] = "attention_bwd"
+
+    def flops(self) -> float:
+        """2.5x the forward's, as FlashAttention-2's benchmarks count the backward
+        (five matrix products of the forward's size against its two)."""
+        return 2.5 * super().flops()
+
+    def io_bytes(self) -> int:
+        """Reads Q, K, V, O, dO and LSE; writes dQ, dK and dV."""
+        q_elems = self.batch * self.heads * self.seq_q * self.head_dim
+        kv_elems = self.batch * self.heads * self.seq_kv * self.head_dim
+        lse_bytes = self.batch * self.heads * self.seq_q * 4
+        return (4 * q_elems + 4 * kv_elems) * DTYPE_BYTES + lse_bytes
+
+
+@dataclass(frozen=True)
 class GemmProblem:
     """C[M,N] = A[M,K] @ B[K,N], row-major, output in the input dtype."""
 
@@ -244,6 +264,8 @@ def problem_from_dict(data: dict[str, Any]) -> Problem:
     body = {k: v for k, v in data.items() if k != "op"}
     if data.get("op") == "attention":
         return AttentionProblem(**body)
+    if data.get("op") == "attention_bwd":
+        return AttentionBackwardProblem(**body)
     if data.get("op") == "gemm":
         return GemmProblem(**body)
     raise ValueError(f"problem {data!r}: 'op' must be one of {', '.join(OPS)}")

@@ -31,6 +31,10 @@ class FakeKernel:
         self.runs += 1
         if self.fail:
             raise EmulatorError(f"injected fault in {self.kernel_key}")
+        if len(inputs) == 6:  # attention_bwd (q, k, v, o, lse, do) -> (dq, dk, dv)
+            return tuple(
+                np.full(x.shape, float(self.tier), dtype=x.dtype) for x in inputs[:3]
+            ), None
         first = inputs[0]
         return np.full(first.shape, float(self.tier), dtype=first.dtype), None
 
@@ -42,6 +46,7 @@ class FakeBackends:
         self.device = device
         self.arch = "sm_90"
         self.executes_compiled = executes_compiled
+        self.compiled_ops = frozenset({"attention", "gemm"})
         self.cached: set[str] = set()
         self.generic_builds: Counter[str] = Counter()
         self.generic_fails = False

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tessera_core.types import (
+    AttentionBackwardProblem,
     AttentionProblem,
     GemmProblem,
     TileConfig,
@@ -123,3 +124,16 @@ def test_flop_counting_matches_reference_figures() -> None:
     p = AttentionProblem(8, 16, 2048, 2048, 64)
     assert p.flops() == pytest.approx(137.4e9, rel=1e-3)
     assert AttentionProblem(8, 16, 2048, 2048, 64, causal=True).flops() == p.flops() / 2
+
+
+def test_attention_backward_problem_has_its_own_keys_and_the_fa2_flop_count() -> None:
+    forward = AttentionProblem(2, 4, 100, 130, 64, dtype="bf16", causal=True)
+    backward = AttentionBackwardProblem(2, 4, 100, 130, 64, dtype="bf16", causal=True)
+    assert backward != forward and backward.op == "attention_bwd"
+    assert backward.kernel_key("sm_80") == (
+        "attention_bwd.bf16.b2.h4.sq100.skv130.d64.causal.sm_80"
+    )
+    assert backward.generic_key("sm_80") == "attention_bwd.bf16.d64.causal.sm_80.generic"
+    assert backward.flops() == 2.5 * forward.flops()
+    assert backward.io_bytes() > forward.io_bytes()
+    assert problem_from_dict(json.loads(json.dumps(backward.to_dict()))) == backward

@@ -1,0 +1,343 @@
+"""PyTorch ops over a Runtime: differentiable attention and gemm as torch.library custom ops.
+
+    import runtime.torch as tt
+    o = tt.attention(q, k, v, causal=True)       # [batch, heads, seq, head_dim], fp16 / bf16
+    c = tt.gemm(a, b)                              # [M, K] @ [K, N]
+    o.sum().backward()                             # dq, dk, dv through Runtime.attention_backward
+
+Thin glue: tensors become the runtime's arrays and back, every numeric step runs in the
+Runtime (tiers, tracing, promotion). The ops are `tessera::attention_fwd`,
+`tessera::attention_bwd` and `tessera::gemm`, each with a fake (meta) implementation, and the
+forward ops with an autograd formula, so `torch.compile(fullgraph=True)` traces them whole.
+
+Which Runtime: an op's arguments can only be tensors and scalars, so `runtime=` travels as an
+integer handle into a weak registry (`handle_of`); handle 0 is the process default runtime
+(`default_runtime`, resolved when the op runs). The handle is an op argument, hence saved with
+the forward and reused by its backward whichever thread autograd runs it on (a context variable
+would not follow the backward onto autograd's worker threads). Under torch.compile the handle is
+a traced constant: one compiled graph belongs to one runtime.
+
+Devices: CPU tensors are shared with NumPy without copies (bf16 through an int16 view) and run on
+any device mode of the Runtime (cpu, emulator). CUDA tensors go to a device='cuda' Runtime as
+DLPack views, without copies; the outputs are the runtime's device buffers wrapped as tensors.
+The runtime launches on its own stream and synchronizes, so the glue first waits for the
+current stream (UNVERIFIED on a GPU: the gpu-marked test covers it). Inputs must be contiguous:
+a strided q, k, v, a or b is a one-line ValueError (call .contiguous()); gradients arriving
+non-contiguous from autograd are made contiguous before the backward call.
+
+Differences from torch.nn.functional.scaled_dot_product_attention:
+  - causal=True aligns the mask bottom-right as FlashAttention-2 does: query row i sees keys
+    j <= i + seq_kv - seq_q (SDPA's is_causal aligns top-left: j <= i). They agree when
+    seq_q == seq_kv. Top-left with seq_q < seq_kv: attention(q, k[..., :seq_q, :],
+    v[..., :seq_q, :], causal=True) (a top-left row never sees keys past seq_q). Top-left with
+    seq_q > seq_kv: rows below seq_kv see every key, so concatenate along seq
+    attention(q[..., :seq_kv, :], k, v, causal=True) and attention(q[..., seq_kv:, :], k, v).
+  - A query row that sees no key (causal, seq_q > seq_kv) outputs 0 and gets zero gradients;
+    SDPA outputs NaN there.
+  - No attn_mask, dropout_p, enable_gqa: q, k, v have equal heads, fp16 or bf16, head_dim a
+    multiple of 16 up to 128; scale defaults to 1/sqrt(head_dim) like SDPA's.
+GEMM backward: dA = dC Bᵀ and dB = Aᵀ dC run through the same gemm op on contiguous copies of
+the transposes (the GEMM template takes row-major operands only, for now).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import threading
+import weakref
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import torch
+
+from runtime.runtime import Runtime
+
+DEFAULT_HANDLE = 0
+_DTYPES = (torch.float16, torch.bfloat16)
+_DTYPE_FORM = "torch.float16 or torch.bfloat16"
+
+_lock = threading.Lock()
+_default: Runtime | None = None
+_by_handle: weakref.WeakValueDictionary[int, Runtime] = weakref.WeakValueDictionary()
+_handles: weakref.WeakKeyDictionary[Runtime, int] = weakref.WeakKeyDictionary()
+_next_handle = itertools.count(DEFAULT_HANDLE + 1)
+
+
+# -- runtimes --------------------------------------------------------------------------------
+
+
+def default_runtime() -> Runtime:
+    """The process default Runtime (device='auto': cuda with a GPU, else cpu), made on first use."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = Runtime()
+            atexit.register(_default.close)  # flush its trace; it is ours to close
+        return _default
+
+
+def set_default_runtime(runtime: Runtime | None) -> None:
+    """Make `runtime` the one `runtime=None` calls use (None: a fresh default on next use).
+
+    The caller keeps owning it (and closes it); a replaced default is not closed here.
+    """
+    global _default
+    if runtime is not None and not isinstance(runtime, Runtime):
+        raise ValueError(f"runtime is a {type(runtime).__name__}; expected a runtime.Runtime")
+    with _lock:
+        _default = runtime
+
+
+@torch.compiler.assume_constant_result
+def handle_of(runtime: Runtime | None) -> int:
+    """The integer the ops carry for `runtime` (0 for None: the default, resolved at run time)."""
+    if runtime is None:
+        return DEFAULT_HANDLE
+    if not isinstance(runtime, Runtime):
+        raise ValueError(f"runtime is a {type(runtime).__name__}; expected None or a Runtime")
+    with _lock:
+        handle = _handles.get(runtime)
+        if handle is None:
+            handle = _handles[runtime] = next(_next_handle)
+            _by_handle[handle] = runtime
+        return handle
+
+
+def _runtime(handle: int) -> Runtime:
+    if handle == DEFAULT_HANDLE:
+        return default_runtime()
+    runtime = _by_handle.get(handle)
+    if runtime is None:
+        raise ValueError(
+            f"runtime handle {handle} names no live Runtime: keep the Runtime passed as "
+            "runtime= alive until the backward pass has run"
+        )
+    return runtime
+
+
+# -- tensors <-> runtime arrays --------------------------------------------------------------
+
+
+class _DLPackView:
+    """A CUDA tensor seen through DLPack only (torch's CUDA array interface refuses bf16)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._tensor = tensor
+
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tensor.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self) -> Any:
+        return self._tensor.__dlpack_device__()
+
+
+class _Int16Interface:
+    """A runtime DeviceOutput of bf16 described as int16, which torch accepts (kept alive)."""
+
+    def __init__(self, output: Any) -> None:
+        self._output = output
+        self.__cuda_array_interface__ = {**output.__cuda_array_interface__, "typestr": "<i2"}
+
+
+def _to_runtime(tensor: torch.Tensor) -> Any:
+    if tensor.is_cuda:
+        return _DLPackView(tensor)
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def _from_runtime(array: Any, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if like.is_cuda:
+        if dtype == torch.bfloat16:
+            return torch.as_tensor(_Int16Interface(array), device=like.device).view(dtype)
+        return torch.as_tensor(array, device=like.device)
+    host = np.asarray(array)
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(np.require(host.view(np.int16), requirements="W")).view(dtype)
+    return torch.from_numpy(np.require(host, requirements="W"))
+
+
+def _run(tensors: tuple[torch.Tensor, ...], call: Any) -> Any:
+    """`call(*arrays)` with the runtime views of `tensors`, ordered after the current stream."""
+    arrays = tuple(_to_runtime(t) for t in tensors)
+    if not tensors[0].is_cuda:
+        return call(*arrays)
+    with torch.cuda.device(tensors[0].device):
+        torch.cuda.current_stream().synchronize()
+        return call(*arrays)
+
+
+def _check(names: str, *tensors: torch.Tensor) -> None:
+    """One-line ValueErrors for what the runtime cannot see in a torch tensor."""
+    for name, tensor in zip(names.split(", "), tensors, strict=True):
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{name} is a {type(tensor).__name__}; expected a torch.Tensor")
+        if tensor.dtype not in _DTYPES:
+            raise ValueError(f"{name} is {tensor.dtype}; expected {_DTYPE_FORM}")
+        if tensor.device != tensors[0].device:
+            raise ValueError(f"{names} must be on one device; {name} is on {tensor.device}")
+        if not tensor.is_contiguous():
+            raise ValueError(
+                f"{name} is not contiguous (strides {tuple(tensor.stride())}); the kernels take "
+                f"row-major tensors: pass {name}.contiguous()"
+            )
+
+
+# -- attention ---------------------------------------------------------------------------------
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    runtime: Runtime | None = None,
+) -> torch.Tensor:
+    """softmax(q kᵀ · scale) v over [batch, heads, seq, head_dim] tensors, differentiable.
+
+    Args:
+        causal: bottom-right aligned mask (FlashAttention-2), see the module docstring.
+        scale: None means 1/sqrt(head_dim).
+        runtime: the Runtime to run on; None, the process default.
+    """
+    _check("q, k, v", q, k, v)
+    if causal is not True and causal is not False:
+        raise ValueError(f"causal={causal!r}: expected a bool")
+    out, _ = attention_fwd(q, k, v, causal, _scale(scale), handle_of(runtime))
+    return out
+
+
+def _scale(scale: Any) -> float | None:
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValueError(f"scale={scale!r}: expected None (1/sqrt(head_dim)) or a positive float")
+    return float(scale)
+
+
+@torch.library.custom_op("tessera::attention_fwd", mutates_args=())
+def attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    scale: float | None,
+    runtime: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(O, LSE float32 [batch, heads, seq_q]) through Runtime.attention."""
+    rt = _runtime(runtime)
+
+    def call(q_: Any, k_: Any, v_: Any) -> Any:
+        return rt.attention(q_, k_, v_, causal=causal, scale=scale, return_lse=True)
+
+    out, lse = _run((q, k, v), call)
+    return _from_runtime(out, q, q.dtype), _from_runtime(lse, q, torch.float32)
+
+
+@attention_fwd.register_fake
+def _attention_fwd_fake(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: Any, runtime: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("tessera::attention_bwd", mutates_args=())
+def attention_bwd(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    causal: bool,
+    scale: float | None,
+    runtime: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dQ, dK, dV) through Runtime.attention_backward, in the inputs' dtype."""
+    rt = _runtime(runtime)
+
+    def call(*a: Any) -> Any:
+        q_, k_, v_, o_, lse_, do_ = a
+        return rt.attention_backward(q_, k_, v_, o_, lse_, do_, causal=causal, scale=scale)
+
+    grads = _run((q, k, v, o, lse, do), call)
+    dq, dk, dv = (_from_runtime(g, q, q.dtype) for g in grads)
+    return dq, dk, dv
+
+
+@attention_bwd.register_fake
+def _attention_bwd_fake(
+    do: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    lse: torch.Tensor,
+    causal: bool,
+    scale: Any,
+    runtime: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _attention_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    q, k, v, causal, scale, runtime = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)  # FlashAttention-2's set: P is recomputed
+    ctx.causal, ctx.scale, ctx.runtime = causal, scale, runtime
+
+
+def _attention_backward(ctx: Any, grad_out: torch.Tensor, _grad_lse: Any) -> tuple[Any, ...]:
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = attention_bwd(
+        grad_out.contiguous(), q, k, v, out, lse, ctx.causal, ctx.scale, ctx.runtime
+    )
+    return dq, dk, dv, None, None, None
+
+
+attention_fwd.register_autograd(_attention_backward, setup_context=_attention_setup)
+
+
+# -- gemm --------------------------------------------------------------------------------------
+
+
+def gemm(a: torch.Tensor, b: torch.Tensor, *, runtime: Runtime | None = None) -> torch.Tensor:
+    """a @ b for [M, K] and [K, N] tensors (fp32 accumulation, input dtype out), differentiable."""
+    _check("a, b", a, b)
+    return gemm_op(a, b, handle_of(runtime))
+
+
+@torch.library.custom_op("tessera::gemm", mutates_args=())
+def gemm_op(a: torch.Tensor, b: torch.Tensor, runtime: int) -> torch.Tensor:
+    """A @ B through Runtime.gemm."""
+    rt = _runtime(runtime)
+    return _from_runtime(_run((a, b), rt.gemm), a, a.dtype)
+
+
+@gemm_op.register_fake
+def _gemm_fake(a: torch.Tensor, b: torch.Tensor, runtime: int) -> torch.Tensor:
+    return a.new_empty((a.shape[0], b.shape[1]))
+
+
+def _gemm_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    a, b, runtime = inputs
+    ctx.save_for_backward(a, b)
+    ctx.runtime = runtime
+
+
+def _gemm_backward(ctx: Any, grad_c: torch.Tensor) -> tuple[Any, ...]:
+    a, b = ctx.saved_tensors
+    grad_c = grad_c.contiguous()
+    # Contiguous copies of the transposes until the GEMM template takes NT/TN layouts.
+    grad_a = gemm_op(grad_c, b.t().contiguous(), ctx.runtime) if ctx.needs_input_grad[0] else None
+    grad_b = gemm_op(a.t().contiguous(), grad_c, ctx.runtime) if ctx.needs_input_grad[1] else None
+    return grad_a, grad_b, None
+
+
+gemm_op.register_autograd(_gemm_backward, setup_context=_gemm_setup)
