@@ -64,10 +64,14 @@ SPILL_SLOWDOWN_PER_BYTE = 0.01  # +1% loop time per spilled byte a thread stores
 class ResourceUsage(Protocol):
     """What ptxas reports for one compiled kernel (generator.resources.Resources)."""
 
-    registers: int
-    static_smem_bytes: int
-    spill_store_bytes: int
-    spill_load_bytes: int
+    @property
+    def registers(self) -> int: ...
+    @property
+    def static_smem_bytes(self) -> int: ...
+    @property
+    def spill_store_bytes(self) -> int: ...
+    @property
+    def spill_load_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True)
