@@ -91,7 +91,8 @@ def compiled_model_tflops(problem: AttentionProblem, config: TileConfig, arch: s
     from generator.render import render
     from templates.registry import get_family
 
-    compiled = compile_kernel(render(get_family(problem.family), problem, config, arch=arch))
+    family = get_family(problem.family)
+    compiled = compile_kernel(render(family, problem, config, arch=arch), arch=arch)
     return model_tflops(
         problem,
         config,

@@ -310,12 +310,9 @@ def stage_model(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
         values["fa2_tiles"] = published.model_tflops(
             problem, published.fa2_tile_config(problem.head_dim), arch
         )
-        measured_config = tuned.get(problem.kernel_key(arch))
-        config = (
-            TileConfig.from_dict(measured_config["config"])
-            if measured_config
-            else _default(problem, arch)
-        )
+        from device_tuning import tuned_config_for
+
+        config, _ = tuned_config_for(problem, arch, tuned)
         values["tuned"] = published.compiled_model_tflops(problem, config, arch)
         predictions[(arch, problem)] = values
         rows.append({"problem": problem.to_dict(), "config": str(config), **values})
