@@ -45,7 +45,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     tool = stages["toolchain"].get("result", {})
     if tool:
         lines += ["", "## Toolchain", ""]
-        for key in ("device_name", "driver_cuda_version", "nvrtc", "torch_cuda", "cubin_loads"):
+        keys = ("device_name", "driver_cuda_version", "nvrtc", "nvrtc_library", "torch_cuda")
+        for key in (*keys, "cubin_loads"):
             lines.append(f"- {key}: {tool.get(key, '-')}")
         for name, version in tool.get("packages", {}).items():
             lines.append(f"- {name}: {version or 'not installed'}")

@@ -61,6 +61,16 @@ def _compile(problem: Problem, config: TileConfig, arch: str) -> Any:
     return compile_kernel(render(get_family(problem.family), problem, config, arch=arch), arch=arch)
 
 
+def _nvrtc_library() -> str:
+    """Which libnvrtc cuda.bindings loads (a wheel's, or the system CUDA's)."""
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        return str(load_nvidia_dynamic_lib("nvrtc").abs_path)
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__})"
+
+
 def stage_toolchain(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
     """Versions of the driver, NVRTC, cuda-python and torch, and whether our cubin loads."""
     from generator import toolchain
@@ -70,6 +80,7 @@ def stage_toolchain(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
     result: dict[str, Any] = {
         "gpu": {"available": gpu.available, "arch": gpu.arch, "reason": gpu.reason},
         "nvrtc": toolchain.nvrtc_version(),
+        "nvrtc_library": _nvrtc_library(),
         "packages": {name: _version(name) for name in VERSIONED_PACKAGES},
         "python": sys.version.split()[0],
     }
@@ -135,10 +146,11 @@ def stage_compile(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
 def stage_gpu_tests(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
     """`pytest -m gpu tests benchmarks`; the log goes to gpu_tests.txt."""
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests", "benchmarks", "-q"]
-    command += ["-p", "no:cacheprovider", "-p", "no:randomly", "--timeout", "90"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    (out / "gpu_tests.txt").write_text(done.stdout + done.stderr)
-    summary = (done.stdout.strip().splitlines() or [""])[-1]
+    command += ["-p", "no:cacheprovider", "-p", "no:randomly", "--timeout", "60"]
+    log = out / "gpu_tests.txt"
+    with log.open("w") as sink:  # streamed: a stage cut short still leaves its log
+        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
+    summary = (log.read_text().strip().splitlines() or [""])[-1]
     return {"exit": done.returncode, "summary": summary}
 
 
