@@ -155,11 +155,12 @@ def with_sass(work: TileWork, config: TileConfig, loop_counts: Mapping[str, int]
     `loop_counts` is the main loop's histogram (generator.sass.main_loop), i.e. what one warp
     issues per trip. ptxas may unroll the loop, so a trip is `unroll` iterations, where
     unroll = round(HMMA in the body / HMMA a warp issues per iteration). Without HMMA in the
-    body (no main loop found) `work` is returned unchanged.
+    body (no main loop found), or fewer than half an iteration's (a loop over part of an
+    iteration, not the main loop), `work` is returned unchanged.
     """
     mma_per_warp = work.iteration_flops / MMA_FLOPS / config.num_warps
     hmma = loop_counts.get("HMMA", 0)
-    if hmma <= 0 or mma_per_warp <= 0:
+    if mma_per_warp <= 0 or hmma < mma_per_warp / 2:
         return work
     unroll = max(1, round(hmma / mma_per_warp))
     warps = config.num_warps

@@ -257,3 +257,8 @@ def test_stored_calibration_is_used(monkeypatch, tmp_path):
         assert model(factors=None).time_ms > 1.5 * model().time_ms
     finally:
         cost_model.calibrated_factors.cache_clear()
+
+
+def test_a_loop_with_a_fraction_of_an_iterations_mmas_is_not_the_main_loop():
+    partial = model(loop_counts={"HMMA": 8, "IMAD": 5000})
+    assert partial.instruction_source == "analytic"
