@@ -31,15 +31,18 @@ import device_stages  # noqa: E402
 import device_tuning  # noqa: E402
 
 TOTAL_BUDGET_S = 450  # the issue's 8 minutes on an H100, less start-up and margin
-# (stage, seconds, needs a GPU): in this order; later stages read earlier stages' results.
-STAGES: tuple[tuple[str, int, bool], ...] = (
-    ("toolchain", 45, False),
-    ("compile", 40, False),
-    ("gpu_tests", 90, True),
-    ("correctness", 60, True),
-    ("tune", 120, True),
-    ("timings", 70, True),
-    ("model", 25, False),
+# (stage, seconds on the GPU machine, seconds in a dry run, needs a GPU), in this order; later
+# stages read earlier stages' results. A dry run compiles cold on a loaded CI machine (2 cores),
+# so its budgets are caps for a hang, not estimates; on the device (16 cores) the compiles are
+# mostly cache hits of earlier stages.
+STAGES: tuple[tuple[str, int, int, bool], ...] = (
+    ("toolchain", 45, 60, False),
+    ("compile", 40, 150, False),
+    ("gpu_tests", 80, 0, True),
+    ("correctness", 60, 0, True),
+    ("tune", 120, 0, True),
+    ("timings", 70, 0, True),
+    ("model", 35, 240, False),
 )
 REPORT_FILES = (
     "device_report.json",
@@ -109,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     stages: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tessera-device-check-") as tmp:
         work = Path(tmp)
-        for name, budget_s, needs_gpu in STAGES:
+        for name, device_budget_s, dry_budget_s, needs_gpu in STAGES:
+            budget_s = dry_budget_s if args.dry_run else device_budget_s
             if needs_gpu and args.dry_run:
                 stages[name] = {"status": "skipped (dry run)", "seconds": 0.0, "result": {}}
                 continue
-            left = TOTAL_BUDGET_S - (time.monotonic() - start)
+            left = budget_s if args.dry_run else TOTAL_BUDGET_S - (time.monotonic() - start)
             if left < 10:
                 stages[name] = {"status": "skipped (time budget spent)", "seconds": 0.0}
                 continue
