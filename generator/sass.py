@@ -142,7 +142,7 @@ def kernel_and_loop_counts(
     except (OSError, ValueError, KeyError, TypeError):
         try:
             sass = disassemble(cubin)
-        except OSError as exc:  # cuobjdump missing or not executable
+        except (OSError, subprocess.TimeoutExpired) as exc:  # missing, not executable, hung
             raise CudaError(f"cuobjdump could not run: {exc}") from exc
         counts = (histogram(instructions(sass)), histogram(main_loop(sass)))
         try:

@@ -14,6 +14,8 @@ OUT="${OUT:-$PWD/device_check_out}"
 PYTHON="${PYTHON:-python3}"
 SITE=/tmp/tessera-site
 mkdir -p "$OUT"
+# cuobjdump/nvdisasm for the SASS counts: the toolkit's, where no wheel provides them.
+[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl \
     > "$OUT/pip.log" 2>&1 || echo "[device_check] wheel install failed; see $OUT/pip.log"

@@ -17,7 +17,7 @@ def build_report(stages: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stages": {
             name: stages.get(name, {"status": "not run", "seconds": 0.0, "result": {}})
-            for name in SECTIONS
+            for name in (*SECTIONS, *(n for n in stages if n not in SECTIONS))
         },
     }
 

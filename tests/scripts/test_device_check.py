@@ -45,3 +45,20 @@ def test_dry_run_writes_the_report_skeleton(tmp_path):
         assert heading in markdown
     assert "| sm_90 | 8x16x2048x2048x64 | False |" in markdown
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
+
+
+def test_a_failing_stage_is_recorded_and_the_next_one_still_runs(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    device_check = importlib.import_module("device_check")
+    monkeypatch.setattr(
+        device_check, "STAGES", (("no_such_stage", 60, 60, False), ("toolchain", 60, 60, False))
+    )
+    out = tmp_path / "out"
+    assert device_check.main(["--dry-run", "--out", str(out)]) == 0
+    report = json.loads((out / "device_report.json").read_text())
+    assert report["stages"]["toolchain"]["status"] == "ok"
+    assert report["stages"]["no_such_stage"]["status"] == "failed (exit 1)"
+    assert report["stages"]["compile"]["status"] == "not run"
+    assert "AttributeError" in (out / "stages.log").read_text()
