@@ -44,14 +44,37 @@ def _family(problem: Problem) -> Any:
     return get_family(problem.family)
 
 
+def main_loop_counts(compiled: Any) -> dict[str, int] | None:
+    """The SASS main-loop histogram of a compiled kernel, or None when SASS is unavailable.
+
+    None (the cost model then uses its analytical instruction mix) when `compiled` carries no
+    cubin or cuobjdump cannot disassemble it; counts are cached per cubin (generator.sass).
+    """
+    cubin = getattr(compiled, "cubin", None)
+    if not isinstance(cubin, bytes) or not cubin:
+        return None
+    from generator.sass import kernel_and_loop_counts
+    from tessera_core.errors import CudaError
+
+    try:
+        return kernel_and_loop_counts(cubin)[1] or None
+    except CudaError:
+        return None
+
+
 class ModelObjective:
-    """The cost model on the candidate's real ptxas resources: no GPU needed."""
+    """The cost model on the candidate's real ptxas resources and SASS mix: no GPU needed.
+
+    `read_sass=False` skips disassembly (about a second a new cubin) and uses the model's
+    analytical instruction mix instead.
+    """
 
     kind: ObjectiveKind = "model"
 
-    def __init__(self, *, arch: str, family: Any = None) -> None:
+    def __init__(self, *, arch: str, family: Any = None, read_sass: bool = True) -> None:
         self.arch = arch
         self._family = family
+        self._read_sass = read_sass
 
     def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
         family = self._family or _family(problem)
@@ -61,6 +84,7 @@ class ModelObjective:
             compiled.resources,
             dynamic_smem_bytes=family.smem_bytes(problem, config),
             arch=self.arch,
+            loop_counts=main_loop_counts(compiled) if self._read_sass else None,
         )
         return Evaluation(cost.time_ms, "model", cost.to_dict())
 

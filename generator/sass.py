@@ -60,3 +60,97 @@ def instruction_counts(cubin: bytes) -> dict[str, int]:
     for opcode, count in opcode_counts(disassemble(cubin)).items():
         counts[opcode.split(".", 1)[0]] += count
     return dict(counts)
+
+
+# "/*3530*/   @P0 BRA 0xde0 ;" -> address 0x3530, opcode "BRA", operands "0xde0".
+_LINE = re.compile(
+    r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T\d]\s+)?([A-Z][A-Z0-9_.]*)([^;]*);", re.IGNORECASE
+)
+_BRANCH_TARGET = re.compile(r"0x([0-9a-f]+)\s*$", re.IGNORECASE)
+
+
+def instructions(sass: str) -> list[tuple[int, str, str]]:
+    """(address, opcode with modifiers, operands) of every instruction in `sass`, in order."""
+    return [
+        (int(address, 16), opcode, operands.strip())
+        for address, opcode, operands in _LINE.findall(sass)
+    ]
+
+
+def main_loop(sass: str) -> list[tuple[int, str, str]]:
+    """The instructions of the kernel's main loop: its SASS body, one trip of the loop as compiled.
+
+    A loop in SASS is a backward branch: `BRA target` at address a with target <= a; its body
+    is every instruction from target to a. The main loop is the body holding the most HMMA
+    (the tensor-core MMAs of the KV or k loop); on a tie the shortest such body (the innermost
+    loop). If ptxas unrolled the loop, the body holds several source iterations; callers
+    divide by the unroll factor they infer (HMMA count / HMMA per iteration). Empty when the
+    kernel has no backward branch with an HMMA in its body.
+    """
+    listing = instructions(sass)
+    best: tuple[int, int, int, int] | None = None  # (-hmma, length, start, end)
+    for index, (address, opcode, operands) in enumerate(listing):
+        if opcode.split(".", 1)[0] != "BRA":
+            continue
+        target = _BRANCH_TARGET.search(operands)
+        if target is None or int(target.group(1), 16) > address:
+            continue
+        start = next(i for i, ins in enumerate(listing) if ins[0] >= int(target.group(1), 16))
+        body = listing[start : index + 1]
+        hmma = sum(op.startswith("HMMA") for _, op, _ in body)
+        if hmma == 0:
+            continue
+        key = (-hmma, len(body), start, index)
+        if best is None or key < best:
+            best = key
+    return [] if best is None else listing[best[2] : best[3] + 1]
+
+
+def histogram(listing: list[tuple[int, str, str]]) -> dict[str, int]:
+    """Counts of the base mnemonics ('HMMA', 'LDSM', 'BAR') of `listing`."""
+    return dict(collections.Counter(opcode.split(".", 1)[0] for _, opcode, _ in listing))
+
+
+_counts_memo: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+
+
+def kernel_and_loop_counts(
+    cubin: bytes, cache_dir: Path | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(whole-kernel histogram, main-loop histogram) of `cubin`, cached by the cubin's SHA-256.
+
+    Disassembly costs about a second, so the counts are kept in memory and as a small JSON
+    file under `cache_dir` (default: the compile cache's `sass/` folder): a tuner that meets
+    the same cubin again, in this process or a later one, does not disassemble it again.
+
+    Raises:
+        CudaError: cuobjdump failed or is not installed.
+    """
+    import hashlib
+    import json
+
+    from tessera_core.config import default_compile_cache_dir
+
+    digest = hashlib.sha256(cubin).hexdigest()
+    if digest in _counts_memo:
+        return _counts_memo[digest]
+    folder = cache_dir if cache_dir is not None else default_compile_cache_dir() / "sass"
+    path = folder / f"{digest}.json"
+    try:
+        stored = json.loads(path.read_text())
+        counts = (dict(stored["kernel"]), dict(stored["main_loop"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            sass = disassemble(cubin)
+        except (OSError, subprocess.TimeoutExpired) as exc:  # missing, not executable, hung
+            raise CudaError(f"cuobjdump could not run: {exc}") from exc
+        counts = (histogram(instructions(sass)), histogram(main_loop(sass)))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{digest[:8]}.tmp")
+            tmp.write_text(json.dumps({"kernel": counts[0], "main_loop": counts[1]}))
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only cache only costs the next process a disassembly
+    _counts_memo[digest] = counts
+    return counts

@@ -104,3 +104,38 @@ def test_measured_objective_times_a_correct_kernel_on_the_gpu():
     assert evaluation.kind == "measured"
     assert evaluation.detail["runs"] >= 10
     assert 0 < evaluation.detail["min_ms"] <= evaluation.time_ms <= evaluation.detail["max_ms"]
+
+
+@dataclass(frozen=True)
+class FakeCubinCompiled:
+    resources: FakeResources
+    cubin: bytes = b"not-a-real-cubin"
+
+
+def test_model_objective_reads_the_sass_main_loop_of_the_cubin(monkeypatch):
+    import generator.sass
+
+    loop = {"HMMA": 64, "LDSM": 16, "MUFU": 34, "BAR": 1, "IMAD": 3000}
+    monkeypatch.setattr(generator.sass, "kernel_and_loop_counts", lambda cubin: ({}, loop))
+    evaluation = ModelObjective(arch="sm_90", family=FakeFamily()).evaluate(
+        PROBLEM, CONFIG, FakeCubinCompiled(FakeResources())
+    )
+    assert evaluation.detail["instruction_source"] == "sass"
+    assert evaluation.detail["bound"] == "issue"  # 3000 integer instructions an iteration
+
+
+def test_model_objective_falls_back_to_the_analytical_mix_without_sass(monkeypatch):
+    import generator.sass
+    from tessera_core.errors import CudaError
+
+    def broken(cubin):
+        raise CudaError("cuobjdump -sass failed")
+
+    monkeypatch.setattr(generator.sass, "kernel_and_loop_counts", broken)
+    compiled = FakeCubinCompiled(FakeResources())
+    evaluation = ModelObjective(arch="sm_90", family=FakeFamily()).evaluate(
+        PROBLEM, CONFIG, compiled
+    )
+    assert evaluation.detail["instruction_source"] == "analytic"
+    skipped = ModelObjective(arch="sm_90", family=FakeFamily(), read_sass=False)
+    assert skipped.evaluate(PROBLEM, CONFIG, compiled).time_ms == evaluation.time_ms

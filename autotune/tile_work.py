@@ -1,0 +1,176 @@
+"""What one configuration's tiles execute per main-loop iteration: FLOPs, bytes, exps, instructions.
+
+The cost model (autotune.cost_model) turns this into time. Quantities are per iteration of
+one block (a KV tile for attention, a k-step of block_k for GEMM), with the iteration counts
+of the grid alongside. The instruction mix comes from the compiled kernel's SASS main loop
+when it is available (generator.sass.kernel_and_loop_counts) and from the analytical count
+below otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from templates.gemm.space import warp_layout
+from tessera_core.hardware import WARP_SIZE, ceil_div
+from tessera_core.types import DTYPE_BYTES, AttentionProblem, GemmProblem, Problem, TileConfig
+
+MMA_FLOPS = 2 * 16 * 8 * 16  # one HMMA.16816: mma.sync.m16n8k16
+LDSM_X4_BYTES = 512  # ldmatrix .x4: four 8x8 16-bit matrices a warp
+CP_ASYNC_BYTES = 16  # one LDGSTS.128 a thread
+# Non-MMA FP32 operations per attention score: scale-and-subtract FMA, running max, row sum,
+# and the exponent's argument (FlashAttention-2 section 3.1's non-matmul work); the SASS of
+# the 128x64, d64 kernel has 276 FP32-pipe instructions per 2048 scores a warp (4.3).
+SOFTMAX_FP32_OPS_PER_SCORE = 4
+# Integer, address, predicate, barrier and branch instructions per warp and iteration that
+# the analytical mix adds to the MMAs, loads and softmax (the same SASS: 66 for attention;
+# today's GEMM k-loop: ~190 per 128 HMMA, the issue's count); used only without SASS.
+LOOP_OVERHEAD_INSTRUCTIONS = {"attention_fwd": 70, "gemm": 60}
+# Barriers a main-loop iteration waits at, without SASS: one (the templates since issue 9).
+DEFAULT_BARRIERS_PER_ITERATION = 1
+FP32_PIPE_OPCODES = ("FFMA", "FADD", "FMUL", "FMNMX", "FSEL", "FSETP", "FCHK")
+
+
+@dataclass(frozen=True)
+class TileWork:
+    """Per-iteration work of one block, and how many iterations the grid runs."""
+
+    blocks: int
+    iterations: float  # main-loop iterations summed over blocks
+    max_block_iterations: int  # the heaviest block (causal rows near the bottom)
+    executed_flops: float  # all blocks, masked and ragged tiles included
+    iteration_flops: float  # one block, one iteration
+    iteration_smem_bytes: float  # ldmatrix reads of every warp plus the cp.async fill
+    iteration_exps: float  # MUFU results (softmax exponentials)
+    iteration_fp32_ops: float  # FP32-pipe lane operations outside the MMAs
+    iteration_warp_instructions: float  # instructions every warp of the block issues, summed
+    iteration_barriers: float
+    dram_bytes: float
+    l2_bytes: float  # re-reads served by L2 (K/V per query tile; A/B per tile row/column)
+    instruction_source: str  # "sass" | "analytic"
+
+
+def _attention(problem: AttentionProblem, config: TileConfig) -> TileWork:
+    bm, bn, d, warps = config.block_m, config.block_n, problem.head_dim, config.num_warps
+    m_tiles, n_tiles = ceil_div(problem.seq_q, bm), ceil_div(problem.seq_kv, bn)
+    offset = problem.seq_kv - problem.seq_q  # causal masks align bottom-right (FlashAttention-2)
+    kv_tiles = []
+    for i in range(m_tiles):
+        if problem.causal:
+            last_row = min((i + 1) * bm, problem.seq_q) - 1
+            kv_tiles.append(max(0, min(n_tiles, (last_row + offset) // bn + 1)))
+        else:
+            kv_tiles.append(n_tiles)
+    heads = problem.batch * problem.heads
+    rows_per_warp = bm // warps
+    kv_tile_bytes = 2.0 * bn * d * DTYPE_BYTES
+    # Every warp reads the whole K and V tile through ldmatrix (warps split the block along
+    # M); with q_in_regs=0 it also re-reads its own Q rows every iteration (FA2-style).
+    q_reads = 0.0 if config.option("q_in_regs", 1) else warps * rows_per_warp * d * DTYPE_BYTES
+    smem = warps * kv_tile_bytes + q_reads + kv_tile_bytes
+    scores = bm * bn
+    fp32 = SOFTMAX_FP32_OPS_PER_SCORE * scores + bm * d  # softmax, then the O rescale
+    exps = scores + bm  # one exp2 a score, one a row for the running-max correction
+    mma = 4.0 * bm * bn * d / MMA_FLOPS
+    instructions = (
+        mma
+        + (smem - kv_tile_bytes) / LDSM_X4_BYTES
+        + kv_tile_bytes / CP_ASYNC_BYTES / WARP_SIZE
+        + (fp32 + exps) / WARP_SIZE
+        + scores / 2 / WARP_SIZE  # F2FP: pack two probabilities into 16 bits
+        + warps * LOOP_OVERHEAD_INSTRUCTIONS["attention_fwd"]
+    )
+    total = heads * sum(kv_tiles)
+    unique_kv = heads * 2.0 * problem.seq_kv * d * DTYPE_BYTES
+    return TileWork(
+        blocks=heads * m_tiles,
+        iterations=float(total),
+        max_block_iterations=max(kv_tiles),
+        executed_flops=total * 4.0 * bm * bn * d,
+        iteration_flops=4.0 * bm * bn * d,
+        iteration_smem_bytes=smem,
+        iteration_exps=exps,
+        iteration_fp32_ops=fp32,
+        iteration_warp_instructions=instructions,
+        iteration_barriers=DEFAULT_BARRIERS_PER_ITERATION,
+        dram_bytes=float(problem.io_bytes()),
+        l2_bytes=max(0.0, total * kv_tile_bytes - unique_kv),
+        instruction_source="analytic",
+    )
+
+
+def _gemm(problem: GemmProblem, config: TileConfig) -> TileWork:
+    bm, bn, bk = config.block_m, config.block_n, config.block_k
+    m_tiles, n_tiles = ceil_div(problem.m, bm), ceil_div(problem.n, bn)
+    k_steps = ceil_div(problem.k, bk)
+    # The template's own warp grid; a config it cannot tile is modelled as one warp row.
+    warps_m, warps_n = warp_layout(config) or (1, config.num_warps)
+    fill = (bm + bn) * bk * DTYPE_BYTES
+    # Each A row slice is read by the warps_n warps of its row, each B slice by warps_m warps.
+    reads = (warps_n * bm + warps_m * bn) * bk * DTYPE_BYTES
+    mma = 2.0 * bm * bn * bk / MMA_FLOPS
+    instructions = (
+        mma
+        + reads / LDSM_X4_BYTES
+        + fill / CP_ASYNC_BYTES / WARP_SIZE
+        + config.num_warps * LOOP_OVERHEAD_INSTRUCTIONS["gemm"]
+    )
+    blocks = m_tiles * n_tiles
+    a_reads = problem.m * problem.k * DTYPE_BYTES * n_tiles
+    b_reads = problem.k * problem.n * DTYPE_BYTES * m_tiles
+    unique = (problem.m * problem.k + problem.k * problem.n) * DTYPE_BYTES
+    # Row-major block order streams all of B past every tile row; grouping group_m tile rows
+    # (the GEMM's `group_m` option) keeps a group's B columns in L2 for group_m rows, so B's
+    # re-reads that miss L2 shrink by that factor (A's are unchanged).
+    group_m = max(1, config.option("group_m", 1))
+    l2_misses = max(0.0, a_reads + b_reads / min(group_m, m_tiles) - unique)
+    return TileWork(
+        blocks=blocks,
+        iterations=float(blocks * k_steps),
+        max_block_iterations=k_steps,
+        executed_flops=blocks * k_steps * 2.0 * bm * bn * bk,
+        iteration_flops=2.0 * bm * bn * bk,
+        iteration_smem_bytes=float(reads + fill),
+        iteration_exps=0.0,
+        iteration_fp32_ops=0.0,
+        iteration_warp_instructions=instructions,
+        iteration_barriers=DEFAULT_BARRIERS_PER_ITERATION,
+        dram_bytes=float(problem.io_bytes()),
+        l2_bytes=float(l2_misses),
+        instruction_source="analytic",
+    )
+
+
+def tile_work(problem: Problem, config: TileConfig) -> TileWork:
+    """The analytical work of `config` on `problem` (instruction mix estimated, not read)."""
+    if isinstance(problem, AttentionProblem):
+        return _attention(problem, config)
+    return _gemm(problem, config)
+
+
+def with_sass(work: TileWork, config: TileConfig, loop_counts: Mapping[str, int]) -> TileWork:
+    """`work` with its instruction mix, MUFU and FP32 counts and barriers read from SASS.
+
+    `loop_counts` is the main loop's histogram (generator.sass.main_loop), i.e. what one warp
+    issues per trip. ptxas may unroll the loop, so a trip is `unroll` iterations, where
+    unroll = round(HMMA in the body / HMMA a warp issues per iteration). Without HMMA in the
+    body (no main loop found), or fewer than half an iteration's (a loop over part of an
+    iteration, not the main loop), `work` is returned unchanged.
+    """
+    mma_per_warp = work.iteration_flops / MMA_FLOPS / config.num_warps
+    hmma = loop_counts.get("HMMA", 0)
+    if mma_per_warp <= 0 or hmma < mma_per_warp / 2:
+        return work
+    unroll = max(1, round(hmma / mma_per_warp))
+    warps = config.num_warps
+    per_iteration = {op: n / unroll for op, n in loop_counts.items()}
+    fp32 = sum(per_iteration.get(op, 0.0) for op in FP32_PIPE_OPCODES)
+    return replace(
+        work,
+        iteration_warp_instructions=warps * sum(per_iteration.values()),
+        iteration_exps=warps * per_iteration.get("MUFU", 0.0) * WARP_SIZE,
+        iteration_fp32_ops=warps * fp32 * WARP_SIZE,
+        iteration_barriers=per_iteration.get("BAR", 0.0),
+        instruction_source="sass",
+    )

@@ -1,0 +1,124 @@
+"""The device check's report: device_report.json's layout and its Markdown rendering."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+FORMAT = "tessera-device-report/1"
+SECTIONS = ("toolchain", "compile", "gpu_tests", "correctness", "tune", "timings", "model")
+
+
+def build_report(stages: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
+    """The JSON report: every stage's status, seconds and result, in a fixed layout."""
+    return {
+        "format": FORMAT,
+        "dry_run": dry_run,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stages": {
+            name: stages.get(name, {"status": "not run", "seconds": 0.0, "result": {}})
+            for name in (*SECTIONS, *(n for n in stages if n not in SECTIONS))
+        },
+    }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """device_report.md: stage statuses, then each stage's numbers as tables."""
+    stages = report["stages"]
+    lines = [f"# Device check{' (dry run)' if report['dry_run'] else ''}", ""]
+    lines += [f"Created {report['created']}, {report.get('wall_s', '?')} s in all.", ""]
+    lines += _table(
+        ["stage", "status", "seconds"],
+        [[name, s.get("status"), s.get("seconds")] for name, s in stages.items()],
+    )
+    tool = stages["toolchain"].get("result", {})
+    if tool:
+        lines += ["", "## Toolchain", ""]
+        keys = ("device_name", "driver_cuda_version", "nvrtc", "nvrtc_library", "torch_cuda")
+        for key in (*keys, "cubin_loads"):
+            lines.append(f"- {key}: {tool.get(key, '-')}")
+        for name, version in tool.get("packages", {}).items():
+            lines.append(f"- {name}: {version or 'not installed'}")
+    kernels = stages["compile"].get("result", {}).get("kernels", [])
+    if kernels:
+        lines += ["", "## Compiled kernels (ptxas resources, SASS main loop)", ""]
+        lines += _table(
+            ["problem", "config", "regs", "spills", "HMMA", "LDSM", "BAR", "loop instr"],
+            [
+                [
+                    k["problem"],
+                    k["config"],
+                    k["resources"]["registers"],
+                    k["resources"]["spill_store_bytes"] + k["resources"]["spill_load_bytes"],
+                    k["main_loop"]["HMMA"],
+                    k["main_loop"]["LDSM"],
+                    k["main_loop"]["BAR"],
+                    k["main_loop_instructions"],
+                ]
+                for k in kernels
+            ],
+        )
+    tests = stages["gpu_tests"].get("result", {})
+    if tests:
+        lines += ["", "## GPU tests", "", f"exit {tests.get('exit')}: {tests.get('summary')}"]
+    checks = stages["correctness"].get("result", {}).get("rows", [])
+    if checks:
+        lines += ["", "## Correctness against PyTorch (float64 reference, same device)", ""]
+        lines += _table(
+            ["problem", "dtype", "causal", "config", "rel err", "passed"],
+            [
+                [r["problem"], r["dtype"], r["causal"], r["config"], r.get("rel_err"), r["passed"]]
+                for r in checks
+            ],
+        )
+    tune = stages["tune"].get("result", {})
+    if tune.get("tuned"):
+        lines += ["", "## Measured tuning", ""]
+        lines += _table(
+            ["kernel", "config", "TFLOP/s", "trials", "spearman(model, measured)"],
+            [
+                [key, e["config"], e["tflops"], e["trials"], e["spearman_model_vs_measured"]]
+                for key, e in tune["tuned"].items()
+            ],
+        )
+        for fit in tune.get("calibration", []) if isinstance(tune.get("calibration"), list) else []:
+            lines.append(
+                f"\nCalibration {fit['arch']} ({fit['records']} records): spearman "
+                f"{fit['before']['spearman']:.3f} -> {fit['after']['spearman']:.3f}, median "
+                f"|log ratio| {fit['before']['median_abs_log_ratio']:.3f} -> "
+                f"{fit['after']['median_abs_log_ratio']:.3f}; factors {fit['factors']}"
+            )
+    timings = stages["timings"].get("result", {}).get("rows", [])
+    if timings:
+        lines += ["", "## Side by side (TFLOP/s, CUDA events, median of 25, L2 flushed)", ""]
+        lines += _table(
+            ["problem", "causal", "ours", "SDPA flash", "SDPA cuDNN", "torch.matmul", "config"],
+            [
+                [
+                    r["problem"],
+                    r["causal"],
+                    r.get("ours_tflops"),
+                    r.get("sdpa_flash_tflops"),
+                    r.get("sdpa_cudnn_tflops"),
+                    r.get("torch_matmul_tflops"),
+                    f"{r['config']} ({r['config_source']})",
+                ]
+                for r in timings
+            ],
+        )
+    model = stages["model"].get("result", {})
+    if model.get("table"):
+        lines += ["", f"## Model predictions vs published ({model['config_source']})", ""]
+        lines += model["table"]
+    return "\n".join(lines) + "\n"
