@@ -21,6 +21,7 @@ from autotune.hotspots import report
 from runtime import Runtime, RuntimeConfig
 from templates.registry import get_family
 from tessera_core.cli import ArgumentParser, check_writable_dir, int_at_least, run_cli
+from tessera_core.config import default_compile_cache_dir
 from tessera_core.errors import NoDeviceError, UsageError
 from tessera_core.types import AttentionProblem, parse_shape
 
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="tessera-example-"))
     check_writable_dir(cache_dir, argument="--cache-dir")
+    check_writable_dir(
+        default_compile_cache_dir(),
+        argument="the compile cache directory (TESSERA_COMPILE_CACHE_DIR)",
+    )
     if args.trace is not None:
         try:
             args.trace.open("a").close()

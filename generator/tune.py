@@ -22,7 +22,7 @@ from tessera_core.cli import (
     run_cli,
     seed_int,
 )
-from tessera_core.config import configure_logging, default_cache_dir
+from tessera_core.config import configure_logging, default_cache_dir, default_compile_cache_dir
 from tessera_core.errors import TesseraError, UsageError
 from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
 
@@ -181,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable_dir(
             default_cache_dir(), argument="the kernel cache directory (TESSERA_CACHE_DIR)"
         )
+    check_writable_dir(
+        default_compile_cache_dir(),
+        argument="the compile cache directory (TESSERA_COMPILE_CACHE_DIR)",
+    )
     status = 0
     for problem in problems:
         try:

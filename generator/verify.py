@@ -24,7 +24,7 @@ import numpy as np
 from generator import emulator, toolchain
 from templates.registry import get_family
 from tessera_core import config as knobs
-from tessera_core.cli import ArgumentParser, int_at_least, run_cli, seed_int
+from tessera_core.cli import ArgumentParser, check_writable_dir, int_at_least, run_cli, seed_int
 from tessera_core.config import configure_logging
 from tessera_core.errors import (
     CompileError,
@@ -274,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--config: {exc}") from None
     else:
         configs = [family.default_config(problem, arch)]
+    check_writable_dir(
+        knobs.default_compile_cache_dir(),
+        argument="the compile cache directory (TESSERA_COMPILE_CACHE_DIR)",
+    )
     jobs = args.jobs or knobs.default_jobs()
     try:
         verdicts = verify(

@@ -55,6 +55,7 @@ UNWRITABLE = "/proc/tessera-cannot-create/kernels"  # mkdir fails there, even fo
         (("--shape", "1x70000x64x64"), {}, "grid"),
         ((*SHAPE, "--cache-dir", UNWRITABLE), {}, f"--cache-dir {UNWRITABLE}: cannot create"),
         (SHAPE, {"TESSERA_CACHE_DIR": UNWRITABLE}, "(TESSERA_CACHE_DIR) /proc/tessera-cannot"),
+        (SHAPE, {"TESSERA_COMPILE_CACHE_DIR": UNWRITABLE}, "(TESSERA_COMPILE_CACHE_DIR) /proc/"),
     ],
 )
 def test_malformed_arguments_exit_2_with_one_line(

@@ -4,6 +4,7 @@ family's space at one small ragged shape."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,13 +115,17 @@ def test_every_valid_gemm_configuration_passes() -> None:
         (("--arch", "sm_75"), "--arch: invalid choice: 'sm_75'"),
         (("--shape", "1x1x64x72"), "--shape 1x1x64x72: attention_fwd 1x1x64x64x72 is not"),
         (("--shape", "1x1x64"), "--shape 1x1x64: "),
+        ((), "the compile cache directory (TESSERA_COMPILE_CACHE_DIR) /proc/tessera-cannot-create"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_status_2(args: tuple[str, ...], needle: str) -> None:
     argv = ["--op", "attention", "--shape", "1x1x64x64", *args]
+    env = dict(os.environ)
+    if args == ():
+        env["TESSERA_COMPILE_CACHE_DIR"] = "/proc/tessera-cannot-create/compile"
     result = subprocess.run(
         [sys.executable, "-m", "generator.verify", *argv],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
