@@ -101,3 +101,17 @@ def test_choice_knobs_accept_any_case_and_return_the_listed_spelling(
     monkeypatch.setenv("TESSERA_LOG_LEVEL", "info")
     assert config.ARCH.get() == "sm_80" and config.LOG_LEVEL.get() == "INFO"
     config.check_knobs()
+
+
+def test_the_log_handler_follows_the_current_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import io
+    import logging
+    import sys
+
+    config.configure_logging()
+    earlier = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", earlier)
+    logging.getLogger("tessera.test").warning("to the current stderr")
+    assert "WARNING tessera.test: to the current stderr" in earlier.getvalue()
