@@ -80,22 +80,34 @@ def test_a_trace_of_only_malformed_lines_is_counted_and_refused(tmp_path: Path) 
     assert error.endswith("the trace holds no successful calls (see --help)")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_the_search_is_one_line_and_exit_status_130(tmp_path: Path) -> None:
     tune = subprocess.Popen(
         [sys.executable, "-m", "generator.tune", "--shape", "1x2x256x64", "--trials", "500",
          "--jobs", "1", "--cache-dir", str(tmp_path / "kernels")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # A shell starts background jobs with SIGINT ignored, and children inherit that; the
+        # CLI under test must get Ctrl-C whatever the environment pytest itself runs in.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert tune.stderr is not None
     seen = b""
-    # Wait for the first finished trial: the search runs and its compile worker is up (an
-    # interrupt while a worker is still being spawned is the spawn's business, not ours).
-    while not re.search(rb" [1-9][0-9]*/500 ", seen):
-        chunk = os.read(tune.stderr.fileno(), 4096)
-        assert chunk, seen.decode(errors="replace")
-        seen += chunk
-    tune.send_signal(signal.SIGINT)
-    _, rest = tune.communicate(timeout=120)
+    try:
+        # Wait for the first finished trial: the search runs and its compile worker is up (an
+        # interrupt while a worker is still being spawned is the spawn's business, not ours).
+        while not re.search(rb" [1-9][0-9]*/500 ", seen):
+            chunk = os.read(tune.stderr.fileno(), 4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        tune.send_signal(signal.SIGINT)
+        _, rest = tune.communicate(timeout=120)
+    finally:
+        if tune.poll() is None:  # a failed test never leaves a 500-trial search behind
+            tune.kill()
+            tune.communicate()
     stderr = (seen + rest).decode(errors="replace")
     assert tune.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
