@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import math
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from templates.registry import FAMILY_NAMES
+from tessera_core.cli import ArgumentParser, int_at_least, number_at_least, run_cli
 from tessera_core.config import configure_logging
+from tessera_core.errors import UsageError
 from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionProblem,
@@ -25,6 +27,7 @@ from tessera_core.types import (
 log = logging.getLogger("tessera.autotune.hotspots")
 
 EVENTS = ("call", "promote", "demote", "tune")
+PROG = "python -m autotune.hotspots"
 
 
 @dataclass(frozen=True)
@@ -56,18 +59,35 @@ class TraceRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TraceRecord:
+        """The record a parsed trace line describes; ValueError/TypeError/KeyError if none."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a trace line is a JSON object, not {type(data).__name__}")
+        scale = data.get("scale")
+        config = data.get("config")
+        kernel_key = data.get("kernel_key")
+        if scale is not None:
+            scale = _finite(scale, "scale")
+        if config is not None and not (
+            isinstance(config, dict)
+            and all(isinstance(k, str) and type(v) is int for k, v in config.items())
+        ):
+            raise TypeError(f"config={config!r}: expected an object of integer tile fields")
+        if kernel_key is not None and not isinstance(kernel_key, str):
+            raise TypeError(f"kernel_key={kernel_key!r}: expected a string")
+        if not isinstance(data["shape"], list):
+            raise TypeError(f"shape={data['shape']!r}: expected a list of integers")
         return cls(
-            time_s=float(data["time_s"]),
+            time_s=_finite(data["time_s"], "time_s"),
             event=str(data["event"]),
             op=str(data["op"]),
             dtype=str(data["dtype"]),
             shape=tuple(int(d) for d in data["shape"]),
             causal=bool(data["causal"]),
-            scale=data.get("scale"),
+            scale=scale,
             tier=int(data["tier"]),
-            wall_ms=float(data["wall_ms"]),
-            kernel_key=data.get("kernel_key"),
-            config=data.get("config"),
+            wall_ms=_finite(data["wall_ms"], "wall_ms"),
+            kernel_key=kernel_key,
+            config=config,
             ok=bool(data.get("ok", True)),
             detail=str(data.get("detail", "")),
             pid=int(data.get("pid", 0)),
@@ -82,6 +102,13 @@ class TraceRecord:
             return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
         m, n, k = self.shape
         return GemmProblem(m, n, k, dtype=self.dtype)  # type: ignore[arg-type]
+
+
+def _finite(value: Any, name: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name}={value!r}: expected a finite number")
+    return number
 
 
 @dataclass(frozen=True)
@@ -133,11 +160,16 @@ CONSISTENT_SHARE = 0.8  # a shape taking this share of an op's calls makes its p
 
 
 def load_trace(path: str | Path) -> list[TraceRecord]:
-    """Every well-formed record of a JSONL trace; a torn line (killed writer) is skipped.
+    """Every well-formed record of a JSONL trace; a malformed line is skipped and counted.
 
-    A line is well-formed when it parses, names a known event and describes a valid problem
-    (a line that parses but does not, hand-edited or from another tool, is skipped too, so
-    one bad line never stops `rank` or the CLI).
+    A line is well-formed when it parses as a JSON object, names a known event and describes
+    a valid problem with finite times. Anything else (a torn line from a killed writer, a
+    hand-edited or hostile one, JSON nested too deep to parse, numbers too large) is skipped,
+    and one warning on the `tessera.autotune.hotspots` logger counts them, so one bad line
+    never stops `rank` or the CLI.
+
+    Raises:
+        OSError: the trace is missing, a directory or unreadable.
     """
     path = Path(path)
     if not path.exists():
@@ -157,7 +189,10 @@ def load_trace(path: str | Path) -> list[TraceRecord]:
                 if record.event not in EVENTS:
                     raise ValueError(f"unknown event {record.event!r}")
                 record.problem()  # shape, dtype and op must describe a problem
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+                bad += 1
+                continue
+            except RecursionError:  # '[[[[...' nested deeper than the parser's stack
                 bad += 1
                 continue
             records.append(record)
@@ -198,7 +233,8 @@ def rank(
                 max_ms=max(times),
                 share=total_ms / grand_total_ms,
                 tiers=dict(sorted(Counter(r.tier for r in group).items())),
-                last_tier=max(group, key=lambda r: r.time_s).tier,
+                # The latest call; among equal timestamps the one written last.
+                last_tier=max(enumerate(group), key=lambda ir: (ir[1].time_s, ir[0]))[1].tier,
                 scales=len({r.scale for r in group}),
             )
         )
@@ -290,32 +326,33 @@ def report(records: Sequence[TraceRecord], *, min_count: int, min_time_ms: float
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(
-        prog="python -m autotune.hotspots",
-        description="Rank the signatures of a runtime trace (JSONL) and propose tuning tasks.",
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Rank the signatures of a runtime trace (JSONL) and propose tuning tasks. "
+        "Malformed trace lines are skipped; one warning on stderr says how many.",
     )
     parser.add_argument(
         "trace", type=Path, help="JSONL trace written by RuntimeConfig(trace_path=)"
     )
     parser.add_argument(
-        "--min-count", type=int, default=2, help="calls a hotspot needs (default 2)"
+        "--min-count", type=int_at_least(1), default=2, help="calls a hotspot needs (default 2)"
     )
     parser.add_argument(
         "--min-time-ms",
-        type=float,
+        type=number_at_least(0),
         default=0.0,
         help="cumulative milliseconds a hotspot needs (default 0)",
     )
-    parser.add_argument("--top", type=int, default=5, help="tuning tasks to propose (default 5)")
+    parser.add_argument(
+        "--top", type=int_at_least(0), default=5, help="tuning tasks to propose (default 5)"
+    )
     parser.add_argument("--json", action="store_true", help="print the hotspots as JSON")
     args = parser.parse_args(argv)
-    if args.top < 0:
-        parser.error(f"--top {args.top}: expected a count >= 0")
     try:
         records = load_trace(args.trace)
     except OSError as exc:  # missing, a directory, unreadable
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        message = str(exc) if exc.strerror is None else f"trace {args.trace}: {exc.strerror}"
+        raise UsageError(message) from None
     if args.json:
         hotspots = rank(records, min_count=args.min_count, min_time_ms=args.min_time_ms)
         print(
@@ -341,4 +378,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog=PROG))

@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 
 from autotune.strategy import Searcher, SearchSpace, StrategySettings, Values
+from tessera_core.cli import ArgumentParser, int_at_least, run_cli
 from tessera_core.config import TUNING_SPACES_DIR, configure_logging
+from tessera_core.errors import UsageError
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +52,7 @@ def spaces_dir() -> Path:
 
 
 STRATEGIES = ("tpe", "random")
+PROG = "python -m autotune.replay"
 
 Restriction = tuple[str, Callable[[Mapping[str, Any]], bool]]
 
@@ -225,16 +228,18 @@ def format_table(rows: Sequence[ReplayRow]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(
-        prog="python -m autotune.replay",
+    parser = ArgumentParser(
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("spaces", nargs="*", type=Path, help="Kernel Tuner cache files (.json.gz)")
     parser.add_argument(
-        "--budgets", type=int, nargs="+", default=[25, 100], help="evaluations per run"
+        "--budgets", type=int_at_least(1), nargs="+", default=[25, 100], help="evaluations per run"
     )
-    parser.add_argument("--seeds", type=int, default=20, help="runs per (space, budget)")
+    parser.add_argument(
+        "--seeds", type=int_at_least(1), default=20, help="runs per (space, budget)"
+    )
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     args = parser.parse_args(argv)
     paths = args.spaces or sorted(spaces_dir().glob("*.json.gz"))
@@ -242,7 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no spaces given and none found in {spaces_dir()}")
     rows: list[ReplayRow] = []
     for path in paths:
-        recorded = load_space(path)
+        try:
+            recorded = load_space(path)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise UsageError(
+                f"{path}: not a readable Kernel Tuner cache file (.json.gz): {reason}"
+            ) from None
         for budget in args.budgets:
             rows += replay(recorded, budget=budget, seeds=args.seeds, strategies=args.strategies)
             print(format_table(rows[-len(args.strategies) :]).splitlines()[-1], file=sys.stderr)
@@ -251,4 +262,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog=PROG))

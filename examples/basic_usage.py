@@ -7,7 +7,6 @@ has put a specialized kernel in the cache. Run: `python examples/basic_usage.py`
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -20,11 +19,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autotune.hotspots import report
 from runtime import Runtime, RuntimeConfig
-from tessera_core.cli import int_at_least
+from templates.registry import get_family
+from tessera_core.cli import ArgumentParser, check_writable_dir, int_at_least, run_cli
+from tessera_core.config import default_compile_cache_dir
+from tessera_core.errors import NoDeviceError, UsageError
+from tessera_core.types import AttentionProblem, parse_shape
+
+PROG = "examples/basic_usage.py"
+
+
+def _problem(shape: str) -> AttentionProblem:
+    """--shape as an attention problem; UsageError naming the expected form otherwise."""
+    try:
+        if len(shape.split("x")) != 4:
+            raise ValueError("expected BxHxSxD, e.g. 1x4x128x64")
+        problem = parse_shape("attention", shape)
+    except ValueError as exc:
+        raise UsageError(f"--shape {shape!r}: {exc}") from None
+    assert isinstance(problem, AttentionProblem)
+    return problem
+
+
+def _check_supported(problem: AttentionProblem, shape: str, arch: str) -> None:
+    reason = get_family(problem.family).space.unsupported(problem, arch)
+    if reason is not None:
+        raise UsageError(f"--shape {shape}: not supported on {arch}: {reason}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int_at_least(1), default=100)
     parser.add_argument(
         "--every", type=int_at_least(1), default=10, help="print stats every N calls"
@@ -43,13 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=Path, default=None, help="also write a JSONL trace here")
     args = parser.parse_args(argv)
 
-    try:
-        b, h, s, d = (int(x) for x in args.shape.split("x"))
-    except ValueError:
-        parser.error(f"--shape {args.shape!r}: expected BxHxSxD, e.g. 1x4x128x64")
-    rng = np.random.default_rng(0)
-    q, k, v = (rng.standard_normal((b, h, s, d)).astype(np.float16) for _ in range(3))
     cache_dir = args.cache_dir or Path(tempfile.mkdtemp(prefix="tessera-example-"))
+    check_writable_dir(cache_dir, argument="--cache-dir")
+    check_writable_dir(
+        default_compile_cache_dir(),
+        argument="the compile cache directory (TESSERA_COMPILE_CACHE_DIR)",
+    )
+    if args.trace is not None:
+        try:
+            args.trace.open("a").close()
+        except OSError as exc:
+            raise UsageError(f"--trace {args.trace}: cannot write it ({exc.strerror})") from None
+    p = _problem(args.shape)
     config = RuntimeConfig(
         device=args.device,
         tier2_min_calls=3,
@@ -59,7 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         trace_path=args.trace,
     )
     start_s = time.perf_counter()
-    with Runtime(config=config) as rt:
+    try:
+        rt = Runtime(config=config)
+    except NoDeviceError as exc:
+        raise UsageError(f"--device {args.device}: {exc}") from None
+    with rt:
+        _check_supported(p, args.shape, rt.arch)
+        rng = np.random.default_rng(0)
+        q, k, v = (
+            rng.standard_normal((p.batch, p.heads, p.seq_q, p.head_dim)).astype(np.float16)
+            for _ in range(3)
+        )
         print(f"runtime on {rt.device} ({rt.arch}), cache {cache_dir}")
         for i in range(1, args.calls + 1):
             out = rt.attention(q, k, v, causal=True)
@@ -88,4 +126,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, prog=PROG))

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 from generator import toolchain
 from generator.compile_cache import CompileCache, CompileRecord, compile_key
 from generator.resources import Resources, parse_ptxas_log
+from tessera_core.cli import ignore_interrupts
 from tessera_core.config import default_jobs
 from tessera_core.errors import CompileError
 from tessera_core.hardware import arch_spec
@@ -289,7 +290,12 @@ def _executor(kind: str, workers: int) -> Executor:
         return ThreadPoolExecutor(max_workers=workers)
     # spawn, not fork: the parent may hold a CUDA context or threads (Optuna, tqdm), which a
     # forked child must not inherit.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    # Ctrl-C reaches the whole process group: the parent reports it, workers stay quiet.
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=ignore_interrupts,
+    )
 
 
 # A tuner compiles in many small batches; spawning workers for each would cost ~0.3 s a worker

@@ -13,16 +13,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tessera_core.cli import int_at_least
-from tessera_core.config import configure_logging
-from tessera_core.errors import TesseraError
+from tessera_core.cli import (
+    EXIT_FAILURE,
+    ArgumentParser,
+    check_writable_dir,
+    int_at_least,
+    number_at_least,
+    run_cli,
+    seed_int,
+)
+from tessera_core.config import configure_logging, default_cache_dir, default_compile_cache_dir
+from tessera_core.errors import TesseraError, UsageError
 from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
 
 if TYPE_CHECKING:  # at run time main imports the job lazily, like build_parser does
     from autotune.job import JobResult
 
-EXIT_USAGE = 2
 EXIT_NO_VALID = 3
+PROG = "python -m generator.tune"
 
 EPILOG = """\
 examples:
@@ -37,22 +45,12 @@ cache hit: the stored result is printed without compiling or searching (--retune
 """
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from autotune.job import DEFAULT_TRIALS
     from tessera_core.hardware import ARCHS
 
-    parser = argparse.ArgumentParser(
-        prog="python -m generator.tune",
+    parser = ArgumentParser(
+        prog=PROG,
         description="Search the tile space of a kernel for one problem shape, compile the "
         "winner with NVRTC and store it in the kernel cache.",
         epilog=EPILOG,
@@ -87,12 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"configurations to compile and evaluate (default {DEFAULT_TRIALS})",
     )
     parser.add_argument(
-        "--timeout", type=_positive_float, metavar="S", help="stop searching after S seconds"
+        "--timeout",
+        type=number_at_least(0, strict=True),
+        metavar="S",
+        help="stop searching after S seconds",
     )
     parser.add_argument(
         "--jobs", type=int_at_least(1), help="parallel compiles (default: all cores, TESSERA_JOBS)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
+    parser.add_argument(
+        "--seed", type=seed_int, default=0, help="search seed, 0 to 2**32-1 (default 0)"
+    )
     parser.add_argument(
         "--cache-dir", type=Path, help="writable kernel cache (default: TESSERA_CACHE_DIR, XDG)"
     )
@@ -106,18 +109,36 @@ def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         try:
             return [parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)]
         except ValueError as exc:
-            parser.error(str(exc))
+            parser.error(f"--shape {args.shape}: {exc}")
     from autotune.hotspots import load_trace, propose_tasks, rank
 
     if not args.from_trace.is_file():
         parser.error(f"--from-trace {args.from_trace}: no such file")
-    problems = propose_tasks(rank(load_trace(args.from_trace), min_count=1), args.top)
+    try:
+        records = load_trace(args.from_trace)
+    except OSError as exc:
+        parser.error(f"--from-trace {args.from_trace}: {exc}")
+    problems = propose_tasks(rank(records, min_count=1), args.top)
     if not problems:
         parser.error(
             f"--from-trace {args.from_trace}: the trace holds no successful call of an op "
             "with a kernel family to tune (attention, gemm)"
         )
     return problems
+
+
+def _check_supported(problems: Sequence[Problem], args: argparse.Namespace) -> None:
+    """A shape no configuration can run is refused with its one reason, before any search."""
+    from templates.registry import get_family
+
+    for problem in problems:
+        reason = get_family(problem.family).space.unsupported(problem, args.arch)
+        if reason is not None:
+            where = f"--shape {args.shape}" if args.shape else f"--from-trace {args.from_trace}"
+            raise UsageError(
+                f"{where}: {problem.family} {problem.shape_str()} is not supported on "
+                f"{args.arch}: {reason}"
+            )
 
 
 def _print_table(result: JobResult) -> None:
@@ -156,6 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from generator.toolchain import default_arch
 
         args.arch = default_arch()
+    _check_supported(problems, args)
+    if args.cache_dir is not None:
+        check_writable_dir(args.cache_dir, argument="--cache-dir")
+    else:
+        check_writable_dir(
+            default_cache_dir(), argument="the kernel cache directory (TESSERA_CACHE_DIR)"
+        )
+    check_writable_dir(
+        default_compile_cache_dir(),
+        argument="the compile cache directory (TESSERA_COMPILE_CACHE_DIR)",
+    )
     status = 0
     for problem in problems:
         try:
@@ -177,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         except TesseraError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_FAILURE
         if args.json:
             print(json.dumps(result.to_json_dict(), sort_keys=True))
         else:
@@ -186,4 +218,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog=PROG))

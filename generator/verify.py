@@ -17,20 +17,31 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from generator import emulator, toolchain
 from templates.registry import get_family
 from tessera_core import config as knobs
+from tessera_core.cli import ArgumentParser, check_writable_dir, int_at_least, run_cli, seed_int
 from tessera_core.config import configure_logging
-from tessera_core.errors import CompileError, EmulatorError, InvalidConfigError, TesseraError
+from tessera_core.errors import (
+    CompileError,
+    EmulatorError,
+    InvalidConfigError,
+    TesseraError,
+    UsageError,
+)
+from tessera_core.hardware import ARCHS
 from tessera_core.types import DTYPES, OPS, AttentionProblem, Problem, TileConfig, parse_shape
 
 UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8}
 REL_TOL_ULPS = 4.0
 MAX_ABS_TOL_ULPS = 8.0
 LSE_ABS_TOL = 1e-3
+PROG = "python -m generator.verify"
+CONFIG_EXAMPLE = '{"block_m":64,"block_n":64,"block_k":16,"num_warps":4,"num_stages":2}'
 
 
 @dataclass(frozen=True)
@@ -198,8 +209,8 @@ def verify(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m generator.verify",
+    parser = ArgumentParser(
+        prog=PROG,
         description="Run kernels on the CPU host emulator and compare with a float64 reference.",
     )
     parser.add_argument("--op", choices=OPS, required=True)
@@ -209,43 +220,71 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=DTYPES, default="fp16")
     parser.add_argument("--causal", action="store_true", help="causal attention")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--config", help='JSON, e.g. {"block_m":64,"block_n":64,"block_k":16,...}')
+    which.add_argument("--config", help=f"a JSON object of tile fields, e.g. {CONFIG_EXAMPLE}")
     which.add_argument("--all-configs", action="store_true", help="every valid configuration")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arch", default=None, help="constraints of this arch (default: detected)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="input seed, 0 to 2**32-1")
+    parser.add_argument(
+        "--arch", choices=sorted(ARCHS), help="constraints of this arch (default: detected)"
+    )
     parser.add_argument(
         "--specialized", action="store_true", help="sizes as compile-time constants"
     )
-    parser.add_argument("--jobs", type=int, default=None, help="parallel host builds")
+    parser.add_argument("--jobs", type=int_at_least(1), help="parallel host builds")
     return parser
+
+
+def _config_argument(text: str) -> dict[str, Any]:
+    """--config's JSON object; UsageError naming the expected form for anything else."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise UsageError(f"--config {text!r}: expected a JSON object, e.g. {CONFIG_EXAMPLE}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         problem = parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)
-        arch = args.arch or toolchain.default_arch()
-        family = get_family(problem.family)
-        if args.all_configs:
-            configs = family.space.valid_configs(problem, arch)
-            if not configs:
-                print(f"no valid {family.name} configuration for {problem.shape_str()} on {arch}")
-                return 2
-        elif args.config:
-            configs = [emulator.resolve_config(problem, json.loads(args.config), arch=arch)]
-        else:
-            configs = [family.default_config(problem, arch)]
-    except (ValueError, InvalidConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:
+        parser.error(f"--shape {args.shape}: {exc}")
+    arch = args.arch or toolchain.default_arch()
+    family = get_family(problem.family)
+    reason = family.space.unsupported(problem, arch)
+    if reason is not None:
+        raise UsageError(
+            f"--shape {args.shape}: {problem.family} {problem.shape_str()} is not supported "
+            f"on {arch}: {reason}"
+        )
+    if args.all_configs:
+        configs = family.space.valid_configs(problem, arch)
+        if not configs:
+            raise UsageError(
+                f"--shape {args.shape}: no valid {family.name} configuration for "
+                f"{problem.shape_str()} on {arch}"
+            )
+    elif args.config:
+        try:
+            configs = [emulator.resolve_config(problem, _config_argument(args.config), arch=arch)]
+        except InvalidConfigError as exc:
+            raise UsageError(f"--config: {exc}") from None
+    else:
+        configs = [family.default_config(problem, arch)]
+    check_writable_dir(
+        knobs.default_compile_cache_dir(),
+        argument="the compile cache directory (TESSERA_COMPILE_CACHE_DIR)",
+    )
     jobs = args.jobs or knobs.default_jobs()
     try:
         verdicts = verify(
             problem, configs, seed=args.seed, arch=arch, specialized=args.specialized, jobs=jobs
         )
     except TesseraError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     failed = sum(not v.passed for v in verdicts)
     print(f"{len(verdicts) - failed}/{len(verdicts)} configurations passed")
@@ -253,4 +292,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog=PROG))

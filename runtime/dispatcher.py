@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from runtime.config import RuntimeConfig
@@ -60,11 +61,21 @@ class Dispatcher:
 
     Thread-safe: the bookkeeping (states, counts, loaded kernels, promotion) runs under one
     lock, shared with the tuning worker's completion callback; kernels run outside it.
+
+    `clock_ns` measures each kernel run (a monotonic clock in nanoseconds); the recorded
+    wall times, and so promotion by cumulative time, come from it. Tests inject a fake one.
     """
 
-    def __init__(self, config: RuntimeConfig, backends: Backends) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        backends: Backends,
+        *,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
         self.config = config
         self.backends = backends
+        self._clock_ns = clock_ns
         self.tracer = Tracer(
             buffer_records=config.trace_buffer_records,
             path=config.trace_path,
@@ -111,11 +122,11 @@ class Dispatcher:
                     self._loaded.move_to_end(kernel.kernel_key)  # type: ignore[arg-type]
         causal, scale = key[3], key[4]
         start_s = time.time()
-        start_ns = time.perf_counter_ns()
+        start_ns = self._clock_ns()
         try:
             result = kernel.run(inputs, causal=causal, scale=scale)
         except Exception as exc:
-            wall_ms = (time.perf_counter_ns() - start_ns) * 1e-6
+            wall_ms = (self._clock_ns() - start_ns) * 1e-6
             with self._lock:
                 self._failed_calls += 1
                 self.tracer.append(
@@ -136,7 +147,7 @@ class Dispatcher:
                 if state.kernel is kernel:  # else another thread demoted it already
                     self._demote(state, kernel, exc)
             return self.call(key, inputs)
-        wall_ms = (time.perf_counter_ns() - start_ns) * 1e-6
+        wall_ms = (self._clock_ns() - start_ns) * 1e-6
         with self._lock:
             state.calls += 1
             state.total_ms += wall_ms

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,9 @@ class Runtime:
     """Attention and GEMM through tiers 1-3, with tracing, statistics and background tuning.
 
     `Runtime(device="emulator")` is shorthand for `Runtime(config=RuntimeConfig(device=...))`;
-    `backends` replaces the device backends (tests inject fakes). Use it as a context manager,
+    `backends` replaces the device backends (tests inject fakes), and `clock_ns` the monotonic
+    nanosecond clock that times each kernel run (tests inject a fake one to drive promotion by
+    cumulative time). Use it as a context manager,
     or call `close()`, to flush the trace and stop the tuning workers.
 
     Several threads may call one Runtime: its bookkeeping is guarded by a lock and kernels
@@ -36,6 +39,7 @@ class Runtime:
         config: RuntimeConfig | None = None,
         device: Device | None = None,
         backends: Backends | None = None,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         config = config or RuntimeConfig()
         if device is not None:
@@ -45,7 +49,7 @@ class Runtime:
 
             backends = make_backends(config)
         self.config = config
-        self._dispatcher = Dispatcher(config, backends)
+        self._dispatcher = Dispatcher(config, backends, clock_ns=clock_ns)
         self._host_only = backends.device != "cuda"
 
     @property

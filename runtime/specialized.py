@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tessera_core import config
 from tessera_core.errors import CacheMissError
 from tessera_core.types import Problem, TileConfig, problem_from_dict
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 MEMO_ENTRIES = 64  # loaded kernels kept by the process-wide memo (LRU)
 _ARCH_RE = re.compile(r"\.(sm_\d+a?)(?:\.|$)")
 
-_memo: OrderedDict[tuple[str, tuple[str, ...] | None], SpecializedKernel] = OrderedDict()
+_memo: OrderedDict[tuple[str, tuple[str, ...]], SpecializedKernel] = OrderedDict()
 _memo_lock = threading.Lock()
 
 
@@ -52,6 +53,11 @@ def arch_of_key(kernel_key: str) -> str:
     return match.group(1)
 
 
+def _default_layers() -> tuple[str, ...]:
+    """What `cache_dirs=None` means now: TESSERA_CACHE_DIR (or XDG), then TESSERA_CACHE_PATH."""
+    return (str(config.default_cache_dir()), config.CACHE_PATH.get() or "")
+
+
 def open_cache(cache_dirs: Sequence[str | Path] | None = None) -> KernelCache:
     """The cache `cache_dirs` names (first writable, the rest read-only layers), else the
     default one (TESSERA_CACHE_DIR, then TESSERA_CACHE_PATH's read-only layers)."""
@@ -74,7 +80,10 @@ def load_specialized(
     Raises:
         CacheMissError: no layer holds the key; it names the key and every directory searched.
     """
-    memo_key = (kernel_key, None if cache_dirs is None else tuple(str(d) for d in cache_dirs))
+    # The default layers are named in the key too: TESSERA_CACHE_DIR may change between calls
+    # (tests, a notebook), and another directory's entry must not be served from the memo.
+    dirs_key = _default_layers() if cache_dirs is None else tuple(str(d) for d in cache_dirs)
+    memo_key = (kernel_key, dirs_key)
     hit = _memo.get(memo_key)
     if hit is not None:
         return hit

@@ -3,38 +3,76 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import platformdirs
+
+from tessera_core.errors import KnobError
+from tessera_core.hardware import ARCHS
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Knob(Generic[T]):
-    """One environment variable: its name, type, default and a one-line doc."""
+    """One environment variable: its name, type, default and a one-line doc.
+
+    `minimum` bounds a numeric knob (numbers must also be finite); `choices` lists the values
+    a string knob accepts (case-insensitively; `get` returns the listed spelling).
+    """
 
     name: str
     type: type[T]
     default: T | None
     doc: str
+    minimum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def expected(self) -> str:
+        """The accepted form, as an error message and the README's table say it."""
+        if self.choices is not None:
+            return f"one of {', '.join(self.choices)}"
+        if self.type is bool:
+            return "1/true/yes/on or 0/false/no/off"
+        noun = {int: "an integer", float: "a finite number"}.get(self.type, "a string")
+        return noun if self.minimum is None else f"{noun} >= {self.minimum:g}"
 
     def get(self) -> T | None:
+        """The variable's value (the default when unset or empty).
+
+        Raises:
+            KnobError: a malformed value; names the variable, the value and the expected form.
+        """
         raw = os.environ.get(self.name)
         if raw is None or raw == "":
             return self.default
+        if self.type is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")  # type: ignore[return-value]
+        if self.choices is not None:
+            for choice in self.choices:
+                if raw.strip().lower() == choice.lower():
+                    return choice  # type: ignore[return-value]
+            raise self._error(raw)
         try:
-            if self.type is bool:
-                return raw.strip().lower() in ("1", "true", "yes", "on")  # type: ignore[return-value]
-            return self.type(raw)  # type: ignore[call-arg]
-        except ValueError as exc:
-            raise ValueError(
-                f"environment variable {self.name}={raw!r} is not a valid {self.type.__name__}: "
-                f"{self.doc}"
-            ) from exc
+            value = self.type(raw)  # type: ignore[call-arg]
+        except (ValueError, OverflowError):
+            raise self._error(raw) from None
+        if isinstance(value, (int, float)) and not (
+            math.isfinite(value) and (self.minimum is None or value >= self.minimum)
+        ):
+            raise self._error(raw)
+        return value
+
+    def _error(self, raw: str) -> KnobError:
+        return KnobError(
+            f"environment variable {self.name}={raw!r}: expected {self.expected()}; "
+            f"fix it or unset it ({self.name}: {self.doc})"
+        )
 
 
 CACHE_DIR: Knob[str] = Knob(
@@ -54,6 +92,7 @@ CACHE_MAX_BYTES: Knob[int] = Knob(
     int,
     2 * 1024**3,
     "LRU limit on the writable kernel cache's total size in bytes.",
+    minimum=1,
 )
 COMPILE_CACHE_DIR: Knob[str] = Knob(
     "TESSERA_COMPILE_CACHE_DIR",
@@ -66,11 +105,19 @@ ARCH: Knob[str] = Knob(
     str,
     None,
     "Target arch such as sm_80 or sm_90 (default: the present GPU's, else sm_90).",
+    choices=tuple(sorted(ARCHS)),
 )
-JOBS: Knob[int] = Knob("TESSERA_JOBS", int, None, "Parallel compile workers (default: all cores).")
+JOBS: Knob[int] = Knob(
+    "TESSERA_JOBS", int, None, "Parallel compile workers (default: all cores).", minimum=1
+)
 CXX: Knob[str] = Knob("TESSERA_CXX", str, "g++", "Host C++ compiler (C++20) used by the emulator.")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_LEVEL: Knob[str] = Knob(
-    "TESSERA_LOG_LEVEL", str, "WARNING", "Python logging level of the tessera loggers."
+    "TESSERA_LOG_LEVEL",
+    str,
+    "WARNING",
+    "Python logging level of the tessera loggers.",
+    choices=LOG_LEVELS,
 )
 
 CACHE_MAX_ENTRIES: Knob[int] = Knob(
@@ -78,12 +125,14 @@ CACHE_MAX_ENTRIES: Knob[int] = Knob(
     int,
     None,
     "Optional LRU limit on the number of entries in the writable kernel cache (default: none).",
+    minimum=1,
 )
 CACHE_WRITE_DELAY_S: Knob[float] = Knob(
     "TESSERA_CACHE_WRITE_DELAY_S",
     float,
     0.0,
     "Test hook: seconds a cache put sleeps between writing payloads (to kill a writer mid-put).",
+    minimum=0,
 )
 TUNING_SPACES_DIR: Knob[str] = Knob(
     "TESSERA_TUNING_SPACES_DIR",
@@ -141,20 +190,34 @@ def child_environment(*, prepend_path: str | None = None) -> dict[str, str]:
     return env
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+def check_knobs() -> None:
+    """Read every knob once, so a malformed variable fails up front (KnobError), not mid-run."""
+    for knob in KNOBS:
+        knob.get()
 
 
 def configure_logging() -> None:
     """Route the `tessera.*` loggers to stderr at TESSERA_LOG_LEVEL (called by every CLI)."""
-    level = str(LOG_LEVEL.get() or "WARNING").upper()
-    if level not in LOG_LEVELS:
-        raise ValueError(
-            f"environment variable {LOG_LEVEL.name}={level!r}: expected one of "
-            f"{', '.join(LOG_LEVELS)}"
-        )
+    level = LOG_LEVEL.get() or "WARNING"
     logger = logging.getLogger("tessera")
     logger.setLevel(level)
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at each record, not the one it was made with (which a
+    test's capture, or a redirect, may since have closed)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass

@@ -14,6 +14,15 @@ class TesseraError(Exception):
     """Base class of every error this project raises on purpose."""
 
 
+class KnobError(TesseraError, ValueError):
+    """A TESSERA_* environment variable holds a value of the wrong form; fix or unset it."""
+
+
+class UsageError(TesseraError, ValueError):
+    """A command-line argument parses but cannot be used (an unsupported shape, an unwritable
+    directory, an unreadable input file); CLIs report it as one line with exit status 2."""
+
+
 class InvalidConfigError(TesseraError, ValueError):
     """A tile configuration breaks a rule of its kernel family for a given problem."""
 

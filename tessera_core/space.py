@@ -110,6 +110,19 @@ class Space:
         reasons = self.violations(candidates[-1], problem, arch)
         raise InvalidConfigError(f"no valid {self.family} tile for {problem} on {arch}: {reasons}")
 
+    def unsupported(self, problem: Problem, arch: str) -> str | None:
+        """The one reason no configuration can run `problem` on `arch`, if there is one.
+
+        That is a constraint rejecting every configuration of the space with the same reason,
+        one about the problem (head_dim=72) rather than a tile; None when there is none.
+        """
+        configs = list(self.all_configs())
+        for constraint in self.constraints:
+            reasons = {constraint.check(config, problem, arch) for config in configs}
+            if len(reasons) == 1 and None not in reasons:
+                return f"{constraint.name}: {reasons.pop()}"
+        return None
+
     def size(self) -> int:
         total = 1
         for param in self.params:

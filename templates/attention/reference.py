@@ -38,6 +38,12 @@ def attention_reference(
     float32, ...). Causal masking is bottom-right aligned as in FlashAttention-2: query row i sees
     keys j <= i + seq_kv - seq_q. A row that sees no key gets o = 0 and lse = -inf.
 
+    NaN and Inf propagate as in PyTorch's math SDPA: a NaN among a row's visible scores makes
+    its o and lse NaN; a +inf score makes its o NaN (inf / inf) and its lse +inf; a -inf
+    score is a key of weight 0 (a row of only -inf scores sees no key); NaN or Inf in V reach
+    the o columns of the rows that weigh that key (a masked key's 0 * NaN is left unspecified,
+    as it depends on the tiling in PyTorch too).
+
     Args:
         block_kv: keys per step (default: as many as keep one score block under
             SCORE_BLOCK_BYTES).
@@ -64,25 +70,53 @@ def attention_reference(
     row_sum = np.zeros((*lead, seq_q), dtype=accum)
     acc = np.zeros((*lead, seq_q, head_dim), dtype=accum)
     rows = np.arange(seq_q)[:, None]
-    for start in range(0, seq_kv, block_kv):
-        stop = min(start + block_kv, seq_kv)
-        if causal and start > seq_q - 1 + seq_kv - seq_q:
-            break  # every later key is above the diagonal of every row
-        k_block = k[..., start:stop, :].astype(accum)
-        v_block = v[..., start:stop, :].astype(accum)
-        scores = q_scaled @ np.swapaxes(k_block, -1, -2)
-        if causal:
-            cols = np.arange(start, stop)[None, :]
-            scores = np.where(cols > rows + (seq_kv - seq_q), neg_inf, scores)
-        new_max = np.maximum(row_max, scores.max(axis=-1))
-        safe_max = np.where(np.isneginf(new_max), zero, new_max)
-        alpha = np.exp(row_max - safe_max)
-        probs = np.exp(scores - safe_max[..., None])
-        row_sum = row_sum * alpha + probs.sum(axis=-1)
-        acc = acc * alpha[..., None] + probs @ v_block
-        row_max = new_max
-    seen = row_sum > 0
-    denom = np.where(seen, row_sum, one)
-    o = np.where(seen[..., None], acc / denom[..., None], zero).astype(accum)
-    lse = np.where(seen, row_max + np.log(denom), neg_inf).astype(accum)
+    with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf: NaN on purpose (see above)
+        for start in range(0, seq_kv, block_kv):
+            if causal and start > seq_q - 1 + seq_kv - seq_q:
+                break  # every later key is above the diagonal of every row
+            stop = min(start + block_kv, seq_kv)
+            mask = _causal_mask(rows, start, stop, seq_q, seq_kv) if causal else None
+            row_max, row_sum, acc = _step(
+                q_scaled, k[..., start:stop, :], v[..., start:stop, :], row_max, row_sum, acc,
+                accum=accum, mask=mask,
+            )  # fmt: skip
+        # NaN compares false: a row whose sum went NaN is not 'empty', its NaN propagates.
+        empty = row_sum == zero
+        denom = np.where(empty, one, row_sum)
+        o = np.where(empty[..., None], zero, acc / denom[..., None]).astype(accum)
+        lse = np.where(np.isposinf(row_max), row_max, row_max + np.log(denom))
+        lse = np.where(empty, neg_inf, lse).astype(accum)
     return o, lse
+
+
+def _causal_mask(rows: NDArray, start: int, stop: int, seq_q: int, seq_kv: int) -> NDArray:
+    """True where a key of [start, stop) lies above a row's bottom-right aligned diagonal."""
+    cols = np.arange(start, stop)[None, :]
+    return cols > rows + (seq_kv - seq_q)
+
+
+def _step(
+    q_scaled: NDArray,
+    k_block: NDArray,
+    v_block: NDArray,
+    row_max: NDArray,
+    row_sum: NDArray,
+    acc: NDArray,
+    *,
+    accum: np.dtype,
+    mask: NDArray | None,
+) -> tuple[NDArray, NDArray, NDArray]:
+    """One block of keys of the online softmax: the new running max, sum and accumulator."""
+    neg_inf, zero = (np.asarray(x, dtype=accum) for x in (-np.inf, 0.0))
+    scores = q_scaled @ np.swapaxes(k_block.astype(accum), -1, -2)
+    if mask is not None:
+        scores = np.where(mask, neg_inf, scores)
+    # np.maximum propagates NaN: a row with a NaN score keeps a NaN max, sum and accumulator.
+    new_max = np.maximum(row_max, scores.max(axis=-1))
+    # A row with no visible key yet keeps max -inf; subtract 0 so exp gives 0, not NaN.
+    safe_max = np.where(np.isneginf(new_max), zero, new_max)
+    alpha = np.exp(row_max - safe_max)
+    probs = np.exp(scores - safe_max[..., None])
+    row_sum = row_sum * alpha + probs.sum(axis=-1)
+    acc = acc * alpha[..., None] + probs @ v_block.astype(accum)
+    return new_max, row_sum, acc

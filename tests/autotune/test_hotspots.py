@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,4 +164,73 @@ def test_cli_exit_status_2_for_a_directory_or_a_negative_top(tmp_path: Path) -> 
         )
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
-        assert "is not a file" in result.stderr or "--top -1" in result.stderr
+        assert "is not a file" in result.stderr or "--top: '-1'" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+def _hotspots_cli(*args: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "autotune.hotspots", *args],
+        cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _hostile_trace(path: Path) -> Path:
+    """Two good calls and six bad lines: nested 100000 deep, huge numbers, wrong types."""
+    good = _call((8, 8, 8), 1.0, op="gemm").to_json()
+    fields = json.loads(good)
+    path.write_text(
+        "\n".join(
+            [
+                good,
+                "[" * 100_000,
+                '{"a":' * 100_000 + "1" + "}" * 100_000,
+                json.dumps(fields | {"shape": [1e400, 8, 8]}),
+                json.dumps(fields | {"wall_ms": float("nan")}),
+                json.dumps(fields | {"scale": [1, 2]}),
+                json.dumps(fields | {"config": "block_m"}),
+                good,
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def test_a_hostile_trace_is_ranked_from_its_good_lines_with_one_counted_warning(
+    tmp_path: Path,
+) -> None:
+    path = _hostile_trace(tmp_path / "trace.jsonl")
+    assert len(load_trace(path)) == 2
+    result = _hotspots_cli(str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"WARNING tessera.autotune.hotspots: trace {path}: skipped 6 malformed line(s)"
+    ]
+    assert "2 successful call(s), 1 hotspot(s)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--min-count", "0"), "--min-count: '0': expected an integer >= 1"),
+        (("--min-time-ms", "nan"), "--min-time-ms: 'nan': expected a finite number >= 0"),
+        (("--top", "x"), "--top: 'x': expected an integer >= 0"),
+    ],
+)
+def test_cli_bad_options_are_one_line(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
+    (tmp_path / "t.jsonl").write_text(_call((8, 8, 8), 1.0, op="gemm").to_json() + "\n")
+    result = _hotspots_cli(str(tmp_path / "t.jsonl"), *args)
+    assert result.returncode == 2 and needle in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_broken_pipe_traceback(tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_text(_call((8, 8, 8), 1.0, op="gemm").to_json() + "\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -1` that has already exited: every write fails with EPIPE
+    try:
+        result = _hotspots_cli(str(tmp_path / "t.jsonl"), stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""

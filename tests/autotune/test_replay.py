@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +93,38 @@ def test_module_entry_point_runs():
     )
     assert done.returncode == 0, done.stderr
     assert "| convolution_A4000 | 4 | tpe |" in done.stdout
+
+
+def _write_gzip(path: Path, text: str) -> Path:
+    with gzip.open(path, "wt") as handle:
+        handle.write(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--seeds", "0"), "--seeds: '0': expected an integer >= 1"),
+        (("--budgets", "25", "-5"), "--budgets: '-5': expected an integer >= 1"),
+        (("missing.json.gz",), "missing.json.gz: not a readable Kernel Tuner cache file"),
+        (("plain.txt",), "plain.txt: not a readable Kernel Tuner cache file"),
+        (("notjson.json.gz",), "notjson.json.gz: not a readable Kernel Tuner cache file"),
+        (("deep.json.gz",), "deep.json.gz: not a readable Kernel Tuner cache file"),
+        (("nokernel.json.gz",), "nokernel.json.gz: not a readable Kernel Tuner cache file"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_status_2(
+    tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    (tmp_path / "plain.txt").write_text("not gzip")
+    _write_gzip(tmp_path / "notjson.json.gz", "{torn")
+    _write_gzip(tmp_path / "deep.json.gz", "[" * 100_000)
+    _write_gzip(tmp_path / "nokernel.json.gz", "{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "autotune.replay", *args, *(() if "." in args[0] else ["x.gz"])],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert needle in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr

@@ -212,12 +212,31 @@ def test_same_seed_same_sequence_different_seed_different():
     assert sequence(7) != sequence(8)
 
 
-def test_timeout_stops_the_study_early():
-    result = run(
-        make_space(wide=True), trials=500, timeout_s=0.3, objective=SyntheticObjective(delay_s=0.02)
-    )
+class _FakeTime:
+    """Stands in for the `time` module of autotune.search: a clock only evaluations move."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now_s
+
+
+def test_timeout_stops_the_study_early(monkeypatch: pytest.MonkeyPatch):
+    # Each evaluation takes 0.02 s on the injected clock, so the 0.3 s timeout ends the study
+    # after exactly 15 one-candidate batches, whatever the machine's speed or load.
+    import autotune.search
+
+    fake = _FakeTime()
+    monkeypatch.setattr(autotune.search, "time", fake)
+
+    def slow(config: TileConfig) -> None:
+        fake.now_s += 0.02
+
+    objective = SyntheticObjective(fail=slow)
+    result = run(make_space(wide=True), trials=500, timeout_s=0.3, jobs=1, objective=objective)
     assert result.stopped_by == "timeout"
-    assert 0 < result.trials_run < 500
+    assert result.trials_run == 15
 
 
 def test_batches_hold_at_most_jobs_candidates_and_on_trial_sees_every_record():

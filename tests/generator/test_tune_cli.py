@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _tune(*args: str) -> subprocess.CompletedProcess[str]:
+def _tune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "generator.tune", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -29,21 +33,87 @@ def test_help_explains_the_options() -> None:
         assert option in result.stdout
 
 
+SHAPE = ("--shape", "1x1x64x64", "--trials", "1")
+UNWRITABLE = "/proc/tessera-cannot-create/kernels"  # mkdir fails there, even for root
+
+
 @pytest.mark.parametrize(
-    ("args", "needle"),
+    ("args", "env", "needle"),
     [
-        (("--shape", "8x16x2048"), "BxHxSxD"),
-        (("--shape", "8xAx2048x64"), "BxHxSxD"),
-        (("--op", "gemm", "--shape", "1x2"), "MxNxK"),
-        (("--shape", "8x16x2048x64", "--trials", "0"), "--trials"),
-        (("--shape", "8x16x2048x64", "--arch", "sm_70"), "--arch"),
+        (("--shape", "8x16x2048"), {}, "BxHxSxD"),
+        (("--shape", "8xAx2048x64"), {}, "BxHxSxD"),
+        (("--op", "gemm", "--shape", "1x2"), {}, "MxNxK"),
+        (("--shape", "8x16x2048x64", "--trials", "0"), {}, "--trials"),
+        (("--shape", "8x16x2048x64", "--arch", "sm_70"), {}, "--arch"),
+        ((*SHAPE, "--seed", "-1"), {}, "--seed: '-1': expected an integer >= 0"),
+        ((*SHAPE, "--timeout", "nan"), {}, "--timeout: 'nan': expected a finite number > 0"),
+        (SHAPE, {"TESSERA_JOBS": "abc"}, "TESSERA_JOBS='abc': expected an integer >= 1"),
+        (SHAPE, {"TESSERA_CACHE_MAX_BYTES": "0"}, "TESSERA_CACHE_MAX_BYTES='0': expected"),
+        (SHAPE, {"TESSERA_ARCH": "sm_75"}, "TESSERA_ARCH='sm_75': expected one of sm_80"),
+        (SHAPE, {"TESSERA_LOG_LEVEL": "bogus"}, "TESSERA_LOG_LEVEL='bogus': expected one of"),
+        # well-formed but unsupported: the one reason, not every rejected configuration
+        (("--shape", "1x1x64x72"), {}, "--shape 1x1x64x72: attention_fwd 1x1x64x64x72 is not"),
+        (("--shape", "1x70000x64x64"), {}, "grid"),
+        ((*SHAPE, "--cache-dir", UNWRITABLE), {}, f"--cache-dir {UNWRITABLE}: cannot create"),
+        (SHAPE, {"TESSERA_CACHE_DIR": UNWRITABLE}, "(TESSERA_CACHE_DIR) /proc/tessera-cannot"),
+        (SHAPE, {"TESSERA_COMPILE_CACHE_DIR": UNWRITABLE}, "(TESSERA_COMPILE_CACHE_DIR) /proc/"),
     ],
 )
-def test_malformed_arguments_exit_2_with_one_line(args: tuple[str, ...], needle: str) -> None:
-    result = _tune(*args)
-    assert result.returncode == 2
+def test_malformed_arguments_exit_2_with_one_line(
+    args: tuple[str, ...], env: dict[str, str], needle: str
+) -> None:
+    result = _tune(*args, env=env)
+    assert result.returncode == 2, result.stderr
     assert needle in result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_trace_of_only_malformed_lines_is_counted_and_refused(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("[" * 100_000 + "\n" + '{"time_s": 1e999}\n' + "not json\n")
+    result = _tune("--from-trace", str(trace), "--trials", "1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
+    warning, error = result.stderr.splitlines()
+    assert warning.endswith("skipped 3 malformed line(s)")
+    assert error.endswith("the trace holds no successful calls (see --help)")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_during_the_search_is_one_line_and_exit_status_130(tmp_path: Path) -> None:
+    tune = subprocess.Popen(
+        [sys.executable, "-m", "generator.tune", "--shape", "1x2x256x64", "--trials", "500",
+         "--jobs", "1", "--cache-dir", str(tmp_path / "kernels")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # A shell starts background jobs with SIGINT ignored, and children inherit that; the
+        # CLI under test must get Ctrl-C whatever the environment pytest itself runs in.
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
+    assert tune.stderr is not None
+    seen = b""
+    try:
+        # Wait for the first finished trial: the search runs and its compile worker is up (an
+        # interrupt while a worker is still being spawned is the spawn's business, not ours).
+        while not re.search(rb" [1-9][0-9]*/500 ", seen):
+            chunk = os.read(tune.stderr.fileno(), 4096)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        tune.send_signal(signal.SIGINT)
+        _, rest = tune.communicate(timeout=120)
+    finally:
+        if tune.poll() is None:  # a failed test never leaves a 500-trial search behind
+            tune.kill()
+            tune.communicate()
+    stderr = (seen + rest).decode(errors="replace")
+    assert tune.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    progress = "tune attention_fwd "  # the progress bar, redrawn in place
+    lines = [line for line in stderr.splitlines() if line.strip() and progress not in line]
+    assert lines == ["python -m generator.tune: interrupted"], stderr
 
 
 def test_tune_stores_a_kernel_that_load_specialized_returns_then_hits(tmp_path: Path) -> None:
@@ -94,9 +164,13 @@ def test_gemm_tune_prints_the_best_configurations_labelled_model(tmp_path: Path)
     assert "times are model" in result.stdout
 
 
-def test_no_valid_configuration_exits_3_and_lists_the_reasons(tmp_path: Path) -> None:
-    result = _tune("--shape", "1x1x64x256", "--cache-dir", str(tmp_path))
-    assert result.returncode == 3
-    assert "no valid tile configuration" in result.stderr
-    assert "head_dim=256 must be a multiple of 16 and at most 128" in result.stderr
+def test_an_unsupported_shape_exits_2_with_its_one_reason(tmp_path: Path) -> None:
+    # Every configuration is rejected for the same reason (head_dim): that one line, not a
+    # list of 324 rejected configurations, and no search.
+    result = _tune("--shape", "1x1x64x256", "--arch", "sm_90", "--cache-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "python -m generator.tune: error: --shape 1x1x64x256: attention_fwd 1x1x64x64x256 is "
+        "not supported on sm_90: head_dim: head_dim=256 must be a multiple of 16 and at most 128"
+    ]
     assert not any(tmp_path.rglob("*.kernel")), "nothing may be cached for a failed tune"

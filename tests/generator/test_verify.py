@@ -4,6 +4,7 @@ family's space at one small ragged shape."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from generator import verify
 from templates.registry import get_family
 from tessera_core import config as knobs
+from tessera_core.cli import run_cli
 from tessera_core.types import AttentionProblem, GemmProblem, Problem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +38,14 @@ def test_cli_runs_one_configuration_and_prints_one_line() -> None:
 
 def test_cli_rejects_an_invalid_configuration_with_the_rule(capsys: pytest.CaptureFixture) -> None:
     config = {"block_m": 32, "block_n": 32, "block_k": 48, "num_warps": 2, "num_stages": 2}
-    code = verify.main(
-        ["--op", "gemm", "--shape", "64x64x64", "--config", json.dumps(config), "--arch", ARCH]
+    code = run_cli(
+        verify.main,
+        ["--op", "gemm", "--shape", "64x64x64", "--config", json.dumps(config), "--arch", ARCH],
+        prog=verify.PROG,
     )
     assert code == 2
-    assert "block_k=48" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "block_k=48" in err and len(err.splitlines()) == 1
 
 
 def test_cli_exits_non_zero_when_a_configuration_fails(
@@ -97,3 +102,31 @@ def test_every_valid_attention_configuration_passes() -> None:
 def test_every_valid_gemm_configuration_passes() -> None:
     # M, N, K multiples of no tile; K long enough that the deepest pipeline refills a stage.
     _sweep(GemmProblem(67, 45, 300))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--config", "[1,2]"), "--config '[1,2]': expected a JSON object, e.g. {"),
+        (("--config", "{not json"), "--config '{not json': expected a JSON object"),
+        (("--config", '{"block_m": "x"}'), "--config: config="),
+        (("--seed", "-1"), "--seed: '-1': expected an integer >= 0"),
+        (("--jobs", "0"), "--jobs: '0': expected an integer >= 1"),
+        (("--arch", "sm_75"), "--arch: invalid choice: 'sm_75'"),
+        (("--shape", "1x1x64x72"), "--shape 1x1x64x72: attention_fwd 1x1x64x64x72 is not"),
+        (("--shape", "1x1x64"), "--shape 1x1x64: "),
+        ((), "the compile cache directory (TESSERA_COMPILE_CACHE_DIR) /proc/tessera-cannot-create"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_status_2(args: tuple[str, ...], needle: str) -> None:
+    argv = ["--op", "attention", "--shape", "1x1x64x64", *args]
+    env = dict(os.environ)
+    if args == ():
+        env["TESSERA_COMPILE_CACHE_DIR"] = "/proc/tessera-cannot-create/compile"
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr

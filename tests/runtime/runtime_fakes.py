@@ -15,20 +15,46 @@ from tessera_core.types import Problem, TileConfig
 CONFIG = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2)
 
 
+class FakeClock:
+    """A monotonic nanosecond clock that only moves when told to (inject as `clock_ns`)."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance_ms(self, ms: float) -> None:
+        self.now_ns += round(ms * 1e6)
+
+
 class FakeKernel:
-    """Returns an array filled with its tier number, so a test sees which tier ran."""
+    """Returns an array filled with its tier number, so a test sees which tier ran.
+
+    With a `clock`, each run advances it by `run_ms`: the run "takes" exactly that long.
+    """
 
     def __init__(
-        self, tier: Tier, *, kernel_key: str | None = None, config: TileConfig | None = None
+        self,
+        tier: Tier,
+        *,
+        kernel_key: str | None = None,
+        config: TileConfig | None = None,
+        clock: FakeClock | None = None,
+        run_ms: float = 0.0,
     ) -> None:
         self.tier = tier
         self.kernel_key = kernel_key
         self.config = config
         self.fail = False
         self.runs = 0
+        self.clock = clock
+        self.run_ms = run_ms
 
     def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
         self.runs += 1
+        if self.clock is not None:
+            self.clock.advance_ms(self.run_ms)
         if self.fail:
             raise EmulatorError(f"injected fault in {self.kernel_key}")
         if len(inputs) == 6:  # attention_bwd (q, k, v, o, lse, do) -> (dq, dk, dv)
@@ -42,7 +68,16 @@ class FakeKernel:
 class FakeBackends:
     """Tier backends whose cache is a set of kernel keys and whose tuner can block or fail."""
 
-    def __init__(self, *, device: str = "emulator", executes_compiled: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "emulator",
+        executes_compiled: bool = True,
+        clock: FakeClock | None = None,
+        run_ms: float = 0.0,
+    ) -> None:
+        self.clock = clock  # with a clock, every kernel run advances it by run_ms
+        self.run_ms = run_ms
         self.device = device
         self.arch = "sm_90"
         self.executes_compiled = executes_compiled
@@ -57,14 +92,16 @@ class FakeBackends:
         self.kernels: dict[str, FakeKernel] = {}
 
     def reference(self, op: str) -> Kernel:
-        return FakeKernel(Tier.REFERENCE)
+        return FakeKernel(Tier.REFERENCE, clock=self.clock, run_ms=self.run_ms)
 
     def generic(self, problem: Problem) -> Kernel:
         key = problem.generic_key(self.arch)
         self.generic_builds[key] += 1
         if self.generic_fails:
             raise CompileError("injected compile failure", log="error: injected")
-        kernel = self.kernels[key] = FakeKernel(Tier.GENERIC, kernel_key=key, config=CONFIG)
+        kernel = self.kernels[key] = FakeKernel(
+            Tier.GENERIC, kernel_key=key, config=CONFIG, clock=self.clock, run_ms=self.run_ms
+        )
         return kernel
 
     def forced(self, problem: Problem, config: TileConfig) -> Kernel:
@@ -74,7 +111,9 @@ class FakeBackends:
         key = problem.kernel_key(self.arch)
         if key not in self.cached:
             return None
-        kernel = self.kernels[key] = FakeKernel(Tier.SPECIALIZED, kernel_key=key, config=CONFIG)
+        kernel = self.kernels[key] = FakeKernel(
+            Tier.SPECIALIZED, kernel_key=key, config=CONFIG, clock=self.clock, run_ms=self.run_ms
+        )
         return kernel
 
     def tune(self, problem: Problem) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_fakes import FakeBackends, FakeKernel, qkv
+from runtime_fakes import FakeBackends, FakeClock, FakeKernel, qkv
 
 from runtime import Runtime, RuntimeConfig
 from runtime.tiers import Kernel
@@ -59,20 +59,33 @@ def test_promotion_happens_at_the_configured_call_counts() -> None:
 
 
 def test_promotion_by_cumulative_time_uses_the_recorded_wall_times() -> None:
-    backends = FakeBackends()
-    rt = _runtime(backends, tier2_min_calls=0, tier2_min_time_ms=0.05, tier3=False)
+    # Each run takes exactly 0.02 ms on the injected clock: 3 runs reach the 0.05 ms threshold,
+    # so the 4th call is the first at tier 2, whatever the machine's speed or load.
+    clock = FakeClock()
+    backends = FakeBackends(clock=clock, run_ms=0.02)
+    rt = Runtime(
+        config=RuntimeConfig(tier2_min_calls=0, tier2_min_time_ms=0.05, tier3=False),
+        backends=backends,
+        clock_ns=clock,
+    )
     q, k, v = qkv(seq=64)
-    for _ in range(30):
+    for _ in range(6):
         rt.attention(q, k, v)
-        if _call_tiers(rt)[-1] == 2:
-            break
     calls = [r for r in rt.history() if r.event == "call"]
-    tiers = [r.tier for r in calls]
-    assert tiers[-1] == 2, "never promoted"
-    # Promotion comes on the first call after the cumulative time crossed the threshold.
-    before = calls[:-1]
-    assert sum(r.wall_ms for r in before) >= 0.05
-    assert sum(r.wall_ms for r in before[:-1]) < 0.05
+    assert [r.tier for r in calls] == [1, 1, 1, 2, 2, 2]
+    assert [r.wall_ms for r in calls] == pytest.approx([0.02] * 6)
+    tier1 = rt.stats().tiers[1]
+    assert (tier1.count, tier1.mean_ms) == (3, pytest.approx(0.02))
+    (promote,) = [r for r in rt.history() if r.event == "promote"]
+    assert "total_ms=0.060" in promote.detail
+
+
+def test_the_default_clock_records_real_run_times() -> None:
+    rt = _runtime(FakeBackends(), tier2=False, tier3=False)
+    q, k, v = qkv()
+    rt.attention(q, k, v)
+    (call,) = rt.history()
+    assert call.wall_ms >= 0.0
 
 
 def test_cached_specialized_kernel_is_loaded_without_tuning() -> None:
@@ -307,11 +320,21 @@ def test_a_tune_that_ends_before_submit_returns_still_promotes() -> None:
     rt = _runtime(backends, tier2=False, tier3_min_calls=1, tuning_workers=1)
     queue = rt._dispatcher.tuning
     submit = queue.submit
+    tune = backends.tune
+    job_ran = threading.Event()
+
+    def tune_and_tell(problem: Problem) -> None:
+        tune(problem)
+        job_ran.set()
 
     def slow_submit(*args: Any, **kwargs: Any) -> bool:
         accepted = submit(*args, **kwargs)
-        time.sleep(0.3)  # the caller is descheduled; the (instant) job runs meanwhile
+        # The caller is descheduled until the job has run (its callback then waits for the
+        # dispatcher's lock, which this caller holds): no sleep, no race.
+        assert job_ran.wait(10), "the tuning job never ran"
         return accepted
+
+    backends.tune = tune_and_tell  # type: ignore[method-assign]
 
     queue.submit = slow_submit  # type: ignore[method-assign]
     q, k, v = qkv()

@@ -98,3 +98,16 @@ def test_arch_is_read_from_the_key() -> None:
     assert arch_of_key("gemm.fp16.sm_90.generic") == "sm_90"
     with pytest.raises(ValueError, match="names no arch"):
         arch_of_key("gemm.fp16.m1.n1.k1")
+
+
+def test_the_memo_never_serves_another_default_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cache_dirs=None means TESSERA_CACHE_DIR as it is now: a test (or notebook) that moves
+    # it must not be answered from an entry the memo loaded out of the previous directory.
+    _put(tmp_path / "first")
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(tmp_path / "first"))
+    assert load_specialized(KEY).source == str(tmp_path / "first")
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(tmp_path / "second"))
+    with pytest.raises(CacheMissError):
+        load_specialized(KEY)
