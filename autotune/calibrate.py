@@ -22,7 +22,6 @@ them (autotune.cost_model.calibrated_factors).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from autotune.cost_model import FACTOR_NAMES, Factors, estimate
+from tessera_core.cli import ArgumentParser, run_cli
 from tessera_core.errors import TesseraError
 from tessera_core.hardware import ARCHS, CALIBRATION_PATH
 from tessera_core.types import Problem, TileConfig, problem_from_dict
@@ -304,7 +304,7 @@ def _print(fits: Sequence[Fit]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m autotune.calibrate",
         description="Fit the cost model's efficiency factors per arch to measured records "
         "(JSON lines; format in this module's docstring) and report rank correlation and "
@@ -338,4 +338,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog="python -m autotune.calibrate"))

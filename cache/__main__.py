@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from cache.bundle import export_bundle, import_bundle
 from cache.inventory import EntryInfo
 from cache.store import KernelCache
-from tessera_core.cli import int_at_least
+from tessera_core.cli import EXIT_USAGE, ArgumentParser, int_at_least, one_line, run_cli
 from tessera_core.config import configure_logging
 from tessera_core.errors import TesseraError
 from tessera_core.types import TileConfig, problem_from_dict
+
+PROG = "python -m cache"
 
 COLUMNS = ["key", "config", "objective", "kernel_ms", "TFLOP/s", "bytes", "created", "last_used"]
 SOURCES = {"measured": "measured", "model": "modelled"}  # objective kind -> how it was had
@@ -154,13 +155,6 @@ def _cmd_import(cache: KernelCache, args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments are one line on stderr and exit status 2, never a usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
     parser.add_argument(
         "--cache-dir",
@@ -176,11 +170,11 @@ def _global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cache", description=__doc__)
+    parser = ArgumentParser(prog=PROG, description=__doc__)
     _global_options(parser, default=None)
     # The same options after the subcommand (`ls --cache-dir X`); SUPPRESS keeps a value
     # given before the subcommand when none is given after it.
-    common = _Parser(add_help=False)
+    common = ArgumentParser(add_help=False)
     _global_options(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -220,12 +214,6 @@ COMMANDS = {
 }
 
 
-def _one_line(exc: BaseException) -> str:
-    """An error message on one line: a multi-line one (a list of problems) joined by '; '."""
-    lines = [line.strip().removeprefix("- ") for line in str(exc).splitlines()]
-    return "; ".join(line for line in lines if line).replace(":; ", ": ")
-
-
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -233,26 +221,17 @@ def _run(argv: Sequence[str] | None) -> int:
         cache = KernelCache(cache_dir=args.cache_dir, read_only_dirs=args.layer)
         return COMMANDS[args.command](cache, args)
     except BrokenPipeError:
-        raise  # not an error of ours: handled in main
+        raise  # not an error of ours: run_cli ends quietly
     except (TesseraError, OSError, ValueError) as exc:  # ValueError: a bad TESSERA_* value
-        print(f"python -m cache {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        print(f"{PROG} {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; exit 2 with one line for a bad argument, 130 on Ctrl-C, and quietly
-    141 (as if killed by SIGPIPE) when the reader of stdout goes away (`ls | head -1`)."""
-    try:
-        code = _run(argv)
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        return code
-    except KeyboardInterrupt:
-        print("python -m cache: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # Point stdout at /dev/null so the flush at exit cannot fail a second time.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    """Run one command with the shared CLI handling (tessera_core.cli.run_cli): exit 2 with
+    one line for a bad argument, 130 on Ctrl-C, and quietly 141 when the reader of stdout
+    goes away (`ls | head -1`)."""
+    return run_cli(_run, argv, prog=PROG)
 
 
 if __name__ == "__main__":

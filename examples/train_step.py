@@ -10,7 +10,6 @@ forward and backward calls each tier served. Run: `python examples/train_step.py
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import runtime.torch as tt
 from runtime import Runtime, RuntimeConfig
-from tessera_core.cli import int_at_least
+from tessera_core.cli import ArgumentParser, int_at_least, run_cli
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -60,7 +59,7 @@ def tier_mix(runtime: Runtime) -> dict[str, Counter[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="emulator", choices=("emulator", "cpu", "cuda", "auto"))
     parser.add_argument("--steps", type=int_at_least(2), default=8)
     parser.add_argument("--batch", type=int_at_least(1), default=2)
@@ -116,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main, prog="examples/train_step.py"))

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tessera_core.cli import ArgumentParser, run_cli
 from tessera_core.errors import InvalidConfigError, TesseraError
 from tessera_core.hardware import ARCHS
 from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, TileConfig, parse_shape
@@ -174,7 +175,7 @@ def _print(report: Mapping[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m generator.inspect",
         description="Render and compile one kernel; print its registers, shared memory, "
         "spills, stack and SASS opcode histograms (whole kernel and main loop).",
@@ -225,4 +226,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog="python -m generator.inspect"))

@@ -30,7 +30,7 @@ from autotune.job import run as run_job
 from autotune.report.inputs import write_trials
 from runtime.config import Device, RuntimeConfig
 from runtime.runtime import Runtime
-from tessera_core.cli import int_at_least
+from tessera_core.cli import ArgumentParser, int_at_least, run_cli
 from tessera_core.config import configure_logging
 from tessera_core.errors import TesseraError
 from tessera_core.hardware import ARCHS
@@ -276,7 +276,7 @@ def run_bench(settings: BenchSettings, *, log: Any = print) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m runtime.bench",
         description="Run the standard configuration sets (small, medium, large, variable "
         "length, mixed precision) through the runtime's tiers and write a trace for "
@@ -365,4 +365,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog="python -m runtime.bench"))

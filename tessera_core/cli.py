@@ -29,9 +29,10 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose
 
 
 def one_line(message: object) -> str:
-    """`message` with its lines joined by '; ', so an error never spans lines."""
-    lines = [line.strip() for line in str(message).splitlines()]
-    return "; ".join(line for line in lines if line)
+    """`message` with its lines joined by '; ' (bullets of a listed reason dropped), so an
+    error never spans lines."""
+    lines = [line.strip().removeprefix("- ") for line in str(message).splitlines()]
+    return "; ".join(line for line in lines if line).replace(":; ", ": ")
 
 
 class ArgumentParser(argparse.ArgumentParser):

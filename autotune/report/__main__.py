@@ -19,13 +19,14 @@ from autotune.report.inputs import (
 )
 from autotune.report.prediction import ModelOracle
 from cache.store import KernelCache
+from tessera_core.cli import ArgumentParser, run_cli
 from tessera_core.config import configure_logging
 from tessera_core.errors import TesseraError
 from tessera_core.hardware import ARCHS
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m autotune.report",
         description="Write performance_report.md (and PNG plots with matplotlib) from the "
         "kernel cache, a runtime trace and optional measurements.",
@@ -138,4 +139,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog="python -m autotune.report"))

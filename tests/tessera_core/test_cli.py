@@ -50,7 +50,7 @@ def test_parser_errors_are_one_line_with_exit_status_2(capsys: pytest.CaptureFix
     ("exc", "status", "stderr"),
     [
         (UsageError("--shape 1x2: expected BxHxSxD\n  - more"), 2, "p: error: --shape 1x2: "
-         "expected BxHxSxD; - more\n"),
+         "expected BxHxSxD; more\n"),
         (KnobError("environment variable TESSERA_JOBS='x': expected an integer"), 2,
          "p: error: environment variable TESSERA_JOBS='x': expected an integer\n"),
         (KeyboardInterrupt(), EXIT_INTERRUPTED, "p: interrupted\n"),
