@@ -24,10 +24,11 @@ ATTENTION = AttentionProblem(1, 2, 65, 197, 64)
 ATTENTION_CONFIG = TileConfig(block_m=64, block_n=32, block_k=16, num_warps=2, num_stages=2)
 GEMM = GemmProblem(67, 45, 200)
 GEMM_CONFIG = TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2)
-# Interior tiles (rows 0-63 x columns 0-63, K a multiple of block_k, vector loads) beside edge
+# Interior tiles (rows 0-63 x columns 0-63, vector loads) beside edge
 # tiles, in grouped order: 3 x 3 tiles in one group of 3 rows (group_m=4 > 3). Two copy passes
-# per operand tile, so a pass's row offset matters.
-GEMM_MIXED = GemmProblem(67, 72, 192)
+# per operand tile, so a pass's row offset matters; K = 6 * 32 + 8, so the interior path's
+# first k-tile is an 8-column residue.
+GEMM_MIXED = GemmProblem(67, 72, 200)
 GEMM_MIXED_CONFIG = TileConfig(
     block_m=32, block_n=32, block_k=32, num_warps=2, num_stages=3, options=(("group_m", 4),)
 )
@@ -124,7 +125,8 @@ def move_refill_before_barrier(source: str) -> str:
         " kt - 1\n"
     )
     refill = (
-        "      if (kt + NUM_STAGES - 1 < k_tiles) load_stage(kt + NUM_STAGES - 1, write.index);\n"
+        "      if (kt + NUM_STAGES - 1 < k_tiles)"
+        " load_stage(kt + NUM_STAGES - 1, write.index, false);\n"
     )
     return replace_once(barrier + refill, refill + barrier)(source)
 
@@ -138,8 +140,8 @@ GEMM_DEFECTS: dict[str, Mutation] = {
         "tessera::cp_async_wait<NUM_STAGES - 2>();", "tessera::cp_async_wait<NUM_STAGES - 1>();"
     ),
     "refill-into-the-stage-being-read": replace_once(
-        "load_stage(kt + NUM_STAGES - 1, write.index);",
-        "load_stage(kt + NUM_STAGES - 1, read.index);",
+        "load_stage(kt + NUM_STAGES - 1, write.index, false);",
+        "load_stage(kt + NUM_STAGES - 1, read.index, false);",
     ),
     "a-fragment-row-shifted": replace_once(
         "const int row = warp_m0 + mt * MMA_M + (lane % 16);",
@@ -161,16 +163,23 @@ GEMM_MIXED_DEFECTS: dict[str, Mutation] = {
         "return {first_m + in_group % group_rows, in_group / GROUP_M};",
     ),
     "interior-path-for-edge-tiles": replace_once(
-        "const bool interior = m0 + BLOCK_M <= M && n0 + BLOCK_N <= N && K % BLOCK_K == 0;",
-        "const bool interior = m0 + BLOCK_M <= M && K % BLOCK_K == 0;",
+        "const bool interior = m0 + BLOCK_M <= M && n0 + BLOCK_N <= N;",
+        "const bool interior = m0 + BLOCK_M <= M;",
     ),
     "edge-store-row-mask-off-by-8": replace_once(
         "if (CHECKED && row >= M) continue;", "if (row >= M + 8) continue;"
     ),
-    "interior-a-pointer-not-advanced": replace_once("        a_src += BLOCK_K;\n", ""),
-    "interior-b-pointer-advanced-one-row": replace_once("b_src += b_k_tile_stride;", "b_src += N;"),
+    "interior-a-pointer-not-advanced": replace_once("        a_src += k_cols;\n", ""),
+    "interior-residue-step-is-a-full-tile": replace_once("a_src += k_cols;", "a_src += BLOCK_K;"),
+    "interior-residue-copies-unpredicated": replace_once(
+        "const bool inside = full || (r < valid_rows && thread_col < valid_cols);",
+        "const bool inside = true;",
+    ),
+    "interior-b-pointer-advanced-one-row": replace_once(
+        "(long long)first_k * N : b_k_tile_stride;", "(long long)first_k * N : N;"
+    ),
     "interior-second-pass-reuses-first-rows": replace_once(
-        "src + pass * pass_stride, CHUNK_BYTES);", "src + (pass / 2) * pass_stride, CHUNK_BYTES);"
+        "inside ? src + pass * pass_stride : src", "inside ? src + (pass / 2) * pass_stride : src"
     ),
 }
 
