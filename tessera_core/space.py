@@ -17,10 +17,14 @@ Rule = Callable[[TileConfig, Problem, str], "str | None"]
 
 @dataclass(frozen=True)
 class Param:
-    """One tunable and the values the search may give it."""
+    """One tunable and the values the search may give it.
+
+    `default` is an option's value in a config that leaves it out (None: it must be set).
+    """
 
     name: str
     choices: tuple[int, ...]
+    default: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class Space:
         reasons = []
         values = config.to_dict()
         for param in self.params:
-            value = values.pop(param.name, None)
+            value = values.pop(param.name, param.default)
             if value is None:
                 reasons.append(f"{param.name} is not set; expected one of {list(param.choices)}")
             elif value not in param.choices:

@@ -47,7 +47,8 @@ class GemmFamily:
             "m": p.m,
             "n": p.n,
             "k": p.k,
-            **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages
+            **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages, options
+            "group_m": space.group_m(config),  # its default where the config leaves it out
             "warps_m": layout[0],
             "warps_n": layout[1],
             "row_pad_elems": space.ROW_PAD_ELEMS,
@@ -55,7 +56,7 @@ class GemmFamily:
         }
 
     def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """Grid (column blocks, row blocks); one block of num_warps warps per output tile."""
+        """One block of num_warps warps per output tile, a 1-D grid the kernel orders."""
         return LaunchGeometry(
             grid=space.grid(problem, config),
             block=(config.num_threads, 1, 1),

@@ -1,6 +1,8 @@
-"""The gemm tile space: parameters, validity rules, warp layout, exact shared memory, defaults."""
+"""The gemm tile space: parameters, rules, warp layout, tile order, shared memory, defaults."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from tessera_core.hardware import ceil_div
 from tessera_core.space import (
@@ -21,6 +23,12 @@ ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hi
 # Rough per-thread register budget for the accumulator and one k-step of A/B fragments;
 # the rest of the 255 goes to addresses and loop state. Above it ptxas spills.
 FRAGMENT_REGISTER_BUDGET = 200
+WIDE_TILE_SIDE = 256  # allowed only against a 128 side: 8 warps of 64 x 64
+WIDE_TILE_PARTNER = 128
+# Grouped tile order (option group_m): tile rows per group; 1 is plain row-major order, the
+# order of a config that does not set it.
+GROUP_M_CHOICES = (1, 4, 8)
+DEFAULT_GROUP_M = 1
 
 
 def as_problem(problem: Problem) -> GemmProblem:
@@ -56,10 +64,34 @@ def smem_row_elems(cols: int) -> int:
     return cols + ROW_PAD_ELEMS
 
 
-def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
-    """Launch grid: (column blocks, row blocks, 1)."""
+def group_m(config: TileConfig) -> int:
+    """Tile rows per group of the block order (1: plain row-major); GROUP_M of the template."""
+    return config.option("group_m", DEFAULT_GROUP_M)
+
+
+def tile_grid(problem: Problem, config: TileConfig) -> tuple[int, int]:
+    """(tile rows, tile columns) of C."""
     p = as_problem(problem)
-    return (ceil_div(p.n, config.block_n), ceil_div(p.m, config.block_m), 1)
+    return ceil_div(p.m, config.block_m), ceil_div(p.n, config.block_n)
+
+
+def tile_coords(block: int, grid_m: int, grid_n: int, group_rows: int) -> tuple[int, int]:
+    """(tile row, tile column) of linear block `block`: the template's grouped_tile, in Python.
+
+    Blocks walk groups of `group_rows` tile rows column by column (Triton's GROUP_SIZE_M order);
+    the last group holds the remaining rows.
+    """
+    blocks_per_group = group_rows * grid_n
+    first_m = (block // blocks_per_group) * group_rows
+    rows = min(grid_m - first_m, group_rows)
+    in_group = block % blocks_per_group
+    return first_m + in_group % rows, in_group // rows
+
+
+def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
+    """Launch grid: one block per output tile, in one dimension (the kernel orders the tiles)."""
+    grid_m, grid_n = tile_grid(problem, config)
+    return (grid_m * grid_n, 1, 1)
 
 
 def smem_bytes(problem: Problem, config: TileConfig) -> int:
@@ -93,6 +125,35 @@ def _warps_tile_block(config: TileConfig, problem: Problem, arch: str) -> str | 
     return None
 
 
+def _wide_tiles(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    """A 256-wide side only as 128x256 or 256x128: the narrower 256-wide tiles cost the same
+    registers per warp as 128-wide ones and only waste loads on small problems."""
+    sides = (config.block_m, config.block_n)
+    if WIDE_TILE_SIDE in sides and sorted(sides) != [WIDE_TILE_PARTNER, WIDE_TILE_SIDE]:
+        return (
+            f"block_m={config.block_m} x block_n={config.block_n}: a {WIDE_TILE_SIDE}-wide "
+            f"tile must be {WIDE_TILE_PARTNER}x{WIDE_TILE_SIDE} or "
+            f"{WIDE_TILE_SIDE}x{WIDE_TILE_PARTNER}"
+        )
+    return None
+
+
+def _group_m_changes_the_order(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    """group_m is valid only where it orders the tiles differently from every smaller choice:
+    with one tile column any grouping is row-major, and groups taller than the grid are one."""
+    rows = group_m(config)
+    if rows == 1:
+        return None
+    grid_m, grid_n = tile_grid(problem, config)
+    smaller = max(c for c in GROUP_M_CHOICES if c < rows)
+    if grid_n == 1 or smaller >= grid_m:
+        return (
+            f"group_m={rows} orders the {grid_m} x {grid_n} tiles of {problem.shape_str()} "
+            f"exactly as group_m={smaller} does; use group_m={smaller}"
+        )
+    return None
+
+
 def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     regs = fragment_registers(config)
     if regs > FRAGMENT_REGISTER_BUDGET:
@@ -107,11 +168,12 @@ def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
 SPACE = Space(
     family="gemm",
     params=(
-        Param("block_m", (32, 64, 128)),
-        Param("block_n", (32, 64, 128)),
+        Param("block_m", (32, 64, 128, 256)),
+        Param("block_n", (32, 64, 128, 256)),
         Param("block_k", (16, 32, 64)),
         Param("num_warps", (2, 4, 8)),
         Param("num_stages", (2, 3, 4)),
+        Param("group_m", GROUP_M_CHOICES, default=DEFAULT_GROUP_M),
     ),
     constraints=(
         Constraint("block_k_multiple_of_16", _block_k),
@@ -120,20 +182,28 @@ SPACE = Space(
         Constraint("threads", threads_within_arch),
         Constraint("grid", grid_within_arch(grid)),
         Constraint("registers", _registers),
+        Constraint("wide_tiles", _wide_tiles),
+        Constraint("group_m_distinct", _group_m_changes_the_order),
     ),
 )
 
 
 def default_config(problem: Problem, arch: str) -> TileConfig:
-    """A CUTLASS-like 128x128x32, 4 warps of 64x64, 3 stages; 64x64 tiles for thin problems."""
+    """A CUTLASS-like 128x128x32, 4 warps of 64x64, 3 stages; 64x64 tiles for thin problems.
+
+    Tiles go in grouped order, 8 tile rows a group where the grid has that many, else fewer.
+    """
     p = as_problem(problem)
-    preferred = []
+    tiles = []
     if p.m > 64 and p.n > 64:
-        preferred.append(
-            TileConfig(block_m=128, block_n=128, block_k=32, num_warps=4, num_stages=3)
-        )
-    preferred += [
+        tiles.append(TileConfig(block_m=128, block_n=128, block_k=32, num_warps=4, num_stages=3))
+    tiles += [
         TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=3),
         TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2),
+    ]
+    preferred = [
+        dataclasses.replace(tile, options=(("group_m", rows),))
+        for tile in tiles
+        for rows in sorted(GROUP_M_CHOICES, reverse=True)
     ]
     return SPACE.first_valid(preferred, problem, arch)

@@ -24,6 +24,14 @@ ATTENTION = AttentionProblem(1, 2, 65, 197, 64)
 ATTENTION_CONFIG = TileConfig(block_m=64, block_n=32, block_k=16, num_warps=2, num_stages=2)
 GEMM = GemmProblem(67, 45, 200)
 GEMM_CONFIG = TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2)
+# Interior tiles (rows 0-63 x columns 0-63, vector loads) beside edge
+# tiles, in grouped order: 3 x 3 tiles in one group of 3 rows (group_m=4 > 3). Two copy passes
+# per operand tile, so a pass's row offset matters; K = 6 * 32 + 8, so the interior path's
+# first k-tile is an 8-column residue.
+GEMM_MIXED = GemmProblem(67, 72, 200)
+GEMM_MIXED_CONFIG = TileConfig(
+    block_m=32, block_n=32, block_k=32, num_warps=2, num_stages=3, options=(("group_m", 4),)
+)
 
 Mutation = Callable[[str], str]
 
@@ -70,8 +78,8 @@ def outcome(problem: Problem, config: TileConfig, mutate: Mutation | None) -> st
 
 @pytest.mark.parametrize(
     ("problem", "config"),
-    [(ATTENTION, ATTENTION_CONFIG), (GEMM, GEMM_CONFIG)],
-    ids=["attn", "gemm"],
+    [(ATTENTION, ATTENTION_CONFIG), (GEMM, GEMM_CONFIG), (GEMM_MIXED, GEMM_MIXED_CONFIG)],
+    ids=["attn", "gemm", "gemm-mixed"],
 )
 def test_the_unmodified_kernels_pass(problem: Problem, config: TileConfig) -> None:
     assert outcome(problem, config, None) == "pass"
@@ -110,9 +118,31 @@ def test_attention_defect_is_caught(defect: str) -> None:
     assert result != "pass", f"planted defect {defect} went unnoticed"
 
 
+def move_refill_before_barrier(source: str) -> str:
+    """Refill the previous iteration's stage before the barrier that proves it is consumed."""
+    barrier = (
+        "      __syncthreads();  // tile kt visible to every warp; every warp is done with tile"
+        " kt - 1\n"
+    )
+    refill = (
+        "      if (kt + NUM_STAGES - 1 < k_tiles)"
+        " load_stage(kt + NUM_STAGES - 1, write.index, false);\n"
+    )
+    return replace_once(barrier + refill, refill + barrier)(source)
+
+
+# Defects of the shared main loop, caught on both the ragged problem (every tile on the edge
+# path) and the mixed one (interior and edge tiles).
 GEMM_DEFECTS: dict[str, Mutation] = {
-    "no-barrier-after-wait": drop_barrier(0),
-    "no-barrier-before-stage-refill": drop_barrier(1),
+    "no-barrier-in-main-loop": drop_barrier(0),
+    "stage-refilled-before-barrier": move_refill_before_barrier,
+    "no-wait-for-the-current-tile": replace_once(
+        "tessera::cp_async_wait<NUM_STAGES - 2>();", "tessera::cp_async_wait<NUM_STAGES - 1>();"
+    ),
+    "refill-into-the-stage-being-read": replace_once(
+        "load_stage(kt + NUM_STAGES - 1, write.index, false);",
+        "load_stage(kt + NUM_STAGES - 1, read.index, false);",
+    ),
     "a-fragment-row-shifted": replace_once(
         "const int row = warp_m0 + mt * MMA_M + (lane % 16);",
         "const int row = warp_m0 + mt * MMA_M + ((lane + 1) % 16);",
@@ -122,11 +152,52 @@ GEMM_DEFECTS: dict[str, Mutation] = {
         "const int col = warp_n0 + np * 16 + ((lane >> 4) ^ 1) * 8;",
     ),
 }
+# Defects of the tile order and of the interior path: GEMM_MIXED exercises them.
+GEMM_MIXED_DEFECTS: dict[str, Mutation] = {
+    "group-row-wraps-at-group-m": replace_once(
+        "return {first_m + in_group % group_rows, in_group / group_rows};",
+        "return {first_m + in_group % GROUP_M, in_group / group_rows};",
+    ),
+    "group-column-steps-by-group-m": replace_once(
+        "return {first_m + in_group % group_rows, in_group / group_rows};",
+        "return {first_m + in_group % group_rows, in_group / GROUP_M};",
+    ),
+    "interior-path-for-edge-tiles": replace_once(
+        "const bool interior = m0 + BLOCK_M <= M && n0 + BLOCK_N <= N;",
+        "const bool interior = m0 + BLOCK_M <= M;",
+    ),
+    "edge-store-row-mask-off-by-8": replace_once(
+        "if (CHECKED && row >= M) continue;", "if (row >= M + 8) continue;"
+    ),
+    "interior-a-pointer-not-advanced": replace_once("        a_src += k_cols;\n", ""),
+    "interior-residue-step-is-a-full-tile": replace_once("a_src += k_cols;", "a_src += BLOCK_K;"),
+    "interior-residue-copies-unpredicated": replace_once(
+        "const bool inside = full || (r < valid_rows && thread_col < valid_cols);",
+        "const bool inside = true;",
+    ),
+    "interior-b-pointer-advanced-one-row": replace_once(
+        "(long long)first_k * N : b_k_tile_stride;", "(long long)first_k * N : N;"
+    ),
+    "interior-second-pass-reuses-first-rows": replace_once(
+        "inside ? src + pass * pass_stride : src", "inside ? src + (pass / 2) * pass_stride : src"
+    ),
+}
 
 
 @pytest.mark.parametrize("defect", sorted(GEMM_DEFECTS))
-def test_gemm_defect_is_caught(defect: str) -> None:
-    result = outcome(GEMM, GEMM_CONFIG, GEMM_DEFECTS[defect])
+@pytest.mark.parametrize(
+    ("problem", "config"),
+    [(GEMM, GEMM_CONFIG), (GEMM_MIXED, GEMM_MIXED_CONFIG)],
+    ids=["ragged", "mixed"],
+)
+def test_gemm_defect_is_caught(problem: GemmProblem, config: TileConfig, defect: str) -> None:
+    result = outcome(problem, config, GEMM_DEFECTS[defect])
+    assert result != "pass", f"planted defect {defect} went unnoticed"
+
+
+@pytest.mark.parametrize("defect", sorted(GEMM_MIXED_DEFECTS))
+def test_gemm_order_and_interior_defect_is_caught(defect: str) -> None:
+    result = outcome(GEMM_MIXED, GEMM_MIXED_CONFIG, GEMM_MIXED_DEFECTS[defect])
     assert result != "pass", f"planted defect {defect} went unnoticed"
 
 

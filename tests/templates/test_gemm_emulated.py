@@ -17,13 +17,21 @@ CASES = [
     (37, 129, 10, "bf16", TileConfig(32, 32, 16, 2, 2), True, (0, 0)),  # K < block_k
     (130, 64, 200, "fp16", TileConfig(128, 128, 32, 4, 3), False, (0, 0)),
     (64, 96, 128, "bf16", TileConfig(128, 64, 64, 8, 4), True, (0, 0)),
+    # Interior and edge tiles in grouped order (3 x 3 tiles, one short group), generic and
+    # specialized; a non-ragged specialized problem whose misaligned bases force the edge path.
+    (67, 72, 192, "fp16", TileConfig(32, 32, 32, 2, 3, options=(("group_m", 4),)), False, (0, 0)),
+    (67, 72, 192, "bf16", TileConfig(32, 32, 32, 2, 2, options=(("group_m", 4),)), True, (0, 0)),
+    (64, 64, 64, "fp16", TileConfig(32, 32, 32, 2, 2, options=(("group_m", 4),)), True, (1, 0)),
+    # The 256-wide tiles: one interior tile plus edges, and a ragged single tile.
+    (256, 136, 64, "bf16", TileConfig(256, 128, 32, 8, 3), True, (0, 0)),
+    (100, 300, 40, "fp16", TileConfig(128, 256, 16, 8, 2), False, (0, 0)),
 ]
 
 
 @pytest.mark.parametrize(
     "m,n,k,dtype,config,specialized,offsets",
     CASES,
-    ids=[f"{c[0]}x{c[1]}x{c[2]}-{c[3]}-{c[4]}-off{c[6][0]}{c[6][1]}" for c in CASES],
+    ids=[f"{c[0]}x{c[1]}x{c[2]}-{c[3]}-{c[4]}-{c[5]}-off{c[6][0]}{c[6][1]}" for c in CASES],
 )
 def test_emulated_gemm_matches_float64_reference(
     m: int,

@@ -28,6 +28,9 @@ SAMPLE: list[tuple[Problem, TileConfig, bool]] = [
     (GemmProblem(333, 129, 71), TileConfig(32, 32, 16, 2, 2), True),
     (GemmProblem(333, 129, 71, "bf16"), TileConfig(128, 64, 64, 8, 4), False),
     (GemmProblem(4096, 4096, 4096), TileConfig(128, 128, 64, 8, 3), True),
+    # The 256-wide tiles at their most registers (ptxas: 211-220, no spills on sm_80/sm_90).
+    (GemmProblem(4096, 4096, 4096), TileConfig(128, 256, 64, 8, 2), False),
+    (GemmProblem(1000, 1000, 1000, "bf16"), TileConfig(256, 128, 64, 8, 2), True),
 ]
 
 

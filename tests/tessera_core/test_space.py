@@ -89,3 +89,16 @@ def test_family_spaces_reject_grids_the_hardware_cannot_launch() -> None:
     config = family.default_config(AttentionProblem(1, 1, 64, 64, 64), "sm_90")
     reasons = family.space.violations(config, problem, "sm_90")
     assert any(r.startswith("grid:") for r in reasons), reasons
+
+
+def test_an_option_with_a_default_may_be_left_out_but_not_set_wrong() -> None:
+    base = _space()
+    space = Space(
+        family="toy", params=(*base.params, Param("swizzle", (0, 1), default=0)), constraints=()
+    )
+    problem = GemmProblem(64, 64, 16)
+    plain = TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2)
+    assert space.violations(plain, problem, "sm_90") == []
+    wrong = TileConfig.from_dict({**plain.to_dict(), "swizzle": 2})
+    assert space.violations(wrong, problem, "sm_90") == ["swizzle=2 is not one of [0, 1]"]
+    assert {c.option("swizzle") for c in space.all_configs()} == {0, 1}  # enumerated all the same
