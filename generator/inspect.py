@@ -54,7 +54,8 @@ def complete_config(
             f"expected some of {', '.join(names)}"
         )
     default = family.default_config(problem, arch)
-    if set(given) >= set(names):
+    required = {p.name for p in space.params if p.default is None}
+    if set(given) >= required:  # params with a default may be left out (TileConfig options)
         config = TileConfig.from_dict(given)
         reasons = space.violations(config, problem, arch)
         if reasons:
