@@ -70,5 +70,5 @@ def test_sm90a_sass_has_wgmma_tma_mbarrier_and_setmaxnreg(counts: dict[str, int]
 
 def test_hopper_block_is_absent_below_sm90a(tmp_path_factory: pytest.TempPathFactory) -> None:
     cache = CompileCache(root=tmp_path_factory.mktemp("sm90-absent"))
-    with pytest.raises(CompileError, match="TESSERA_KERNEL_SM90|tensor_map_t"):
+    with pytest.raises(CompileError, match=r"TESSERA_KERNEL_SM90|tensor_map_t"):
         compile_source(SOURCE, kernel_name=KERNEL, arch="sm_90", cache=cache)
