@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from templates.family import Family
 
-FAMILY_NAMES = ("attention", "attention_fwd", "gemm")
+FAMILY_NAMES = ("attention", "attention_fwd", "gemm", "gemm_sm90")
 
 
 def get_family(name: str) -> Family:
-    """The family serving `name` ("attention", "attention_fwd" or "gemm").
+    """The family serving `name` ("attention", "attention_fwd", "gemm" or "gemm_sm90").
 
     Raises:
         ValueError: naming the known choices when `name` is none of them.
@@ -21,4 +21,8 @@ def get_family(name: str) -> Family:
         from templates.gemm.family import FAMILY as gemm
 
         return gemm
+    if name == "gemm_sm90":
+        from templates.gemm_sm90.family import FAMILY as gemm_sm90
+
+        return gemm_sm90
     raise ValueError(f"unknown kernel family {name!r}; expected one of {', '.join(FAMILY_NAMES)}")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from generator.host_build import SCHEDULES, HostLibrary, array_pointer, build_host_library
-from generator.tma import TensorMap2D, TensorMapBytes
+from templates.tma import TensorMap2D, TensorMapBytes
 from tessera_core.errors import EmulatorError
 
 SOURCE = r"""

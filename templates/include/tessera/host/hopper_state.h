@@ -40,6 +40,7 @@ struct WgmmaOp {
   int n;
   bool trans_b, bf16, accumulate;
   int line;
+  uint32_t lo[2], hi[2];  // shared bytes [lo, hi) that A (0) and B (1) read
   float* d[WARPGROUP_THREADS];
 };
 

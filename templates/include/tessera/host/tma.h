@@ -1,7 +1,7 @@
 // tessera/host/tma.h — 2-D tiled TMA loads (cp.async.bulk.tensor.2d) from a tensor map.
 //
 // The emulator's tensor map is the 128-byte CUtensorMap slot filled by the host with
-// HostTensorMap (generator/tma.py writes the same fields cuTensorMapEncodeTiled takes on a GPU).
+// HostTensorMap (templates/tma.py writes the same fields cuTensorMapEncodeTiled takes on a GPU).
 // A load copies a box of box[1] rows x box[0] elements starting at element (x, y) into shared
 // memory, rows packed at box[0] * elem_bytes, each byte address passed through the map's swizzle
 // (sm90_layout.h swizzle_address, anchored at absolute shared addresses); elements outside the
@@ -20,7 +20,7 @@ namespace host {
 
 constexpr uint32_t HOST_TENSOR_MAP_MAGIC = 0x50414D54u;  // "TMAP"
 
-struct HostTensorMap {  // must match generator/tma.py's HOST_TENSOR_MAP_FORMAT
+struct HostTensorMap {  // must match templates/tma.py's HOST_TENSOR_MAP_FORMAT
   uint32_t magic;
   uint32_t elem_bytes;
   uint64_t base;  // global address of element (0, 0)
@@ -36,7 +36,7 @@ inline const HostTensorMap& host_tensor_map(const void* map, int line) {
   const auto* m = static_cast<const HostTensorMap*>(map);
   if (m->magic != HOST_TENSOR_MAP_MAGIC) {
     fail("tma_load_2d at line %d: the tensor map was not encoded for the emulator "
-         "(generator/tma.py TensorMap2D.host_bytes())",
+         "(templates/tma.py TensorMap2D.host_bytes())",
          line);
   }
   return *m;
@@ -87,6 +87,25 @@ inline void perform_loads_for(size_t bar_offset) {
   hb.loads.size = kept;
 }
 
+// A load may land any time after its issue: it must not overwrite shared memory that a wgmma still
+// in flight (issued, not yet covered by a wait_group) reads.
+inline void check_no_wgmma_reads(uint32_t dst, uint32_t bytes, int line) {
+  HopperBlock& hb = hopper();
+  for (const Warpgroup& wg : hb.warpgroups) {
+    for (int i = wg.done; i < wg.ops.size; ++i) {
+      const WgmmaOp& op = wg.ops.data[i];
+      for (int which = 0; which < 2; ++which) {
+        if (dst < op.hi[which] && op.lo[which] < dst + bytes) {
+          fail("tma_load_2d at line %d overwrites shared bytes [%u, %u) that the wgmma issued at "
+               "line %d still reads as operand %c: the stage was released before the "
+               "wgmma.wait_group covering that wgmma",
+               line, dst, dst + bytes, op.line, which == 0 ? 'A' : 'B');
+        }
+      }
+    }
+  }
+}
+
 inline void tma_load_2d(void* smem_dst, const void* map, void* bar, int x, int y, int line) {
   const HostTensorMap& m = host_tensor_map(map, line);
   const uint32_t dst = shared_offset(smem_dst, tma_box_bytes(m), "tma_load_2d", line);
@@ -112,6 +131,7 @@ inline void tma_load_2d(void* smem_dst, const void* map, void* bar, int x, int y
   }
   const uint32_t bar_offset = shared_offset(bar, 8, "tma_load_2d", line);
   find_mbarrier(bar, "tma_load_2d", line);
+  check_no_wgmma_reads(dst, tma_box_bytes(m), line);
   const TmaLoad load{static_cast<char*>(smem_dst), map, x, y, bar_offset, line};
   if (L.mode & MODE_EAGER_COPIES) {
     perform_load(load);

@@ -79,6 +79,25 @@ inline void perform_wgmma(const WgmmaOp& op) {
   }
 }
 
+// The shared byte ranges the operands cover, for the TMA overwrite check (host/tma.h).
+inline void operand_footprint(WgmmaOp& op) {
+  for (int which = 0; which < 2; ++which) {
+    const int rows = which == 0 ? WGMMA_M : op.n;
+    const bool k_major = which == 0 || !op.trans_b;
+    const uint64_t desc = which == 0 ? op.desc_a : op.desc_b;
+    uint32_t lo = UINT32_MAX, hi = 0;
+    for (int r = 0; r < rows; ++r) {
+      for (int k = 0; k < WGMMA_K; ++k) {
+        const uint32_t addr = descriptor_element_address(desc, r, k, k_major, 2);
+        lo = addr < lo ? addr : lo;
+        hi = addr + 2 > hi ? addr + 2 : hi;
+      }
+    }
+    op.lo[which] = lo;
+    op.hi[which] = hi;
+  }
+}
+
 inline Warpgroup& my_warpgroup() {
   return hopper().warpgroups[active()->current / WARPGROUP_THREADS];
 }
@@ -128,6 +147,7 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
     op.trans_b = g.flags[0] & 2;
     op.bf16 = g.flags[0] & 4;
     op.line = line;
+    operand_footprint(op);
     memcpy(op.d, g.d, sizeof op.d);
     g.ops.push(op);
   });
