@@ -66,6 +66,40 @@ TESSERA_EXPORT(wgmma_kb, MmaParams)
 TESSERA_KERNEL(wgmma_nb, MmaParams, 128) { run_wgmma<1>(p); }
 TESSERA_EXPORT(wgmma_nb, MmaParams)
 
+// Warp 1 publishes a value behind an mbarrier of count 32 (every lane arrives); warp 0 waits for
+// phase 0 and reads it. Before anyone arrives, thread 0 records whether parity 1 (the phase
+// "before" phase 0) counts as complete, in out[32]. mode 1: nobody arrives (a deadlock).
+struct ParityParams { int mode; int* out; };
+TESSERA_KERNEL(parity, ParityParams, 64) {
+  char* smem = dynamic_smem();
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem);
+  int* value = reinterpret_cast<int*>(smem + 8);
+  if (threadIdx.x == 0) {
+    mbarrier_init(bar, 32);
+    p.out[32] = mbarrier_try_wait_parity(bar, 1) ? 1 : 0;
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    mbarrier_wait_parity(bar, 0);
+    p.out[threadIdx.x] = *value;
+  } else if (p.mode == 0) {
+    if (threadIdx.x == 32) *value = 7;
+    mbarrier_arrive(bar);
+  }
+}
+TESSERA_EXPORT(parity, ParityParams)
+
+// Thread 5 of the warpgroup skips the fence the others execute: a divergent warpgroup.
+struct DivergeParams { int unused; };
+TESSERA_KERNEL(diverge, DivergeParams, 128) {
+  if (threadIdx.x == 5) {
+    wgmma_commit_group();
+  } else {
+    wgmma_fence();
+  }
+}
+TESSERA_EXPORT(diverge, DivergeParams)
+
 // Thread 0 loads one TMA box at (x, y) into shared memory; every thread waits on the barrier,
 // then the box's bytes are copied out raw (swizzle included).
 struct TmaParams { tensor_map_t map; int x, y, box_bytes, skip_expect_tx; unsigned char* out; };
@@ -125,6 +159,14 @@ class MmaParams(ctypes.Structure):
         ("skip_fence", ctypes.c_int),
         ("out", ctypes.c_void_p),
     ]
+
+
+class ParityParams(ctypes.Structure):
+    _fields_ = [("mode", ctypes.c_int), ("out", ctypes.c_void_p)]
+
+
+class DivergeParams(ctypes.Structure):
+    _fields_ = [("unused", ctypes.c_int)]
 
 
 class TmaParams(ctypes.Structure):
@@ -454,3 +496,29 @@ def test_tensor_map_rejects_what_the_driver_rejects() -> None:
     with pytest.raises(ValueError, match="a swizzled box row is exactly 128 bytes"):
         TensorMap2D(address=0, elem_bytes=2, inner=64, outer=4, outer_stride_bytes=128,
                     box_inner=32, box_outer=4, swizzle="128B")  # fmt: skip
+
+
+def test_mbarrier_phase_parity_orders_a_producer_before_its_consumers(lib: HostLibrary) -> None:
+    for schedule in SCHEDULES:  # warp 0 first (it must block) and warp 1 first
+        out = np.zeros(33, dtype=np.int32)
+        params = ParityParams(0, array_pointer(out))
+        lib.kernel("parity").launch(
+            params, grid=(1,), block=(64,), smem_bytes=16, schedule=schedule
+        )
+        assert (out[:32] == 7).all(), (str(schedule), out)  # written before the 32 arrivals
+        assert out[32] == 1  # a fresh barrier: the phase with parity 1 counts as complete
+
+
+def test_a_phase_nobody_completes_is_reported_as_a_deadlock(lib: HostLibrary) -> None:
+    out = np.zeros(32, dtype=np.int32)
+    with pytest.raises(
+        EmulatorError, match=r"deadlock: thread 0 waits at line \d+ for an mbarrier"
+    ):
+        lib.kernel("parity").launch(
+            ParityParams(1, array_pointer(out)), grid=(1,), block=(64,), smem_bytes=16
+        )
+
+
+def test_a_warpgroup_that_diverges_at_a_wgmma_operation_is_reported(lib: HostLibrary) -> None:
+    with pytest.raises(EmulatorError, match=r"warpgroup 0 diverged: thread \d+ is at wgmma"):
+        lib.kernel("diverge").launch(DivergeParams(0), grid=(1,), block=(128,), smem_bytes=0)
