@@ -120,7 +120,7 @@ SPACE = Space(
     family="gemm_sm90",
     params=(
         Param("block_m", (64, 128, 192)),
-        Param("block_n", (64, 128, 256)),
+        Param("block_n", (64, 128, 192, 256)),
         Param("block_k", (64,)),
         Param("num_warps", (8, 16)),
         Param("num_stages", (2, 3, 4, 5)),

@@ -41,7 +41,8 @@ template <int N> inline void wgmma_wait_group(int line = __builtin_LINE()) {
 template <typename T, int N, int TRANS_B>
 inline void wgmma_m64k16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bool accumulate,
                          int line = __builtin_LINE()) {
-  static_assert(N == 64 || N == 128 || N == 256, "wgmma_m64k16: N is 64, 128 or 256");
+  static_assert(N == 64 || N == 128 || N == 192 || N == 256,
+                "wgmma_m64k16: N is 64, 128, 192 or 256");
   static_assert(__is_same(T, f16_t) || __is_same(T, bf16_t), "wgmma_m64k16: f16_t or bf16_t");
   static_assert(TRANS_B == 0 || TRANS_B == 1, "wgmma_m64k16: TRANS_B is 0 or 1");
   host::wgmma_mma(d, N, desc_a, desc_b, accumulate, TRANS_B == 1, __is_same(T, bf16_t), line);
