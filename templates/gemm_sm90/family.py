@@ -68,10 +68,11 @@ class GemmSm90Family:
             "n": p.n,
             "k": p.k,
             **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages
+            "group_m": space.GROUP_M,
         }
 
     def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """Grid (column blocks, row blocks); a producer and the consumer warpgroups per tile."""
+        """One block per output tile (grouped order); a producer and the consumer warpgroups."""
         return LaunchGeometry(
             grid=space.grid(problem, config),
             block=(config.num_threads, 1, 1),

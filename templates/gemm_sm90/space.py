@@ -43,10 +43,14 @@ def consumers(config: TileConfig) -> int:
     return config.num_warps // WARPGROUP_WARPS - 1
 
 
+GROUP_M = 8  # row blocks per group of the grouped block order (L2 reuse of A and B)
+
+
 def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
-    """Launch grid: (column blocks, row blocks, 1)."""
+    """Launch grid: one block per output tile, (row blocks x column blocks, 1, 1), in grouped
+    order (the kernel maps blockIdx.x to a tile)."""
     p = as_problem(problem)
-    return (ceil_div(p.n, config.block_n), ceil_div(p.m, config.block_m), 1)
+    return (ceil_div(p.n, config.block_n) * ceil_div(p.m, config.block_m), 1, 1)
 
 
 def stage_bytes(config: TileConfig) -> int:

@@ -55,7 +55,7 @@ def test_space_keeps_only_sm90a_and_tma_aligned_problems() -> None:
 
 def test_smem_bytes_counts_slack_stages_and_barriers() -> None:
     assert space.smem_bytes(RAGGED, CONFIG) == 1024 + 2 * ((128 + 128) * 128 + 16)
-    assert FAMILY.launch_geometry(RAGGED, CONFIG).grid == (2, 2, 1)
+    assert FAMILY.launch_geometry(RAGGED, CONFIG).grid == (4, 1, 1)
     assert FAMILY.launch_geometry(RAGGED, CONFIG).block == (256, 1, 1)
 
 
@@ -215,3 +215,14 @@ def test_planted_defect_is_caught(defect: str) -> None:
     result = outcome(mutate)
     assert result != "pass", f"planted defect {defect} went unnoticed"
     assert re.search(expected, result), result
+
+
+def test_grouped_block_order_covers_every_tile_once() -> None:
+    # 11 row blocks: one full group of 8 and a partial group of 3, 3 column blocks.
+    problem = GemmProblem(64 * 10 + 37, 136, 64)
+    config = TileConfig(block_m=64, block_n=64, block_k=64, num_warps=8, num_stages=2)
+    assert FAMILY.launch_geometry(problem, config).grid == (33, 1, 1)
+    rendered = render(FAMILY, problem, config, specialized=False, arch=ARCH)
+    got = run(rendered, problem, seed=2)
+    assert not np.isnan(got["out"].astype(np.float32)).any()  # every tile written
+    assert relative_error(problem, got) < TOLERANCE["fp16"]
