@@ -74,9 +74,18 @@ def _arch(config: TileConfig, problem: Problem, arch: str) -> str | None:
     return None
 
 
+def serves(problem: Problem) -> bool:
+    """Whether TMA can read this gemm's operands: rows of A and B are multiples of 16 bytes."""
+    return (
+        isinstance(problem, GemmProblem)
+        and problem.n % TMA_ALIGN_ELEMS == 0
+        and problem.k % TMA_ALIGN_ELEMS == 0
+    )
+
+
 def _tma_alignment(config: TileConfig, problem: Problem, arch: str) -> str | None:
     p = as_problem(problem)
-    if p.n % TMA_ALIGN_ELEMS or p.k % TMA_ALIGN_ELEMS:
+    if not serves(p):
         return (
             f"N={p.n}, K={p.k}: TMA needs rows of a multiple of 16 bytes (N and K multiples of "
             f"{TMA_ALIGN_ELEMS}); use the mma.sync gemm family"
