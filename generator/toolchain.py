@@ -126,7 +126,8 @@ def clamp_arch(arch: str) -> str:
     if arch in ARCHS:
         return arch
     number = int(arch.removeprefix("sm_").rstrip("af"))
-    older = [a for a in ARCHS if int(a.removeprefix("sm_")) <= number]
+    # Arch-specific variants (sm_90a) are chosen explicitly, never by clamping.
+    older = [a for a in ARCHS if not a.endswith("a") and int(a.removeprefix("sm_")) <= number]
     if not older:
         raise ValueError(
             f"GPU arch {arch} is older than every supported arch ({', '.join(supported_archs())})"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from templates.family import Family
+from tessera_core.types import Problem
 
-FAMILY_NAMES = ("attention", "attention_fwd", "gemm")
+FAMILY_NAMES = ("attention", "attention_fwd", "gemm", "gemm_sm90")
 
 
 def get_family(name: str) -> Family:
-    """The family serving `name` ("attention", "attention_fwd" or "gemm").
+    """The family serving `name` ("attention", "attention_fwd", "gemm" or "gemm_sm90").
 
     Raises:
         ValueError: naming the known choices when `name` is none of them.
@@ -21,4 +22,24 @@ def get_family(name: str) -> Family:
         from templates.gemm.family import FAMILY as gemm
 
         return gemm
+    if name == "gemm_sm90":
+        from templates.gemm_sm90.family import FAMILY as gemm_sm90
+
+        return gemm_sm90
     raise ValueError(f"unknown kernel family {name!r}; expected one of {', '.join(FAMILY_NAMES)}")
+
+
+def family_for(problem: Problem, arch: str) -> Family:
+    """The family that serves `problem` on `arch`: the Hopper gemm (TMA + wgmma) for gemm on
+    sm_90a when TMA can read its operands (N and K multiples of 8), else the op's family.
+
+    Not yet used by the runtime, the tuner or the emulator's entry points: they pick families
+    with get_family(problem.op), and a generic kernel serves every problem of its class
+    (problem.generic_key), aligned or not; see templates/gemm_sm90/space.py.
+    """
+    if problem.op == "gemm" and arch == "sm_90a":
+        from templates.gemm_sm90.space import serves
+
+        if serves(problem):
+            return get_family("gemm_sm90")
+    return get_family(problem.op)

@@ -11,6 +11,7 @@ each figure against the published number it restates.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,13 @@ class ArchSpec:
 
     @property
     def compute_capability(self) -> tuple[int, int]:
-        digits = self.arch.removeprefix("sm_")
+        digits = self.arch.removeprefix("sm_").rstrip("af")
         return int(digits[:-1]), int(digits[-1])
+
+    @property
+    def arch_specific(self) -> bool:
+        """An arch-specific feature set ("sm_90a": wgmma, setmaxnreg), not forward compatible."""
+        return self.arch.endswith("a")
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -153,6 +159,10 @@ ARCHS: dict[str, ArchSpec] = {
         ),
     )
 }
+
+# sm_90a: the same H100 with its arch-specific instructions (wgmma, setmaxnreg) enabled; the
+# Hopper families (templates/gemm_sm90) are compiled for it. Same figures as sm_90.
+ARCHS["sm_90a"] = dataclasses.replace(ARCHS["sm_90"], arch="sm_90a")
 
 DEFAULT_ARCH = "sm_90"
 

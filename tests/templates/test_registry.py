@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from templates.registry import get_family
+from templates.registry import family_for, get_family
+from tessera_core.types import AttentionProblem, GemmProblem
 
 
 def test_op_and_family_names_resolve() -> None:
@@ -16,3 +17,11 @@ def test_op_and_family_names_resolve() -> None:
 def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="attention, attention_fwd, gemm"):
         get_family("conv2d")
+
+
+def test_family_for_picks_the_hopper_gemm_on_sm90a_when_tma_can_read_it() -> None:
+    aligned, ragged = GemmProblem(100, 136, 264), GemmProblem(100, 130, 264)
+    assert family_for(aligned, "sm_90a").name == "gemm_sm90"
+    assert family_for(ragged, "sm_90a").name == "gemm"  # N % 8 != 0: no TMA
+    assert family_for(aligned, "sm_90").name == "gemm"
+    assert family_for(AttentionProblem(1, 2, 64, 64, 64), "sm_90a").name == "attention_fwd"

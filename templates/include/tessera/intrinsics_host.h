@@ -6,8 +6,8 @@
 // Files: host/half.h (f16/bf16, RNE), host/fragments.h (the PTX fragment layouts, in one place),
 // host/state.h (fibers, warp slots, the launch, the fiber switch), host/sync.h (barriers and warp
 // collectives), host/async_copy.h (cp.async groups), host/scheduler.h (running a grid),
-// host/fault.h (memory faults become launch errors). This file maps the contract and the CUDA
-// built-ins onto them.
+// host/fault.h (memory faults become launch errors), host/hopper.h (the sm_90a block: wgmma, TMA,
+// mbarrier; included at the end). This file maps the contract and the CUDA built-ins onto them.
 //
 // Execution model
 //   * Every CUDA thread of a block is a cooperative fiber with its own stack (FIBER_STACK_BYTES).
@@ -211,3 +211,5 @@ inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
         [](const void* raw) { name(*static_cast<const Params*>(raw)); }, params, grid,      \
         block, smem_bytes, mode, regions, num_regions, err, err_len);                       \
   }
+
+#include "host/hopper.h"

@@ -75,6 +75,14 @@ inline void report_deadlock(Launch& L) {
       }
     }
   }
+  for (int t = 0; t < L.num_threads; ++t) {
+    if (L.fibers[t].state != FiberState::AtMbarrier) continue;
+    snprintf(out, room,
+             "thread %d waits at line %d for an mbarrier phase that never completes (an arrival "
+             "or a transaction byte count is missing)",
+             t, L.fibers[t].wait_line);
+    return;
+  }
   snprintf(out, room, "no thread can make progress");
 }
 
@@ -82,6 +90,7 @@ inline void report_deadlock(Launch& L) {
 // MODE_REVERSE_WARPS the lanes of the highest warp first).
 inline void run_block(Launch& L) {
   memset(L.smem, SMEM_POISON_BYTE, L.smem_bytes);
+  ++block_epoch();
   L.barrier_arrived = 0;
   for (int w = 0; w * WARP_LANES < L.num_threads; ++w) L.warps[w].arrived = 0;
   for (int t = 0; t < L.num_threads; ++t) init_fiber(L, t);

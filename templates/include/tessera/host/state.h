@@ -70,7 +70,8 @@ constexpr int SAVED_REGISTERS = 6;
 #error "the Tessera host emulator needs x86-64 (its fiber switch is hand-written assembly)"
 #endif
 
-enum class FiberState : uint8_t { Runnable, AtBarrier, AtCollective, Done };
+// AtMbarrier: blocked in mbarrier_try_wait_parity until the phase completes (host/mbarrier.h).
+enum class FiberState : uint8_t { Runnable, AtBarrier, AtCollective, AtMbarrier, Done };
 
 enum class Collective : int { None, MmaF16, MmaBf16, Ldmatrix, LdmatrixTrans, Shfl };
 
@@ -162,6 +163,13 @@ struct Launch {
   bool failed = false;
   char error[ERROR_BYTES] = {};
 };
+
+// Counts blocks run by this process: per-block emulator state kept outside Launch (host/hopper_state.h)
+// resets itself when the epoch moves on.
+inline unsigned long& block_epoch() {
+  static unsigned long epoch = 0;
+  return epoch;
+}
 
 inline Launch*& active() {
   static Launch* launch = nullptr;

@@ -1,0 +1,119 @@
+"""The gemm_sm90 family object: Params (with TMA tensor maps), launch geometry, template vars."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from templates.family import LaunchGeometry, ParamField, params_structure
+from templates.gemm_sm90 import space
+from templates.tma import TensorMap2D, TensorMapBytes
+from tessera_core.types import DTYPE_BYTES, GemmProblem, Problem, TileConfig
+
+# The tensor maps come first: tensor_map_t is 64-byte aligned, and at offset 0 and 128 the C
+# struct and its ctypes mirror agree without padding rules.
+PARAMS_FIELDS: tuple[ParamField, ...] = (
+    ParamField(name="map_a", c_type="tessera::tensor_map_t", ctype=TensorMapBytes),
+    ParamField(name="map_b", c_type="tessera::tensor_map_t", ctype=TensorMapBytes),
+    ParamField(name="c", c_type="elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="m", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="n", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="k", c_type="int", ctype=ctypes.c_int32),
+)
+POINTER_NAMES = ("a", "b", "c")
+TensorMapEncoding = Literal["host", "driver"]
+
+
+def tensor_maps(problem: GemmProblem, a: int, b: int) -> tuple[TensorMap2D, TensorMap2D]:
+    """The TMA descriptions of A [M, K] (64 x 64 boxes of k) and B [K, N] (64 x 64 boxes of n).
+
+    One description serves both encodings: TensorMap2D.host_bytes() for the emulator and
+    TensorMap2D.encode_driver() (cuTensorMapEncodeTiled) on a GPU.
+    """
+    elem = DTYPE_BYTES
+    box = space.TMA_BOX
+    map_a = TensorMap2D(
+        address=a, elem_bytes=elem, inner=problem.k, outer=problem.m,
+        outer_stride_bytes=problem.k * elem, box_inner=box, box_outer=box, swizzle="128B",
+    )  # fmt: skip
+    map_b = TensorMap2D(
+        address=b, elem_bytes=elem, inner=problem.n, outer=problem.k,
+        outer_stride_bytes=problem.n * elem, box_inner=box, box_outer=box, swizzle="128B",
+    )  # fmt: skip
+    return map_a, map_b
+
+
+class GemmSm90Family:
+    """C[M,N] = A[M,K] @ B[K,N] with TMA and wgmma; fp32 accumulation, output in the input dtype."""
+
+    name = "gemm_sm90"
+    op = "gemm"
+    kernel_name = "tessera_gemm_sm90"
+    template_path = "gemm_sm90/gemm_sm90.cu.j2"
+    space = space.SPACE
+    params_fields = PARAMS_FIELDS
+    params_type = params_structure("GemmSm90Params", PARAMS_FIELDS)
+
+    def template_context(
+        self, problem: Problem, config: TileConfig, *, specialized: bool
+    ) -> Mapping[str, Any]:
+        p = space.as_problem(problem)
+        return {
+            "kernel_name": self.kernel_name,
+            "params_fields": self.params_fields,
+            "specialized": specialized,
+            "dtype": p.dtype,
+            "m": p.m,
+            "n": p.n,
+            "k": p.k,
+            **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages
+            "group_m": space.GROUP_M,
+        }
+
+    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
+        """One block per output tile (grouped order); a producer and the consumer warpgroups."""
+        return LaunchGeometry(
+            grid=space.grid(problem, config),
+            block=(config.num_threads, 1, 1),
+            smem_bytes=self.smem_bytes(problem, config),
+        )
+
+    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
+        return space.smem_bytes(problem, config)
+
+    def default_config(self, problem: Problem, arch: str) -> TileConfig:
+        return space.default_config(problem, arch)
+
+    def make_params(
+        self,
+        problem: Problem,
+        *,
+        pointers: Mapping[str, int],
+        scale: float | None = None,
+        tensor_map_encoding: TensorMapEncoding = "host",
+    ) -> ctypes.Structure:
+        """Params by value. Pointers: a, b, c. The tensor maps are encoded for the emulator
+        ("host", the default: what generator.emulator runs) or by the CUDA driver ("driver":
+        a GPU launch must pass it)."""
+        p = space.as_problem(problem)
+        if scale is not None:
+            raise ValueError("gemm_sm90 make_params: scale applies to attention only")
+        missing = [n for n in POINTER_NAMES if n not in pointers]
+        if missing:
+            raise ValueError(f"gemm_sm90 make_params: missing pointers {missing}")
+        if tensor_map_encoding not in ("host", "driver"):
+            raise ValueError(
+                f"tensor_map_encoding={tensor_map_encoding!r}: expected 'host' or 'driver'"
+            )
+        map_a, map_b = tensor_maps(p, pointers["a"], pointers["b"])
+        if tensor_map_encoding == "host":
+            encoded = (map_a.host_bytes(), map_b.host_bytes())
+        else:
+            encoded = (map_a.encode_driver(), map_b.encode_driver())
+        return self.params_type(
+            map_a=encoded[0], map_b=encoded[1], c=pointers["c"], m=p.m, n=p.n, k=p.k
+        )
+
+
+FAMILY = GemmSm90Family()
