@@ -125,8 +125,8 @@ ATTENTION_DEFECTS: dict[str, Mutation] = {
         "p_frag[mt][0] = tessera::pack2<elem_t>(lo[2], lo[3]);",
     ),
     "v-fragment-column-shifted": replace_once(
-        "const int col = dp * 16 + (me.lane >> 4) * 8;",
-        "const int col = dp * 16 + ((me.lane >> 4) ^ 1) * 8;",
+        "const int col = dp * 16 + (pv_lane.lane >> 4) * 8;",
+        "const int col = dp * 16 + ((pv_lane.lane >> 4) ^ 1) * 8;",
     ),
     "o-store-one-row-down": replace_once(
         "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r) * HEAD_DIM + slot.col) =",
