@@ -73,6 +73,16 @@ def test_q_in_shared_memory_frees_the_registers_of_flashattention2_tiles() -> No
     assert "live across the main loop" in reason and "sm_90" in reason
 
 
+def test_one_stage_holds_fewer_carried_registers() -> None:
+    # One stage loads and waits for the next tile inside the loop, next to O: sm_80's ptxas
+    # spills 124 bytes at head_dim 128 with 32-row warps where two stages spill nothing.
+    two_stages = TileConfig(128, 64, 16, 4, 2, Q_SMEM)
+    one_stage = TileConfig(128, 64, 16, 4, 1, Q_SMEM)
+    assert FAMILY.space.is_valid(two_stages, D128, "sm_80")
+    reason = _violation(D128, one_stage, "sm_80", "registers")
+    assert f"> {space.ONE_STAGE_CARRIED_REGISTER_BUDGET} on sm_80" in reason
+
+
 def test_registers_model_counts_q_only_while_it_is_held() -> None:
     held = TileConfig(128, 64, 16, 4, 2, Q_REGS)
     staged = TileConfig(128, 64, 16, 4, 2, Q_SMEM)
