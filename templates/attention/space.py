@@ -26,6 +26,9 @@ Q_IN_REGS = "q_in_regs"  # option: 1 = Q's A fragments in registers, 0 = re-read
 # sm_90. Q held in registers leaves ptxas less to reorder: head_dim 80, 128x64, 4 warps peaks at
 # 208 and spills 24 bytes on sm_80.
 FRAGMENT_REGISTER_BUDGET = {0: 256, 1: 200}  # by q_in_regs
+# Three stages copy the next tile during the softmax, next to all of S: head_dim 80, 128x128
+# peaks at 256 and spills 32 (sm_90) and 104 (sm_80) bytes; head_dim 64's 240 does not.
+LATE_REFILL_FRAGMENT_REGISTER_BUDGET = 240
 # What stays live across the whole main loop (O, softmax state, and Q with q_in_regs=1): sm_90's
 # ptxas spills (loop-invariant indices and the running sums) past 104 registers (head_dim 112
 # and 128 with 32-row warps and q_in_regs=0: 40 and 84 bytes; head_dim 96, q_in_regs=1: 72);
@@ -144,6 +147,8 @@ def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     )
     regs = fragment_registers(problem, config)
     peak_budget = FRAGMENT_REGISTER_BUDGET[int(q_in_regs(config))]
+    if config.num_stages >= 3:
+        peak_budget = min(peak_budget, LATE_REFILL_FRAGMENT_REGISTER_BUDGET)
     if regs > peak_budget:
         return (
             f"{tile}: fragments need {regs} registers per thread > {peak_budget} "

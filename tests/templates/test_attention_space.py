@@ -87,6 +87,15 @@ def test_one_stage_holds_fewer_carried_registers() -> None:
     assert space.carried_register_budget("sm_90", 3) > space.carried_register_budget("sm_90", 2)
 
 
+def test_three_stages_leave_less_room_at_the_peak() -> None:
+    # The late refill's addresses sit next to all of S: 256 registers spill there, 240 do not.
+    d80 = AttentionProblem(1, 1, 256, 256, 80)
+    assert FAMILY.space.is_valid(TileConfig(128, 128, 16, 4, 2, Q_SMEM), d80, "sm_90")
+    reason = _violation(d80, TileConfig(128, 128, 16, 4, 3, Q_SMEM), "sm_90", "registers")
+    assert f"> {space.LATE_REFILL_FRAGMENT_REGISTER_BUDGET}" in reason
+    assert FAMILY.space.is_valid(TileConfig(128, 128, 16, 4, 3, Q_SMEM), D64, "sm_90")
+
+
 def test_registers_model_counts_q_only_while_it_is_held() -> None:
     held = TileConfig(128, 64, 16, 4, 2, Q_REGS)
     staged = TileConfig(128, 64, 16, 4, 2, Q_SMEM)
