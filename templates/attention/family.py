@@ -51,7 +51,8 @@ class AttentionFamily:
             "head_dim": p.head_dim,
             "seq_q": p.seq_q,
             "seq_kv": p.seq_kv,
-            **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages
+            **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages, q_in_regs
+            "q_in_regs": int(space.q_in_regs(config)),
             "row_pad_elems": space.ROW_PAD_ELEMS,
             "smem_bytes": self.smem_bytes(problem, config),
         }

@@ -18,10 +18,35 @@ MMA_K = 16  # reduction depth of one mma
 MMA_N = 8  # columns of one mma accumulator tile
 ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hit distinct banks
 MAX_HEAD_DIM = 128
-# Rough per-thread register budget for the live fragments (Q, O, S, one step of K, softmax
-# state); the rest of the 255 goes to addresses, V fragments and loop state. Above it ptxas
-# spills (sm_90, head_dim 64 and 128: no valid configuration spills).
-FRAGMENT_REGISTER_BUDGET = 200
+Q_IN_REGS = "q_in_regs"  # option: 1 = Q's A fragments in registers, 0 = re-read from shared memory
+# Per-thread register budgets of the fragments, measured with ptxas (NVRTC 13) at the boundary:
+# ptxas spills past them. The peak (Q, O and S, one k-step of K, softmax state) must leave room
+# for addresses and V fragments in the 255. Q staged from shared memory: head_dim 80 with 128x128
+# tiles and 4 warps peaks at 256 and compiles to 255 registers without spilling on sm_80 and
+# sm_90. Q held in registers leaves ptxas less to reorder: head_dim 80, 128x64, 4 warps peaks at
+# 208 and spills 24 bytes on sm_80.
+FRAGMENT_REGISTER_BUDGET = {0: 256, 1: 200}  # by q_in_regs
+# Three stages copy the next tile during the softmax, next to all of S: head_dim 80, 128x128
+# peaks at 256 and spills 32 (sm_90) and 104 (sm_80) bytes; head_dim 64's 240 does not.
+LATE_REFILL_FRAGMENT_REGISTER_BUDGET = 240
+# What stays live across the whole main loop (O, softmax state, and Q with q_in_regs=1): sm_90's
+# ptxas spills (loop-invariant indices and the running sums) past 104 registers (head_dim 112
+# and 128 with 32-row warps and q_in_regs=0: 40 and 84 bytes; head_dim 96, q_in_regs=1: 72);
+# sm_80's compiles head_dim 128's 136 without spills, but not with one stage, whose loop also
+# holds the copy of the next tile (124 bytes). Three stages issue the refill after the softmax,
+# off the register peak: 136 compiles without spills on sm_90 too.
+CARRIED_REGISTER_BUDGET = {"sm_80": 136, "sm_86": 136, "sm_89": 136, "sm_90": 104}
+ONE_STAGE_CARRIED_REGISTER_BUDGET = 104
+LATE_REFILL_CARRIED_REGISTER_BUDGET = 136  # num_stages >= 3, every arch
+
+
+def carried_register_budget(arch: str, num_stages: int) -> int:
+    """Registers per thread that may stay live across the main loop without ptxas spilling."""
+    if num_stages == 1:
+        return ONE_STAGE_CARRIED_REGISTER_BUDGET
+    if num_stages >= 3:
+        return LATE_REFILL_CARRIED_REGISTER_BUDGET
+    return CARRIED_REGISTER_BUDGET[arch_spec(arch).arch]
 
 
 def as_problem(problem: Problem) -> AttentionProblem:
@@ -55,23 +80,32 @@ def m_tiles_per_warp(config: TileConfig) -> int:
     return config.block_m // (MMA_M * config.num_warps)
 
 
-def fragment_registers(problem: Problem, config: TileConfig) -> int:
-    """32-bit registers per thread held by live fragments: Q, O and S accumulators, K step.
+def q_in_regs(config: TileConfig) -> bool:
+    """Whether the kernel keeps Q's A fragments in registers (else re-reads them per k-step)."""
+    return config.option(Q_IN_REGS, 1) == 1
 
-    block_k does not count: the fully unrolled S = Q K^T lets ptxas issue each K fragment's
-    ldmatrix next to its mma, so a deep block_k holds no more registers than block_k=16
-    (sm_90, head_dim 128, 64x64 tiles, 4 warps: 208, 206, 206, 202 registers for block_k 16,
-    32, 64, 128). Counting a whole block_k chunk of K fragments rejected such configurations
-    as spilling when they do not.
-    """
+
+def carried_registers(problem: Problem, config: TileConfig) -> int:
+    """32-bit registers per thread live across the whole main loop: O, softmax state, Q if held."""
     d = as_problem(problem).head_dim
     m_tiles = max(1, m_tiles_per_warp(config))
-    q_regs = m_tiles * (d // MMA_K) * 4
+    q_regs = m_tiles * (d // MMA_K) * 4 if q_in_regs(config) else 0
     o_regs = m_tiles * (d // MMA_N) * 4
+    softmax_regs = m_tiles * 2 * 2  # running max and sum of two rows per row tile
+    return q_regs + o_regs + softmax_regs
+
+
+def fragment_registers(problem: Problem, config: TileConfig) -> int:
+    """32-bit registers per thread at the fragments' peak, during S = Q K^T.
+
+    The carried registers plus the S accumulators, one k-step of K fragments (ptxas loads a
+    whole k-step ahead of its mmas) and, with q_in_regs=0, one k-step of Q's A fragments.
+    """
+    m_tiles = max(1, m_tiles_per_warp(config))
+    q_step_regs = 0 if q_in_regs(config) else m_tiles * 4
     s_regs = m_tiles * (config.block_n // MMA_N) * 4
     k_regs = (config.block_n // MMA_N) * 2
-    softmax_regs = m_tiles * 2 * 2  # running max and sum of two rows per row tile
-    return q_regs + o_regs + s_regs + k_regs + softmax_regs
+    return carried_registers(problem, config) + q_step_regs + s_regs + k_regs
 
 
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
@@ -82,9 +116,11 @@ def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
 
 
 def _block_k(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    d = as_problem(problem).head_dim
-    if config.block_k % MMA_K or d % config.block_k:
-        return f"block_k={config.block_k} must be a multiple of {MMA_K} that divides head_dim={d}"
+    if config.block_k != MMA_K:
+        return (
+            f"block_k={config.block_k} must be {MMA_K}: Q*K^T runs one fully unrolled loop of "
+            f"{MMA_K}-deep k-steps, so no other value changes the kernel"
+        )
     return None
 
 
@@ -105,12 +141,26 @@ def _block_n(config: TileConfig, problem: Problem, arch: str) -> str | None:
 
 
 def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    tile = (
+        f"block_m={config.block_m}, block_n={config.block_n}, num_warps={config.num_warps}, "
+        f"{Q_IN_REGS}={config.option(Q_IN_REGS, 1)}"
+    )
     regs = fragment_registers(problem, config)
-    if regs > FRAGMENT_REGISTER_BUDGET:
+    peak_budget = FRAGMENT_REGISTER_BUDGET[int(q_in_regs(config))]
+    if config.num_stages >= 3:
+        peak_budget = min(peak_budget, LATE_REFILL_FRAGMENT_REGISTER_BUDGET)
+    if regs > peak_budget:
         return (
-            f"block_m={config.block_m}, block_n={config.block_n}, block_k={config.block_k}, "
-            f"num_warps={config.num_warps}: fragments need {regs} registers per thread "
-            f"> {FRAGMENT_REGISTER_BUDGET} (would spill); use more warps or smaller tiles"
+            f"{tile}: fragments need {regs} registers per thread > {peak_budget} "
+            f"(would spill); use {Q_IN_REGS}=0, more warps or smaller tiles"
+        )
+    carried = carried_registers(problem, config)
+    budget = carried_register_budget(arch, config.num_stages)
+    if carried > budget:
+        return (
+            f"{tile}, num_stages={config.num_stages}: {carried} registers per thread live across "
+            f"the main loop > {budget} on {arch} (would spill); use {Q_IN_REGS}=0, 3 stages, "
+            "more warps or a smaller block_m"
         )
     return None
 
@@ -120,13 +170,14 @@ SPACE = Space(
     params=(
         Param("block_m", (32, 64, 128)),
         Param("block_n", (32, 64, 128)),
-        Param("block_k", (16, 32, 64, 128)),
+        Param("block_k", (MMA_K,)),
         Param("num_warps", (2, 4, 8)),
         Param("num_stages", (1, 2, 3)),
+        Param(Q_IN_REGS, (0, 1)),
     ),
     constraints=(
         Constraint("head_dim", _head_dim),
-        Constraint("block_k_divides_head_dim", _block_k),
+        Constraint("block_k_is_the_mma_depth", _block_k),
         Constraint("warps_tile_block_m", _warps_tile_m),
         Constraint("block_n_multiple_of_16", _block_n),
         Constraint("shared_memory", smem_within_arch(smem_bytes)),
@@ -138,24 +189,21 @@ SPACE = Space(
 
 
 def default_config(problem: Problem, arch: str) -> TileConfig:
-    """FlashAttention-2's forward tiles, adapted to this template's registers and shared memory.
+    """FlashAttention-2's forward tiles where they fit this template's registers and shared memory.
 
-    Falls back to the first valid configuration in a fixed preference order.
+    FA2 (flash_fwd_launch_template.h): head_dim 64 -> 128x128, head_dim 128 -> 128x64, 4 warps
+    of 32 rows each, Q read from shared memory. sm_90's ptxas spills the 128-wide O of 32-row
+    warps with two stages, so head_dim above 96 there takes three (the refill after the
+    softmax). Falls back to the first valid configuration in a fixed preference order.
     """
     d = as_problem(problem).head_dim
-    spec = arch_spec(arch)
-    big_smem = spec.max_smem_per_block_bytes >= 160 * 1024
+
+    def tile(block_m: int, block_n: int, num_warps: int, stages: int, q_regs: int) -> TileConfig:
+        return TileConfig(block_m, block_n, MMA_K, num_warps, stages, ((Q_IN_REGS, q_regs),))
+
     if d <= 64:
-        # 32 query rows per warp (two row tiles) halve the K/V ldmatrix traffic per mma.
-        preferred = [TileConfig(block_m=128, block_n=64, block_k=16, num_warps=4, num_stages=2)]
-    elif big_smem:
-        # Q and O of 32 rows x 128 would not fit the registers: 16 rows per warp, 8 warps.
-        preferred = [TileConfig(block_m=128, block_n=64, block_k=32, num_warps=8, num_stages=2)]
+        preferred = [tile(128, 128, 4, 2, 0)]
     else:
-        preferred = [TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2)]
-    fallbacks = [
-        TileConfig(block_m=64, block_n=64, block_k=16, num_warps=4, num_stages=2),
-        TileConfig(block_m=64, block_n=32, block_k=16, num_warps=4, num_stages=1),
-        TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=1),
-    ]
+        preferred = [tile(128, 64, 4, 2, 0), tile(128, 64, 4, 3, 0), tile(128, 64, 8, 2, 1)]
+    fallbacks = [tile(64, 64, 4, 2, 1), tile(64, 32, 4, 2, 1), tile(32, 32, 2, 1, 1)]
     return SPACE.first_valid(preferred + fallbacks, problem, arch)

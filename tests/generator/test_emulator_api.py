@@ -13,7 +13,14 @@ from tessera_core.errors import InvalidConfigError
 from tessera_core.types import AttentionProblem, GemmProblem
 
 ARCH = "sm_90"
-SMALL_ATTENTION = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 2, "num_stages": 2}
+SMALL_ATTENTION = {
+    "block_m": 32,
+    "block_n": 32,
+    "block_k": 16,
+    "num_warps": 2,
+    "num_stages": 2,
+    "q_in_regs": 0,
+}
 
 
 def _check_attention(problem: AttentionProblem, config: dict[str, int] | None, seed: int) -> None:

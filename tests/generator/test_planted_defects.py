@@ -21,7 +21,11 @@ ARCH = "sm_90"
 # Enough key tiles (block_n 32 -> 7 tiles) that every pipeline stage is refilled, two query
 # blocks, two heads, a ragged end.
 ATTENTION = AttentionProblem(1, 2, 65, 197, 64)
-ATTENTION_CONFIG = TileConfig(block_m=64, block_n=32, block_k=16, num_warps=2, num_stages=2)
+ATTENTION_CONFIG = TileConfig(64, 32, 16, 2, 2, options=(("q_in_regs", 1),))
+# Q read from shared memory at every k-step; the causal problem with seq_q > seq_kv has query
+# blocks whose rows see no key and skip the main loop.
+Q_SMEM_CONFIG = TileConfig(64, 32, 16, 2, 2, options=(("q_in_regs", 0),))
+NO_KEY_ROWS = AttentionProblem(1, 2, 197, 65, 64, causal=True)
 GEMM = GemmProblem(67, 45, 200)
 GEMM_CONFIG = TileConfig(block_m=32, block_n=32, block_k=16, num_warps=2, num_stages=2)
 # Interior tiles (rows 0-63 x columns 0-63, vector loads) beside edge
@@ -78,36 +82,71 @@ def outcome(problem: Problem, config: TileConfig, mutate: Mutation | None) -> st
 
 @pytest.mark.parametrize(
     ("problem", "config"),
-    [(ATTENTION, ATTENTION_CONFIG), (GEMM, GEMM_CONFIG), (GEMM_MIXED, GEMM_MIXED_CONFIG)],
-    ids=["attn", "gemm", "gemm-mixed"],
+    [
+        (ATTENTION, ATTENTION_CONFIG),
+        (ATTENTION, Q_SMEM_CONFIG),
+        (NO_KEY_ROWS, ATTENTION_CONFIG),
+        (NO_KEY_ROWS, Q_SMEM_CONFIG),
+        (GEMM, GEMM_CONFIG),
+        (GEMM_MIXED, GEMM_MIXED_CONFIG),
+    ],
+    ids=[
+        "attn",
+        "attn-q-smem",
+        "attn-no-key-rows",
+        "attn-q-smem-no-key-rows",
+        "gemm",
+        "gemm-mixed",
+    ],
 )
 def test_the_unmodified_kernels_pass(problem: Problem, config: TileConfig) -> None:
     assert outcome(problem, config, None) == "pass"
 
 
+# The loop's one barrier, and the refill it protects (the stage tile j-1 used).
+LOOP_WAIT = "tessera::cp_async_wait<NUM_STAGES - 2>();  // this thread's copies of tile j\n"
+LOOP_BARRIER = (
+    "    __syncthreads();  // tile j complete for every thread; every warp done with tile j-1\n"
+)
+REFILL = (
+    "    const int ahead = j + NUM_STAGES - 1;\n"
+    "    if (ahead < n_tiles) load_kv(ahead, ahead % NUM_STAGES);\n"
+)
+
+
+def refill_before_the_barrier(source: str) -> str:
+    """Issue the refill of the stage tile j-1 used before the barrier that proves it free."""
+    assert source.count(LOOP_BARRIER) == 1 and source.count(REFILL) == 1
+    return source.replace(
+        LOOP_BARRIER,
+        REFILL.replace("const int ahead", "const int early").replace("ahead", "early")
+        + LOOP_BARRIER,
+    )
+
+
+# Barriers in source order. q_in_regs=1: after the Q wait, the loop's one barrier, before the
+# O copy. q_in_regs=0: the loop's one barrier, before the O staging, before the O copy.
 ATTENTION_DEFECTS: dict[str, Mutation] = {
     "no-barrier-after-q-load": drop_barrier(0),
     "no-barrier-after-kv-wait": drop_barrier(1),
-    "no-barrier-before-stage-refill": drop_barrier(2),
-    "no-cp-async-wait-in-loop": replace_once(
-        "tessera::cp_async_wait<NUM_STAGES - 1>();\n    __syncthreads();\n    const elem_t* k_tile",
-        "__syncthreads();\n    const elem_t* k_tile",
-    ),
+    "no-barrier-before-o-copy": drop_barrier(2),
+    "refill-before-the-loop-barrier": refill_before_the_barrier,
+    "no-cp-async-wait-in-loop": replace_once(LOOP_WAIT, "\n"),
     "q-fragment-row-shifted": replace_once(
-        "const int row = warp_row0 + mt * MMA_M + (lane % 16);",
-        "const int row = warp_row0 + mt * MMA_M + ((lane + 1) % 16);",
+        "const int row = me.warp_row0 + mt * MMA_M + (me.lane % 16);",
+        "const int row = me.warp_row0 + mt * MMA_M + ((me.lane + 1) % 16);",
     ),
     "p-fragment-registers-swapped": replace_once(
-        "tessera::pack2<elem_t>(lo[0], lo[1]), tessera::pack2<elem_t>(lo[2], lo[3]),",
-        "tessera::pack2<elem_t>(lo[2], lo[3]), tessera::pack2<elem_t>(lo[0], lo[1]),",
+        "p_frag[mt][0] = tessera::pack2<elem_t>(lo[0], lo[1]);",
+        "p_frag[mt][0] = tessera::pack2<elem_t>(lo[2], lo[3]);",
     ),
     "v-fragment-column-shifted": replace_once(
-        "const int col = dp * 16 + (lane >> 4) * 8;",
-        "const int col = dp * 16 + ((lane >> 4) ^ 1) * 8;",
+        "const int col = dp * 16 + (pv_lane.lane >> 4) * 8;",
+        "const int col = dp * 16 + ((pv_lane.lane >> 4) ^ 1) * 8;",
     ),
     "o-store-one-row-down": replace_once(
-        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r) * HEAD_DIM + chunk_col) =",
-        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r + 1) * HEAD_DIM + chunk_col) =",
+        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r) * HEAD_DIM + slot.col) =",
+        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r + 1) * HEAD_DIM + slot.col) =",
     ),
 }
 
@@ -116,6 +155,31 @@ ATTENTION_DEFECTS: dict[str, Mutation] = {
 def test_attention_defect_is_caught(defect: str) -> None:
     result = outcome(ATTENTION, ATTENTION_CONFIG, ATTENTION_DEFECTS[defect])
     assert result != "pass", f"planted defect {defect} went unnoticed"
+
+
+Q_SMEM_DEFECTS: dict[str, tuple[Problem, Mutation]] = {
+    "no-barrier-after-kv-wait": (ATTENTION, drop_barrier(0)),
+    "refill-before-the-loop-barrier": (ATTENTION, refill_before_the_barrier),
+    "no-cp-async-wait-in-loop": (ATTENTION, replace_once(LOOP_WAIT, "\n")),
+    "q-fragment-row-shifted": (
+        ATTENTION,
+        replace_once(
+            "const int row = me.warp_row0 + mt * MMA_M + (me.lane % 16);",
+            "const int row = me.warp_row0 + mt * MMA_M + ((me.lane + 1) % 16);",
+        ),
+    ),
+    # A block whose rows see no key skips the loop; without this barrier another thread's
+    # copy of Q lands on the O rows a warp has already staged.
+    "no-barrier-before-o-staging": (NO_KEY_ROWS, drop_barrier(1)),
+    "no-barrier-before-o-copy": (ATTENTION, drop_barrier(2)),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(Q_SMEM_DEFECTS))
+def test_q_in_shared_memory_defect_is_caught(defect: str) -> None:
+    problem, mutate = Q_SMEM_DEFECTS[defect]
+    result = outcome(problem, Q_SMEM_CONFIG, mutate)
+    assert result != "pass", f"planted defect {defect} (q_in_regs=0) went unnoticed"
 
 
 def move_refill_before_barrier(source: str) -> str:
@@ -206,8 +270,9 @@ def test_a_thread_leaving_before_a_barrier_is_named_with_kernel_block_and_line()
         ATTENTION,
         ATTENTION_CONFIG,
         replace_once(
-            "const int tid = threadIdx.x;",
-            "const int tid = threadIdx.x;\n  if (blockIdx.x == 1 && tid == 33) return;",
+            "  const float scale_log2 = p.softmax_scale * LOG2E;",
+            "  if (blockIdx.x == 1 && threadIdx.x == 33) return;\n"
+            "  const float scale_log2 = p.softmax_scale * LOG2E;",
         ),
     )
     assert result.startswith("emulator: kernel tessera_attention_fwd block (1,0,0): deadlock")
@@ -219,8 +284,8 @@ def test_a_misaligned_fragment_load_is_named() -> None:
         ATTENTION,
         ATTENTION_CONFIG,
         replace_once(
-            "const int col = ks * MMA_K + (lane / 16) * 8;",
-            "const int col = ks * MMA_K + (lane / 16) * 8 + 1;",
+            "const int col = ks * MMA_K + (me.lane / 16) * 8;",
+            "const int col = ks * MMA_K + (me.lane / 16) * 8 + 1;",
         ),
     )
     assert "ldmatrix: lane 0 row address" in result and "not 16-byte aligned" in result

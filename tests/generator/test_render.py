@@ -16,7 +16,7 @@ from tessera_core.errors import InvalidConfigError
 from tessera_core.types import AttentionProblem, GemmProblem, TileConfig
 
 ATTENTION = AttentionProblem(2, 3, 177, 211, 64, dtype="bf16", causal=True)
-ATTENTION_CONFIG = TileConfig(64, 64, 32, 4, 2)
+ATTENTION_CONFIG = TileConfig(64, 64, 16, 4, 2, options=(("q_in_regs", 1),))
 GEMM = GemmProblem(333, 129, 71)
 GEMM_CONFIG = TileConfig(64, 64, 32, 4, 3)
 
@@ -69,12 +69,14 @@ def test_rendered_kernel_carries_its_inputs_and_hashes() -> None:
 
 
 def test_invalid_config_lists_every_violation() -> None:
-    bad = TileConfig(32, 64, 48, 4, 2)  # block_k 48 is no choice and no divisor; 4 warps > 32 rows
+    # block_k 48 is no choice and not the mma depth; 4 warps > 32 rows; q_in_regs unset
+    bad = TileConfig(32, 64, 48, 4, 2)
     with pytest.raises(InvalidConfigError) as info:
         render(get_family("attention"), ATTENTION, bad)
     message = str(info.value)
     assert "block_k=48 is not one of" in message
-    assert "block_k_divides_head_dim" in message
+    assert "block_k_is_the_mma_depth" in message
+    assert "q_in_regs is not set" in message
     assert "warps_tile_block_m" in message
     assert info.value.config == bad.to_dict()
 

@@ -23,7 +23,8 @@ ARCH = "sm_90"
 
 
 def test_cli_runs_one_configuration_and_prints_one_line() -> None:
-    config = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 2, "num_stages": 2}
+    config = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 2, "num_stages": 2,
+              "q_in_regs": 1}  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "generator.verify", "--op", "attention", "--shape", "1x2x17x64",
          "--causal", "--config", json.dumps(config), "--seed", "3", "--arch", ARCH],
@@ -32,7 +33,9 @@ def test_cli_runs_one_configuration_and_prints_one_line() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("PASS attention_fwd fp16 1x2x17x17x64 causal m32n32k16w2s2 rel_err=")
+    assert lines[0].startswith(
+        "PASS attention_fwd fp16 1x2x17x17x64 causal m32n32k16w2s2-q_in_regs1 rel_err="
+    )
     assert lines[1] == "1/1 configurations passed"
 
 

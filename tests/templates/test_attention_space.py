@@ -13,6 +13,8 @@ from tessera_core.types import AttentionProblem, TileConfig
 
 D64 = AttentionProblem(2, 3, 1000, 1000, 64, causal=True)
 D128 = AttentionProblem(2, 3, 1000, 1000, 128)
+Q_REGS = (("q_in_regs", 1),)
+Q_SMEM = (("q_in_regs", 0),)
 
 
 def _violation(problem: AttentionProblem, config: TileConfig, arch: str, rule: str) -> str:
@@ -23,55 +25,113 @@ def _violation(problem: AttentionProblem, config: TileConfig, arch: str, rule: s
     return reasons[0]
 
 
-def test_block_k_must_divide_head_dim() -> None:
-    problem = AttentionProblem(1, 1, 64, 64, 48)
-    reason = _violation(problem, TileConfig(64, 64, 32, 4, 2), "sm_90", "block_k_divides_head_dim")
-    assert "block_k=32" in reason and "head_dim=48" in reason
+def test_block_k_is_the_single_mma_depth() -> None:
+    # Q*K^T is one fully unrolled loop of 16-deep k-steps: another block_k would render the same
+    # kernel, so the space offers one value and names why.
+    assert FAMILY.space.choices("block_k") == (16,)
+    reason = _violation(
+        D64, TileConfig(64, 64, 32, 4, 2, Q_REGS), "sm_90", "block_k_is_the_mma_depth"
+    )
+    assert "block_k=32" in reason
+
+
+def test_q_in_regs_is_an_option_of_the_space() -> None:
+    assert FAMILY.space.option_names == ("q_in_regs",)
+    assert FAMILY.space.choices("q_in_regs") == (0, 1)
+    reasons = FAMILY.space.violations(TileConfig(64, 64, 16, 4, 2), D64, "sm_90")
+    assert any(r.startswith("q_in_regs is not set") for r in reasons), reasons
 
 
 def test_warps_must_own_whole_row_tiles() -> None:
-    reason = _violation(D64, TileConfig(32, 64, 16, 4, 2), "sm_90", "warps_tile_block_m")
+    reason = _violation(D64, TileConfig(32, 64, 16, 4, 2, Q_REGS), "sm_90", "warps_tile_block_m")
     assert "block_m=32" in reason and "num_warps=4" in reason
 
 
 def test_shared_memory_is_checked_against_the_arch_opt_in_limit() -> None:
-    config = TileConfig(128, 128, 16, 8, 3)
+    config = TileConfig(128, 128, 16, 8, 3, Q_REGS)
     assert FAMILY.space.is_valid(config, D64, "sm_90")
     reason = _violation(D64, config, "sm_86", "shared_memory")
     assert f"smem_bytes={space.smem_bytes(D64, config)}" in reason and "sm_86" in reason
 
 
 def test_fragments_that_would_spill_are_rejected() -> None:
-    reason = _violation(D128, TileConfig(128, 128, 16, 4, 1), "sm_90", "registers")
-    assert "block_m=128" in reason and "num_warps=4" in reason
+    # Q of 32 rows x 128 in registers next to O: the carried registers alone exceed sm_90's.
+    reason = _violation(D128, TileConfig(128, 128, 16, 4, 1, Q_REGS), "sm_90", "registers")
+    assert "block_m=128" in reason and "num_warps=4" in reason and "q_in_regs=1" in reason
 
 
-def test_block_k_does_not_count_against_the_register_budget() -> None:
-    # ptxas loads each K fragment next to its mma whatever block_k is (these compile without
-    # spills; tests/templates/test_template_compile.py builds one), so a deep block_k is valid
-    # wherever its block_k=16 sibling is.
-    for problem, (block_m, block_n, num_warps) in ((D64, (128, 64, 4)), (D128, (64, 64, 4))):
-        for block_k in (16, 32, 64):
-            config = TileConfig(block_m, block_n, block_k, num_warps, 2)
-            assert FAMILY.space.violations(config, problem, "sm_90") == []
-    assert FAMILY.space.violations(TileConfig(64, 64, 128, 4, 2), D128, "sm_90") == []
+def test_q_in_shared_memory_frees_the_registers_of_flashattention2_tiles() -> None:
+    # FA2's own forward tiles: 4 warps of 32 rows (flash_fwd_launch_template.h).
+    fa2_d64 = TileConfig(128, 128, 16, 4, 2, Q_SMEM)
+    fa2_d128 = TileConfig(128, 64, 16, 4, 2, Q_SMEM)
+    for arch in ("sm_80", "sm_90"):
+        assert FAMILY.space.violations(fa2_d64, D64, arch) == []
+        assert not FAMILY.space.is_valid(TileConfig(128, 128, 16, 4, 2, Q_REGS), D64, arch)
+    assert FAMILY.space.violations(fa2_d128, D128, "sm_80") == []
+    # sm_90's ptxas spills 84 bytes there (O of 32 rows x 128 carried across the loop) unless
+    # three stages move the refill after the softmax.
+    reason = _violation(D128, fa2_d128, "sm_90", "registers")
+    assert "live across the main loop" in reason and "sm_90" in reason
+    three_stages = TileConfig(128, 64, 16, 4, 3, Q_SMEM)
+    assert FAMILY.space.violations(three_stages, D128, "sm_90") == []
+
+
+def test_one_stage_holds_fewer_carried_registers() -> None:
+    # One stage loads and waits for the next tile inside the loop, next to O: sm_80's ptxas
+    # spills 124 bytes at head_dim 128 with 32-row warps where two stages spill nothing.
+    two_stages = TileConfig(128, 64, 16, 4, 2, Q_SMEM)
+    one_stage = TileConfig(128, 64, 16, 4, 1, Q_SMEM)
+    assert FAMILY.space.is_valid(two_stages, D128, "sm_80")
+    reason = _violation(D128, one_stage, "sm_80", "registers")
+    assert f"> {space.ONE_STAGE_CARRIED_REGISTER_BUDGET} on sm_80" in reason
+    assert space.carried_register_budget("sm_90", 3) > space.carried_register_budget("sm_90", 2)
+
+
+def test_three_stages_leave_less_room_at_the_peak() -> None:
+    # The late refill's addresses sit next to all of S: 256 registers spill there, 240 do not.
+    d80 = AttentionProblem(1, 1, 256, 256, 80)
+    assert FAMILY.space.is_valid(TileConfig(128, 128, 16, 4, 2, Q_SMEM), d80, "sm_90")
+    reason = _violation(d80, TileConfig(128, 128, 16, 4, 3, Q_SMEM), "sm_90", "registers")
+    assert f"> {space.LATE_REFILL_FRAGMENT_REGISTER_BUDGET}" in reason
+    assert FAMILY.space.is_valid(TileConfig(128, 128, 16, 4, 3, Q_SMEM), D64, "sm_90")
+
+
+def test_registers_model_counts_q_only_while_it_is_held() -> None:
+    held = TileConfig(128, 64, 16, 4, 2, Q_REGS)
+    staged = TileConfig(128, 64, 16, 4, 2, Q_SMEM)
+    m_tiles = 2
+    q_regs = m_tiles * (64 // 16) * 4  # whole head_dim of A fragments
+    q_step_regs = m_tiles * 4  # one k-step of A fragments
+    assert space.carried_registers(D64, held) - space.carried_registers(D64, staged) == q_regs
+    assert space.fragment_registers(D64, held) - space.fragment_registers(D64, staged) == (
+        q_regs - q_step_regs
+    )
 
 
 def test_head_dim_must_be_a_multiple_of_16_up_to_128() -> None:
-    for head_dim in (40, 256):
+    for head_dim in (40, 144, 256):
         problem = AttentionProblem(1, 1, 64, 64, head_dim)
-        reason = _violation(problem, TileConfig(64, 64, 16, 4, 2), "sm_90", "head_dim")
+        reason = _violation(problem, TileConfig(64, 64, 16, 4, 2, Q_REGS), "sm_90", "head_dim")
         assert f"head_dim={head_dim}" in reason
 
 
+@pytest.mark.parametrize("head_dim", range(16, 129, 16))
+def test_every_multiple_of_16_up_to_128_has_valid_configurations(head_dim: int) -> None:
+    # Rows of 6, 10, 12 or 14 chunks (head_dim 48, 80, 96, 112) do not divide the block's
+    # threads: the copy loops idle the last threads of each pass instead of refusing them.
+    problem = AttentionProblem(1, 1, 64, 64, head_dim)
+    assert FAMILY.space.valid_configs(problem, "sm_90")
+    assert FAMILY.space.is_valid(TileConfig(32, 64, 16, 2, 2, Q_SMEM), problem, "sm_90")
+
+
 def test_smem_bytes_counts_q_and_every_kv_stage_with_row_padding() -> None:
-    config = TileConfig(128, 64, 16, 4, 2)
+    config = TileConfig(128, 64, 16, 4, 2, Q_REGS)
     row_bytes = (64 + space.ROW_PAD_ELEMS) * 2
     assert space.smem_bytes(D64, config) == (128 + 2 * 2 * 64) * row_bytes == 55296
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-@pytest.mark.parametrize("head_dim", [32, 64, 96, 128])
+@pytest.mark.parametrize("head_dim", range(16, 129, 16))
 def test_default_config_is_valid_everywhere(arch: str, head_dim: int) -> None:
     for causal in (False, True):
         problem = AttentionProblem(4, 8, 512, 512, head_dim, causal=causal)
@@ -86,7 +146,7 @@ def test_default_config_of_head_dim_64_uses_two_row_tiles_per_warp() -> None:
 
 def test_launch_geometry_covers_queries_heads_and_batch() -> None:
     problem = AttentionProblem(3, 5, 300, 200, 64)
-    config = TileConfig(128, 64, 16, 4, 2)
+    config = TileConfig(128, 64, 16, 4, 2, Q_SMEM)
     geometry = FAMILY.launch_geometry(problem, config)
     assert geometry.grid == (3, 5, 3)
     assert geometry.block == (128, 1, 1)

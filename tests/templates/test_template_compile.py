@@ -19,12 +19,28 @@ DEFAULT_PROBLEMS: list[Problem] = [
 ]
 # A small sample of each space beyond the defaults: both dtypes, 1-4 stages, generic and
 # specialized sizes, each family's extreme tiles.
+Q_REGS = (("q_in_regs", 1),)
+Q_SMEM = (("q_in_regs", 0),)
 SAMPLE: list[tuple[Problem, TileConfig, bool]] = [
-    (AttentionProblem(1, 2, 77, 130, 64, causal=True), TileConfig(32, 32, 16, 2, 1), True),
-    (AttentionProblem(1, 2, 77, 130, 128, "bf16"), TileConfig(64, 128, 16, 4, 1), False),
-    (AttentionProblem(1, 2, 500, 500, 64, "bf16", True), TileConfig(128, 128, 16, 8, 3), False),
-    (AttentionProblem(1, 2, 300, 300, 128), TileConfig(64, 64, 128, 4, 2), True),
-    (AttentionProblem(1, 2, 300, 300, 64, causal=True), TileConfig(128, 64, 64, 4, 2), False),
+    (AttentionProblem(1, 2, 77, 130, 64, causal=True), TileConfig(32, 32, 16, 2, 1, Q_REGS), True),
+    (AttentionProblem(1, 2, 77, 130, 128, "bf16"), TileConfig(64, 128, 16, 4, 1, Q_SMEM), False),
+    (
+        AttentionProblem(1, 2, 500, 500, 64, "bf16", True),
+        TileConfig(128, 128, 16, 8, 3, Q_REGS),
+        False,
+    ),
+    (AttentionProblem(1, 2, 300, 300, 128), TileConfig(64, 64, 16, 4, 2, Q_REGS), True),
+    (
+        AttentionProblem(1, 2, 300, 300, 64, causal=True),
+        TileConfig(128, 64, 16, 4, 2, Q_REGS),
+        False,
+    ),
+    (AttentionProblem(1, 2, 300, 300, 48), TileConfig(64, 64, 16, 2, 2, Q_REGS), False),
+    (
+        AttentionProblem(1, 2, 300, 300, 112, causal=True),
+        TileConfig(128, 32, 16, 8, 3, Q_SMEM),
+        True,
+    ),
     (GemmProblem(333, 129, 71), TileConfig(32, 32, 16, 2, 2), True),
     (GemmProblem(333, 129, 71, "bf16"), TileConfig(128, 64, 64, 8, 4), False),
     (GemmProblem(4096, 4096, 4096), TileConfig(128, 128, 64, 8, 3), True),

@@ -18,6 +18,9 @@
 //   shuffles     shfl_xor(float v, int lane_mask)          full-warp butterfly
 //   math         fast_exp2(float)                          ex2.approx on device
 //   memory       dynamic_smem() -> char*                   this block's dynamic shared memory
+//   indices      thread_index() -> int                     threadIdx.x, read afresh at each call
+//                (volatile: the compiler neither caches nor hoists it, so values derived from it
+//                need not stay live in registers across a loop)
 //   kernels      TESSERA_KERNEL(name, Params, threads)     declares an extern "C" entry point
 //                TESSERA_EXPORT(name, Params)              after the body; host half emits a launcher
 // plus the CUDA built-ins threadIdx, blockIdx, blockDim, gridDim and __syncthreads().
@@ -136,6 +139,12 @@ TS_DEVICE float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+TS_DEVICE int thread_index() {
+  unsigned tid;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+  return static_cast<int>(tid);
 }
 
 TS_DEVICE char* dynamic_smem() {

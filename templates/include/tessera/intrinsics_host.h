@@ -174,6 +174,8 @@ inline float fast_exp2(float x) { return exp2f(x); }
 
 inline char* dynamic_smem() { return host::active()->smem; }
 
+inline int thread_index() { return static_cast<int>(threadIdx.x); }
+
 }  // namespace tessera
 
 // CUDA math and built-in functions the templates may use, with their host meaning.
