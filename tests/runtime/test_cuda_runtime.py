@@ -14,7 +14,9 @@ from tessera_core.types import AttentionProblem, GemmProblem, TileConfig
 
 FP16_TOLERANCE = 4e-3
 SHAPE = (1, 2, 128, 64)
-CONFIG = TileConfig(block_m=64, block_n=64, block_k=32, num_warps=4, num_stages=2)
+CONFIG = TileConfig(
+    block_m=64, block_n=64, block_k=16, num_warps=4, num_stages=2, options=(("q_in_regs", 1),)
+)
 
 
 def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -20,7 +20,9 @@ from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfi
 TOLERANCE = {"fp16": 4e-3, "bf16": 3e-2}
 DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
 ARCH = "sm_80"  # a GPU machine of another arch never tries to launch the placeholder cubin
-TUNED = TileConfig(block_m=64, block_n=32, block_k=32, num_warps=4, num_stages=2)
+TUNED = TileConfig(
+    block_m=64, block_n=32, block_k=16, num_warps=4, num_stages=2, options=(("q_in_regs", 1),)
+)
 
 
 def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
@@ -121,7 +123,14 @@ def test_forced_config_on_the_emulator_runs_it_and_rejects_an_invalid_one() -> N
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((1, 1, 32, 32)).astype(np.float16) for _ in range(3))
     want, _ = _attention64(q, k, v, False, 1 / np.sqrt(32))
-    forced = {"block_m": 32, "block_n": 32, "block_k": 32, "num_warps": 2, "num_stages": 1}
+    forced = {
+        "block_m": 32,
+        "block_n": 32,
+        "block_k": 16,
+        "num_warps": 2,
+        "num_stages": 1,
+        "q_in_regs": 1,
+    }
     with Runtime(device="emulator") as rt:
         out = rt.attention(q, k, v, config=forced)
         assert _rel_err(out, want) < TOLERANCE["fp16"]
