@@ -27,7 +27,9 @@ from tessera_core.hardware import arch_spec
 
 CXX_STANDARD = "c++17"
 # -v makes ptxas report registers, shared memory, stack and spills into the program log.
-BASE_OPTIONS = (f"-std={CXX_STANDARD}", "--ptxas-options=-v")
+# -default-device: NVRTC 13.0 (the lent GPUs' driver generation) treats an unannotated generic
+# lambda inside a kernel (the GEMM's run_block) as a host function in JIT mode; 13.5 does not.
+BASE_OPTIONS = (f"-std={CXX_STANDARD}", "-default-device", "--ptxas-options=-v")
 
 
 class Compilable(Protocol):
