@@ -26,7 +26,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     def cell(value: Any) -> str:
         if value is None:
             return "-"
-        return f"{value:.1f}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):  # errors are small: keep their digits, times need one
+            return f"{value:.2e}" if 0 < abs(value) < 0.1 else f"{value:.1f}"
+        return str(value)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
