@@ -142,9 +142,9 @@ class _Int16Interface:
 
 
 def _to_runtime(tensor: torch.Tensor) -> Any:
+    tensor = tensor.detach()  # DLPack refuses tensors that require grad (seen on an H200)
     if tensor.is_cuda:
         return _DLPackView(tensor)
-    tensor = tensor.detach()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     return tensor.numpy()
