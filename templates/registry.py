@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from templates.family import Family
 
-FAMILY_NAMES = ("attention", "attention_fwd", "gemm")
+FAMILY_NAMES = ("attention", "attention_fwd", "attention_bwd", "gemm")
 
 
 def get_family(name: str) -> Family:
-    """The family serving `name` ("attention", "attention_fwd" or "gemm").
+    """The family serving `name` ("attention", "attention_fwd", "attention_bwd" or "gemm").
 
     Raises:
         ValueError: naming the known choices when `name` is none of them.
@@ -17,6 +17,10 @@ def get_family(name: str) -> Family:
         from templates.attention.family import FAMILY as attention
 
         return attention
+    if name == "attention_bwd":
+        from templates.attention_bwd.family import FAMILY as attention_bwd
+
+        return attention_bwd
     if name == "gemm":
         from templates.gemm.family import FAMILY as gemm
 

@@ -17,6 +17,9 @@
 //                cp_async_commit(), cp_async_wait<N>()
 //   shuffles     shfl_xor(float v, int lane_mask)          full-warp butterfly
 //   math         fast_exp2(float)                          ex2.approx on device
+//   atomics      atomic_add_f32(float* gmem, float v)      red.global.add.f32 on device; on the
+//                host a plain add (fibers switch only at barriers, blocks run in order, so the
+//                emulator's sum order is fixed and its result reproducible)
 //   memory       dynamic_smem() -> char*                   this block's dynamic shared memory
 //   kernels      TESSERA_KERNEL(name, Params, threads)     declares an extern "C" entry point
 //                TESSERA_EXPORT(name, Params)              after the body; host half emits a launcher
@@ -137,6 +140,8 @@ TS_DEVICE float fast_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+
+TS_DEVICE void atomic_add_f32(float* gmem, float v) { atomicAdd(gmem, v); }
 
 TS_DEVICE char* dynamic_smem() {
   extern __shared__ __align__(128) char tessera_dynamic_smem[];
