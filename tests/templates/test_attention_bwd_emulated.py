@@ -5,8 +5,8 @@ bit for bit; outputs start as NaN, dQ at zero where the kernel adds into it atom
 from __future__ import annotations
 
 import pytest
-from bwd_runs import GRAD_TOL_ULPS, emulated_errors
 
+from generator.grad_check import GRAD_TOL_ULPS, emulated_errors
 from templates.attention_bwd import space
 from tessera_core.types import AttentionBackwardProblem, TileConfig
 

@@ -1,5 +1,5 @@
-"""Shared helpers of the attention_bwd tests: forward outputs as the backward's inputs, emulated
-gradients, float64 reference gradients, normwise errors in units of the dtype's roundoff."""
+"""Checks of attention backward kernels on the emulator: the forward's outputs as the backward's
+inputs, float64 reference gradients, normwise errors in units of the dtype's roundoff u."""
 
 from __future__ import annotations
 
