@@ -26,12 +26,13 @@ MAX_HEAD_DIM = 128
 FLOAT_BYTES = 4
 SMEM_ALIGN_BYTES = 16
 # Per-thread registers the live fragments may take (see fragment_registers); above it ptxas
-# spills. Calibrated with NVRTC on sm_90 (fp16, causal, 2 stages, both dQ modes): every estimate
-# <= 232 compiled without spills (136 -> 182-192 registers, 168 -> 226-244, 232 -> 226-232);
-# estimates of 240 and above spilled for some configuration of each value (the atomic-dQ kernel
-# at 240 and 264 by 16-212 bytes). tests/templates/test_attention_bwd_compile.py re-checks
-# every valid configuration at head_dim 64 and 128 on sm_80 and sm_90.
-FRAGMENT_REGISTER_BUDGET = 232
+# spills. Calibrated with NVRTC on sm_80 and sm_90 (bf16, causal, both dQ modes, 1-2 stages):
+# configurations estimated at 200-232 spill 8-264 bytes on at least one arch (head_dim 96 with
+# 64-row tiles, block_m 128 with atomic dQ), all at 280 and above; every one of the 160 valid
+# configurations at head_dim 16-128 (<= 196) compiles without spills on both (the head_dim 64
+# default: 228 registers on sm_80, 242 on sm_90). tests/templates/test_attention_bwd_compile.py
+# re-checks them (slow).
+FRAGMENT_REGISTER_BUDGET = 196
 
 
 def as_problem(problem: Problem) -> AttentionBackwardProblem:
@@ -88,17 +89,19 @@ def fragment_registers(problem: Problem, config: TileConfig) -> int:
     """32-bit registers per thread held by live fragments, the larger of the two block kinds.
 
     KV block: dK and dV accumulators and S^T, dP^T of its key tiles (key_tiles * (d + block_m)),
-    plus one step's Q and dO (or dO^T and Q^T) B fragments and its K, V A fragments.
-    Query block: S, dP (query_tiles * block_n), dQ (query_tiles * d / 2), K and V B fragments.
+    the K, V A fragments of one step and the packed P^T, dS^T of one step (16 per key tile),
+    one pair of B fragments (8), and the LSE and D of the query columns the lane touches
+    (block_m / 4, hoisted by ptxas). Query block (deterministic only): S, dP (query_tiles *
+    block_n), dQ (query_tiles * d / 2), Q and dO A fragments (8 per query tile), one B pair.
     """
     d = as_problem(problem).head_dim
     bm, bn, warps = config.block_m, config.block_n, config.num_warps
     key_tiles = max(1, bn // (MMA_M * warps))
     query_tiles = max(1, bm // (MMA_M * warps))
-    kv_block = key_tiles * (d + bm) + max(bm, d) // 2 + 8 * key_tiles
+    kv_block = key_tiles * (d + bm) + 16 * key_tiles + 8 + bm // 4
     if not deterministic(config):
         return kv_block
-    q_block = query_tiles * (bn + d // 2) + bn // 2 + 8 * query_tiles
+    q_block = query_tiles * (bn + d // 2) + 8 * query_tiles + 8
     return max(kv_block, q_block)
 
 
@@ -160,8 +163,8 @@ def tile(bm: int, bn: int, warps: int, stages: int, det: int = 0) -> TileConfig:
 def default_config(problem: Problem, arch: str) -> TileConfig:
     """The atomic-dQ kernel with the largest tiles this template fits in registers.
 
-    head_dim <= 64: 64 queries x 64 keys, 4 warps (244 registers on sm_90, no spills);
-    head_dim 128: 32 x 32, 2 warps (232 registers). Falls back to the first valid configuration
+    head_dim <= 64: 64 queries x 64 keys, 4 warps; head_dim above 64: 32 x 32, 2 warps (the
+    larger tiles exceed FRAGMENT_REGISTER_BUDGET). Falls back to the first valid configuration
     in a fixed preference order.
     """
     d = as_problem(problem).head_dim
