@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,14 @@ from generator.host_build import SCHEDULES, Schedule, build_host_library
 from generator.render import RenderedKernel, check_config, render
 from templates.registry import get_family
 from tessera_core.errors import EmulatorError, InvalidConfigError
-from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
+from tessera_core.types import (
+    AttentionBackwardProblem,
+    AttentionProblem,
+    DType,
+    GemmProblem,
+    Problem,
+    TileConfig,
+)
 
 NUMPY_DTYPES: dict[DType, Any] = {
     "fp16": np.dtype(np.float16),
@@ -106,12 +113,14 @@ def run_rendered(
     outputs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
     scale: float | None = None,
     schedules: Sequence[Schedule] = SCHEDULES,
+    accumulators: Collection[str] = (),
 ) -> EmulatedRun:
     """Build (or reuse) the host library of `rendered.source` and launch it over its grid.
 
     The kernel runs once per schedule on fresh buffers; a race-free kernel computes every output
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
-    as NaN so elements the kernel never writes show up in any comparison.
+    as NaN so elements the kernel never writes show up in any comparison, except the outputs
+    named in `accumulators`, which the kernel adds into (atomics): they start as zeros.
 
     Raises:
         CompileError: the host compiler rejected the source.
@@ -132,6 +141,8 @@ def run_rendered(
             buffers[name].array[...] = array
         for name, (shape, dtype) in outputs.items():
             buffers[name] = _GuardedBuffer(name, shape, np.dtype(dtype))  # already NaN
+            if name in accumulators:
+                buffers[name].array[...] = 0
         pointers = {name: buf.address for name, buf in buffers.items()}
         params: ctypes.Structure = family.make_params(problem, pointers=pointers, scale=scale)
         start = time.perf_counter()
@@ -260,6 +271,43 @@ def run_attention(
         problem, q, k, v, scale=scale, config=config, specialized=specialized, arch=arch
     )
     return run.outputs["o"], run.outputs["lse"]
+
+
+def run_attention_backward_problem(
+    problem: AttentionBackwardProblem,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    scale: float | None = None,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> EmulatedRun:
+    """Render the attention backward kernel for `problem` and run it (outputs dq, dk, dv).
+
+    `tensors` holds q, k, v, o, do (in the problem's dtype) and lse (float32), as the forward
+    produced them. dq comes back in float32; dk and dv in the input dtype.
+    """
+    from templates.attention_bwd.space import deterministic
+
+    rendered = _render(problem, config, specialized=specialized, arch=arch)
+    missing = [n for n in ("q", "k", "v", "o", "lse", "do") if n not in tensors]
+    if missing:
+        raise ValueError(f"attention backward tensors: missing {missing}")
+    q, k = tensors["q"], tensors["k"]
+    inputs = {n: _c(tensors[n]) for n in ("q", "k", "v", "o")}
+    inputs["lse"] = _c(np.asarray(tensors["lse"], dtype=np.float32))
+    inputs["dout"] = _c(tensors["do"])
+    return run_rendered(
+        rendered,
+        inputs=inputs,
+        outputs={
+            "dq": (q.shape, np.dtype(np.float32)),
+            "dk": (k.shape, k.dtype),
+            "dv": (k.shape, k.dtype),
+        },
+        scale=scale,
+        accumulators=() if deterministic(rendered.config) else ("dq",),
+    )
 
 
 def run_gemm_problem(

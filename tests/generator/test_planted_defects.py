@@ -15,7 +15,13 @@ from generator import emulator, verify
 from generator.render import render
 from templates.registry import get_family
 from tessera_core.errors import EmulatorError
-from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfig
+from tessera_core.types import (
+    AttentionBackwardProblem,
+    AttentionProblem,
+    GemmProblem,
+    Problem,
+    TileConfig,
+)
 
 ARCH = "sm_90"
 # Enough key tiles (block_n 32 -> 7 tiles) that every pipeline stage is refilled, two query
@@ -289,3 +295,115 @@ def test_a_misaligned_fragment_load_is_named() -> None:
         ),
     )
     assert "ldmatrix: lane 0 row address" in result and "not 16-byte aligned" in result
+
+
+# attention_bwd: several KV blocks add into the same dQ rows (block_n 32 -> 4 KV blocks), two
+# query tiles per KV block, ragged ends, causal.
+BACKWARD = AttentionBackwardProblem(1, 2, 65, 97, 64, causal=True)
+BACKWARD_CONFIG = TileConfig(64, 32, 16, 2, 2, options=(("deterministic", 0),))
+BACKWARD_DETERMINISTIC = TileConfig(64, 32, 16, 2, 2, options=(("deterministic", 1),))
+
+
+def backward_outcome(config: TileConfig, mutate: Mutation | None) -> str:
+    """'pass', or why the (mutated) backward kernel was rejected (any gradient > 8u)."""
+    from generator.grad_check import (
+        GRAD_TOL_ULPS,
+        backward_inputs,
+        grad_errors_ulps,
+        reference_grads,
+    )
+    from templates.attention_bwd.space import deterministic
+
+    rendered = render(get_family("attention_bwd"), BACKWARD, config, specialized=False, arch=ARCH)
+    if mutate is not None:
+        source = mutate(rendered.source)
+        assert source != rendered.source
+        rendered = dataclasses.replace(rendered, source=source)
+    inputs = backward_inputs(BACKWARD, seed=1)
+    q, k = inputs["q"], inputs["k"]
+    try:
+        run = emulator.run_rendered(
+            rendered,
+            inputs={
+                **{n: inputs[n] for n in ("q", "k", "v", "o", "lse")},
+                "dout": inputs["do"],
+            },
+            outputs={
+                "dq": (q.shape, np.dtype("f4")),
+                "dk": (k.shape, k.dtype),
+                "dv": (k.shape, k.dtype),
+            },
+            accumulators=() if deterministic(config) else ("dq",),
+        )
+    except EmulatorError as exc:
+        return f"emulator: {exc}"
+    errors = grad_errors_ulps(BACKWARD, run.outputs, reference_grads(BACKWARD, inputs))
+    bad = {name: err for name, err in errors.items() if not err <= GRAD_TOL_ULPS}
+    return "pass" if not bad else f"verifier: {bad}"
+
+
+@pytest.mark.parametrize("config", [BACKWARD_CONFIG, BACKWARD_DETERMINISTIC], ids=str)
+def test_the_unmodified_backward_kernel_passes(config: TileConfig) -> None:
+    assert backward_outcome(config, None) == "pass"
+
+
+BACKWARD_DEFECTS: dict[str, tuple[TileConfig, Mutation]] = {
+    "dropped-lse-rescale": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "st_acc[kt][mc][2 * h + e] * scale_log2 - col_lse_log2",
+            "st_acc[kt][mc][2 * h + e] * scale_log2",
+        ),
+    ),
+    "dropped-lse-rescale-dq-pass": (
+        BACKWARD_DETERMINISTIC,
+        replace_once(
+            "s_acc[mt][nt][i] * scale_log2 - row_lse_log2", "s_acc[mt][nt][i] * scale_log2"
+        ),
+    ),
+    "dq-store-instead-of-atomic-add": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "tessera::atomic_add_f32(dq_row + t * MMA_N, dq_acc[mt][t][2 * h] * p.softmax_scale);",
+            "dq_row[t * MMA_N] = dq_acc[mt][t][2 * h] * p.softmax_scale;",
+        ),
+    ),
+    "ds-without-d": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "prob * (dpt_acc[kt][mc][2 * h + e] - col_delta)", "prob * dpt_acc[kt][mc][2 * h + e]"
+        ),
+    ),
+    "ds-without-d-dq-pass": (
+        BACKWARD_DETERMINISTIC,
+        replace_once("prob * (dp_acc[mt][nt][i] - row_delta)", "prob * dp_acc[mt][nt][i]"),
+    ),
+    "no-barrier-before-ds-read": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "    __syncthreads();\n    const int row0 = warp * QUERY_TILES * MMA_M;",
+            "    const int row0 = warp * QUERY_TILES * MMA_M;",
+        ),
+    ),
+    "no-barrier-after-row-stats": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "    load_row_stats(m0, do_tile);\n    __syncthreads();",
+            "    load_row_stats(m0, do_tile);",
+        ),
+    ),
+    "causal-mask-off-by-one": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "(CAUSAL && key > m0 + c + causal_offset)",
+            "(CAUSAL && key > m0 + c + causal_offset + 1)",
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(BACKWARD_DEFECTS))
+def test_backward_defect_is_caught(defect: str) -> None:
+    config, mutate = BACKWARD_DEFECTS[defect]
+    result = backward_outcome(config, mutate)
+    assert result != "pass", f"planted defect {defect} went unnoticed"

@@ -17,6 +17,9 @@
 //                cp_async_commit(), cp_async_wait<N>()
 //   shuffles     shfl_xor(float v, int lane_mask)          full-warp butterfly
 //   math         fast_exp2(float)                          ex2.approx on device
+//   atomics      atomic_add_f32(float* gmem, float v)      red.global.add.f32 on device; on the
+//                host a plain add (fibers switch only at barriers, blocks run in order, so the
+//                emulator's sum order is fixed and its result reproducible)
 //   memory       dynamic_smem() -> char*                   this block's dynamic shared memory
 //   indices      thread_index() -> int                     threadIdx.x, read afresh at each call
 //                (volatile: the compiler neither caches nor hoists it, so values derived from it
@@ -146,6 +149,8 @@ TS_DEVICE int thread_index() {
   asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
   return static_cast<int>(tid);
 }
+
+TS_DEVICE void atomic_add_f32(float* gmem, float v) { atomicAdd(gmem, v); }
 
 TS_DEVICE char* dynamic_smem() {
   extern __shared__ __align__(128) char tessera_dynamic_smem[];

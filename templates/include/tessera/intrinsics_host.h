@@ -172,6 +172,10 @@ inline float shfl_xor(float v, int lane_mask, int line = __builtin_LINE()) {
 
 inline float fast_exp2(float x) { return exp2f(x); }
 
+// Blocks run one after another and a block's fibers switch only at barriers and collectives:
+// a plain read-modify-write is atomic here, and the order of the adds is the same every run.
+inline void atomic_add_f32(float* gmem, float v) { *gmem += v; }
+
 inline char* dynamic_smem() { return host::active()->smem; }
 
 inline int thread_index() { return static_cast<int>(threadIdx.x); }

@@ -1,0 +1,128 @@
+"""The attention_bwd family object: Params fields, launch geometry and template variables."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping
+from typing import Any
+
+from templates.attention.family import default_scale
+from templates.attention_bwd import space
+from templates.family import LaunchGeometry, ParamField, params_structure
+from tessera_core.types import Problem, TileConfig
+
+PARAMS_FIELDS: tuple[ParamField, ...] = (
+    ParamField(name="q", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="k", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="v", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="o", c_type="const elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="lse", c_type="const float*", ctype=ctypes.c_void_p),
+    ParamField(name="dout", c_type="const elem_t*", ctype=ctypes.c_void_p),  # dO
+    ParamField(name="dq", c_type="float*", ctype=ctypes.c_void_p),  # fp32 (accumulator)
+    ParamField(name="dk", c_type="elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="dv", c_type="elem_t*", ctype=ctypes.c_void_p),
+    ParamField(name="seq_q", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="seq_kv", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="softmax_scale", c_type="float", ctype=ctypes.c_float),
+)
+POINTER_NAMES = ("q", "k", "v", "o", "lse", "dout", "dq", "dk", "dv")
+# Q, K, V and dO move by cp.async in 16-byte chunks; dK, dV are stored as 4-byte pairs; O, LSE
+# and dQ are read or written one element at a time.
+POINTER_ALIGN_BYTES = {
+    "q": 16,
+    "k": 16,
+    "v": 16,
+    "dout": 16,
+    "o": 2,
+    "lse": 4,
+    "dq": 4,
+    "dk": 4,
+    "dv": 4,
+}
+
+
+class AttentionBackwardFamily:
+    """FlashAttention-2's backward over [batch, heads, seq, head_dim] tensors.
+
+    With the option deterministic=0 the kernel adds into dQ with fp32 atomics, so dQ must be
+    zero-filled before the launch; with deterministic=1 it writes every dQ element once.
+    """
+
+    name = "attention_bwd"
+    op = "attention_bwd"
+    kernel_name = "tessera_attention_bwd"
+    template_path = "attention_bwd/attention_bwd.cu.j2"
+    space = space.SPACE
+    params_fields = PARAMS_FIELDS
+    params_type = params_structure("AttentionBackwardParams", PARAMS_FIELDS)
+
+    def template_context(
+        self, problem: Problem, config: TileConfig, *, specialized: bool
+    ) -> Mapping[str, Any]:
+        p = space.as_problem(problem)
+        return {
+            "kernel_name": self.kernel_name,
+            "params_fields": self.params_fields,
+            "specialized": specialized,
+            "dtype": p.dtype,
+            "causal": p.causal,
+            "head_dim": p.head_dim,
+            "seq_q": p.seq_q,
+            "seq_kv": p.seq_kv,
+            "block_m": config.block_m,
+            "block_n": config.block_n,
+            "num_warps": config.num_warps,
+            "num_stages": config.num_stages,
+            "deterministic": space.deterministic(config),
+            "row_pad_elems": space.ROW_PAD_ELEMS,
+            "floats_offset_bytes": space.floats_offset_bytes(problem, config),
+            "smem_bytes": self.smem_bytes(problem, config),
+        }
+
+    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
+        """Grid (KV blocks [+ query blocks], heads, batch); num_warps warps per block."""
+        return LaunchGeometry(
+            grid=space.grid(problem, config),
+            block=(config.num_threads, 1, 1),
+            smem_bytes=self.smem_bytes(problem, config),
+        )
+
+    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
+        return space.smem_bytes(problem, config)
+
+    def default_config(self, problem: Problem, arch: str) -> TileConfig:
+        return space.default_config(problem, arch)
+
+    def make_params(
+        self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
+    ) -> ctypes.Structure:
+        """Params by value; `scale` defaults to 1/sqrt(head_dim).
+
+        Pointers: q, k, v, o, lse, dout (dO), dq (fp32), dk, dv.
+        """
+        p = space.as_problem(problem)
+        missing = [n for n in POINTER_NAMES if n not in pointers]
+        if missing:
+            raise ValueError(f"attention_bwd make_params: missing pointers {missing}")
+        softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
+        if not softmax_scale > 0.0:
+            raise ValueError(f"softmax scale={softmax_scale}: must be positive")
+        misaligned = [
+            f"{n}=0x{pointers[n]:x} (needs {align}-byte alignment)"
+            for n, align in POINTER_ALIGN_BYTES.items()
+            if pointers[n] % align
+        ]
+        if misaligned:
+            raise ValueError(
+                f"attention_bwd make_params: misaligned tensors {', '.join(misaligned)}; "
+                "pass contiguous tensors that start at an aligned address (copy the view)"
+            )
+        return self.params_type(
+            **{n: pointers[n] for n in POINTER_NAMES},
+            seq_q=p.seq_q,
+            seq_kv=p.seq_kv,
+            softmax_scale=softmax_scale,
+        )
+
+
+FAMILY = AttentionBackwardFamily()

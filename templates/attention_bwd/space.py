@@ -1,0 +1,173 @@
+"""The attention_bwd tile space: parameters, validity rules, exact shared memory, default tiles."""
+
+from __future__ import annotations
+
+from tessera_core.hardware import ceil_div
+from tessera_core.space import (
+    Constraint,
+    Param,
+    Space,
+    grid_within_arch,
+    smem_within_arch,
+    threads_within_arch,
+)
+from tessera_core.types import (
+    DTYPE_BYTES,
+    AttentionBackwardProblem,
+    Problem,
+    TileConfig,
+)
+
+MMA_M = 16  # rows of one mma.m16n8k16 tile
+MMA_K = 16  # reduction depth of one mma (block_k is fixed to it: the kernel has no K chunking)
+MMA_N = 8  # columns of one mma accumulator tile
+ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hit distinct banks
+MAX_HEAD_DIM = 128
+FLOAT_BYTES = 4
+SMEM_ALIGN_BYTES = 16
+# Per-thread registers the live fragments may take (see fragment_registers); above it ptxas
+# spills. Calibrated with NVRTC on sm_80 and sm_90 (bf16, causal, both dQ modes, 1-2 stages):
+# configurations estimated at 200-232 spill 8-264 bytes on at least one arch (head_dim 96 with
+# 64-row tiles, block_m 128 with atomic dQ), all at 280 and above; every one of the 160 valid
+# configurations at head_dim 16-128 (<= 196) compiles without spills on both (the head_dim 64
+# default: 239 registers on sm_80, 246 on sm_90). tests/templates/test_attention_bwd_compile.py
+# re-checks them (slow).
+FRAGMENT_REGISTER_BUDGET = 196
+
+
+def as_problem(problem: Problem) -> AttentionBackwardProblem:
+    """`problem` as an AttentionBackwardProblem; TypeError for any other problem."""
+    if not isinstance(problem, AttentionBackwardProblem):
+        raise TypeError(
+            f"attention_bwd needs an AttentionBackwardProblem, got {type(problem).__name__}"
+        )
+    return problem
+
+
+def deterministic(config: TileConfig) -> bool:
+    """Whether dQ comes from separate query blocks (no atomics) rather than fp32 atomics."""
+    return bool(config.option("deterministic", 0))
+
+
+def kv_blocks(problem: Problem, config: TileConfig) -> int:
+    return ceil_div(as_problem(problem).seq_kv, config.block_n)
+
+
+def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
+    """Launch grid: (KV blocks [+ query blocks when deterministic], heads, batch)."""
+    p = as_problem(problem)
+    blocks = kv_blocks(p, config)
+    if deterministic(config):
+        blocks += ceil_div(p.seq_q, config.block_m)
+    return (blocks, p.heads, p.batch)
+
+
+def floats_offset_bytes(problem: Problem, config: TileConfig) -> int:
+    """Where the query tile's LSE and D (fp32) start: after the larger of the two block kinds'
+    16-bit tiles.
+
+    KV block: K and V tiles, num_stages (Q, dO) tile pairs, dS [block_m][block_n + pad] (atomic
+    dQ only). Query block (deterministic only): Q and dO tiles, num_stages (K, V) tile pairs.
+    """
+    row_bytes = (as_problem(problem).head_dim + ROW_PAD_ELEMS) * DTYPE_BYTES
+    bm, bn, stages = config.block_m, config.block_n, config.num_stages
+    kv_block = (2 * bn + 2 * stages * bm) * row_bytes
+    if deterministic(config):
+        q_block = (2 * bm + 2 * stages * bn) * row_bytes
+        tiles = max(kv_block, q_block)
+    else:
+        tiles = kv_block + bm * (bn + ROW_PAD_ELEMS) * DTYPE_BYTES
+    return ceil_div(tiles, SMEM_ALIGN_BYTES) * SMEM_ALIGN_BYTES
+
+
+def smem_bytes(problem: Problem, config: TileConfig) -> int:
+    """Dynamic shared memory: the 16-bit tiles, then LSE and D of one query tile (fp32)."""
+    return floats_offset_bytes(problem, config) + 2 * config.block_m * FLOAT_BYTES
+
+
+def fragment_registers(problem: Problem, config: TileConfig) -> int:
+    """32-bit registers per thread held by live fragments, the larger of the two block kinds.
+
+    KV block: dK and dV accumulators and S^T, dP^T of its key tiles (key_tiles * (d + block_m)),
+    the K, V A fragments of one step and the packed P^T, dS^T of one step (16 per key tile),
+    one pair of B fragments (8), and the LSE and D of the query columns the lane touches
+    (block_m / 4, hoisted by ptxas). Query block (deterministic only): S, dP (query_tiles *
+    block_n), dQ (query_tiles * d / 2), Q and dO A fragments (8 per query tile), one B pair.
+    """
+    d = as_problem(problem).head_dim
+    bm, bn, warps = config.block_m, config.block_n, config.num_warps
+    key_tiles = max(1, bn // (MMA_M * warps))
+    query_tiles = max(1, bm // (MMA_M * warps))
+    kv_block = key_tiles * (d + bm) + 16 * key_tiles + 8 + bm // 4
+    if not deterministic(config):
+        return kv_block
+    q_block = query_tiles * (bn + d // 2) + 8 * query_tiles + 8
+    return max(kv_block, q_block)
+
+
+def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    d = as_problem(problem).head_dim
+    if d % MMA_K or d > MAX_HEAD_DIM:
+        return f"head_dim={d} must be a multiple of {MMA_K} and at most {MAX_HEAD_DIM}"
+    return None
+
+
+def _warps_tile(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    rows = MMA_M * config.num_warps
+    if config.block_m % rows or config.block_n % rows:
+        return (
+            f"block_m={config.block_m} and block_n={config.block_n} must be multiples of 16 rows "
+            f"x num_warps={config.num_warps} = {rows} (each warp owns whole 16-row key tiles of "
+            "dK, dV and whole 16-row query tiles of dQ)"
+        )
+    return None
+
+
+def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    regs = fragment_registers(problem, config)
+    if regs > FRAGMENT_REGISTER_BUDGET:
+        return (
+            f"block_m={config.block_m}, block_n={config.block_n}, num_warps={config.num_warps}: "
+            f"fragments need {regs} registers per thread > {FRAGMENT_REGISTER_BUDGET} (would "
+            "spill); use more warps or smaller tiles"
+        )
+    return None
+
+
+SPACE = Space(
+    family="attention_bwd",
+    params=(
+        Param("block_m", (32, 64, 128)),
+        Param("block_n", (32, 64, 128)),
+        Param("block_k", (MMA_K,)),
+        Param("num_warps", (2, 4, 8)),
+        Param("num_stages", (1, 2)),
+        Param("deterministic", (0, 1)),
+    ),
+    constraints=(
+        Constraint("head_dim", _head_dim),
+        Constraint("warps_tile_blocks", _warps_tile),
+        Constraint("shared_memory", smem_within_arch(smem_bytes)),
+        Constraint("threads", threads_within_arch),
+        Constraint("grid", grid_within_arch(grid)),
+        Constraint("registers", _registers),
+    ),
+)
+
+
+def tile(bm: int, bn: int, warps: int, stages: int, det: int = 0) -> TileConfig:
+    """A configuration of this space (block_k is fixed to the mma depth)."""
+    return TileConfig(bm, bn, MMA_K, warps, stages, options=(("deterministic", det),))
+
+
+def default_config(problem: Problem, arch: str) -> TileConfig:
+    """The atomic-dQ kernel with the largest tiles this template fits in registers.
+
+    head_dim <= 64: 64 queries x 64 keys, 4 warps; head_dim above 64: 32 x 32, 2 warps (the
+    larger tiles exceed FRAGMENT_REGISTER_BUDGET). Falls back to the first valid configuration
+    in a fixed preference order.
+    """
+    d = as_problem(problem).head_dim
+    preferred = [tile(64, 64, 4, 2)] if d <= 64 else [tile(32, 32, 2, 2)]
+    fallbacks = [tile(64, 32, 2, 2), tile(32, 32, 2, 2), tile(32, 32, 2, 1)]
+    return SPACE.first_valid(preferred + fallbacks, problem, arch)
