@@ -52,9 +52,16 @@ def test_a_budget_covering_the_space_is_exhaustive_then_none():
 
 def test_exhaustion_without_the_exhaustive_mode_still_ends():
     settings = StrategySettings(exhaustive_when_covered=False)
-    searcher = Searcher(SPACE, seed=0, budget=10, settings=settings)
+    searcher = Searcher(SPACE, seed=0, budget=1000, settings=settings)
     seen = drive(searcher, 1000)
-    assert len(seen) == len(SPACE.valid_points)
+    assert len(seen) == len(set(seen)) == len(SPACE.valid_points)
+    assert searcher.exhausted and not searcher.budget_reached
+
+
+def test_the_budget_is_the_study_total():
+    searcher = Searcher(SPACE, seed=0, budget=10)
+    assert len(drive(searcher, 1000)) == 10
+    assert searcher.ask() is None and searcher.budget_reached
 
 
 def test_seeded_sequences_repeat_and_differ_across_seeds():
