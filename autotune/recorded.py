@@ -223,3 +223,38 @@ def load_space(path: Path) -> RecordedSpace:
     if ".csv" in suffixes:
         return _load_csv(path, text)
     return _load_kernel_tuner(path, text)
+
+
+def load_ranking(path: Path) -> list[dict[str, Any]]:
+    """Configurations measured elsewhere, fastest first: a warm start's prior.
+
+    Accepts a recorded space (Kernel Tuner JSON or CSV, see load_space), a tune job's --json
+    output (its "top" rows), or tuning records: a JSON list or JSON lines of objects with a
+    "config" and a "value_ms" or "time_ms" (records without a time are skipped).
+    """
+    text = _read_text(path)
+    if ".csv" in [s.lower() for s in path.suffixes] or '"tune_params"' in text[:100_000]:
+        space = load_space(path)
+        return [space.space.as_dict(v) for v in space.ranking()]
+    rows: list[Any] = []
+    try:
+        data = json.loads(text)
+        rows = data if isinstance(data, list) else data.get("top", [data])
+    except json.JSONDecodeError:
+        try:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise RecordError(
+                f"{path}: not a recorded space, JSON or JSON lines of tuning records ({exc.msg})"
+            ) from None
+    timed = []
+    for row in rows:
+        if isinstance(row, dict) and isinstance(row.get("config"), dict):
+            t = _time_or_none(row.get("value_ms", row.get("time_ms")))
+            if t is not None:
+                timed.append((t, row["config"]))
+    if not timed:
+        raise RecordError(
+            f"{path}: no record with a config and a value_ms/time_ms; expected tuning records"
+        )
+    return [config for _, config in sorted(timed, key=lambda tc: tc[0])]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from autotune.surrogate import GaussianProcess, expected_improvement
 # What a failed evaluation is told as: worse than any real time, so TPE ranks it in its "bad"
 # group (TPE uses ranks, not magnitudes); the GP reads it as the slowest time measured.
 PENALTY_VALUE = 1e30
+log = logging.getLogger(__name__)
 
 Values = tuple[Any, ...]
 
@@ -394,13 +396,18 @@ class Searcher:
         """Report a candidate's value (lower is better) or its failure (value None + reason)."""
         assert self.study is not None
         row = self._row_of(candidate.params)
-        if value is None:
-            candidate.trial.set_user_attr("failure", reason or "failed")
-            if self.settings.penalize_failures:
-                self.study.tell(candidate.trial, PENALTY_VALUE)
+        try:
+            if value is None:
+                candidate.trial.set_user_attr("failure", reason or "failed")
+                if self.settings.penalize_failures:
+                    self.study.tell(candidate.trial, PENALTY_VALUE)
+                else:
+                    self.study.tell(candidate.trial, state=TrialState.FAIL)
             else:
-                self.study.tell(candidate.trial, state=TrialState.FAIL)
-        else:
-            self.study.tell(candidate.trial, value)
+                self.study.tell(candidate.trial, value)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            # Another worker failed this trial as stale (its heartbeat was late) and enqueued a
+            # retry; the retry will measure it again.
+            log.warning("trial %d was closed by another worker: %s", candidate.number, exc)
         if row is not None:
             self._observed[row] = value
