@@ -28,6 +28,7 @@ HEARTBEAT_ATTR = "heartbeat_s"
 DEFAULT_HEARTBEAT_S = 5.0
 DEFAULT_STALE_AFTER_S = 60.0
 URL_FORMS = "sqlite:///FILE, journal:///PATH, or an RDB URL such as postgresql://USER@HOST/DB"
+OPEN_ATTEMPTS = 5
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
 Clock = Callable[[], float]
@@ -60,9 +61,21 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 def open_study(url: str, name: str) -> optuna.Study:
     """Create the study `name` in the storage at `url`, or load it if it exists (resume)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        storage=open_storage(url), study_name=name, direction="minimize", load_if_exists=True
-    )
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return optuna.create_study(
+                storage=open_storage(url),
+                study_name=name,
+                direction="minimize",
+                load_if_exists=True,
+            )
+        except Exception as exc:
+            # Workers starting together race to create the RDB schema ("table already
+            # exists"): the loser opens what the winner made.
+            if type(exc).__module__.split(".")[0] != "sqlalchemy" or attempt == OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def fail_stale_trials(

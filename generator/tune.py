@@ -191,7 +191,10 @@ def _run_workers(request: TuneRequest, workers: int) -> JobResult:
     import multiprocessing
 
     from autotune.job import run
+    from autotune.study import open_study
 
+    assert request.storage is not None
+    open_study(request.storage, request.study_name or request.problem.kernel_key(request.arch))
     context = multiprocessing.get_context("spawn")  # no inherited threads or open connections
     processes = [
         context.Process(
