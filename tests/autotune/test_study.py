@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def postgres_url(tmp_path_factory: pytest.TempPathFactory):
+def postgres_url():
     """A throwaway PostgreSQL cluster on a free port, run as an unprivileged user."""
     pg_ctl, initdb = _pg_bin("pg_ctl"), _pg_bin("initdb")
     if pg_ctl is None or initdb is None:
@@ -171,7 +172,9 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
         "psycopg2", reason='the PostgreSQL driver is missing: pip install -e ".[postgres]"'
     )
     run_as: list[str] = []
-    data = tmp_path_factory.mktemp("pgdata")
+    # Not under pytest's tmp dir: as root that is private to root, and the server runs as
+    # the unprivileged user below.
+    data = Path(tempfile.mkdtemp(prefix="tessera-pg-"))
     if os.geteuid() == 0:  # initdb refuses to run as root
         run_as = ["runuser", "-u", "postgres", "--"]
         shutil.chown(data, user="postgres")
@@ -204,6 +207,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory):
         subprocess.run(
             [*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def test_three_workers_share_one_postgresql_study(postgres_url: str) -> None:
