@@ -1,7 +1,7 @@
 """The search strategy shared by tune() and replay: a surrogate over the enumerated valid set.
 
-Why this design (each choice measured with `python -m autotune.replay` on the four recorded GPU
-spaces, 20 seeds, at 25 and 100 evaluations; the tables are in the replay module's docstring):
+Why this design (measured with `python -m autotune.replay` on the recorded GPU spaces at 25
+and 100 evaluations; the numbers so far are in the replay module's docstring):
 
 - Validity is known before compiling (the space's constraints) and the valid set is small
   enough to enumerate, so the strategy only ever proposes new valid configurations: nothing
@@ -10,7 +10,7 @@ spaces, 20 seeds, at 25 and 100 evaluations; the tables are in the replay module
   ordered choices (tile sizes are ordered numbers, not categories) with expected improvement
   scored on every unevaluated valid point (autotune.surrogate). It replaced multivariate TPE
   over categorical choices ("tpe", still selectable), which treats 64 as no nearer to 48
-  than to 256 and scored lower on every recorded space.
+  than to 256 (A4000: gp 0.842 / 0.950 at 25 / 100 evaluations vs tpe's 0.781 / 0.926).
 - The first evaluations are spread over the valid set (uniform, or the best of a prior
   ranking: a warm start from another GPU's measurements of the same kernel).
 - A failed evaluation (compile error, spill, over-limit resources, wrong result) is told as
