@@ -39,7 +39,12 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from autotune.surrogate import GaussianProcess, expected_improvement
+from autotune.surrogate import (
+    GaussianProcess,
+    expected_improvement,
+    lower_confidence_bound,
+    probability_of_improvement,
+)
 
 # What a failed evaluation is told as: worse than any real time, so TPE ranks it in its "bad"
 # group (TPE uses ranks, not magnitudes); the GP reads it as the slowest time measured.
@@ -75,11 +80,22 @@ class SearchSpace:
         """Every valid point in a stable (cartesian) order (computed once)."""
         return [values for values in self.points() if not self.violations(self.as_dict(values))]
 
-    def features(self, points: Sequence[Values]) -> np.ndarray:
-        """Each point as positions among the ordered choices, in [0, 1]; constants dropped."""
+    def features(self, points: Sequence[Values], *, log_numbers: bool = False) -> np.ndarray:
+        """Each point as positions among the ordered choices, in [0, 1]; constants dropped.
+
+        log_numbers: a parameter whose choices are all positive numbers is placed by the
+        log of its value instead of its index (16, 32, 48, 64: 48 nearer to 64 than to 16).
+        """
         columns = []
         for j, (_, choices) in enumerate(self.params):
             if len(choices) < 2:
+                continue
+            numeric = all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in choices
+            )
+            if log_numbers and numeric:
+                low, high = np.log(min(choices)), np.log(max(choices))
+                columns.append([(np.log(p[j]) - low) / (high - low) for p in points])
                 continue
             index = {choice: i for i, choice in enumerate(choices)}
             columns.append([index[p[j]] / (len(choices) - 1) for p in points])
@@ -97,6 +113,8 @@ class StrategySettings:
     model: Model = "gp"
     initial_points: int = 5  # gp: spread-out evaluations before the model proposes
     gp_fit_steps: int = 15  # gp: Adam steps on the hyperparameters per new observation
+    log_features: bool = False  # gp: place positive numeric choices by log value, not index
+    acquisition: str = "ei"  # gp: "ei", or "multi" (EI, PI and LCB in turn: a portfolio)
     startup_fraction: float = 0.2  # tpe: uniform valid samples before TPE, fraction of budget...
     min_startup: int = 4  # ...but at least this many
     max_startup: int = 12  # ...and at most this many
@@ -106,6 +124,8 @@ class StrategySettings:
     exhaustive_when_covered: bool = True
 
     def __post_init__(self) -> None:
+        if self.acquisition not in ("ei", "multi"):
+            raise ValueError(f"acquisition={self.acquisition!r}: expected ei or multi")
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r}: expected one of {', '.join(MODELS)}")
 
@@ -219,7 +239,7 @@ class Searcher:
         self._valid_idx = np.asarray(
             [self._indices(v) for v in self._valid], dtype=np.float64
         ).reshape(len(self._valid), len(self.space.params))
-        self._features = self.space.features(self._valid)
+        self._features = self.space.features(self._valid, log_numbers=self.settings.log_features)
         self._row = {values: i for i, values in enumerate(self._valid)}
         self._taken = np.zeros(len(self._valid), dtype=bool)
         self._observed: dict[int, float | None] = {}
@@ -388,7 +408,13 @@ class Searcher:
         self._gp.fit_steps = self.settings.gp_fit_steps
         free = np.flatnonzero(~self._taken)
         mean, std = self._gp.predict(self._features[free])
-        score = expected_improvement(mean, std, float(y.min()))
+        turn = ("ei", "pi", "lcb")[len(rows) % 3] if self.settings.acquisition == "multi" else "ei"
+        if turn == "pi":
+            score = probability_of_improvement(mean, std, float(y.min()))
+        elif turn == "lcb":
+            score = lower_confidence_bound(mean, std)
+        else:
+            score = expected_improvement(mean, std, float(y.min()))
         score += self._rng.random(len(free)) * 1e-12  # seeded tie-break
         return int(free[int(np.argmax(score))])
 

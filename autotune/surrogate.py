@@ -46,6 +46,7 @@ class GaussianProcess:
         self._x = np.zeros((0, self.dims))
         self._alpha = np.zeros(0)
         self._chol: np.ndarray = np.zeros((0, 0))
+        self._chol_inv: np.ndarray = np.zeros((0, 0))
         self._adam_m = np.zeros_like(self.theta)
         self._adam_v = np.zeros_like(self.theta)
 
@@ -104,7 +105,8 @@ class GaussianProcess:
             except np.linalg.LinAlgError:
                 noise *= 10.0
         self._x = x
-        self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, y))
+        self._chol_inv = np.linalg.inv(self._chol)  # n <= budget: small, and reused per point
+        self._alpha = self._chol_inv.T @ (self._chol_inv @ y)
 
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         d = self.dims
@@ -118,7 +120,7 @@ class GaussianProcess:
         """Posterior mean and standard deviation at each row of x."""
         ks = self._kernel(x, self._x)
         mean = ks @ self._alpha
-        v = np.linalg.solve(self._chol, ks.T)
+        v = self._chol_inv @ ks.T
         var = math.exp(self.theta[self.dims]) - (v * v).sum(0)
         return mean, np.sqrt(np.maximum(var, 1e-12))
 
@@ -130,6 +132,16 @@ def _norm_pdf(z: np.ndarray) -> np.ndarray:
 def _norm_cdf(z: np.ndarray) -> np.ndarray:
     erf = np.vectorize(math.erf, otypes=[np.float64])
     return 0.5 * (1.0 + erf(z / math.sqrt(2.0)))
+
+
+def probability_of_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
+    """P[f < best] under N(mean, std^2)."""
+    return _norm_cdf((best - mean) / std)
+
+
+def lower_confidence_bound(mean: np.ndarray, std: np.ndarray, beta: float = 2.0) -> np.ndarray:
+    """-(mean - beta * std): larger is more promising (optimistic about uncertain points)."""
+    return -(mean - beta * std)
 
 
 def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
