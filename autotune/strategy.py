@@ -115,6 +115,7 @@ class StrategySettings:
     gp_fit_steps: int = 15  # gp: Adam steps on the hyperparameters per new observation
     log_features: bool = False  # gp: place positive numeric choices by log value, not index
     acquisition: str = "ei"  # gp: "ei", or "multi" (EI, PI and LCB in turn: a portfolio)
+    local_every: int = 0  # gp: every k-th proposal is the best neighbour of the best (0: never)
     startup_fraction: float = 0.2  # tpe: uniform valid samples before TPE, fraction of budget...
     min_startup: int = 4  # ...but at least this many
     max_startup: int = 12  # ...and at most this many
@@ -407,9 +408,20 @@ class Searcher:
         self._gp.fit(self._features[rows], y)
         self._gp.fit_steps = self.settings.gp_fit_steps
         free = np.flatnonzero(~self._taken)
-        mean, std = self._gp.predict(self._features[free])
         turn = ("ei", "pi", "lcb")[len(rows) % 3] if self.settings.acquisition == "multi" else "ei"
-        if turn == "pi":
+        every = self.settings.local_every
+        if every > 0 and len(rows) % every == 0:
+            # A local step: the free neighbours of the best so far (one parameter, one choice
+            # away), the one the model expects fastest.
+            incumbent = self._valid_idx[rows[int(np.argmin(y))]]
+            steps = np.abs(self._valid_idx[free] - incumbent).sum(axis=1)
+            near = free[steps == 1]
+            if len(near):
+                free, turn = near, "mean"
+        mean, std = self._gp.predict(self._features[free])
+        if turn == "mean":
+            score = -mean
+        elif turn == "pi":
             score = probability_of_improvement(mean, std, float(y.min()))
         elif turn == "lcb":
             score = lower_confidence_bound(mean, std)

@@ -103,6 +103,7 @@ def test_features_are_ordered_positions_or_log_values_and_constants_drop():
     "settings",
     [
         StrategySettings(model="gp", acquisition="multi", log_features=True),
+        StrategySettings(model="gp", local_every=2),
         StrategySettings(model="tpe"),
     ],
 )
