@@ -165,6 +165,8 @@ def _print_table(result: JobResult) -> None:
 
 
 def _check_shared(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.warm_start is not None and not args.warm_start.is_file():
+        parser.error(f"--warm-start {args.warm_start}: no such file")
     if args.storage is None:
         if args.workers > 1 or args.study_name is not None:
             parser.error("--workers and --study-name need --storage URL (e.g. journal:///PATH)")
@@ -175,8 +177,6 @@ def _check_shared(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         open_storage(args.storage)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.warm_start is not None and not args.warm_start.is_file():
-        parser.error(f"--warm-start {args.warm_start}: no such file")
 
 
 def _worker(request: TuneRequest) -> None:

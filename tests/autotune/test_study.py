@@ -216,3 +216,24 @@ def postgres_url():
 def test_three_workers_share_one_postgresql_study(postgres_url: str) -> None:
     study = _run_workers(postgres_url, "gemm")
     _check_shared_search(study)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "2"], "--workers and --study-name need --storage URL"),
+        (["--study-name", "s"], "--workers and --study-name need --storage URL"),
+        (["--storage", "redis://h/0"], "unknown scheme 'redis'"),
+        (["--warm-start", "/no/such/records.json"], "--warm-start /no/such/records.json: no such"),
+    ],
+)
+def test_tune_cli_refuses_bad_distributed_arguments_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from generator.tune import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--op", "gemm", "--shape", "64x64x64", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in err
