@@ -159,3 +159,32 @@ def test_warm_start_from_other_records_ranks_by_mean_slowdown(tmp_path: Path) ->
     # The prior's best is the optimum of these identical spaces: found at the first evaluation.
     assert [r.strategy for r in rows] == ["gp+warm", "gp+warm"]
     assert all(r.mean == 1.0 and r.evals_to_95 == 1 for r in rows)
+
+
+def test_warm_start_records_load_from_spaces_job_output_and_tuning_records(tmp_path: Path) -> None:
+    from autotune.recorded import load_ranking
+
+    assert load_ranking(_kernel_tuner_file(tmp_path / "toy.json"))[0] == {
+        "bx": 64,
+        "by": 2,
+        "unroll": 0,
+    }
+    fast, slow = {"block_m": 64}, {"block_m": 128}
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps({"top": [{"config": slow, "time_ms": 2.0}, {"config": fast, "time_ms": 1.0}]})
+    )
+    assert load_ranking(job) == [fast, slow]
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        json.dumps({"config": slow, "value_ms": 3.0})
+        + "\n"
+        + json.dumps({"config": {"block_m": 16}, "value_ms": None, "status": "spill"})
+        + "\n"
+        + json.dumps({"config": fast, "value_ms": 0.5})
+        + "\n"
+    )
+    assert load_ranking(records) == [fast, slow]  # records without a time are skipped
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(RecordError, match="no record with a config and a value_ms/time_ms"):
+        load_ranking(tmp_path / "empty.json")
