@@ -16,12 +16,12 @@ Measured on the four shared spaces, fraction of the optimum at 25 / 100 evaluati
 variants: 6 seeds only, std about 0.05-0.15, so differences under ~0.05 are noise; random:
 20 seeds). Not yet at the 0.85 / 0.95 target on every space; the default is the plain gp row:
 
-| space | gp (default) | gp log_features | gp local_every=3 | random |
-|---|---|---|---|---|
-| convolution_A4000 | 0.747 / 0.965 | 0.826 / 0.981 | 0.735 / 0.963 | 0.735 / 0.833 |
-| convolution_W6600 | 0.909 / 0.939 | 0.835 / 0.940 | 0.744 / 0.885 | 0.654 / 0.821 |
-| convolution_W7800 | 0.735 / 0.904 | 0.701 / 0.914 | 0.804 / 0.954 | 0.770 / 0.837 |
-| gemm_RTX_2080_Ti | 0.850 / 0.963 | 0.850 / 0.963 | 0.828 / 0.967 | 0.794 / 0.875 |
+| space | gp (default) | gp log_features | gp local_every=3 | gp multi | random |
+|---|---|---|---|---|---|
+| convolution_A4000 | 0.747 / 0.965 | 0.826 / 0.981 | 0.735 / 0.963 | 0.737 / 0.916 | 0.735 / 0.833 |
+| convolution_W6600 | 0.909 / 0.939 | 0.835 / 0.940 | 0.744 / 0.885 | 0.758 / 0.913 | 0.654 / 0.821 |
+| convolution_W7800 | 0.735 / 0.904 | 0.701 / 0.914 | 0.804 / 0.954 | 0.775 / 0.885 | 0.770 / 0.837 |
+| gemm_RTX_2080_Ti | 0.850 / 0.963 | 0.850 / 0.963 | 0.828 / 0.967 | 0.895 / 0.978 | 0.794 / 0.875 |
 
 Warm start (`--warm-start others`: each convolution space seeded with the ranking measured on
 the other two GPUs; 6 seeds) against the cold gp column above: A4000 0.996 / 0.998,
