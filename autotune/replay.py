@@ -23,6 +23,9 @@ variants: 6 seeds only, std about 0.05-0.15, so differences under ~0.05 are nois
 | conv_W7800 | 0.735 / 0.904 | 0.701 / 0.914 | 0.804 / 0.954 | 0.775 / 0.885 | 0.770 / 0.837 |
 | gemm_RTX_2080_Ti | 0.850 / 0.963 | 0.850 / 0.963 | 0.828 / 0.967 | 0.895 / 0.978 | 0.794 / 0.875 |
 
+The default over 20 seeds (the done-when command): A4000 0.788 / 0.940, W6600 0.814 / 0.902,
+W7800 0.774 / 0.894, GEMM 0.849 / 0.969; the target is not met on any convolution space.
+
 Warm start (`--warm-start others`: each convolution space seeded with the ranking measured on
 the other two GPUs; 6 seeds) against the cold gp column above: A4000 0.996 / 0.998,
 W6600 0.990 / 0.990, W7800 0.908 / 0.954.
