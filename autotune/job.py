@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cache.entry import KernelPayload
 from cache.store import KernelCache
 from tessera_core.types import Problem, TileConfig
 
@@ -28,6 +28,10 @@ class TuneRequest:
     cache_dir: Path | None = None
     retune: bool = False
     progress: bool = True
+    storage: str | None = None  # Optuna storage URL shared by every worker of one study
+    study_name: str | None = None  # default: the kernel_key
+    warm_start: Path | None = None  # records measured elsewhere (autotune.recorded.load_ranking)
+    prescreen_top_k: int | None = None  # measure only the cost model's k most promising
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -36,6 +40,10 @@ class TuneRequest:
             raise ValueError(f"timeout_s={self.timeout_s}: must be positive seconds")
         if self.jobs is not None and self.jobs < 1:
             raise ValueError(f"jobs={self.jobs}: must be a positive integer")
+        if self.prescreen_top_k is not None and self.prescreen_top_k < 1:
+            raise ValueError(f"prescreen_top_k={self.prescreen_top_k}: must be a positive integer")
+        if self.study_name is not None and self.storage is None:
+            raise ValueError("study_name needs a storage: pass --storage URL as well")
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,25 @@ def run(request: TuneRequest) -> JobResult:
     return _tune_and_store(request, family, cache, kernel_key, current_template, start)
 
 
+def study_records(study: Any) -> tuple[Any, ...]:
+    """Every worker's successful evaluations in a shared study, as the search's records."""
+    from autotune.search import TrialRecord
+    from autotune.strategy import PENALTY_VALUE, spent
+
+    return tuple(
+        TrialRecord(
+            t.number,
+            dict(t.params),
+            "ok",
+            value_ms=float(t.value),
+            kind=None,
+            resources=t.user_attrs.get("resources"),
+        )
+        for t in study.get_trials(deepcopy=False)
+        if spent(t) and t.value is not None and t.value < PENALTY_VALUE
+    )
+
+
 def _tune_and_store(
     request: TuneRequest,
     family: Any,
@@ -156,6 +183,16 @@ def _tune_and_store(
     from generator.render import render
 
     problem, arch = request.problem, request.arch
+    study = None
+    if request.storage is not None:
+        from autotune.study import open_study
+
+        study = open_study(request.storage, request.study_name or kernel_key)
+    prior: list[dict[str, Any]] = []
+    if request.warm_start is not None:
+        from autotune.recorded import load_ranking
+
+        prior = load_ranking(request.warm_start)
     result = tune(
         problem,
         arch=arch,
@@ -164,7 +201,17 @@ def _tune_and_store(
         seed=request.seed,
         jobs=request.jobs,
         progress=request.progress,
+        study=study,
+        prior=prior,
+        prescreen_top_k=request.prescreen_top_k,
     )
+    if study is not None:
+        from autotune.study import DEFAULT_STALE_AFTER_S, wait_until_settled
+
+        # Every worker waits for the study to settle, then all store the same winner through
+        # the cache's single-flight build: one builds and stores it, the others load it.
+        wait_until_settled(study, stale_after_s=DEFAULT_STALE_AFTER_S)
+        result = replace(result, records=study_records(study))
     # Ties (the model often rates configurations alike) go to fewer registers, then less
     # shared memory: the same speed with more headroom for occupancy.
     ok = sorted(
@@ -221,8 +268,17 @@ def _tune_and_store(
         "search": search,
         "leaderboard": [row.to_dict() for row in leaderboard],
     }
-    cache.put(kernel_key, cubin=compiled.cubin, ptx=compiled.ptx, metadata=metadata)
+    if study is None:
+        cache.put(kernel_key, cubin=compiled.cubin, ptx=compiled.ptx, metadata=metadata)
+    else:
+        entry = cache.get_or_build(
+            kernel_key,
+            lambda: KernelPayload(cubin=compiled.cubin, ptx=compiled.ptx, metadata=metadata),
+            arch=arch,
+            template_hash=current_template,
+        )
+        metadata = dict(entry.metadata)
     stored = _from_metadata(
         kernel_key, metadata, cache, time.perf_counter() - start, cache_hit=False
     )
-    return dataclasses.replace(stored, records=tuple(result.records))
+    return replace(stored, records=tuple(result.records))

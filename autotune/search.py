@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,7 +15,13 @@ from tqdm import tqdm
 
 from autotune.job import DEFAULT_TRIALS  # the one default of the job, the CLI and tune()
 from autotune.objective import Objective, ObjectiveKind, choose_objective
-from autotune.strategy import Candidate, Searcher, SearchSpace, StrategySettings
+from autotune.strategy import Candidate, Searcher, SearchSpace, StrategySettings, Values
+from autotune.study import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_STALE_AFTER_S,
+    fail_stale_trials,
+    heartbeat,
+)
 from tessera_core.config import default_jobs
 from tessera_core.errors import (
     CompileError,
@@ -31,6 +39,8 @@ Status = Literal[
 ]
 # compile_fn(problem, configs, *, arch, jobs) -> one compiled kernel or CompileError per config.
 CompileFn = Callable[..., Sequence[Any]]
+# prescreen(problem, configs) -> one score per config, lower is more promising (inf: hopeless).
+PrescreenFn = Callable[[Problem, Sequence[TileConfig]], Sequence[float]]
 MAX_REASONS_LISTED = 12
 
 
@@ -69,17 +79,27 @@ class TuneResult:
     wall_time_s: float
     stopped_by: Literal["trials", "timeout", "exhausted"]
     seed: int
+    prescreened: int | None = None  # valid configurations the prescreen kept (None: no prescreen)
 
 
-def family_search_space(space: Space, problem: Problem, arch: str) -> SearchSpace:
-    """The family's Space for one problem and arch as the strategy's generic SearchSpace."""
+def family_search_space(
+    space: Space, problem: Problem, arch: str, *, keep: frozenset[Values] | None = None
+) -> SearchSpace:
+    """The family's Space for one problem and arch as the strategy's generic SearchSpace.
+
+    keep: when given, only these points are valid (a prescreen's most promising ones).
+    """
+    names = tuple(p.name for p in space.params)
 
     def violations(params: Mapping[str, Any]) -> list[str]:
         try:
             config = TileConfig.from_dict(params)
         except ValueError as exc:
             return [str(exc)]
-        return space.violations(config, problem, arch)
+        found = space.violations(config, problem, arch)
+        if not found and keep is not None and tuple(params[n] for n in names) not in keep:
+            return ["not among the prescreen's most promising configurations"]
+        return found
 
     return SearchSpace(
         params=tuple((p.name, p.choices) for p in space.params), violations=violations
@@ -105,6 +125,37 @@ def _summarise(reasons: Sequence[str]) -> list[str]:
     if len(lines) > MAX_REASONS_LISTED:
         lines = [*lines[:MAX_REASONS_LISTED], f"... and {len(lines) - MAX_REASONS_LISTED} more"]
     return lines
+
+
+def model_prescreen(compile_fn: CompileFn, arch: str, jobs: int) -> PrescreenFn:
+    """Score configurations with the analytical cost model (compiled for real resources)."""
+
+    def prescreen(problem: Problem, configs: Sequence[TileConfig]) -> list[float]:
+        from autotune.objective import ModelObjective
+
+        model = ModelObjective(arch=arch)
+        scores = []
+        for config, outcome in zip(
+            configs, compile_fn(problem, list(configs), arch=arch, jobs=jobs), strict=True
+        ):
+            try:
+                scores.append(model.evaluate(problem, config, outcome).time_ms)
+            except Exception:  # a candidate the model cannot score is simply not kept
+                scores.append(math.inf)
+        return scores
+
+    return prescreen
+
+
+def _prescreened(
+    search_space: SearchSpace, problem: Problem, prescreen: PrescreenFn, top_k: int
+) -> frozenset[Values]:
+    """The `top_k` valid points the prescreen scores best (ties in the space's order)."""
+    valid = search_space.valid_points
+    configs = [TileConfig.from_dict(search_space.as_dict(v)) for v in valid]
+    scores = list(prescreen(problem, configs))
+    order = sorted(range(len(valid)), key=lambda i: (scores[i], i))
+    return frozenset(valid[i] for i in order[:top_k] if math.isfinite(scores[i]))
 
 
 def _no_valid_points(space: SearchSpace) -> list[str]:
@@ -175,6 +226,12 @@ def tune(
     on_trial: Callable[[TrialRecord], None] | None = None,
     space: Space | None = None,
     settings: StrategySettings | None = None,
+    study: Any = None,
+    prior: Sequence[Mapping[str, Any]] = (),
+    prescreen_top_k: int | None = None,
+    prescreen: PrescreenFn | None = None,
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
 ) -> TuneResult:
     """Search `problem`'s tile space on `arch` for the fastest configuration.
 
@@ -188,6 +245,13 @@ def tune(
             default renders with the family's template and calls generator.compile.compile_many.
         on_trial: called with every record as it is made.
         space: default the family's space (templates.registry).
+        study: an Optuna study shared with other workers (autotune.study.open_study): `trials`
+            is then the study's total, and configurations any worker took are never repeated;
+            running trials keep a heartbeat every `heartbeat_s`, and another worker's trial
+            silent for `stale_after_s` is failed and retried once.
+        prior: configurations ranked best first (measured on another GPU): a warm start.
+        prescreen_top_k: measure only the k valid configurations `prescreen` ranks best
+            (default prescreen: the cost model on each compiled candidate).
 
     Raises:
         NoValidConfigError: no candidate was valid, listing why each kind failed.
@@ -206,8 +270,22 @@ def tune(
     objective = objective or choose_objective(arch)
     jobs = max(1, jobs or default_jobs())
     search_space = family_search_space(space, problem, arch)
+    kept: int | None = None
+    if prescreen_top_k is not None:
+        if prescreen_top_k < 1:
+            raise ValueError(f"prescreen_top_k={prescreen_top_k}: must be at least 1")
+        prescreen = prescreen or model_prescreen(compile_fn, arch, jobs)
+        keep = _prescreened(search_space, problem, prescreen, prescreen_top_k)
+        kept = len(keep)
+        search_space = family_search_space(space, problem, arch, keep=keep)
+    names = search_space.names
     searcher = Searcher(
-        search_space, seed=seed, budget=trials, settings=settings or StrategySettings()
+        search_space,
+        seed=seed,
+        budget=trials,
+        settings=settings or StrategySettings(),
+        study=study,
+        prior=[tuple(c[n] for n in names) for c in prior if all(n in c for n in names)],
     )
     if searcher.n_valid == 0:
         raise NoValidConfigError(
@@ -236,6 +314,8 @@ def tune(
             if timeout_s is not None and time.perf_counter() - start >= timeout_s:
                 stopped_by = "timeout"
                 break
+            if study is not None:
+                fail_stale_trials(study, stale_after_s=stale_after_s)
             batch: list[Candidate] = []
             while len(batch) < min(jobs, trials - evaluated):
                 candidate = searcher.ask()
@@ -252,12 +332,23 @@ def tune(
                     )
             searcher.rejections.clear()
             if not batch:
-                stopped_by = "exhausted"
+                stopped_by = "trials" if searcher.budget_reached else "exhausted"
                 break
             configs = [TileConfig.from_dict(c.params) for c in batch]
-            outcomes = compile_fn(problem, configs, arch=arch, jobs=jobs)
-            for candidate, outcome in zip(batch, outcomes, strict=True):
-                rec = _evaluate(candidate, outcome, problem, objective)
+            alive = (
+                heartbeat([c.trial for c in batch], interval_s=heartbeat_s)
+                if study is not None
+                else contextlib.nullcontext()
+            )
+            with alive:
+                outcomes = compile_fn(problem, configs, arch=arch, jobs=jobs)
+                evaluated_batch = [
+                    _evaluate(candidate, outcome, problem, objective)
+                    for candidate, outcome in zip(batch, outcomes, strict=True)
+                ]
+            for candidate, rec in zip(batch, evaluated_batch, strict=True):
+                if rec.resources is not None:
+                    candidate.trial.set_user_attr("resources", rec.resources)
                 searcher.tell(candidate, rec.value_ms, rec.reason)
                 evaluated += 1
                 record(rec)
@@ -294,4 +385,5 @@ def tune(
         wall_time_s=time.perf_counter() - start,
         stopped_by=stopped_by,
         seed=seed,
+        prescreened=kept,
     )

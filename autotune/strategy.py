@@ -1,45 +1,56 @@
-"""The search strategy shared by tune() and replay: seeded Optuna TPE mapped onto valid configs.
+"""The search strategy shared by tune() and replay: a surrogate over the enumerated valid set.
 
-Why this design (each choice measured with `python -m autotune.replay`, 50 seeds, on the two
-recorded GPU spaces at 25 and 100 evaluations; numbers in the replay module's docstring):
+Why this design (measured with `python -m autotune.replay` on the recorded GPU spaces at 25
+and 100 evaluations; the numbers so far are in the replay module's docstring):
 
-- Validity is known before compiling (the space's constraints), so an invalid configuration is
-  never spent as an evaluation: the sampler's invalid proposal is closed as FAIL and replaced
-  by the nearest valid configuration not yet proposed (index distance over the ordered
-  choices). A proposal that repeats an evaluated configuration is replaced the same way, so no
-  configuration is evaluated twice. Telling invalid proposals to TPE as the worst value
-  instead (so it "learns validity") scored lower: its bad group fills with invalid points.
+- Validity is known before compiling (the space's constraints) and the valid set is small
+  enough to enumerate, so the strategy only ever proposes new valid configurations: nothing
+  is spent on an invalid point or a repeat.
+- The default model ("gp") is a Gaussian process on each parameter's position among its
+  ordered choices (tile sizes are ordered numbers, not categories) with expected improvement
+  scored on every unevaluated valid point (autotune.surrogate). It replaced multivariate TPE
+  over categorical choices ("tpe", still selectable), which treats 64 as no nearer to 48
+  than to 256 (A4000 at 25 / 100 evaluations: gp 0.747 / 0.965 over 6 seeds, tpe 0.781 /
+  0.926 over 50; the other spaces' numbers are in autotune.replay).
+- The first evaluations are spread over the valid set (uniform, or the best of a prior
+  ranking: a warm start from another GPU's measurements of the same kernel).
 - A failed evaluation (compile error, spill, over-limit resources, wrong result) is told as
-  the worst value with the reason in the trial's user attrs, so TPE steers away from where
-  candidates fail; closing it as FAIL instead scored lower on the convolution space
-  (0.764 vs 0.781 at 25 evaluations, 0.908 vs 0.926 at 100).
-- The first evaluations (20% of the budget, 4 to 12) are uniform over the *valid* set, not
-  the cartesian product (78% of the GEMM space is invalid); then multivariate TPE, which models
-  the joint effect of tile sizes, warps and stages (they interact through registers and
-  shared memory); its constant liar keeps a batch of `jobs` pending candidates apart.
-  Univariate TPE, more EI candidates, shorter or longer start-ups and interleaved local steps
-  around the best were all tried and were no better.
+  the worst value with the reason in the trial's user attrs; the model sees it as the slowest
+  time measured so far, so it steers away from where candidates fail.
 - When the budget covers every valid configuration the search is exhaustive in a seeded order:
   a model cannot beat measuring everything.
+- Every proposal is an Optuna trial of `study`, which may live in a shared storage (sqlite,
+  journal file, PostgreSQL): the configurations already taken, the observations and the
+  budget are read from the study, so any number of workers can share one search
+  (autotune.study).
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
-# What an invalid proposal or a failed evaluation is told as: worse than any real time, so TPE
-# ranks it in its "bad" group (TPE uses ranks, not magnitudes).
+from autotune.surrogate import (
+    GaussianProcess,
+    expected_improvement,
+    lower_confidence_bound,
+    probability_of_improvement,
+)
+
+# What a failed evaluation is told as: worse than any real time, so TPE ranks it in its "bad"
+# group (TPE uses ranks, not magnitudes); the GP reads it as the slowest time measured.
 PENALTY_VALUE = 1e30
+log = logging.getLogger(__name__)
 
 Values = tuple[Any, ...]
 
@@ -70,21 +81,59 @@ class SearchSpace:
         """Every valid point in a stable (cartesian) order (computed once)."""
         return [values for values in self.points() if not self.violations(self.as_dict(values))]
 
+    def features(self, points: Sequence[Values], *, log_numbers: bool = False) -> np.ndarray:
+        """Each point as positions among the ordered choices, in [0, 1]; constants dropped.
+
+        log_numbers: a parameter whose choices are all positive numbers is placed by the
+        log of its value instead of its index (16, 32, 48, 64: 48 nearer to 64 than to 16).
+        """
+        columns = []
+        for j, (_, choices) in enumerate(self.params):
+            if len(choices) < 2:
+                continue
+            numeric = all(
+                isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in choices
+            )
+            if log_numbers and numeric:
+                low, high = np.log(min(choices)), np.log(max(choices))
+                columns.append([(np.log(p[j]) - low) / (high - low) for p in points])
+                continue
+            index = {choice: i for i, choice in enumerate(choices)}
+            columns.append([index[p[j]] / (len(choices) - 1) for p in points])
+        return np.asarray(columns, dtype=np.float64).T.reshape(len(points), len(columns))
+
+
+Model = Literal["gp", "tpe"]
+MODELS: tuple[Model, ...] = ("gp", "tpe")
+
 
 @dataclass(frozen=True)
 class StrategySettings:
     """The tunables of the strategy itself, chosen with replay (autotune.replay)."""
 
-    startup_fraction: float = 0.2  # uniform valid samples before TPE, as a fraction of budget...
+    model: Model = "gp"
+    initial_points: int = 5  # gp: spread-out evaluations before the model proposes
+    gp_fit_steps: int = 15  # gp: Adam steps on the hyperparameters per new observation
+    log_features: bool = False  # gp: place positive numeric choices by log value, not index
+    acquisition: str = "ei"  # gp: "ei", or "multi" (EI, PI and LCB in turn: a portfolio)
+    local_every: int = 0  # gp: every k-th proposal is the best neighbour of the best (0: never)
+    startup_fraction: float = 0.2  # tpe: uniform valid samples before TPE, fraction of budget...
     min_startup: int = 4  # ...but at least this many
     max_startup: int = 12  # ...and at most this many
-    multivariate: bool = True
-    n_ei_candidates: int = 24
-    penalize_invalid: bool = False  # tell invalid proposals as the worst value, else as FAIL
+    multivariate: bool = True  # tpe
+    n_ei_candidates: int = 24  # tpe
     penalize_failures: bool = True  # tell failed evaluations as the worst value, else as FAIL
     exhaustive_when_covered: bool = True
 
+    def __post_init__(self) -> None:
+        if self.acquisition not in ("ei", "multi"):
+            raise ValueError(f"acquisition={self.acquisition!r}: expected ei or multi")
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r}: expected one of {', '.join(MODELS)}")
+
     def startup(self, budget: int) -> int:
+        if self.model == "gp":
+            return self.initial_points
         return max(self.min_startup, min(self.max_startup, round(self.startup_fraction * budget)))
 
 
@@ -108,14 +157,77 @@ class Rejection:
     repeat: bool
 
 
+class _ProposalSampler(optuna.samplers.BaseSampler):
+    """Returns the configuration the searcher chose (`fixed`), else asks the wrapped sampler."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler | None) -> None:
+        self.base = base or optuna.samplers.RandomSampler()
+        self.fixed: dict[str, Any] | None = None
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if self.fixed is not None:
+            return {}
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if self.fixed is not None:
+            return {}
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        if self.fixed is not None:
+            return self.fixed[param_name]
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+
+# User attrs of trials that were opened but not evaluated: they hold no configuration.
+NOT_EVALUATED = ("duplicate_of", "over_budget", "invalid", "repeat")
+
+
+def spent(trial: FrozenTrial) -> bool:
+    """Whether a trial counts against the budget: evaluated, or being evaluated."""
+    live = trial.state in (TrialState.COMPLETE, TrialState.RUNNING)
+    return live and not any(key in trial.user_attrs for key in NOT_EVALUATED)
+
+
 @dataclass
 class Searcher:
-    """Proposes new valid configurations of `space`, learning from the values it is told."""
+    """Proposes new valid configurations of `space`, learning from the values it is told.
+
+    `study` (default: a new in-memory one) may be shared with other workers through an Optuna
+    storage: the budget is the study's total and what any worker took is never proposed again.
+    `prior` ranks configurations best first (measured on another GPU): the first proposals are
+    its best valid ones instead of uniform samples.
+    """
 
     space: SearchSpace
     seed: int
     budget: int
     settings: StrategySettings = field(default_factory=StrategySettings)
+    study: optuna.Study | None = None
+    prior: Sequence[Values] = ()
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -129,29 +241,41 @@ class Searcher:
         self._valid_idx = np.asarray(
             [self._indices(v) for v in self._valid], dtype=np.float64
         ).reshape(len(self._valid), len(self.space.params))
+        self._features = self.space.features(self._valid, log_numbers=self.settings.log_features)
         self._row = {values: i for i, values in enumerate(self._valid)}
         self._taken = np.zeros(len(self._valid), dtype=bool)
-        self._asked = 0
+        self._observed: dict[int, float | None] = {}
         self.rejections: list[Rejection] = []
+        self.budget_reached = False
         self.exhaustive = self.settings.exhaustive_when_covered and len(self._valid) <= self.budget
         self._order = list(self._rng.permutation(len(self._valid)))
+        self._prior_rows = [self._row[v] for v in self.prior if v in self._row]
         self._startup = self.settings.startup(self.budget)
+        self._gp = GaussianProcess(
+            self._features.shape[1], fit_steps=4 * self.settings.gp_fit_steps
+        )
         self._distributions: dict[str, BaseDistribution] = {
             name: CategoricalDistribution(list(choices)) for name, choices in self.space.params
         }
         # Optuna logs every trial at INFO on stderr, which would bury the progress bar; this
         # is process-wide (Optuna has no per-study switch).
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(
-                seed=self.seed,
-                multivariate=self.settings.multivariate,
-                n_startup_trials=self._startup,
-                n_ei_candidates=self.settings.n_ei_candidates,
-                constant_liar=True,
-            )
-        self.study = optuna.create_study(direction="minimize", sampler=sampler)
+        base: optuna.samplers.BaseSampler | None = None
+        if self.settings.model == "tpe":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                base = optuna.samplers.TPESampler(
+                    seed=self.seed,
+                    multivariate=self.settings.multivariate,
+                    n_startup_trials=self._startup,
+                    n_ei_candidates=self.settings.n_ei_candidates,
+                    constant_liar=True,
+                )
+        self._sampler = _ProposalSampler(base)
+        if self.study is None:
+            self.study = optuna.create_study(direction="minimize", sampler=self._sampler)
+        else:
+            self.study.sampler = self._sampler
 
     @property
     def n_valid(self) -> int:
@@ -164,16 +288,106 @@ class Searcher:
     def _indices(self, values: Values) -> list[int]:
         return [self._index[name][v] for name, v in zip(self.space.names, values, strict=True)]
 
-    def _take(self, row: int) -> Candidate:
-        self._taken[row] = True
-        values = self._valid[row]
-        params = self.space.as_dict(values)
-        self.study.enqueue_trial(params)
+    def _row_of(self, params: Mapping[str, Any]) -> int | None:
+        try:
+            return self._row.get(tuple(params[name] for name in self.space.names))
+        except KeyError:
+            return None
+
+    def _sync(self) -> list[FrozenTrial]:
+        """Read what every worker took and measured; the study's trials in number order."""
+        assert self.study is not None
+        trials = self.study.get_trials(deepcopy=False)
+        self._observed.clear()
+        for trial in trials:
+            row = self._row_of(trial.params)
+            if row is None:
+                continue
+            if spent(trial) or trial.state == TrialState.WAITING:
+                self._taken[row] = True
+            if trial.state == TrialState.COMPLETE and spent(trial):
+                value = trial.value
+                self._observed[row] = None if value is None or value >= PENALTY_VALUE else value
+            elif trial.state == TrialState.FAIL and "failure" in trial.user_attrs:
+                self._taken[row] = True
+                self._observed[row] = None
+        return trials
+
+    def ask(self) -> Candidate | None:
+        """The next configuration to evaluate, never invalid nor a repeat; None when done."""
+        assert self.study is not None
+        while True:
+            trials = self._sync()
+            if sum(spent(t) for t in trials) >= self.budget:
+                self.budget_reached = True
+                return None
+            if self.exhausted:
+                return None
+            trial = self._open_trial()
+            values = tuple(trial.params[name] for name in self.space.names)
+            if self._claimed(trial):
+                return Candidate(trial.number, values, dict(trial.params), trial)
+
+    def _open_trial(self) -> Trial:
+        """A new trial holding the configuration to evaluate (None: the proposal was rejected)."""
+        assert self.study is not None
+        n_taken = int(self._taken.sum())
+        if self.exhaustive:
+            return self._ask_for(next(r for r in self._order if not self._taken[r]))
+        if n_taken < self._startup:
+            free_prior = [r for r in self._prior_rows if not self._taken[r]]
+            if free_prior:
+                return self._ask_for(free_prior[0])
+            return self._ask_for(next(r for r in self._order if not self._taken[r]))
+        if self.settings.model == "gp":
+            return self._ask_for(self._gp_choice())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask(self._distributions)
-        self._asked += 1
-        return Candidate(trial.number, values, params, trial)
+        row = self._row_of(trial.params)
+        if row is not None and not self._taken[row]:
+            return trial
+        reasons = (
+            tuple(self.space.violations(trial.params))
+            if row is None
+            else ("repeats a configuration already proposed",)
+        )
+        trial.set_user_attr("invalid" if row is None else "repeat", list(reasons))
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.rejections.append(
+            Rejection(trial.number, dict(trial.params), reasons, row is not None)
+        )
+        values = tuple(trial.params[name] for name in self.space.names)
+        return self._ask_for(self._nearest_free(values))
+
+    def _ask_for(self, row: int) -> Trial:
+        """Open a trial on one valid row (a waiting retry of another worker comes first)."""
+        assert self.study is not None
+        self._sampler.fixed = self.space.as_dict(self._valid[row])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return self.study.ask(self._distributions)
+        finally:
+            self._sampler.fixed = None
+
+    def _claimed(self, trial: Trial) -> bool:
+        """Whether `trial` is the first live claim of its configuration within the budget."""
+        assert self.study is not None
+        earlier = [t for t in self.study.get_trials(deepcopy=False) if t.number < trial.number]
+        for other in earlier:
+            if spent(other) and other.params == trial.params:
+                trial.set_user_attr("duplicate_of", other.number)
+                self.study.tell(trial, state=TrialState.FAIL)
+                return False
+        if sum(spent(t) for t in earlier) >= self.budget:
+            trial.set_user_attr("over_budget", True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return False
+        row = self._row_of(trial.params)
+        if row is not None:
+            self._taken[row] = True
+        return True
 
     def _nearest_free(self, values: Values) -> int:
         target = np.asarray(self._indices(values), dtype=np.float64)
@@ -182,44 +396,57 @@ class Searcher:
         score[self._taken] = np.inf
         return int(np.argmin(score))
 
-    def ask(self) -> Candidate | None:
-        """The next configuration to evaluate, never invalid nor a repeat; None when exhausted."""
-        if self.exhausted:
-            return None
-        if self.exhaustive or self._asked < self._startup:
-            row = next(r for r in self._order if not self._taken[r])
-            return self._take(row)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            trial = self.study.ask(self._distributions)
-        values = tuple(trial.params[name] for name in self.space.names)
-        row = self._row.get(values)
-        if row is not None and not self._taken[row]:
-            self._taken[row] = True
-            self._asked += 1
-            return Candidate(trial.number, values, dict(trial.params), trial)
-        if row is None:
-            reasons = tuple(self.space.violations(trial.params))
-            trial.set_user_attr("invalid", list(reasons))
-            if self.settings.penalize_invalid:
-                self.study.tell(trial, PENALTY_VALUE)
-            else:
-                self.study.tell(trial, state=TrialState.FAIL)
+    def _gp_choice(self) -> int:
+        """The free valid row of highest expected improvement under the GP of log times."""
+        rows = list(self._observed)
+        times = [self._observed[r] for r in rows]
+        finite = [t for t in times if t is not None]
+        if len(finite) < 2:
+            return next(r for r in self._order if not self._taken[r])
+        worst = max(finite)
+        y = np.log([worst if t is None else t for t in times])
+        y = (y - y.mean()) / (y.std() + 1e-12)
+        self._gp.fit(self._features[rows], y)
+        self._gp.fit_steps = self.settings.gp_fit_steps
+        free = np.flatnonzero(~self._taken)
+        turn = ("ei", "pi", "lcb")[len(rows) % 3] if self.settings.acquisition == "multi" else "ei"
+        every = self.settings.local_every
+        if every > 0 and len(rows) % every == 0:
+            # A local step: the free neighbours of the best so far (one parameter, one choice
+            # away), the one the model expects fastest.
+            incumbent = self._valid_idx[rows[int(np.argmin(y))]]
+            steps = np.abs(self._valid_idx[free] - incumbent).sum(axis=1)
+            near = free[steps == 1]
+            if len(near):
+                free, turn = near, "mean"
+        mean, std = self._gp.predict(self._features[free])
+        if turn == "mean":
+            score = -mean
+        elif turn == "pi":
+            score = probability_of_improvement(mean, std, float(y.min()))
+        elif turn == "lcb":
+            score = lower_confidence_bound(mean, std)
         else:
-            reasons = ("repeats a configuration already proposed",)
-            self.study.tell(trial, state=TrialState.FAIL)
-        self.rejections.append(
-            Rejection(trial.number, dict(trial.params), reasons, row is not None)
-        )
-        return self._take(self._nearest_free(values))
+            score = expected_improvement(mean, std, float(y.min()))
+        score += self._rng.random(len(free)) * 1e-12  # seeded tie-break
+        return int(free[int(np.argmax(score))])
 
     def tell(self, candidate: Candidate, value: float | None, reason: str | None = None) -> None:
         """Report a candidate's value (lower is better) or its failure (value None + reason)."""
-        if value is None:
-            candidate.trial.set_user_attr("failure", reason or "failed")
-            if self.settings.penalize_failures:
-                self.study.tell(candidate.trial, PENALTY_VALUE)
+        assert self.study is not None
+        row = self._row_of(candidate.params)
+        try:
+            if value is None:
+                candidate.trial.set_user_attr("failure", reason or "failed")
+                if self.settings.penalize_failures:
+                    self.study.tell(candidate.trial, PENALTY_VALUE)
+                else:
+                    self.study.tell(candidate.trial, state=TrialState.FAIL)
             else:
-                self.study.tell(candidate.trial, state=TrialState.FAIL)
-        else:
-            self.study.tell(candidate.trial, value)
+                self.study.tell(candidate.trial, value)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            # Another worker failed this trial as stale (its heartbeat was late) and enqueued a
+            # retry; the retry will measure it again.
+            log.warning("trial %d was closed by another worker: %s", candidate.number, exc)
+        if row is not None:
+            self._observed[row] = value

@@ -28,7 +28,7 @@ def recorded(request):
     return load_space(path)
 
 
-@pytest.mark.parametrize("strategy", ["tpe", "random"])
+@pytest.mark.parametrize("strategy", ["gp", "tpe", "random"])
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_replay_fraction_of_optimum(benchmark, recorded, budget, strategy):
     rows = benchmark.pedantic(

@@ -27,7 +27,7 @@ from tessera_core.errors import TesseraError, UsageError
 from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
 
 if TYPE_CHECKING:  # at run time main imports the job lazily, like build_parser does
-    from autotune.job import JobResult
+    from autotune.job import JobResult, TuneRequest
 
 EXIT_NO_VALID = 3
 PROG = "python -m generator.tune"
@@ -101,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--retune", action="store_true", help="search even on a cache hit")
     parser.add_argument("--json", action="store_true", help="print one JSON object per problem")
+    shared = parser.add_argument_group("distributed tuning (one Optuna study, many workers)")
+    shared.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage every worker shares: sqlite:///FILE, journal:///PATH or an RDB URL "
+        "such as postgresql://USER@HOST/DB; --trials is then the study's total",
+    )
+    shared.add_argument(
+        "--study-name", metavar="NAME", help="study in the storage (default: the kernel_key)"
+    )
+    shared.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        default=1,
+        help="local worker processes on the study (needs --storage; seeds seed..seed+N-1)",
+    )
+    parser.add_argument(
+        "--warm-start",
+        type=Path,
+        metavar="RECORDS",
+        help="start from configurations measured elsewhere (a Kernel Tuner file, CSV, or "
+        "tuning records / --json output of another GPU)",
+    )
     return parser
 
 
@@ -165,6 +188,56 @@ def _print_table(result: JobResult) -> None:
     print(f"  stored in {result.cache_dir}")
 
 
+def _check_shared(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.warm_start is not None and not args.warm_start.is_file():
+        parser.error(f"--warm-start {args.warm_start}: no such file")
+    if args.storage is None:
+        if args.workers > 1 or args.study_name is not None:
+            parser.error("--workers and --study-name need --storage URL (e.g. journal:///PATH)")
+        return
+    from autotune.study import open_storage
+
+    try:
+        open_storage(args.storage)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _worker(request: TuneRequest) -> None:
+    from autotune.job import run
+
+    run(request)
+
+
+def _run_workers(request: TuneRequest, workers: int) -> JobResult:
+    """Run `workers` processes on one shared study, then serve the stored winner."""
+    import dataclasses
+    import multiprocessing
+
+    from autotune.job import run
+    from autotune.study import open_study
+
+    assert request.storage is not None
+    open_study(request.storage, request.study_name or request.problem.kernel_key(request.arch))
+    context = multiprocessing.get_context("spawn")  # no inherited threads or open connections
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(dataclasses.replace(request, seed=request.seed + i, progress=False),),
+            name=f"tessera-tune-worker-{i}",
+        )
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [p.name for p in processes if p.exitcode != 0]
+    if failed:
+        raise TesseraError(f"tune workers failed: {', '.join(failed)}; see their errors above")
+    return run(dataclasses.replace(request, retune=False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     from autotune.job import TuneRequest, run
@@ -172,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_shared(args, parser)
     problems = _problems(args, parser)
     if args.arch is None:
         from generator.toolchain import default_arch
@@ -200,9 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 cache_dir=args.cache_dir,
                 retune=args.retune,
-                progress=not args.json,
+                progress=not args.json and args.workers == 1,
+                storage=args.storage,
+                study_name=args.study_name,
+                warm_start=args.warm_start,
             )
-            result = run(request)
+            result = run(request) if args.workers == 1 else _run_workers(request, args.workers)
         except NoValidConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = EXIT_NO_VALID

@@ -256,3 +256,32 @@ def test_unexpected_errors_propagate():
 
     with pytest.raises(RuntimeError, match="bug in the objective"):
         run(make_space(), objective=SyntheticObjective(fail=boom))
+
+
+def _distance(problem, configs):
+    return [
+        sum((math.log2(getattr(c, f)) - math.log2(getattr(OPTIMUM, f))) ** 2 for f in c.FIELDS)
+        for c in configs
+    ]
+
+
+def test_prescreen_measures_only_the_models_top_k():
+    objective = SyntheticObjective()
+    result = run(
+        make_space(wide=True),
+        objective=objective,
+        trials=10,
+        prescreen_top_k=4,
+        prescreen=_distance,
+    )
+    # The budget covers the 4 kept configurations: measured exhaustively, 6 evaluations saved.
+    assert result.prescreened == 4 and result.trials_run == 4
+    assert result.stopped_by == "exhausted"
+    assert result.best_config == OPTIMUM
+    assert len(objective.calls) == 4
+
+
+def test_a_warm_start_measures_the_priors_best_first():
+    prior = [OPTIMUM.to_dict(), {"block_m": 999}]  # entries that do not fit the space are skipped
+    result = run(make_space(wide=True), trials=3, jobs=1, prior=prior)
+    assert result.records[0].config == OPTIMUM.to_dict()

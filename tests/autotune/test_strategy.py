@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from autotune.strategy import Searcher, SearchSpace, StrategySettings
 
 PARAMS = (("x", (1, 2, 4, 8, 16, 32)), ("y", (1, 2, 4, 8, 16, 32)), ("flag", (0, 1)))
@@ -52,9 +56,16 @@ def test_a_budget_covering_the_space_is_exhaustive_then_none():
 
 def test_exhaustion_without_the_exhaustive_mode_still_ends():
     settings = StrategySettings(exhaustive_when_covered=False)
-    searcher = Searcher(SPACE, seed=0, budget=10, settings=settings)
+    searcher = Searcher(SPACE, seed=0, budget=1000, settings=settings)
     seen = drive(searcher, 1000)
-    assert len(seen) == len(SPACE.valid_points)
+    assert len(seen) == len(set(seen)) == len(SPACE.valid_points)
+    assert searcher.exhausted and not searcher.budget_reached
+
+
+def test_the_budget_is_the_study_total():
+    searcher = Searcher(SPACE, seed=0, budget=10)
+    assert len(drive(searcher, 1000)) == 10
+    assert searcher.ask() is None and searcher.budget_reached
 
 
 def test_seeded_sequences_repeat_and_differ_across_seeds():
@@ -73,3 +84,38 @@ def test_failures_are_told_without_a_value_and_the_search_goes_on():
         searcher.tell(candidate, None if i % 2 else bowl(candidate.values), "compile error")
     failed = [t for t in searcher.study.trials if t.user_attrs.get("failure")]
     assert len(failed) == 10
+
+
+def test_features_are_ordered_positions_or_log_values_and_constants_drop():
+    space = SearchSpace(
+        params=(("b", (16, 32, 48, 64)), ("c", (7,)), ("k", ("a", "z"))), violations=lambda p: []
+    )
+    points = [(16, 7, "a"), (48, 7, "z"), (64, 7, "a")]
+    index = space.features(points)
+    assert index.shape == (3, 2)
+    assert index[:, 0].tolist() == [0.0, 2 / 3, 1.0] and index[:, 1].tolist() == [0.0, 1.0, 0.0]
+    log = space.features(points, log_numbers=True)
+    assert log[1, 0] == pytest.approx((math.log(48) - math.log(16)) / (math.log(64) - math.log(16)))
+    assert log[:, 1].tolist() == [0.0, 1.0, 0.0]  # strings stay positions
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        StrategySettings(model="gp", acquisition="multi", log_features=True),
+        StrategySettings(model="gp", local_every=2),
+        StrategySettings(model="tpe"),
+    ],
+)
+def test_every_model_finds_the_bowls_minimum_without_repeats(settings):
+    searcher = Searcher(SPACE, seed=4, budget=30, settings=settings)
+    seen = drive(searcher, 30)
+    assert len(seen) == len(set(seen)) == 30
+    assert (8, 4, 0) in seen
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(ValueError, match="model='bo'"):
+        StrategySettings(model="bo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="acquisition='ucb'"):
+        StrategySettings(acquisition="ucb")
