@@ -46,7 +46,7 @@ def carried_register_budget(arch: str, num_stages: int) -> int:
         return ONE_STAGE_CARRIED_REGISTER_BUDGET
     if num_stages >= 3:
         return LATE_REFILL_CARRIED_REGISTER_BUDGET
-    return CARRIED_REGISTER_BUDGET[arch_spec(arch).arch]
+    return CARRIED_REGISTER_BUDGET[arch_spec(arch).arch.removesuffix("a")]  # sm_90a: sm_90
 
 
 def as_problem(problem: Problem) -> AttentionProblem:

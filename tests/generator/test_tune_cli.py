@@ -77,7 +77,7 @@ def test_a_trace_of_only_malformed_lines_is_counted_and_refused(tmp_path: Path) 
     assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
     warning, error = result.stderr.splitlines()
     assert warning.endswith("skipped 3 malformed line(s)")
-    assert error.endswith("the trace holds no successful calls (see --help)")
+    assert "the trace holds no successful call" in error and error.endswith("(see --help)")
 
 
 def _default_sigint() -> None:
