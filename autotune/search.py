@@ -11,14 +11,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from optuna.trial import TrialState
 from tqdm import tqdm
 
 from autotune.job import DEFAULT_TRIALS  # the one default of the job, the CLI and tune()
 from autotune.objective import Objective, ObjectiveKind, choose_objective
-from autotune.strategy import Candidate, Searcher, SearchSpace, StrategySettings, Values
+from autotune.strategy import (
+    PENALTY_VALUE,
+    Candidate,
+    Searcher,
+    SearchSpace,
+    StrategySettings,
+    Values,
+    spent,
+)
 from autotune.study import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STALE_AFTER_S,
+    claim_lock,
     fail_stale_trials,
     heartbeat,
 )
@@ -158,6 +168,20 @@ def _prescreened(
     return frozenset(valid[i] for i in order[:top_k] if math.isfinite(scores[i]))
 
 
+def _study_best(study: Any, names: Sequence[str]) -> TrialRecord | None:
+    """The best evaluation any worker of a shared study recorded, as this worker's record."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if spent(t) and t.value is not None and t.value < PENALTY_VALUE
+    ]
+    if not done:
+        return None
+    best = min(done, key=lambda t: t.value)
+    config = {name: best.params[name] for name in names}
+    return TrialRecord(best.number, config, "ok", "", value_ms=float(best.value))
+
+
 def _no_valid_points(space: SearchSpace) -> list[str]:
     """Why every point of `space` is invalid, most frequent rule first."""
     reasons = []
@@ -286,6 +310,7 @@ def tune(
         settings=settings or StrategySettings(),
         study=study,
         prior=[tuple(c[n] for n in names) for c in prior if all(n in c for n in names)],
+        claim_lock=claim_lock(study),
     )
     if searcher.n_valid == 0:
         raise NoValidConfigError(
@@ -365,6 +390,8 @@ def tune(
         if owned and close is not None:
             close()
 
+    if (best is None or best.value_ms is None) and study is not None:
+        best = _study_best(study, search_space.names) or best  # the others spent the budget
     if best is None or best.value_ms is None:
         failures = [f"{r.status}: {r.reason}" for r in records if r.status != "ok"]
         raise NoValidConfigError(

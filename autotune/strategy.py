@@ -27,11 +27,13 @@ and 100 evaluations; the numbers so far are in the replay module's docstring):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -228,6 +230,9 @@ class Searcher:
     settings: StrategySettings = field(default_factory=StrategySettings)
     study: optuna.Study | None = None
     prior: Sequence[Values] = ()
+    # Held from reading the shared study's claims to writing this worker's own (see
+    # autotune.study.claim_lock); without it two workers could claim one configuration.
+    claim_lock: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -317,15 +322,17 @@ class Searcher:
         """The next configuration to evaluate, never invalid nor a repeat; None when done."""
         assert self.study is not None
         while True:
-            trials = self._sync()
-            if sum(spent(t) for t in trials) >= self.budget:
-                self.budget_reached = True
-                return None
-            if self.exhausted:
-                return None
-            trial = self._open_trial()
-            values = tuple(trial.params[name] for name in self.space.names)
-            if self._claimed(trial):
+            with self.claim_lock():
+                trials = self._sync()
+                if sum(spent(t) for t in trials) >= self.budget:
+                    self.budget_reached = True
+                    return None
+                if self.exhausted:
+                    return None
+                trial = self._open_trial()
+                values = tuple(trial.params[name] for name in self.space.names)
+                claimed = self._claimed(trial)
+            if claimed:
                 return Candidate(trial.number, values, dict(trial.params), trial)
 
     def _open_trial(self) -> Trial:

@@ -13,12 +13,18 @@ all storages keeps the journal file and PostgreSQL paths the same.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
+from typing import Any
 
+import filelock
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
@@ -58,17 +64,63 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     raise ValueError(f"--storage {url!r}: unknown scheme {scheme!r}; expected {URL_FORMS}")
 
 
+# The claim lock of each study opened here (see claim_lock), keyed weakly by the study.
+_CLAIM_LOCKS: weakref.WeakKeyDictionary[optuna.Study, Callable[[], ContextManager[object]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def claim_lock(study: optuna.Study | None) -> Callable[[], ContextManager[object]]:
+    """The lock a worker holds from reading the study's claims to writing its own, so two
+    workers can never claim one configuration: a file lock beside a journal or SQLite file, a
+    PostgreSQL advisory lock on the study's name; no lock for a study of this process only."""
+    if study is None:
+        return contextlib.nullcontext
+    return _CLAIM_LOCKS.get(study, contextlib.nullcontext)
+
+
+def _make_claim_lock(url: str, name: str) -> Callable[[], ContextManager[object]]:
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.split("+")[0].lower()
+    if scheme in ("journal", "sqlite"):
+        path = rest.removeprefix("/") if scheme == "sqlite" else rest
+        lock = filelock.FileLock(f"{path}.claims.lock")
+        return lambda: lock
+    if scheme.startswith("postgres"):
+        return functools.partial(_pg_advisory_lock, url, name)
+    return contextlib.nullcontext
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str, name: str) -> Iterator[None]:
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    engine = _pg_engines.get(url) or _pg_engines.setdefault(url, sqlalchemy.create_engine(url))
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+
+_pg_engines: dict[str, Any] = {}
+
+
 def open_study(url: str, name: str) -> optuna.Study:
     """Create the study `name` in the storage at `url`, or load it if it exists (resume)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 storage=open_storage(url),
                 study_name=name,
                 direction="minimize",
                 load_if_exists=True,
             )
+            _CLAIM_LOCKS[study] = _make_claim_lock(url, name)
+            return study
         except Exception as exc:
             # Workers starting together race to create the RDB schema ("table already
             # exists"): the loser opens what the winner made.
