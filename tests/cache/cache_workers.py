@@ -80,7 +80,7 @@ def stress_worker(task: tuple[str, int, int, list[str], int]) -> dict[str, Any]:
     rng = random.Random(1000 + worker_id)
     cache = KernelCache(cache_dir=cache_dir, read_only_dirs=(), memo=False, touch_interval_s=0.0)
     puts: list[tuple[str, str, float]] = []
-    prune_starts: list[float] = []
+    prune_ends: list[float] = []  # a prune evicts between its start and its end
     errors: list[str] = []
     counts = {"get": 0, "hit": 0, "put": 0, "prune": 0}
     for seq in range(n_ops):
@@ -100,9 +100,9 @@ def stress_worker(task: tuple[str, int, int, list[str], int]) -> dict[str, Any]:
             puts.append((key, version, time.time()))
         else:
             counts["prune"] += 1
-            prune_starts.append(time.time())
             cache.prune(max_bytes=prune_bytes)
-    return {"puts": puts, "prune_starts": prune_starts, "errors": errors, "counts": counts}
+            prune_ends.append(time.time())
+    return {"puts": puts, "prune_ends": prune_ends, "errors": errors, "counts": counts}
 
 
 def build_counting(build_dir: str, kernel_key: str, hold_s: float) -> tuple[KernelPayload, str]:
