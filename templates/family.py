@@ -70,3 +70,30 @@ class ParamField:
 def params_structure(name: str, fields: tuple[ParamField, ...]) -> type[ctypes.Structure]:
     """The ctypes.Structure laid out exactly as the C struct rendered from the same `fields`."""
     return type(name, (ctypes.Structure,), {"_fields_": [(f.name, f.ctype) for f in fields]})
+
+
+def checked_pointers(
+    family: str,
+    pointers: Mapping[str, int],
+    names: tuple[str, ...],
+    align_bytes: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """The device pointers `names` of a launch, each present and aligned as the kernel needs.
+
+    Raises:
+        ValueError: naming the family and the missing or misaligned pointers.
+    """
+    missing = [n for n in names if n not in pointers]
+    if missing:
+        raise ValueError(f"{family} make_params: missing pointers {missing}")
+    misaligned = [
+        f"{n}=0x{pointers[n]:x} (needs {align}-byte alignment)"
+        for n, align in (align_bytes or {}).items()
+        if pointers[n] % align
+    ]
+    if misaligned:
+        raise ValueError(
+            f"{family} make_params: misaligned tensors {', '.join(misaligned)}; "
+            "pass contiguous tensors that start at an aligned address (copy the view)"
+        )
+    return {n: pointers[n] for n in names}

@@ -8,7 +8,7 @@ from typing import Any
 
 from templates.attention.family import default_scale
 from templates.attention_bwd import space
-from templates.family import LaunchGeometry, ParamField, params_structure
+from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
 from tessera_core.types import Problem, TileConfig
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
@@ -101,24 +101,12 @@ class AttentionBackwardFamily:
         Pointers: q, k, v, o, lse, dout (dO), dq (fp32), dk, dv.
         """
         p = space.as_problem(problem)
-        missing = [n for n in POINTER_NAMES if n not in pointers]
-        if missing:
-            raise ValueError(f"attention_bwd make_params: missing pointers {missing}")
         softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
         if not softmax_scale > 0.0:
             raise ValueError(f"softmax scale={softmax_scale}: must be positive")
-        misaligned = [
-            f"{n}=0x{pointers[n]:x} (needs {align}-byte alignment)"
-            for n, align in POINTER_ALIGN_BYTES.items()
-            if pointers[n] % align
-        ]
-        if misaligned:
-            raise ValueError(
-                f"attention_bwd make_params: misaligned tensors {', '.join(misaligned)}; "
-                "pass contiguous tensors that start at an aligned address (copy the view)"
-            )
+        checked = checked_pointers(self.name, pointers, POINTER_NAMES, POINTER_ALIGN_BYTES)
         return self.params_type(
-            **{n: pointers[n] for n in POINTER_NAMES},
+            **checked,
             seq_q=p.seq_q,
             seq_kv=p.seq_kv,
             softmax_scale=softmax_scale,

@@ -6,7 +6,7 @@ import ctypes
 from collections.abc import Mapping
 from typing import Any
 
-from templates.family import LaunchGeometry, ParamField, params_structure
+from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
 from templates.gemm import space
 from tessera_core.types import Problem, TileConfig
 
@@ -76,9 +76,7 @@ class GemmFamily:
         p = space.as_problem(problem)
         if scale is not None:
             raise ValueError("gemm make_params: scale applies to attention only")
-        missing = [n for n in POINTER_NAMES if n not in pointers]
-        if missing:
-            raise ValueError(f"gemm make_params: missing pointers {missing}")
+        checked_pointers(self.name, pointers, POINTER_NAMES)
         return self.params_type(**{n: pointers[n] for n in POINTER_NAMES}, m=p.m, n=p.n, k=p.k)
 
 

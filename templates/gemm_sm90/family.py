@@ -6,7 +6,7 @@ import ctypes
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from templates.family import LaunchGeometry, ParamField, params_structure
+from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
 from templates.gemm_sm90 import space
 from templates.tma import TensorMap2D, TensorMapBytes
 from tessera_core.types import DTYPE_BYTES, GemmProblem, Problem, TileConfig
@@ -99,9 +99,7 @@ class GemmSm90Family:
         p = space.as_problem(problem)
         if scale is not None:
             raise ValueError("gemm_sm90 make_params: scale applies to attention only")
-        missing = [n for n in POINTER_NAMES if n not in pointers]
-        if missing:
-            raise ValueError(f"gemm_sm90 make_params: missing pointers {missing}")
+        checked_pointers(self.name, pointers, POINTER_NAMES)
         if tensor_map_encoding not in ("host", "driver"):
             raise ValueError(
                 f"tensor_map_encoding={tensor_map_encoding!r}: expected 'host' or 'driver'"
