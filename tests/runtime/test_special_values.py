@@ -74,8 +74,6 @@ CASES: dict[str, Callable[[Inputs], None]] = {
 }
 # The kernel writes LSE = -inf whenever the row's softmax denominator is not > 0, so a NaN
 # denominator (a NaN or +inf score) gives -inf where PyTorch and tier 1 give NaN or +inf.
-KERNEL_LSE_DIFFERS = "attention_fwd.cu.j2 writes LSE=-inf for a row whose denominator is NaN"
-LSE_XFAIL = {"nan_q", "nan_k", "posinf_q", "neginf_q", "posinf_k", "neginf_k"}
 
 
 def _problem(causal: bool) -> AttentionProblem:
@@ -200,12 +198,7 @@ def test_output_specials_agree_with_tier_1(
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KERNEL_LSE_DIFFERS))
-        if n in LSE_XFAIL
-        else n
-        for n in sorted(CASES)
-    ],
+    sorted(CASES),
 )
 @pytest.mark.parametrize("tier", [2, 3])
 def test_lse_specials_agree_with_tier_1(
