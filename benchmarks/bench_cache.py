@@ -7,17 +7,14 @@ Numbers only, no timed assertions. Entries have a realistic size (64 KiB cubin, 
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fresh_process import bench_fresh_process
 
 from cache import KernelCache
 
@@ -83,24 +80,9 @@ print(json.dumps({"import_ms": (t1 - t0) * 1e3, "first_get_ms": (t2 - t1) * 1e3}
 
 def test_get_in_a_fresh_process(benchmark: Any, filled: Path) -> None:
     """Whole interpreter per round; extra_info holds the in-child import and first-get times."""
-    samples: list[dict[str, float]] = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    def run() -> None:
-        out = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(filled), KEY],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        samples.append(json.loads(out.stdout))
-
-    benchmark.pedantic(run, rounds=10, iterations=1)
-    for name in ("import_ms", "first_get_ms"):
-        values = sorted(s[name] for s in samples)
-        benchmark.extra_info[f"median_{name}"] = round(values[len(values) // 2], 3)
+    bench_fresh_process(
+        benchmark, _CHILD, [str(filled), KEY], rounds=10, fields=("import_ms", "first_get_ms")
+    )
 
 
 def _writer(task: tuple[str, int]) -> float:

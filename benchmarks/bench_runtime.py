@@ -10,9 +10,6 @@ load_specialized from the memo and in a fresh process), `dispatch`, and `attenti
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))
 
+from fresh_process import bench_fresh_process
 from runtime_fakes import FakeBackends
 
 from cache.store import KernelCache
@@ -131,24 +129,9 @@ print(json.dumps({"import_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3}))
 def test_load_specialized_fresh_process(benchmark: Any, compiled_entry: tuple[Path, str]) -> None:
     """A whole interpreter per round; extra_info splits the import from the load itself."""
     root, key = compiled_entry
-    samples: list[dict[str, float]] = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-    def run() -> None:
-        out = subprocess.run(
-            [sys.executable, "-c", _LOAD_CHILD, str(root), key],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        samples.append(json.loads(out.stdout))
-
-    benchmark.pedantic(run, rounds=5, iterations=1)
-    for name in ("import_ms", "load_ms"):
-        values = sorted(s[name] for s in samples)
-        benchmark.extra_info[f"median_{name}"] = round(values[len(values) // 2], 3)
+    bench_fresh_process(
+        benchmark, _LOAD_CHILD, [str(root), key], rounds=5, fields=("import_ms", "load_ms")
+    )
 
 
 @pytest.mark.parametrize("seq", [512, 2048])
