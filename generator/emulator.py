@@ -17,10 +17,12 @@ from generator.render import RenderedKernel, check_config, render
 from templates.registry import get_family
 from tessera_core.errors import EmulatorError, InvalidConfigError
 from tessera_core.types import (
+    AlibiForm,
     AttentionBackwardProblem,
     AttentionProblem,
     DType,
     GemmProblem,
+    Layout,
     Problem,
     TileConfig,
 )
@@ -188,20 +190,40 @@ def _check_same(
 
 
 def attention_problem(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool = False
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: np.ndarray | None = None,
+    layout: Layout = "bhsd",
 ) -> AttentionProblem:
-    """The problem that q [B,H,Sq,D], k and v [B,H,Skv,D] describe; ValueError on mismatch."""
+    """The problem that q [B,H,Sq,D], k and v [B,Hkv,Skv,D] (or [B,S,H,D] with layout "bshd")
+    describe, with its variants; ValueError on mismatch."""
+    form = (
+        "[B,Sq,H,D] and k, v [B,Skv,Hkv,D]"
+        if layout == "bshd"
+        else "[B,H,Sq,D] and k, v [B,Hkv,Skv,D]"
+    )
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError("q, k, v must be 4-D [batch, heads, seq, head_dim] arrays")
-    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
-        raise ValueError(
-            f"q {q.shape}, k {k.shape}, v {v.shape}: need q [B,H,Sq,D] and k, v [B,H,Skv,D]"
-        )
+        raise ValueError(f"q, k, v must be 4-D arrays: q {form}")
+    seq_axis, head_axis = (1, 2) if layout == "bshd" else (2, 1)
+    if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape}: need q {form}")
     dtype = dtype_name(q)
     if dtype_name(k) != dtype or dtype_name(v) != dtype:
         raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    b, h, sq, d = q.shape
-    return AttentionProblem(b, h, sq, k.shape[2], d, dtype=dtype, causal=bool(causal))
+    b, h, d = q.shape[0], q.shape[head_axis], q.shape[3]
+    alibi: AlibiForm = "none"
+    if alibi_slopes is not None:
+        alibi = "batch_heads" if np.ndim(alibi_slopes) == 2 else "heads"
+    return AttentionProblem(
+        b, h, q.shape[seq_axis], k.shape[seq_axis], d, dtype=dtype, causal=bool(causal),
+        heads_kv=k.shape[head_axis], window_left=window_size[0], window_right=window_size[1],
+        softcap=softcap, alibi=alibi, layout=layout,
+    )  # fmt: skip
 
 
 def gemm_problem(a: np.ndarray, b: np.ndarray) -> GemmProblem:
@@ -233,18 +255,30 @@ def run_attention_problem(
     k: np.ndarray,
     v: np.ndarray,
     *,
+    alibi_slopes: np.ndarray | None = None,
     scale: float | None = None,
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
 ) -> EmulatedRun:
     """Render the attention kernel for `problem` and run it on q, k, v (outputs o and lse)."""
+    from templates.attention.family import ALIBI_POINTER, tensor_shapes
+
     rendered = _render(problem, config, specialized=specialized, arch=arch)
-    b, h, sq, d = q.shape
+    shapes = tensor_shapes(problem)
+    inputs = {"q": _c(q), "k": _c(k), "v": _c(v)}
+    if ALIBI_POINTER in shapes:
+        got = None if alibi_slopes is None else np.shape(alibi_slopes)
+        if got != shapes[ALIBI_POINTER]:
+            raise ValueError(
+                f"alibi_slopes: expected float32 of shape {shapes[ALIBI_POINTER]} for "
+                f"alibi={problem.alibi!r}, got {got}"
+            )
+        inputs[ALIBI_POINTER] = _c(np.asarray(alibi_slopes, dtype=np.float32))
     return run_rendered(
         rendered,
-        inputs={"q": _c(q), "k": _c(k), "v": _c(v)},
-        outputs={"o": ((b, h, sq, d), q.dtype), "lse": ((b, h, sq), np.dtype(np.float32))},
+        inputs=inputs,
+        outputs={"o": (shapes["o"], q.dtype), "lse": (shapes["lse"], np.dtype(np.float32))},
         scale=scale,
     )
 
@@ -259,17 +293,28 @@ def run_attention(
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: np.ndarray | None = None,
+    layout: Layout = "bhsd",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Attention forward on the emulator: (O [B,H,Sq,D] in the input dtype, LSE [B,H,Sq] f32).
+    """Attention forward on the emulator: (O in q's layout and dtype, LSE [B,H,Sq] f32).
+
+    The variants (GQA by k's head count, window_size, softcap, alibi_slopes, layout) are
+    FlashAttention-2's; see templates.attention.reference.attention_reference.
 
     Raises:
         InvalidConfigError: `config` is not valid for this problem.
         EmulatorError: the kernel faulted.
     """
-    problem = attention_problem(q, k, v, causal=causal)
+    problem = attention_problem(
+        q, k, v, causal=causal, window_size=window_size, softcap=softcap,
+        alibi_slopes=alibi_slopes, layout=layout,
+    )  # fmt: skip
     run = run_attention_problem(
-        problem, q, k, v, scale=scale, config=config, specialized=specialized, arch=arch
-    )
+        problem, q, k, v, alibi_slopes=alibi_slopes, scale=scale, config=config,
+        specialized=specialized, arch=arch,
+    )  # fmt: skip
     return run.outputs["o"], run.outputs["lse"]
 
 

@@ -40,6 +40,7 @@ UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8}
 REL_TOL_ULPS = 4.0
 MAX_ABS_TOL_ULPS = 8.0
 LSE_ABS_TOL = 1e-3
+ALIBI_SLOPE_MAX = 0.3
 PROG = "python -m generator.verify"
 CONFIG_EXAMPLE = '{"block_m":64,"block_n":64,"block_k":16,"num_warps":4,"num_stages":2}'
 
@@ -94,12 +95,15 @@ def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str
         return rng.standard_normal(shape).astype(dtype)
 
     if isinstance(problem, AttentionProblem):
-        b, h, d = problem.batch, problem.heads, problem.head_dim
-        return {
-            "q": draw(b, h, problem.seq_q, d),
-            "k": draw(b, h, problem.seq_kv, d),
-            "v": draw(b, h, problem.seq_kv, d),
-        }
+        from templates.attention.family import ALIBI_POINTER, tensor_shapes
+
+        shapes = tensor_shapes(problem)
+        inputs = {name: draw(*shapes[name]) for name in ("q", "k", "v")}
+        if ALIBI_POINTER in shapes:  # FA2's test slopes: uniform in [0, 0.3)
+            inputs[ALIBI_POINTER] = (rng.random(shapes[ALIBI_POINTER]) * ALIBI_SLOPE_MAX).astype(
+                np.float32
+            )
+        return inputs
     return {"a": draw(problem.m, problem.k), "b": draw(problem.k, problem.n)}
 
 
@@ -109,8 +113,10 @@ def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.n
         from templates.attention.reference import attention_reference
 
         o, lse = attention_reference(
-            inputs["q"], inputs["k"], inputs["v"], causal=problem.causal, accum_dtype=np.float64
-        )
+            inputs["q"], inputs["k"], inputs["v"], causal=problem.causal, accum_dtype=np.float64,
+            window_size=(problem.window_left, problem.window_right), softcap=problem.softcap,
+            alibi_slopes=inputs.get("alibi_slopes"), layout=problem.layout,
+        )  # fmt: skip
         return {"o": np.asarray(o, np.float64), "lse": np.asarray(lse, np.float64)}
     from templates.gemm.reference import gemm_reference
 
@@ -158,7 +164,7 @@ def verify_config(
         if isinstance(problem, AttentionProblem):
             run = emulator.run_attention_problem(
                 problem, inputs["q"], inputs["k"], inputs["v"], config=config,
-                specialized=specialized, arch=arch,
+                alibi_slopes=inputs.get("alibi_slopes"), specialized=specialized, arch=arch,
             )  # fmt: skip
         else:
             run = emulator.run_gemm_problem(

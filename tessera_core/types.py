@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 from tessera_core.hardware import WARP_SIZE
 
 DType = Literal["fp16", "bf16"]
+AlibiForm = Literal["none", "heads", "batch_heads"]  # ALiBi slopes: none, [heads], [batch, heads]
+ALIBI_FORMS: tuple[AlibiForm, ...] = ("none", "heads", "batch_heads")
+Layout = Literal["bhsd", "bshd"]  # q, k, v, o as [batch, heads, seq, d] or [batch, seq, heads, d]
+LAYOUTS: tuple[Layout, ...] = ("bhsd", "bshd")
 DTYPES: tuple[DType, ...] = ("fp16", "bf16")
 DTYPE_BYTES = 2
 OPS = ("attention", "gemm")
@@ -116,7 +121,16 @@ class TileConfig:
 
 @dataclass(frozen=True)
 class AttentionProblem:
-    """Forward attention over Q, K, V of layout [batch, heads, seq, head_dim]."""
+    """Forward attention: Q [batch, heads, seq_q, head_dim], K and V [batch, heads_kv, seq_kv,
+    head_dim] (or [batch, seq, heads, head_dim] with layout "bshd").
+
+    The variants follow FlashAttention-2: `heads_kv` divides `heads` (GQA/MQA: query head h reads
+    KV head h // (heads // heads_kv)); `window_left`/`window_right` bound the keys a row sees
+    (-1 = unbounded, bottom-right aligned, combined with `causal`; a side at least seq_kv is
+    unbounded, as FA2 normalizes it); `softcap` > 0 caps scores as softcap * tanh(s / softcap);
+    `alibi` names the slopes' shape ("heads" or "batch_heads"; "none" without ALiBi). A variant
+    left at its default adds nothing to the keys, so existing keys are unchanged.
+    """
 
     batch: int
     heads: int
@@ -125,17 +139,58 @@ class AttentionProblem:
     head_dim: int
     dtype: DType = "fp16"
     causal: bool = False
+    heads_kv: int | None = None  # None: heads (multi-head attention)
+    window_left: int = -1
+    window_right: int = -1
+    softcap: float = 0.0
+    alibi: AlibiForm = "none"
+    layout: Layout = "bhsd"
 
     op: ClassVar[str] = "attention"
     family: ClassVar[str] = "attention_fwd"
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name not in ("dtype", "causal"):
-                _check_positive_int("AttentionProblem", f.name, getattr(self, f.name))
+        for name in ("batch", "heads", "seq_q", "seq_kv", "head_dim"):
+            _check_positive_int("AttentionProblem", name, getattr(self, name))
         _check_dtype("AttentionProblem", self.dtype)
         if not isinstance(self.causal, bool):
             raise ValueError(f"AttentionProblem.causal={self.causal!r}: must be a bool")
+        if self.heads_kv is None:
+            object.__setattr__(self, "heads_kv", self.heads)
+        _check_positive_int("AttentionProblem", "heads_kv", self.heads_kv)
+        if self.heads % self.kv_heads:
+            raise ValueError(
+                f"AttentionProblem.heads_kv={self.heads_kv}: must divide heads={self.heads} "
+                "(each KV head serves heads // heads_kv query heads)"
+            )
+        left, right = normalized_window(
+            (self.window_left, self.window_right), self.seq_kv, causal=self.causal
+        )
+        object.__setattr__(self, "window_left", left)
+        object.__setattr__(self, "window_right", right)
+        cap = self.softcap
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.0 <= cap < math.inf:
+            raise ValueError(
+                f"AttentionProblem.softcap={cap!r}: must be 0 (off) or a positive finite float"
+            )
+        object.__setattr__(self, "softcap", float(cap))
+        if self.alibi not in ALIBI_FORMS:
+            raise ValueError(
+                f"AttentionProblem.alibi={self.alibi!r}: must be one of {', '.join(ALIBI_FORMS)}"
+            )
+        if self.layout not in LAYOUTS:
+            raise ValueError(
+                f"AttentionProblem.layout={self.layout!r}: must be one of {', '.join(LAYOUTS)}"
+            )
+
+    @property
+    def kv_heads(self) -> int:
+        """heads_kv as an int (the field is None only before __post_init__)."""
+        return self.heads if self.heads_kv is None else self.heads_kv
+
+    @property
+    def has_window(self) -> bool:
+        return self.window_left >= 0 or self.window_right >= 0
 
     def flops(self) -> float:
         """Forward FLOPs, counted as every published FlashAttention benchmark counts them."""
@@ -143,27 +198,74 @@ class AttentionProblem:
         return total / 2 if self.causal else total
 
     def io_bytes(self) -> int:
-        elems = self.batch * self.heads * self.head_dim * (2 * self.seq_q + 2 * self.seq_kv)
+        q_elems = self.batch * self.heads * self.head_dim * 2 * self.seq_q
+        kv_elems = self.batch * self.kv_heads * self.head_dim * 2 * self.seq_kv
         lse_bytes = self.batch * self.heads * self.seq_q * 4
-        return elems * DTYPE_BYTES + lse_bytes
+        return (q_elems + kv_elems) * DTYPE_BYTES + lse_bytes
+
+    def variant_suffix(self, *, generic: bool = False) -> str:
+        """The key words of the non-default variants ('' for plain attention); a generic kernel
+        takes the values at run time, so its key names only which variants it compiles in."""
+        words = []
+        if self.kv_heads != self.heads:
+            words.append("gqa" if generic else f"hkv{self.kv_heads}")
+        if self.has_window:
+            words.append("window" if generic else f"win{self.window_left}_{self.window_right}")
+        if self.softcap:
+            words.append("softcap" if generic else f"cap{self.softcap:g}")
+        if self.alibi != "none":
+            words.append("alibi" if generic else f"alibi_{self.alibi}")
+        if self.layout != "bhsd":
+            words.append(self.layout)
+        return "".join(f".{w}" for w in words)
 
     def kernel_key(self, arch: str) -> str:
         mask = "causal" if self.causal else "noncausal"
         return (
             f"{self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{self.seq_q}"
-            f".skv{self.seq_kv}.d{self.head_dim}.{mask}.{arch}"
+            f".skv{self.seq_kv}.d{self.head_dim}.{mask}{self.variant_suffix()}.{arch}"
         )
 
     def generic_key(self, arch: str) -> str:
         """The key of the generic (runtime-shape) kernel serving this problem class."""
         mask = "causal" if self.causal else "noncausal"
-        return f"{self.family}.{self.dtype}.d{self.head_dim}.{mask}.{arch}.generic"
+        variants = self.variant_suffix(generic=True)
+        return f"{self.family}.{self.dtype}.d{self.head_dim}.{mask}{variants}.{arch}.generic"
 
     def shape_str(self) -> str:
         return f"{self.batch}x{self.heads}x{self.seq_q}x{self.seq_kv}x{self.head_dim}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, **asdict(self)}
+        """Every field, except the variants left at their defaults (old records stay equal)."""
+        data = {"op": self.op, **asdict(self)}
+        defaults = {
+            "heads_kv": self.heads,
+            "window_left": -1,
+            "window_right": -1,
+            "softcap": 0.0,
+            "alibi": "none",
+            "layout": "bhsd",
+        }
+        for name, default in defaults.items():
+            if data[name] == default:
+                del data[name]
+        return data
+
+
+def normalized_window(window: tuple[int, int], seq_kv: int, *, causal: bool) -> tuple[int, int]:
+    """FlashAttention-2's window: a side >= seq_kv is unbounded (-1), and with `causal` the
+    right side is the diagonal (kept as -1: the causal mask already bounds it).
+
+    Raises:
+        ValueError: a side that is not an integer >= -1.
+    """
+    sides = []
+    for name, side in zip(("window_left", "window_right"), window, strict=True):
+        if isinstance(side, bool) or not isinstance(side, int) or side < -1:
+            raise ValueError(f"{name}={side!r}: must be an integer >= 0, or -1 for unbounded")
+        sides.append(-1 if side >= seq_kv else side)
+    left, right = sides
+    return left, -1 if causal else right
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,23 @@ PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="seq_q", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="seq_kv", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="softmax_scale", c_type="float", ctype=ctypes.c_float),
+    # The variants' run-time values (read only by kernels compiled with the variant).
+    ParamField(name="heads_kv", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="window_left", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="window_right", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="softcap", c_type="float", ctype=ctypes.c_float),
+    ParamField(name="alibi_slopes", c_type="const float*", ctype=ctypes.c_void_p),
+    ParamField(name="alibi_batch_stride", c_type="int", ctype=ctypes.c_int32),
 )
 POINTER_NAMES = ("q", "k", "v", "o", "lse")
+ALIBI_POINTER = "alibi_slopes"  # float32 [heads] or [batch, heads], with problem.alibi
 # The kernel moves Q, K, V (cp.async) and O (vector stores) in 16-byte chunks and has no scalar
 # fallback: a misaligned base faults on the GPU (a sticky error that ends the CUDA context).
 POINTER_ALIGN_BYTES = {"q": 16, "k": 16, "v": 16, "o": 16, "lse": 4}
 
 
 class AttentionFamily:
-    """FlashAttention-2-style forward attention over [batch, heads, seq, head_dim] tensors."""
+    """FlashAttention-2-style forward attention (GQA, windows, softcap, ALiBi, two layouts)."""
 
     name = "attention_fwd"
     op = "attention"
@@ -49,6 +57,12 @@ class AttentionFamily:
             "dtype": p.dtype,
             "causal": p.causal,
             "head_dim": p.head_dim,
+            "head_dim_pad": space.padded_head_dim(p.head_dim),
+            "is_gqa": p.kv_heads != p.heads,
+            "has_window": p.has_window,
+            "has_softcap": p.softcap > 0.0,
+            "has_alibi": p.alibi != "none",
+            "layout": p.layout,
             "seq_q": p.seq_q,
             "seq_kv": p.seq_kv,
             **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages, q_in_regs
@@ -74,18 +88,41 @@ class AttentionFamily:
     def make_params(
         self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
     ) -> ctypes.Structure:
-        """Params by value; `scale` defaults to 1/sqrt(head_dim). Pointers: q, k, v, o, lse."""
+        """Params by value; `scale` defaults to 1/sqrt(head_dim). Pointers: q, k, v, o, lse, and
+        alibi_slopes (float32) when the problem has ALiBi."""
         p = space.as_problem(problem)
         softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
         if not softmax_scale > 0.0:
             raise ValueError(f"softmax scale={softmax_scale}: must be positive")
-        checked = checked_pointers(self.name, pointers, POINTER_NAMES, POINTER_ALIGN_BYTES)
+        names = POINTER_NAMES + ((ALIBI_POINTER,) if p.alibi != "none" else ())
+        align = {**POINTER_ALIGN_BYTES, **({ALIBI_POINTER: 4} if p.alibi != "none" else {})}
+        checked = checked_pointers(self.name, pointers, names, align)
         return self.params_type(
             **checked,
             seq_q=p.seq_q,
             seq_kv=p.seq_kv,
             softmax_scale=softmax_scale,
+            heads_kv=p.kv_heads,
+            window_left=p.window_left,
+            window_right=p.window_right,
+            softcap=p.softcap,
+            alibi_batch_stride=p.heads if p.alibi == "batch_heads" else 0,
         )
+
+
+def tensor_shapes(problem: Problem) -> dict[str, tuple[int, ...]]:
+    """The shape of each tensor of a launch: q, k, v, o (by layout), lse and, with ALiBi,
+    alibi_slopes."""
+    p = space.as_problem(problem)
+    b, h, hkv, d = p.batch, p.heads, p.kv_heads, p.head_dim
+    if p.layout == "bshd":
+        q, kv = (b, p.seq_q, h, d), (b, p.seq_kv, hkv, d)
+    else:
+        q, kv = (b, h, p.seq_q, d), (b, hkv, p.seq_kv, d)
+    shapes = {"q": q, "k": kv, "v": kv, "o": q, "lse": (b, h, p.seq_q)}
+    if p.alibi != "none":
+        shapes[ALIBI_POINTER] = (b, h) if p.alibi == "batch_heads" else (h,)
+    return shapes
 
 
 def default_scale(head_dim: int) -> float:

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from templates.attention.family import default_scale  # the kernel's default, by definition
+from tessera_core.types import Layout, normalized_window
 
 # Keys per step: the score block [..., seq_q, block_kv] stays under this many bytes, so memory is
 # bounded whatever seq_kv is (8x16x2048x2048 never allocates its 2 GiB score matrix), while
@@ -31,12 +32,27 @@ def attention_reference(
     scale: float | None = None,
     accum_dtype: DTypeLike = np.float32,
     block_kv: int | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: NDArray | None = None,
+    layout: Layout = "bhsd",
 ) -> tuple[NDArray, NDArray]:
     """softmax(Q K^T * scale) V and the row log-sum-exp, computed like the kernel does.
 
     Q [..., seq_q, d], K and V [..., seq_kv, d] in any float dtype (fp16, ml_dtypes.bfloat16,
     float32, ...). Causal masking is bottom-right aligned as in FlashAttention-2: query row i sees
     keys j <= i + seq_kv - seq_q. A row that sees no key gets o = 0 and lse = -inf.
+
+    The variants, with FlashAttention-2's semantics (off = seq_kv - seq_q):
+      - GQA/MQA: K and V with fewer heads (axis -3) than Q, a divisor of them; query head h
+        reads KV head h // (heads // heads_kv).
+      - window_size (left, right): row i sees keys i + off - left <= j <= i + off + right (-1:
+        unbounded; a side >= seq_kv is unbounded), on top of the causal mask.
+      - softcap > 0: scaled scores s become softcap * tanh(s / softcap).
+      - alibi_slopes [heads] or [batch, heads]: scores gain -slope * |i + off - j| (causal or
+        not: FA2's causal kernel adds slope * j, which differs by a per-row constant, so o is
+        the same; lse here is that of the scores as written).
+      - layout "bshd": q, k, v (and o) are [..., seq, heads, d] instead of [..., heads, seq, d].
 
     NaN and Inf propagate as in PyTorch's math SDPA: a NaN among a row's visible scores makes
     its o and lse NaN; a +inf score makes its o NaN (inf / inf) and its lse +inf; a -inf
@@ -52,6 +68,22 @@ def attention_reference(
         (o [..., seq_q, d], lse [..., seq_q]) in accum_dtype; lse is the natural log of the sum
         of exp(scaled scores).
     """
+    if layout == "bshd":  # views: the heads axis moves before the sequence axis
+        o, lse = attention_reference(
+            *(np.swapaxes(x, -2, -3) for x in (q, k, v)), causal=causal, scale=scale,
+            accum_dtype=accum_dtype, block_kv=block_kv, window_size=window_size,
+            softcap=softcap, alibi_slopes=alibi_slopes,
+        )  # fmt: skip
+        return np.swapaxes(o, -2, -3), lse
+    if layout != "bhsd":
+        raise ValueError(f"layout={layout!r}: expected 'bhsd' or 'bshd'")
+    if q.ndim >= 3 and k.ndim == q.ndim and k.shape[-3] != q.shape[-3]:
+        heads, heads_kv = q.shape[-3], k.shape[-3]
+        if heads % heads_kv or v.shape != k.shape:
+            raise ValueError(
+                f"shapes q{q.shape} k{k.shape} v{v.shape}: k and v heads must divide q's"
+            )
+        k, v = (np.repeat(x, heads // heads_kv, axis=-3) for x in (k, v))
     if q.shape[-1] != k.shape[-1] or k.shape != v.shape or q.shape[:-2] != k.shape[:-2]:
         raise ValueError(f"shapes q{q.shape} k{k.shape} v{v.shape} do not form attention")
     seq_q, head_dim = q.shape[-2], q.shape[-1]
@@ -70,15 +102,19 @@ def attention_reference(
     row_sum = np.zeros((*lead, seq_q), dtype=accum)
     acc = np.zeros((*lead, seq_q, head_dim), dtype=accum)
     rows = np.arange(seq_q)[:, None]
+    left, right = normalized_window(window_size, seq_kv, causal=causal)
+    slopes = _alibi_slopes(alibi_slopes, q.shape[:-2], accum)
     with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf: NaN on purpose (see above)
         for start in range(0, seq_kv, block_kv):
-            if causal and start > seq_q - 1 + seq_kv - seq_q:
-                break  # every later key is above the diagonal of every row
             stop = min(start + block_kv, seq_kv)
-            mask = _causal_mask(rows, start, stop, seq_q, seq_kv) if causal else None
+            mask = _mask(rows, start, stop, seq_q, seq_kv, causal=causal, window=(left, right))
+            bias = None
+            if slopes is not None:
+                distance = np.abs(rows + (seq_kv - seq_q) - np.arange(start, stop)[None, :])
+                bias = -slopes * distance.astype(accum)
             row_max, row_sum, acc = _step(
                 q_scaled, k[..., start:stop, :], v[..., start:stop, :], row_max, row_sum, acc,
-                accum=accum, mask=mask,
+                accum=accum, mask=mask, softcap=softcap, bias=bias,
             )  # fmt: skip
         # NaN compares false: a row whose sum went NaN is not 'empty', its NaN propagates.
         empty = row_sum == zero
@@ -89,10 +125,42 @@ def attention_reference(
     return o, lse
 
 
-def _causal_mask(rows: NDArray, start: int, stop: int, seq_q: int, seq_kv: int) -> NDArray:
-    """True where a key of [start, stop) lies above a row's bottom-right aligned diagonal."""
+def _mask(
+    rows: NDArray,
+    start: int,
+    stop: int,
+    seq_q: int,
+    seq_kv: int,
+    *,
+    causal: bool,
+    window: tuple[int, int],
+) -> NDArray | None:
+    """True where a key of [start, stop) is hidden from a row: above its bottom-right aligned
+    diagonal (causal) or outside its window; None when every key is visible."""
     cols = np.arange(start, stop)[None, :]
-    return cols > rows + (seq_kv - seq_q)
+    diagonal = rows + (seq_kv - seq_q)
+    left, right = window
+    hidden = np.zeros((rows.shape[0], stop - start), dtype=bool)
+    if causal:
+        hidden |= cols > diagonal
+    if right >= 0:
+        hidden |= cols > diagonal + right
+    if left >= 0:
+        hidden |= cols < diagonal - left
+    return hidden if causal or left >= 0 or right >= 0 else None
+
+
+def _alibi_slopes(slopes: NDArray | None, lead: tuple[int, ...], accum: np.dtype) -> NDArray | None:
+    """The slopes shaped to broadcast against [..., heads, seq_q, block] scores."""
+    if slopes is None:
+        return None
+    slopes = np.asarray(slopes, dtype=accum)
+    if slopes.shape not in (lead[-1:], lead[-2:]):
+        raise ValueError(
+            f"alibi_slopes has shape {slopes.shape}: expected [heads]={lead[-1:]} or "
+            f"[batch, heads]={lead[-2:]}"
+        )
+    return slopes[..., None, None]
 
 
 def _step(
@@ -105,10 +173,17 @@ def _step(
     *,
     accum: np.dtype,
     mask: NDArray | None,
+    softcap: float = 0.0,
+    bias: NDArray | None = None,
 ) -> tuple[NDArray, NDArray, NDArray]:
     """One block of keys of the online softmax: the new running max, sum and accumulator."""
     neg_inf, zero = (np.asarray(x, dtype=accum) for x in (-np.inf, 0.0))
     scores = q_scaled @ np.swapaxes(k_block.astype(accum), -1, -2)
+    if softcap > 0.0:
+        cap = np.asarray(softcap, dtype=accum)
+        scores = cap * np.tanh(scores / cap)
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         scores = np.where(mask, neg_inf, scores)
     # np.maximum propagates NaN: a row with a NaN score keeps a NaN max, sum and accumulator.

@@ -17,7 +17,8 @@ MMA_M = 16  # query rows of one mma.m16n8k16 row tile
 MMA_K = 16  # reduction depth of one mma
 MMA_N = 8  # columns of one mma accumulator tile
 ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hit distinct banks
-MAX_HEAD_DIM = 128
+MAX_HEAD_DIM = 256
+HEAD_DIM_STEP = 8  # one 16-byte chunk: the copies move whole chunks; the mmas pad to MMA_K
 Q_IN_REGS = "q_in_regs"  # option: 1 = Q's A fragments in registers, 0 = re-read from shared memory
 # Per-thread register budgets of the fragments, measured with ptxas (NVRTC 13) at the boundary:
 # ptxas spills past them. The peak (Q, O and S, one k-step of K, softmax state) must leave room
@@ -56,9 +57,14 @@ def as_problem(problem: Problem) -> AttentionProblem:
     return problem
 
 
+def padded_head_dim(head_dim: int) -> int:
+    """head_dim rounded up to the mma depth: the columns the kernel's mmas run over."""
+    return ceil_div(head_dim, MMA_K) * MMA_K
+
+
 def smem_row_elems(head_dim: int) -> int:
-    """Elements per shared-memory row of a Q, K or V tile (head_dim plus padding)."""
-    return head_dim + ROW_PAD_ELEMS
+    """Elements per shared-memory row of a Q, K or V tile (padded head_dim plus padding)."""
+    return padded_head_dim(head_dim) + ROW_PAD_ELEMS
 
 
 def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
@@ -87,12 +93,22 @@ def q_in_regs(config: TileConfig) -> bool:
 
 def carried_registers(problem: Problem, config: TileConfig) -> int:
     """32-bit registers per thread live across the whole main loop: O, softmax state, Q if held."""
-    d = as_problem(problem).head_dim
+    p = as_problem(problem)
+    d = padded_head_dim(p.head_dim)
     m_tiles = max(1, m_tiles_per_warp(config))
     q_regs = m_tiles * (d // MMA_K) * 4 if q_in_regs(config) else 0
     o_regs = m_tiles * (d // MMA_N) * 4
     softmax_regs = m_tiles * 2 * 2  # running max and sum of two rows per row tile
-    return q_regs + o_regs + softmax_regs
+    return q_regs + o_regs + softmax_regs + variant_registers(p)
+
+
+def variant_registers(problem: AttentionProblem) -> int:
+    """Registers the variants keep live across the main loop: the window's first tile and
+    bounds, the softcap factor and value, the ALiBi slope (plain attention: 0)."""
+    regs = 3 if problem.has_window else 0
+    regs += 2 if problem.softcap > 0.0 else 0
+    regs += 1 if problem.alibi != "none" else 0
+    return regs
 
 
 def fragment_registers(problem: Problem, config: TileConfig) -> int:
@@ -110,8 +126,8 @@ def fragment_registers(problem: Problem, config: TileConfig) -> int:
 
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
     d = as_problem(problem).head_dim
-    if d % MMA_K or d > MAX_HEAD_DIM:
-        return f"head_dim={d} must be a multiple of {MMA_K} and at most {MAX_HEAD_DIM}"
+    if d % HEAD_DIM_STEP or d > MAX_HEAD_DIM:
+        return f"head_dim={d} must be a multiple of {HEAD_DIM_STEP} and at most {MAX_HEAD_DIM}"
     return None
 
 
@@ -196,13 +212,16 @@ def default_config(problem: Problem, arch: str) -> TileConfig:
     warps with two stages, so head_dim above 96 there takes three (the refill after the
     softmax). Falls back to the first valid configuration in a fixed preference order.
     """
-    d = as_problem(problem).head_dim
+    d = padded_head_dim(as_problem(problem).head_dim)
 
     def tile(block_m: int, block_n: int, num_warps: int, stages: int, q_regs: int) -> TileConfig:
         return TileConfig(block_m, block_n, MMA_K, num_warps, stages, ((Q_IN_REGS, q_regs),))
 
     if d <= 64:
         preferred = [tile(128, 128, 4, 2, 0)]
+    elif d > 128:  # FA2's head_dim 256 tiles: 64 rows by 4 warps; narrower K/V where smem asks
+        preferred = [tile(64, 64, 4, 2, 0), tile(64, 64, 4, 3, 0), tile(64, 32, 4, 3, 0)]
+        preferred.append(tile(64, 32, 4, 2, 0))  # sm_86/sm_89's 99 KiB of shared memory
     else:
         preferred = [tile(128, 64, 4, 2, 0), tile(128, 64, 4, 3, 0), tile(128, 64, 8, 2, 1)]
     fallbacks = [tile(64, 64, 4, 2, 1), tile(64, 32, 4, 2, 1), tile(32, 32, 2, 1, 1)]

@@ -151,8 +151,8 @@ ATTENTION_DEFECTS: dict[str, Mutation] = {
         "const int col = dp * 16 + ((pv_lane.lane >> 4) ^ 1) * 8;",
     ),
     "o-store-one-row-down": replace_once(
-        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r) * HEAD_DIM + slot.col) =",
-        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r + 1) * HEAD_DIM + slot.col) =",
+        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r) * q_row_stride + slot.col) =",
+        "*reinterpret_cast<Chunk*>(o + (long long)(m0 + r + 1) * q_row_stride + slot.col) =",
     ),
 }
 
@@ -276,9 +276,9 @@ def test_a_thread_leaving_before_a_barrier_is_named_with_kernel_block_and_line()
         ATTENTION,
         ATTENTION_CONFIG,
         replace_once(
-            "  const float scale_log2 = p.softmax_scale * LOG2E;",
+            "  const float scale_log2 = LOGITS ? LOG2E : p.softmax_scale * LOG2E;",
             "  if (blockIdx.x == 1 && threadIdx.x == 33) return;\n"
-            "  const float scale_log2 = p.softmax_scale * LOG2E;",
+            "  const float scale_log2 = LOGITS ? LOG2E : p.softmax_scale * LOG2E;",
         ),
     )
     assert result.startswith("emulator: kernel tessera_attention_fwd block (1,0,0): deadlock")

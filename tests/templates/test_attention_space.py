@@ -108,20 +108,21 @@ def test_registers_model_counts_q_only_while_it_is_held() -> None:
     )
 
 
-def test_head_dim_must_be_a_multiple_of_16_up_to_128() -> None:
-    for head_dim in (40, 144, 256):
+def test_head_dim_must_be_a_multiple_of_8_up_to_256() -> None:
+    for head_dim in (36, 260, 264):
         problem = AttentionProblem(1, 1, 64, 64, head_dim)
         reason = _violation(problem, TileConfig(64, 64, 16, 4, 2, Q_REGS), "sm_90", "head_dim")
         assert f"head_dim={head_dim}" in reason
 
 
-@pytest.mark.parametrize("head_dim", range(16, 129, 16))
-def test_every_multiple_of_16_up_to_128_has_valid_configurations(head_dim: int) -> None:
+@pytest.mark.parametrize("head_dim", range(8, 257, 8))
+def test_every_multiple_of_8_up_to_256_has_valid_configurations(head_dim: int) -> None:
     # Rows of 6, 10, 12 or 14 chunks (head_dim 48, 80, 96, 112) do not divide the block's
     # threads: the copy loops idle the last threads of each pass instead of refusing them.
     problem = AttentionProblem(1, 1, 64, 64, head_dim)
     assert FAMILY.space.valid_configs(problem, "sm_90")
-    assert FAMILY.space.is_valid(TileConfig(32, 64, 16, 2, 2, Q_SMEM), problem, "sm_90")
+    if head_dim <= 128:  # wider rows carry O in 16-row warps only
+        assert FAMILY.space.is_valid(TileConfig(32, 64, 16, 2, 2, Q_SMEM), problem, "sm_90")
 
 
 def test_smem_bytes_counts_q_and_every_kv_stage_with_row_padding() -> None:
@@ -131,7 +132,7 @@ def test_smem_bytes_counts_q_and_every_kv_stage_with_row_padding() -> None:
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-@pytest.mark.parametrize("head_dim", range(16, 129, 16))
+@pytest.mark.parametrize("head_dim", range(8, 257, 8))
 def test_default_config_is_valid_everywhere(arch: str, head_dim: int) -> None:
     for causal in (False, True):
         problem = AttentionProblem(4, 8, 512, 512, head_dim, causal=causal)
@@ -171,7 +172,8 @@ def test_params_refuse_misaligned_tensors(name: str, address: int) -> None:
 
 
 def test_params_layout_matches_the_c_struct() -> None:
-    # Five 8-byte pointers, two ints, one float: the C struct rendered from the same fields.
+    # Five 8-byte pointers, two ints, one float, then the variants' values (three ints, a float,
+    # the ALiBi slopes' pointer and batch stride): the C struct rendered from the same fields.
     layout = [
         (name, getattr(FAMILY.params_type, name).offset) for name, _ in FAMILY.params_type._fields_
     ]
@@ -184,8 +186,14 @@ def test_params_layout_matches_the_c_struct() -> None:
         ("seq_q", 40),
         ("seq_kv", 44),
         ("softmax_scale", 48),
+        ("heads_kv", 52),
+        ("window_left", 56),
+        ("window_right", 60),
+        ("softcap", 64),
+        ("alibi_slopes", 72),
+        ("alibi_batch_stride", 80),
     ]
-    assert ctypes.sizeof(FAMILY.params_type) == 56
+    assert ctypes.sizeof(FAMILY.params_type) == 88
 
 
 def test_params_reject_missing_pointers_and_bad_scale() -> None:

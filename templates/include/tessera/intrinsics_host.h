@@ -59,6 +59,7 @@ float logf(float) noexcept;
 float log2f(float) noexcept;
 float sqrtf(float) noexcept;
 float fabsf(float) noexcept;
+float tanhf(float) noexcept;
 float fmaxf(float, float) noexcept;
 float fminf(float, float) noexcept;
 float floorf(float) noexcept;
