@@ -51,10 +51,13 @@ class TraceRecord:
     ok: bool = True
     detail: str = ""
     pid: int = 0
+    variant: dict[str, Any] | None = None  # attention's non-default variants (Signature.variant)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["shape"] = list(self.shape)
+        if self.variant is None:
+            del data["variant"]  # plain calls' lines stay as they were
         return stable_json(data)
 
     @classmethod
@@ -76,6 +79,9 @@ class TraceRecord:
             raise TypeError(f"kernel_key={kernel_key!r}: expected a string")
         if not isinstance(data["shape"], list):
             raise TypeError(f"shape={data['shape']!r}: expected a list of integers")
+        variant = data.get("variant")
+        if variant is not None and not isinstance(variant, dict):
+            raise TypeError(f"variant={variant!r}: expected an object of attention variants")
         return cls(
             time_s=_finite(data["time_s"], "time_s"),
             event=str(data["event"]),
@@ -91,12 +97,14 @@ class TraceRecord:
             ok=bool(data.get("ok", True)),
             detail=str(data.get("detail", "")),
             pid=int(data.get("pid", 0)),
+            variant=variant,
         )
 
     def problem(self) -> Problem:
         if self.op == "attention":
             b, h, sq, skv, d = self.shape
-            return AttentionProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
+            variant = self.variant or {}
+            return AttentionProblem(b, h, sq, skv, d, self.dtype, self.causal, **variant)  # type: ignore[arg-type]
         if self.op == "attention_bwd":
             b, h, sq, skv, d = self.shape
             return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
@@ -285,10 +293,12 @@ def propose_tasks(
 
 def tune_command(problem: Problem) -> str:
     """The `generator.tune` command line that tunes one proposed problem."""
+    from generator.attention_args import flags
+
     causal = " --causal" if getattr(problem, "causal", False) else ""
     return (
         f"python -m generator.tune --op {problem.op} --shape {problem.shape_str()} "
-        f"--dtype {problem.dtype}{causal}"
+        f"--dtype {problem.dtype}{causal}{flags(problem)}"
     )
 
 

@@ -40,7 +40,9 @@ class _NoOpKernel:
         self.kernel_key = kernel_key
         self._out = out
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Any = ()
+    ) -> tuple[Any, Any]:
         return self._out, None
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from generator import attention_args
 from tessera_core.cli import (
     EXIT_FAILURE,
     ArgumentParser,
@@ -36,6 +37,8 @@ EPILOG = """\
 examples:
   python -m generator.tune --shape 8x16x2048x64              attention, fp16, non-causal
   python -m generator.tune --shape 8x16x2048x64 --causal --dtype bf16 --arch sm_80
+  python -m generator.tune --shape 1x32x4096x128 --gqa 32:8 --window 1024,0 --causal
+  python -m generator.tune --shape 1x8x2048x256 --softcap 30 --alibi --layout bshd
   python -m generator.tune --op gemm --shape 4096x4096x4096 --trials 32 --json
   python -m generator.tune --from-trace trace.jsonl --top 3   tune the 3 hottest signatures
 
@@ -73,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--op", choices=OPS, default="attention", help="kernel family")
     parser.add_argument("--dtype", choices=DTYPES, default="fp16", help="input dtype")
     parser.add_argument("--causal", action="store_true", help="causal mask (attention)")
+    attention_args.add_arguments(parser)
     parser.add_argument(
         "--arch",
         choices=sorted(ARCHS),
@@ -130,9 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Problem]:
     if args.shape is not None:
         try:
-            return [parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)]
+            problem = parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)
         except ValueError as exc:
             parser.error(f"--shape {args.shape}: {exc}")
+        try:
+            return [attention_args.apply(problem, args)]
+        except ValueError as exc:
+            parser.error(str(exc))
     from autotune.hotspots import load_trace, propose_tasks, rank
 
     if not args.from_trace.is_file():

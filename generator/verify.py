@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from generator import emulator, toolchain
+from generator import attention_args, emulator, toolchain
 from templates.registry import get_family
 from tessera_core import config as knobs
 from tessera_core.cli import ArgumentParser, check_writable_dir, int_at_least, run_cli, seed_int
@@ -79,7 +79,8 @@ class Verdict:
         )
         return (
             f"{status} {problem.family} {problem.dtype} {problem.shape_str()}"
-            f"{' causal' if getattr(problem, 'causal', False) else ''} {self.config} {numbers} "
+            f"{' causal' if getattr(problem, 'causal', False) else ''}"
+            f"{attention_args.flags(problem)} {self.config} {numbers} "
             f"compile={self.compile_time_s:.2f}s run={self.run_time_s:.2f}s"
             + (f" {self.detail}" if self.detail else "")
         )
@@ -225,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dtype", choices=DTYPES, default="fp16")
     parser.add_argument("--causal", action="store_true", help="causal attention")
+    attention_args.add_arguments(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--config", help=f"a JSON object of tile fields, e.g. {CONFIG_EXAMPLE}")
     which.add_argument("--all-configs", action="store_true", help="every valid configuration")
@@ -258,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)
     except ValueError as exc:
         parser.error(f"--shape {args.shape}: {exc}")
+    try:
+        problem = attention_args.apply(problem, args)
+    except ValueError as exc:
+        parser.error(str(exc))
     arch = args.arch or toolchain.default_arch()
     family = get_family(problem.family)
     reason = family.space.unsupported(problem, arch)

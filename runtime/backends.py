@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.config import RuntimeConfig
+from runtime.signature import Variant, attention_options
 from runtime.specialized import SpecializedKernel, load_specialized
 from runtime.tiers import Backends, Kernel, Tier
 from tessera_core.config import ARCH
@@ -32,12 +33,18 @@ class ReferenceKernel:
     def __init__(self, op: str) -> None:
         self.op = op
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
+    ) -> tuple[Any, Any]:
         if self.op == "attention":
             from templates.attention.reference import attention_reference
 
-            q, k, v = inputs
-            o, lse = attention_reference(q, k, v, causal=causal, scale=scale)
+            q, k, v = inputs[:3]
+            slopes = inputs[3] if len(inputs) > 3 else None
+            o, lse = attention_reference(
+                q, k, v, causal=causal, scale=scale, alibi_slopes=slopes,
+                **attention_options(variant),
+            )  # fmt: skip
             return np.asarray(o).astype(q.dtype, copy=False), lse
         if self.op == "attention_bwd":
             from templates.attention_bwd.reference import attention_bwd_reference
@@ -64,12 +71,14 @@ class EmulatedKernel:
         self.kernel_key: str | None = kernel_key
         self._specialized = tier is Tier.SPECIALIZED
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
+    ) -> tuple[Any, Any]:
         from generator import emulator
 
         config = self.config.to_dict() if self.config is not None else None
         if self.problem.op == "attention":
-            q, k, v = inputs
+            q, k, v = inputs[:3]
             return emulator.run_attention(
                 q,
                 k,
@@ -79,6 +88,8 @@ class EmulatedKernel:
                 config=config,
                 specialized=self._specialized,
                 arch=self.arch,
+                alibi_slopes=inputs[3] if len(inputs) > 3 else None,
+                **attention_options(variant),
             )
         a, b = inputs
         return emulator.run_gemm(
@@ -94,7 +105,9 @@ class PrewarmedKernel:
         self.config: TileConfig | None = config
         self.kernel_key: str | None = kernel_key
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
+    ) -> tuple[Any, Any]:
         raise NoDeviceError(f"{self.kernel_key} was built for a GPU; device='cpu' runs tier 1 only")
 
 

@@ -24,6 +24,7 @@ from runtime.backends import (
     tune_into_cache,
 )
 from runtime.config import RuntimeConfig
+from runtime.signature import Variant
 from runtime.tiers import Kernel, Tier
 from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 
@@ -99,10 +100,13 @@ class DeviceReferenceKernel:
     def __init__(self, op: str) -> None:
         self._host = ReferenceKernel(op)
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
+    ) -> tuple[Any, Any]:
         if isinstance(inputs[0], np.ndarray):
-            return self._host.run(inputs, causal=causal, scale=scale)
-        out, lse = self._host.run(tuple(to_host(x) for x in inputs), causal=causal, scale=scale)
+            return self._host.run(inputs, causal=causal, scale=scale, variant=variant)
+        host_inputs = tuple(to_host(x) for x in inputs)
+        out, lse = self._host.run(host_inputs, causal=causal, scale=scale, variant=variant)
         lse_out = None if lse is None else to_device_output(np.asarray(lse, dtype=_LSE_DTYPE))
         if isinstance(out, tuple):  # attention_bwd's (dq, dk, dv)
             return tuple(to_device_output(x) for x in out), lse_out
@@ -124,7 +128,9 @@ class CudaKernel:
         self._loaded = loaded
         self._op = problem.op
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
+    ) -> tuple[Any, Any]:
         from generator import device
 
         assert self.config is not None
@@ -133,10 +139,17 @@ class CudaKernel:
         dtype = inputs[0].dtype if on_host else NUMPY_DTYPES[device_array(inputs[0]).dtype or ""]
         dtype_id: DType = "fp16" if dtype == np.float16 else "bf16"
         if self._op == "attention":
-            (b, h, sq, d), (_, _, skv, _) = shapes[0], shapes[1]
-            problem: Problem = AttentionProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal)
-            out_shape: tuple[int, ...] = (b, h, sq, d)
-            lse_shape: tuple[int, ...] | None = (b, h, sq)
+            from templates.attention.family import tensor_shapes
+
+            fields = dict(variant)
+            seq_axis, head_axis = (1, 2) if fields.get("layout") == "bshd" else (2, 1)
+            b, h, sq, d = shapes[0][0], shapes[0][head_axis], shapes[0][seq_axis], shapes[0][3]
+            skv = shapes[1][seq_axis]
+            problem: Problem = AttentionProblem(
+                b, h, sq, skv, d, dtype=dtype_id, causal=causal, **fields
+            )
+            out_shape: tuple[int, ...] = tuple(shapes[0])
+            lse_shape: tuple[int, ...] | None = tensor_shapes(problem)["lse"]
         else:
             (m, k), (_, n) = shapes
             problem = GemmProblem(m, n, k, dtype=dtype_id)
@@ -148,7 +161,8 @@ class CudaKernel:
         handed_over = False
         try:
             pointers: dict[str, int] = {}
-            names = ("q", "k", "v") if self._op == "attention" else ("a", "b")
+            names: tuple[str, ...] = ("q", "k", "v") if self._op == "attention" else ("a", "b")
+            names += ("alibi_slopes",) if len(inputs) == 4 else ()
             for name, array in zip(names, inputs, strict=True):
                 if on_host:
                     buffer = device.to_device(array)

@@ -120,11 +120,11 @@ class Dispatcher:
                 kernel = state.kernel or self._references[key[0]]
                 if kernel.tier is Tier.SPECIALIZED:
                     self._loaded.move_to_end(kernel.kernel_key)  # type: ignore[arg-type]
-        causal, scale = key[3], key[4]
+        causal, scale, variant = key[3], key[4], key[5]
         start_s = time.time()
         start_ns = self._clock_ns()
         try:
-            result = kernel.run(inputs, causal=causal, scale=scale)
+            result = kernel.run(inputs, causal=causal, scale=scale, variant=variant)
         except Exception as exc:
             wall_ms = (self._clock_ns() - start_ns) * 1e-6
             with self._lock:

@@ -70,11 +70,28 @@ class Runtime:
         *,
         config: Mapping[str, int] | TileConfig | None = None,
         return_lse: bool = False,
+        window_size: tuple[int, int] = (-1, -1),
+        softcap: float = 0.0,
+        alibi_slopes: Any = None,
+        layout: str = "bhsd",
     ) -> Any:
         """softmax(q kᵀ · scale) v over [batch, heads, seq, head_dim] arrays (fp16 or bf16).
 
+        The variants are FlashAttention-2's: k and v may have fewer heads than q, a divisor of
+        them (GQA/MQA: query head h reads KV head h // (heads // heads_kv)); head_dim is any
+        multiple of 8 up to 256.
+
         Args:
             scale: None means 1/sqrt(head_dim).
+            window_size: (left, right) sliding window: row i sees keys j with
+                i + off - left <= j <= i + off + right, off = seq_kv - seq_q (bottom-right
+                aligned); -1 leaves a side unbounded; combined with `causal`.
+            softcap: > 0 caps the scaled scores s as softcap * tanh(s / softcap) (Gemma-2).
+            alibi_slopes: float32 [heads] or [batch, heads]: scores gain
+                -slope * |i + off - j| (FA2's ALiBi).
+            layout: "bhsd" ([batch, heads, seq, head_dim]) or "bshd" ([batch, seq, heads,
+                head_dim], FlashAttention's) for q, k, v and the output; lse stays
+                [batch, heads, seq_q].
             config: force this tile configuration (a dict of TileConfig fields) on the
                 generic kernel; InvalidConfigError (a ValueError) says why one is invalid.
             return_lse: also return the log-sum-exp of each query row, float32
@@ -83,13 +100,17 @@ class Runtime:
         Returns:
             O in the input dtype, or (O, lse) with `return_lse`.
         """
-        key = attention_key(q, k, v, causal, scale)
+        key = attention_key(
+            q, k, v, causal, scale, window_size=window_size, softcap=softcap,
+            alibi_slopes=alibi_slopes, layout=layout,
+        )  # fmt: skip
         if self._host_only and not isinstance(q, np.ndarray):
             raise ValueError(_HOST_ONLY.format(name="q, k, v", device=self.device))
         if return_lse is not False and return_lse is not True:
             raise ValueError(f"return_lse={return_lse!r}: expected a bool")
         forced = None if config is None else self._forced(config, key)
-        out, lse = self._dispatcher.call(key, (q, k, v), forced)
+        inputs = (q, k, v) if alibi_slopes is None else (q, k, v, alibi_slopes)
+        out, lse = self._dispatcher.call(key, inputs, forced)
         return (out, lse) if return_lse else out
 
     def attention_backward(

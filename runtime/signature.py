@@ -1,4 +1,5 @@
-"""Signature: what identifies a call for dispatch and tracing (op, dtype, shape, causal, scale)."""
+"""Signature: what identifies a call for dispatch and tracing (op, dtype, shape, causal, scale,
+and attention's variants)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from tessera_core.types import (
     Problem,
 )
 
+# Attention's non-default variants as sorted (AttentionProblem field, value) pairs, e.g.
+# (("heads_kv", 2), ("window_left", 256)); () for plain attention and every other op.
+Variant = tuple[tuple[str, Any], ...]
 # The hashable tuple the dispatcher keys its per-signature state by; building a tuple is
 # several times cheaper than building (and hashing) a dataclass on every call.
-SignatureKey = tuple[str, str, tuple[int, ...], bool, "float | None"]
+SignatureKey = tuple[str, str, tuple[int, ...], bool, "float | None", Variant]
 
 
 @dataclass(frozen=True)
@@ -28,19 +32,22 @@ class Signature:
     shape: tuple[int, ...]
     causal: bool = False
     scale: float | None = None
+    variant: Variant = ()
 
     @classmethod
     def from_key(cls, key: SignatureKey) -> Signature:
-        op, dtype, shape, causal, scale = key
-        return cls(op, dtype, shape, causal, scale)  # type: ignore[arg-type]
+        op, dtype, shape, causal, scale, variant = key
+        return cls(op, dtype, shape, causal, scale, variant)  # type: ignore[arg-type]
 
     def key(self) -> SignatureKey:
-        return (self.op, self.dtype, self.shape, self.causal, self.scale)
+        return (self.op, self.dtype, self.shape, self.causal, self.scale, self.variant)
 
     def problem(self) -> Problem:
         if self.op == "attention":
             b, h, sq, skv, d = self.shape
-            return AttentionProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)
+            return AttentionProblem(
+                b, h, sq, skv, d, dtype=self.dtype, causal=self.causal, **dict(self.variant)
+            )
         if self.op == "attention_bwd":
             b, h, sq, skv, d = self.shape
             return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)
@@ -54,16 +61,20 @@ class Signature:
             text += " causal"
         if self.scale is not None:
             text += f" scale={self.scale:g}"
+        text += "".join(f" {name}={value}" for name, value in self.variant)
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "op": self.op,
             "dtype": self.dtype,
             "shape": list(self.shape),
             "causal": self.causal,
             "scale": self.scale,
         }
+        if self.variant:  # absent for plain calls: traces of those stay as they were
+            data["variant"] = dict(self.variant)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Signature:
@@ -73,4 +84,16 @@ class Signature:
             tuple(int(d) for d in data["shape"]),
             bool(data.get("causal", False)),
             data.get("scale"),
+            tuple(sorted(dict(data.get("variant") or {}).items())),
         )
+
+
+def attention_options(variant: Variant) -> dict[str, Any]:
+    """The variant as the keywords of attention_reference and emulator.run_attention
+    (window_size, softcap, layout; GQA follows from k's shape, ALiBi from the slopes input)."""
+    fields = dict(variant)
+    return {
+        "window_size": (fields.get("window_left", -1), fields.get("window_right", -1)),
+        "softcap": fields.get("softcap", 0.0),
+        "layout": fields.get("layout", "bhsd"),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol
 
+from runtime.signature import Variant
 from tessera_core.types import Problem, TileConfig
 
 # Every op the runtime dispatches; each has a tier-1 reference. Which ones also have compiled
@@ -27,9 +28,12 @@ class Kernel(Protocol):
     kernel_key: str | None
     config: TileConfig | None
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
-        """(output, lse) for attention inputs (q, k, v); ((dq, dk, dv), None) for attention_bwd
-        inputs (q, k, v, o, lse, do); (output, None) for gemm inputs (a, b)."""
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
+    ) -> tuple[Any, Any]:
+        """(output, lse) for attention inputs (q, k, v[, alibi_slopes]) and its `variant`;
+        ((dq, dk, dv), None) for attention_bwd inputs (q, k, v, o, lse, do); (output, None) for
+        gemm inputs (a, b)."""
         ...
 
 

@@ -34,8 +34,10 @@ Differences from torch.nn.functional.scaled_dot_product_attention:
     attention(q[..., :seq_kv, :], k, v, causal=True) and attention(q[..., seq_kv:, :], k, v).
   - A query row that sees no key (causal, seq_q > seq_kv) outputs 0 and gets zero gradients;
     SDPA outputs NaN there.
-  - No attn_mask, dropout_p, enable_gqa: q, k, v have equal heads, fp16 or bf16, head_dim a
-    multiple of 16 up to 128; scale defaults to 1/sqrt(head_dim) like SDPA's.
+  - No attn_mask or dropout_p; fp16 or bf16, head_dim a multiple of 8 up to 256; scale
+    defaults to 1/sqrt(head_dim) like SDPA's. k, v with fewer heads than q is GQA (SDPA's
+    enable_gqa); window_size, softcap, alibi_slopes and layout="bshd" are FlashAttention-2's
+    (forward only: the backward covers plain attention).
 GEMM backward: dA = dC Bᵀ and dB = Aᵀ dC run through the same gemm op on contiguous copies of
 the transposes (the GEMM template takes row-major operands only, for now).
 """
@@ -198,6 +200,10 @@ def attention(
     causal: bool = False,
     scale: float | None = None,
     runtime: Runtime | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
+    layout: str = "bhsd",
 ) -> torch.Tensor:
     """softmax(q kᵀ · scale) v over [batch, heads, seq, head_dim] tensors, differentiable.
 
@@ -205,11 +211,22 @@ def attention(
         causal: bottom-right aligned mask (FlashAttention-2), see the module docstring.
         scale: None means 1/sqrt(head_dim).
         runtime: the Runtime to run on; None, the process default.
+        window_size, softcap, alibi_slopes, layout: FlashAttention-2's variants, as
+            Runtime.attention takes them (k, v with fewer heads than q is GQA/MQA). The
+            backward covers plain attention only: a variant's output does not require grad.
     """
     _check("q, k, v", q, k, v)
     if causal is not True and causal is not False:
         raise ValueError(f"causal={causal!r}: expected a bool")
-    out, _ = attention_fwd(q, k, v, causal, _scale(scale), handle_of(runtime))
+    if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
+        raise ValueError(f"window_size={window_size!r}: expected (left, right), -1 unbounded")
+    if alibi_slopes is not None and not isinstance(alibi_slopes, torch.Tensor):
+        raise ValueError(f"alibi_slopes is a {type(alibi_slopes).__name__}; expected a Tensor")
+    left, right = (int(x) if isinstance(x, int) else x for x in window_size)
+    out, _ = attention_fwd(
+        q, k, v, causal, _scale(scale), handle_of(runtime), left, right, softcap, alibi_slopes,
+        layout,
+    )  # fmt: skip
     return out
 
 
@@ -229,22 +246,44 @@ def attention_fwd(
     causal: bool,
     scale: float | None,
     runtime: int,
+    window_left: int = -1,
+    window_right: int = -1,
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
+    layout: str = "bhsd",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(O, LSE float32 [batch, heads, seq_q]) through Runtime.attention."""
     rt = _runtime(runtime)
+    window = (window_left, window_right)
 
-    def call(q_: Any, k_: Any, v_: Any) -> Any:
-        return rt.attention(q_, k_, v_, causal=causal, scale=scale, return_lse=True)
+    def call(q_: Any, k_: Any, v_: Any, *slopes: Any) -> Any:
+        alibi = slopes[0] if slopes else None
+        return rt.attention(
+            q_, k_, v_, causal=causal, scale=scale, return_lse=True, window_size=window,
+            softcap=softcap, alibi_slopes=alibi, layout=layout,
+        )  # fmt: skip
 
-    out, lse = _run((q, k, v), call)
+    tensors = (q, k, v) if alibi_slopes is None else (q, k, v, alibi_slopes.contiguous())
+    out, lse = _run(tensors, call)
     return _from_runtime(out, q, q.dtype), _from_runtime(lse, q, torch.float32)
 
 
 @attention_fwd.register_fake
 def _attention_fwd_fake(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: Any, runtime: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    scale: Any,
+    runtime: int,
+    window_left: int = -1,
+    window_right: int = -1,
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
+    layout: str = "bhsd",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.empty_like(q), q.new_empty(q.shape[:-1], dtype=torch.float32)
+    b, h, s = (q.shape[0], q.shape[2], q.shape[1]) if layout == "bshd" else q.shape[:-1]
+    return torch.empty_like(q), q.new_empty((b, h, s), dtype=torch.float32)
 
 
 @torch.library.custom_op("tessera::attention_bwd", mutates_args=())
@@ -287,18 +326,25 @@ def _attention_bwd_fake(
 
 
 def _attention_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    q, k, v, causal, scale, runtime = inputs
+    q, k, v, causal, scale, runtime, *variants = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)  # FlashAttention-2's set: P is recomputed
     ctx.causal, ctx.scale, ctx.runtime = causal, scale, runtime
+    plain = (-1, -1, 0.0, None, "bhsd")[: len(variants)]
+    ctx.variant = None if tuple(variants) == plain and k.shape[1] == q.shape[1] else variants
 
 
 def _attention_backward(ctx: Any, grad_out: torch.Tensor, _grad_lse: Any) -> tuple[Any, ...]:
+    if ctx.variant is not None:
+        raise NotImplementedError(
+            "the attention backward covers plain attention (equal heads, no window, softcap or "
+            "ALiBi, layout bhsd); detach the inputs of a variant's forward"
+        )
     q, k, v, out, lse = ctx.saved_tensors
     dq, dk, dv = attention_bwd(
         grad_out.contiguous(), q, k, v, out, lse, ctx.causal, ctx.scale, ctx.runtime
     )
-    return dq, dk, dv, None, None, None
+    return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
 attention_fwd.register_autograd(_attention_backward, setup_context=_attention_setup)

@@ -126,6 +126,7 @@ class Tracer:
             ok=ok,
             detail=detail,
             pid=os.getpid(),  # read per record: a forked child traces as itself
+            variant=dict(sig.variant) or None,
         )
 
 

@@ -9,49 +9,121 @@ from typing import Any
 import numpy as np
 
 from runtime.arrays import DTYPE_NAMES, device_array, dtype_name, is_device_array
-from runtime.signature import SignatureKey
-from templates.attention.space import MAX_HEAD_DIM, MMA_K
+from runtime.signature import SignatureKey, Variant
+from templates.attention.space import HEAD_DIM_STEP, MAX_HEAD_DIM
 from tessera_core.errors import InvalidConfigError
-from tessera_core.types import Problem, TileConfig
+from tessera_core.types import LAYOUTS, Problem, TileConfig, normalized_window
 
-# head_dim is a compile-time tile dimension of the attention template: a multiple of the mma's
-# reduction depth, up to the template's maximum (templates.attention.space's head_dim rule).
-HEAD_DIMS: tuple[int, ...] = tuple(range(MMA_K, MAX_HEAD_DIM + 1, MMA_K))
+# head_dim is a compile-time tile dimension of the attention template: whole 16-byte chunks, up
+# to the template's maximum (templates.attention.space's head_dim rule).
+HEAD_DIMS: tuple[int, ...] = tuple(range(HEAD_DIM_STEP, MAX_HEAD_DIM + 1, HEAD_DIM_STEP))
+NO_WINDOW = (-1, -1)
 _HEAD_DIM_SET = frozenset(HEAD_DIMS)
 QKV_FORM = "[batch, heads, seq, head_dim]"
+QKV_FORMS = {"bhsd": QKV_FORM, "bshd": "[batch, seq, heads, head_dim]"}
 DTYPE_FORM = "float16 or bfloat16 (ml_dtypes.bfloat16), the same for every input"
 
 
-def attention_key(q: Any, k: Any, v: Any, causal: Any, scale: Any) -> SignatureKey:
+def attention_key(
+    q: Any,
+    k: Any,
+    v: Any,
+    causal: Any,
+    scale: Any,
+    *,
+    window_size: Any = NO_WINDOW,
+    softcap: Any = 0.0,
+    alibi_slopes: Any = None,
+    layout: Any = "bhsd",
+) -> SignatureKey:
     """The signature key of an attention call, after checking every argument."""
-    fast = _attention_key_fast(q, k, v, causal, scale)
-    if fast is not None:
-        return fast
-    q_shape, q_dtype, q_device = _describe("q", q, 4, QKV_FORM)
-    k_shape, k_dtype, k_device = _describe("k", k, 4, QKV_FORM)
-    v_shape, v_dtype, v_device = _describe("v", v, 4, QKV_FORM)
+    plain = window_size == NO_WINDOW and softcap == 0.0 and alibi_slopes is None
+    if plain and layout == "bhsd":
+        fast = _attention_key_fast(q, k, v, causal, scale)
+        if fast is not None:
+            return fast
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(map(repr, LAYOUTS))}")
+    form = QKV_FORMS[layout]
+    kv_form = form.replace("heads", "heads_kv")
+    q_shape, q_dtype, q_device = _describe("q", q, 4, form)
+    k_shape, k_dtype, k_device = _describe("k", k, 4, kv_form)
+    v_shape, v_dtype, v_device = _describe("v", v, 4, kv_form)
     if not q_device == k_device == v_device:
         raise ValueError("q, k and v must all be host (NumPy) arrays or all device arrays")
     if not q_dtype == k_dtype == v_dtype:
         raise ValueError(
             f"q, k, v dtypes differ ({q_dtype}, {k_dtype}, {v_dtype}); expected {DTYPE_FORM}"
         )
-    b, h, sq, d = q_shape
-    if k_shape[0] != b or k_shape[1] != h or k_shape[3] != d:
+    seq_axis, head_axis = (1, 2) if layout == "bshd" else (2, 1)
+    b, h, sq, d = q_shape[0], q_shape[head_axis], q_shape[seq_axis], q_shape[3]
+    h_kv, skv = k_shape[head_axis], k_shape[seq_axis]
+    if k_shape[0] != b or k_shape[3] != d or h % h_kv:
         raise ValueError(
-            f"k has shape {k_shape}, q has {q_shape}: k must be [batch={b}, heads={h}, "
-            f"seq_kv, head_dim={d}]"
+            f"k has shape {k_shape}, q has {q_shape}: k must be {kv_form} with batch={b}, "
+            f"head_dim={d} and heads_kv dividing heads={h} (GQA/MQA)"
         )
     if v_shape != k_shape:
         raise ValueError(f"v has shape {v_shape}; it must equal k's shape {k_shape}")
     if d not in HEAD_DIMS:
         raise ValueError(
-            f"q, k, v head_dim={d} is not supported; expected a multiple of {MMA_K} "
+            f"q, k, v head_dim={d} is not supported; expected a multiple of {HEAD_DIM_STEP} "
             f"up to {MAX_HEAD_DIM}"
         )
     if causal is not True and causal is not False:
         raise ValueError(f"causal={causal!r}: expected a bool")
-    return ("attention", q_dtype, (b, h, sq, k_shape[2], d), causal, _scale(scale))
+    variant: dict[str, Any] = {"heads_kv": h_kv} if h_kv != h else {}
+    left, right = _window(window_size, skv, causal)
+    variant |= {"window_left": left} if left != -1 else {}
+    variant |= {"window_right": right} if right != -1 else {}
+    cap = _softcap(softcap)
+    variant |= {"softcap": cap} if cap else {}
+    if alibi_slopes is not None:
+        variant["alibi"] = _alibi_form(alibi_slopes, b, h, q_device)
+    if layout != "bhsd":
+        variant["layout"] = layout
+    key_variant: Variant = tuple(sorted(variant.items()))
+    return ("attention", q_dtype, (b, h, sq, skv, d), causal, _scale(scale), key_variant)
+
+
+def _window(window_size: Any, seq_kv: int, causal: bool) -> tuple[int, int]:
+    form = "window_size=(left, right): two integers >= -1 (-1: unbounded), as FlashAttention's"
+    if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
+        raise ValueError(f"window_size={window_size!r}: expected {form}")
+    sides = tuple(int(x) if isinstance(x, np.integer) else x for x in window_size)
+    try:
+        return normalized_window(sides, seq_kv, causal=causal)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"window_size={tuple(window_size)!r}: {exc}") from None
+
+
+def _softcap(softcap: Any) -> float:
+    if isinstance(softcap, bool) or not isinstance(softcap, (int, float, np.floating, np.integer)):
+        raise ValueError(f"softcap={softcap!r}: expected 0.0 (off) or a positive finite float")
+    value = float(softcap)
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"softcap={softcap!r}: expected 0.0 (off) or a positive finite float")
+    return value
+
+
+def _alibi_form(slopes: Any, batch: int, heads: int, on_device: bool) -> str:
+    """'heads' or 'batch_heads' for float32 slopes of shape [heads] or [batch, heads]."""
+    form = f"float32 [heads={heads}] or [batch={batch}, heads={heads}]"
+    if isinstance(slopes, np.ndarray):
+        shape, dtype, contiguous, device = slopes.shape, str(slopes.dtype), True, False
+        contiguous = slopes.flags.c_contiguous
+    elif is_device_array(slopes):
+        view = device_array(slopes)
+        shape, dtype, contiguous, device = view.shape, view.dtype_text, view.contiguous, True
+    else:
+        raise ValueError(f"alibi_slopes is a {type(slopes).__name__}; expected {form}")
+    if device != on_device:
+        raise ValueError("alibi_slopes must live where q, k and v do (host or device)")
+    if dtype not in ("float32", "<f4", "f4") or shape not in ((heads,), (batch, heads)):
+        raise ValueError(f"alibi_slopes has shape {shape} and dtype {dtype}; expected {form}")
+    if not contiguous:
+        raise ValueError("alibi_slopes is not contiguous; pass a row-major array")
+    return "heads" if len(shape) == 1 else "batch_heads"
 
 
 def _attention_key_fast(q: Any, k: Any, v: Any, causal: Any, scale: Any) -> SignatureKey | None:
@@ -85,7 +157,7 @@ def _attention_key_fast(q: Any, k: Any, v: Any, causal: Any, scale: Any) -> Sign
     if scale is not None and (type(scale) is not float or not 0.0 < scale < math.inf):
         return None
     b, h, sq, d = q_shape
-    return ("attention", name, (b, h, sq, k_shape[2], d), causal, scale)
+    return ("attention", name, (b, h, sq, k_shape[2], d), causal, scale, ())
 
 
 def gemm_key(a: Any, b: Any) -> SignatureKey:
@@ -98,7 +170,7 @@ def gemm_key(a: Any, b: Any) -> SignatureKey:
         raise ValueError(f"a is {a_dtype} and b is {b_dtype}; expected {DTYPE_FORM}")
     if a_shape[1] != b_shape[0]:
         raise ValueError(f"a has shape {a_shape} and b {b_shape}: b must be [K={a_shape[1]}, N]")
-    return ("gemm", a_dtype, (a_shape[0], b_shape[1], a_shape[1]), False, None)
+    return ("gemm", a_dtype, (a_shape[0], b_shape[1], a_shape[1]), False, None, ())
 
 
 def tile_config(config: Mapping[str, Any] | TileConfig, problem: Problem, arch: str) -> TileConfig:

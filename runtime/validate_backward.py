@@ -21,7 +21,12 @@ def attention_backward_key(
     Raises:
         ValueError: one line naming the argument and the expected form.
     """
-    _, dtype, shape, causal, scale = attention_key(q, k, v, causal, scale)
+    _, dtype, shape, causal, scale, variant = attention_key(q, k, v, causal, scale)
+    if variant:  # the forward's GQA: k and v with fewer heads than q
+        raise ValueError(
+            f"k has shape {k.shape}, q has {q.shape}: the attention backward needs k and v "
+            "with q's heads (no GQA/MQA yet)"
+        )
     on_device = not isinstance(q, np.ndarray)
     b, h, sq, _, d = shape
     for name, x in (("o", o), ("do", do)):
@@ -33,7 +38,7 @@ def attention_backward_key(
         if x_dtype != dtype:
             raise ValueError(f"{name} is {x_dtype} and q is {dtype}; expected the same dtype")
     _check_lse(lse, (b, h, sq), on_device)
-    return ("attention_bwd", dtype, shape, causal, scale)
+    return ("attention_bwd", dtype, shape, causal, scale, ())
 
 
 def _check_lse(lse: Any, shape: tuple[int, int, int], on_device: bool) -> None:

@@ -74,7 +74,7 @@ def attention_reference(
             accum_dtype=accum_dtype, block_kv=block_kv, window_size=window_size,
             softcap=softcap, alibi_slopes=alibi_slopes,
         )  # fmt: skip
-        return np.swapaxes(o, -2, -3), lse
+        return np.ascontiguousarray(np.swapaxes(o, -2, -3)), lse
     if layout != "bhsd":
         raise ValueError(f"layout={layout!r}: expected 'bhsd' or 'bshd'")
     if q.ndim >= 3 and k.ndim == q.ndim and k.shape[-3] != q.shape[-3]:

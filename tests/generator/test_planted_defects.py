@@ -13,6 +13,7 @@ import pytest
 
 from generator import emulator, verify
 from generator.render import render
+from templates.attention.family import tensor_shapes
 from templates.registry import get_family
 from tessera_core.errors import EmulatorError
 from tessera_core.types import (
@@ -74,8 +75,8 @@ def outcome(problem: Problem, config: TileConfig, mutate: Mutation | None) -> st
     inputs = verify.random_inputs(problem, seed=1)
     outputs: dict[str, tuple[tuple[int, ...], np.dtype]]
     if isinstance(problem, AttentionProblem):
-        b, h, sq, d = problem.batch, problem.heads, problem.seq_q, problem.head_dim
-        outputs = {"o": ((b, h, sq, d), inputs["q"].dtype), "lse": ((b, h, sq), np.dtype("f4"))}
+        shapes = tensor_shapes(problem)
+        outputs = {"o": (shapes["o"], inputs["q"].dtype), "lse": (shapes["lse"], np.dtype("f4"))}
     else:
         outputs = {"c": ((problem.m, problem.n), inputs["a"].dtype)}
     try:
@@ -268,6 +269,78 @@ def test_gemm_defect_is_caught(problem: GemmProblem, config: TileConfig, defect:
 @pytest.mark.parametrize("defect", sorted(GEMM_MIXED_DEFECTS))
 def test_gemm_order_and_interior_defect_is_caught(defect: str) -> None:
     result = outcome(GEMM_MIXED, GEMM_MIXED_CONFIG, GEMM_MIXED_DEFECTS[defect])
+    assert result != "pass", f"planted defect {defect} went unnoticed"
+
+
+# The LLM variants: a window whose first tile (key 92 for row 0) and right edge cross tiles of
+# 32 keys, so whole tiles are skipped on both sides; 4 query heads on 2 KV heads; ALiBi and
+# bshd, both with seq_q != seq_kv so the bottom-right alignment matters.
+WINDOW = AttentionProblem(1, 2, 65, 197, 64, window_left=40, window_right=3)
+GQA = AttentionProblem(2, 4, 65, 197, 64, heads_kv=2)
+ALIBI = AttentionProblem(1, 2, 65, 197, 64, alibi="heads")
+BSHD = AttentionProblem(2, 4, 65, 97, 64, heads_kv=2, layout="bshd")
+VARIANT_DEFECTS: dict[str, tuple[Problem, Mutation]] = {
+    "window-left-edge-off-by-one": (
+        WINDOW,
+        replace_once(
+            "col < row + causal_offset - p.window_left)",
+            "col < row + causal_offset - p.window_left - 1)",
+        ),
+    ),
+    "window-right-edge-off-by-one": (
+        WINDOW,
+        replace_once(
+            "col > row + causal_offset + p.window_right)",
+            "col > row + causal_offset + p.window_right + 1)",
+        ),
+    ),
+    "window-skips-one-tile-too-many": (
+        WINDOW,
+        replace_once(
+            "const int first_tile = kv_begin / BLOCK_N;",
+            "const int first_tile = kv_begin / BLOCK_N + 1;",
+        ),
+    ),
+    "window-tile-edges-left-unmasked": (
+        WINDOW,
+        replace_once("if (ragged || diagonal || window_edge) {", "if (ragged || diagonal) {"),
+    ),
+    "gqa-heads-interleaved": (
+        GQA,
+        replace_once("int(blockIdx.y) / (int(gridDim.y) / heads_kv)", "int(blockIdx.y) % heads_kv"),
+    ),
+    "gqa-kv-batch-stride-of-q-heads": (
+        GQA,
+        replace_once(
+            "(long long)blockIdx.z * heads_kv + kv_head", "(long long)blockIdx.z * 4 + kv_head"
+        ),
+    ),
+    "alibi-top-left-aligned": (
+        ALIBI,
+        replace_once("fabsf(float(row + causal_offset - col))", "fabsf(float(row - col))"),
+    ),
+    "bshd-rows-one-head-apart": (
+        BSHD,
+        replace_once(
+            "const int q_row_stride = int(gridDim.y) * HEAD_DIM;",
+            "const int q_row_stride = HEAD_DIM;",
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "problem", [WINDOW, GQA, ALIBI, BSHD], ids=["window", "gqa", "alibi", "bshd"]
+)
+def test_the_unmodified_variant_kernels_pass(problem: AttentionProblem) -> None:
+    assert outcome(problem, Q_SMEM_CONFIG, None) == "pass"
+
+
+@pytest.mark.parametrize("defect", sorted(VARIANT_DEFECTS))
+def test_variant_defect_is_caught(defect: str) -> None:
+    problem, mutate = VARIANT_DEFECTS[defect]
+    result = outcome(problem, Q_SMEM_CONFIG, mutate)  # the variants' registers leave no room
+    # for ATTENTION_CONFIG's Q fragments on sm_90
     assert result != "pass", f"planted defect {defect} went unnoticed"
 
 

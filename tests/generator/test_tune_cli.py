@@ -31,6 +31,30 @@ def test_help_explains_the_options() -> None:
     assert result.returncode == 0
     for option in ("--shape", "--trials", "--timeout", "--jobs", "--seed", "--retune", "--json"):
         assert option in result.stdout
+    for option in ("--gqa HQ:HKV", "--window LEFT,RIGHT", "--softcap X", "--alibi", "--layout"):
+        assert option in result.stdout
+
+
+def test_tune_keys_and_stores_the_attention_variants(tmp_path: Path) -> None:
+    # NVRTC compiles the variant kernel for the target; its key and metadata name every variant.
+    cache_dir = tmp_path / "kernels"
+    variants = ("--gqa", "4:2", "--window", "24,0", "--softcap", "30", "--alibi", "--layout")
+    args = ("--shape", "1x4x80x96x40", *variants, "bshd", "--arch", "sm_80", "--trials", "1")
+    result = _tune(*args, "--cache-dir", str(cache_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    tuned = json.loads(result.stdout)
+    assert tuned["kernel_key"] == (
+        "attention_fwd.fp16.b1.h4.sq80.skv96.d40.noncausal.hkv2.win24_0.cap30.alibi_heads.bshd"
+        ".sm_80"
+    )
+    from runtime import load_specialized
+    from tessera_core.types import AttentionProblem
+
+    kernel = load_specialized(tuned["kernel_key"], cache_dirs=[cache_dir])
+    assert kernel.problem == AttentionProblem(
+        1, 4, 80, 96, 40, heads_kv=2, window_left=24, window_right=0, softcap=30.0,
+        alibi="heads", layout="bshd",
+    )  # fmt: skip
 
 
 SHAPE = ("--shape", "1x1x64x64", "--trials", "1")
@@ -52,8 +76,13 @@ UNWRITABLE = "/proc/tessera-cannot-create/kernels"  # mkdir fails there, even fo
         (SHAPE, {"TESSERA_ARCH": "sm_75"}, "TESSERA_ARCH='sm_75': expected one of sm_80"),
         (SHAPE, {"TESSERA_LOG_LEVEL": "bogus"}, "TESSERA_LOG_LEVEL='bogus': expected one of"),
         # well-formed but unsupported: the one reason, not every rejected configuration
-        (("--shape", "1x1x64x72"), {}, "--shape 1x1x64x72: attention_fwd 1x1x64x64x72 is not"),
+        (("--shape", "1x1x64x76"), {}, "--shape 1x1x64x76: attention_fwd 1x1x64x64x76 is not"),
         (("--shape", "1x70000x64x64"), {}, "grid"),
+        ((*SHAPE, "--gqa", "16:5"), {}, "--gqa: '16:5': expected HEADS_Q:HEADS_KV"),
+        ((*SHAPE, "--gqa", "8:2"), {}, "--gqa 8:2: HEADS_Q=8 must equal --shape's heads=1"),
+        ((*SHAPE, "--window", "a,b"), {}, "--window: 'a,b': expected LEFT,RIGHT"),
+        ((*SHAPE, "--softcap", "inf"), {}, "--softcap: 'inf': expected a finite number > 0"),
+        ((*SHAPE, "--layout", "hbsd"), {}, "--layout: invalid choice: 'hbsd'"),
         ((*SHAPE, "--cache-dir", UNWRITABLE), {}, f"--cache-dir {UNWRITABLE}: cannot create"),
         (SHAPE, {"TESSERA_CACHE_DIR": UNWRITABLE}, "(TESSERA_CACHE_DIR) /proc/tessera-cannot"),
         (SHAPE, {"TESSERA_COMPILE_CACHE_DIR": UNWRITABLE}, "(TESSERA_COMPILE_CACHE_DIR) /proc/"),

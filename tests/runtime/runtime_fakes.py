@@ -51,7 +51,9 @@ class FakeKernel:
         self.clock = clock
         self.run_ms = run_ms
 
-    def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    def run(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Any = ()
+    ) -> tuple[Any, Any]:
         self.runs += 1
         if self.clock is not None:
             self.clock.advance_ms(self.run_ms)

@@ -67,7 +67,7 @@ def _run_cli_of_the_example(argv: list[str]) -> int:
         ["--trials", "-1"],
         ["--shape", "1x4x128"],
         ["--shape", "1x4x0x64"],
-        ["--shape", "1x1x64x72"],
+        ["--shape", "1x1x64x76"],
         ["--cache-dir", "/proc/tessera-cannot-create"],
         ["--trace", "/proc/tessera-cannot-create/trace.jsonl"],
     ],

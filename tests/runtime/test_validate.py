@@ -35,10 +35,29 @@ ATTENTION_CASES = {
     "q rank 3": ({"q": _arr((2, 16, 16))}, r"q has rank 3 .*\[batch, heads, seq, head_dim\]"),
     "k head_dim": ({"k": _arr((1, 2, 16, 32))}, r"k has shape .* head_dim=16"),
     "v differs from k": ({"v": _arr((1, 2, 8, 16))}, r"v has shape .* must equal k's shape"),
-    "head_dim 40": (
-        {k: _arr((1, 2, 16, 40)) for k in "qkv"},
-        r"head_dim=40 is not supported; expected a multiple of 16",
+    "head_dim 44": (
+        {k: _arr((1, 2, 16, 44)) for k in "qkv"},
+        r"head_dim=44 is not supported; expected a multiple of 8 up to 256",
     ),
+    "kv heads not a divisor": (
+        {k: _arr((1, 3, 16, 16)) for k in "kv"} | {"q": _arr((1, 4, 16, 16))},
+        r"heads_kv dividing heads=4 \(GQA/MQA\)",
+    ),
+    "window one side": ({"window_size": (4,)}, r"window_size=\(4,\): expected"),
+    "window below -1": ({"window_size": (-2, 0)}, r"window_left=-2: must be an integer >= 0"),
+    "window text": ({"window_size": ("8", 0)}, r"window_left='8'"),
+    "softcap negative": ({"softcap": -1.0}, r"softcap=-1.0: expected 0.0 \(off\)"),
+    "softcap nan": ({"softcap": float("nan")}, r"softcap=nan"),
+    "alibi wrong shape": (
+        {"alibi_slopes": np.ones(3, np.float32)},
+        r"alibi_slopes has shape \(3,\) and dtype float32; expected float32 \[heads=2\]",
+    ),
+    "alibi float16": (
+        {"alibi_slopes": np.ones(2, np.float16)},
+        r"alibi_slopes has shape \(2,\) and dtype float16",
+    ),
+    "alibi a list": ({"alibi_slopes": [0.1, 0.2]}, r"alibi_slopes is a list"),
+    "layout unknown": ({"layout": "sbhd"}, r"layout='sbhd': expected one of 'bhsd', 'bshd'"),
     "head_dim 512": (
         {k: _arr((1, 2, 16, 512)) for k in "qkv"},
         r"head_dim=512 is not supported",

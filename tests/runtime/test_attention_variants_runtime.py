@@ -1,0 +1,118 @@
+"""The attention variants through the Runtime (tiers 1 and 2, signatures, the trace, hotspots)
+and through runtime.torch, against the float64 reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autotune.hotspots import TraceRecord, propose_tasks, rank, tune_command
+from runtime import Runtime, RuntimeConfig
+from templates.attention.reference import attention_reference
+from tessera_core.types import AttentionProblem
+
+ARCH = "sm_90"
+VARIANTS = {"window_size": (12, 3), "softcap": 8.0, "layout": "bshd"}
+
+
+def _inputs(seed: int) -> tuple[np.ndarray, ...]:
+    """bshd q [1, 37, 4, 24], k and v with 2 KV heads (GQA), per-batch-head ALiBi slopes."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((1, 37, 4, 24)).astype(np.float16)
+    k = rng.standard_normal((1, 45, 2, 24)).astype(np.float16)
+    v = rng.standard_normal((1, 45, 2, 24)).astype(np.float16)
+    slopes = (rng.random((1, 4)) * 0.3).astype(np.float32)
+    return q, k, v, slopes
+
+
+def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want))
+
+
+def test_runtime_tiers_1_and_2_run_every_variant_at_once(tmp_path: Path) -> None:
+    q, k, v, slopes = _inputs(1)
+    want_o, want_lse = attention_reference(
+        q, k, v, causal=True, alibi_slopes=slopes, accum_dtype=np.float64, **VARIANTS
+    )
+    config = RuntimeConfig(
+        device="emulator", arch=ARCH, tier2_min_calls=1, tier3=False, tuning_workers=0,
+        cache_dirs=(tmp_path,),
+    )  # fmt: skip
+    with Runtime(config=config) as rt:
+        outs = [
+            rt.attention(q, k, v, causal=True, alibi_slopes=slopes, return_lse=True, **VARIANTS)
+            for _ in range(2)
+        ]
+        calls = [r for r in rt.history() if r.event == "call"]
+    assert [r.tier for r in calls] == [1, 2]
+    assert calls[1].kernel_key == (
+        "attention_fwd.fp16.d24.causal.gqa.window.softcap.alibi.bshd.sm_90.generic"
+    )
+    for o, lse in outs:  # a tier-1 output is as contiguous as a kernel's
+        assert o.shape == q.shape and o.flags.c_contiguous and lse.shape == (1, 4, 37)
+        assert _rel_err(o, want_o) < 4 * 2.0**-11
+        assert np.max(np.abs(lse - want_lse)) < 1e-3
+    problem = calls[0].problem()
+    assert problem == AttentionProblem(
+        1, 4, 37, 45, 24, causal=True, heads_kv=2, window_left=12, window_right=-1,
+        softcap=8.0, alibi="batch_heads", layout="bshd",
+    )  # fmt: skip
+
+
+def test_variants_are_separate_signatures_traced_and_proposed_for_tuning() -> None:
+    q, k, v, slopes = _inputs(2)
+    with Runtime(device="cpu") as rt:
+        rt.attention(q, k, v, **VARIANTS)
+        rt.attention(q, k, v, alibi_slopes=slopes, **VARIANTS)
+        rt.attention(q, k, v, alibi_slopes=slopes[0], **VARIANTS)  # per-head slopes
+        assert rt.stats().signatures == 3
+        records = [TraceRecord.from_dict(_json(r)) for r in rt.history()]
+    assert records[0].variant == {
+        "heads_kv": 2, "layout": "bshd", "softcap": 8.0, "window_left": 12, "window_right": 3,
+    }  # fmt: skip
+    problems = propose_tasks(rank(records, min_count=1), 3)
+    assert {p.alibi for p in problems if isinstance(p, AttentionProblem)} == {
+        "none",
+        "heads",
+        "batch_heads",
+    }
+    command = tune_command(records[0].problem())
+    assert command.endswith("--gqa 4:2 --window 12,3 --softcap 8 --layout bshd")
+
+
+def _json(record: TraceRecord) -> dict:
+    import json
+
+    return json.loads(record.to_json())
+
+
+def test_plain_trace_lines_carry_no_variant_key() -> None:
+    q = np.zeros((1, 1, 16, 16), np.float16)
+    with Runtime(device="cpu") as rt:
+        rt.attention(q, q, q)
+        assert "variant" not in rt.history()[0].to_json()
+
+
+def test_torch_attention_takes_the_variants_and_refuses_their_backward() -> None:
+    torch = pytest.importorskip("torch")
+    import runtime.torch as tt
+
+    q, k, v, slopes = _inputs(3)
+    want_o, _ = attention_reference(
+        q, k, v, alibi_slopes=slopes, accum_dtype=np.float64, **VARIANTS
+    )
+    tq, tk, tv, ts = (torch.from_numpy(x) for x in (q, k, v, slopes))
+    with Runtime(device="cpu") as rt:
+        out = tt.attention(tq, tk, tv, alibi_slopes=ts, runtime=rt, **VARIANTS)
+        assert _rel_err(out.numpy(), want_o) < 4 * 2.0**-11
+        handle = tt.handle_of(rt)
+        torch.library.opcheck(
+            tt.attention_fwd, (tq, tk, tv, False, None, handle, 12, 3, 8.0, ts, "bshd")
+        )
+        bhsd = [x.transpose(1, 2).contiguous() for x in (tq, tk, tv)]
+        grad_q = bhsd[0].requires_grad_()
+        out = tt.attention(grad_q, bhsd[1], bhsd[2], runtime=rt)  # GQA alone is a variant too
+        with pytest.raises(NotImplementedError, match="backward covers plain attention"):
+            out.sum().backward()
