@@ -11,7 +11,8 @@ from tessera_core.types import ALIBI_FORMS, LAYOUTS, AttentionProblem, Problem
 
 HELP = {
     "gqa": "GQA/MQA as HEADS_Q:HEADS_KV, e.g. 32:8 (HEADS_Q must be --shape's heads)",
-    "window": "sliding window LEFT,RIGHT in keys, -1 unbounded, e.g. 256,0 (FlashAttention-2's)",
+    "window": "sliding window LEFT,RIGHT in keys, -1 unbounded, e.g. 256,0 (FlashAttention-2's); "
+    "a LEFT of -1 needs the = form: --window=-1,0",
     "softcap": "cap the scaled scores as X * tanh(s / X), X > 0 (Gemma-2's 30 or 50)",
     "alibi": "ALiBi slopes per head (default) or per batch and head: heads | batch_heads",
     "layout": "q, k, v, o as bhsd [batch, heads, seq, d] (default) or bshd (FlashAttention's)",

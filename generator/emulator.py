@@ -256,17 +256,26 @@ def run_attention_problem(
     v: np.ndarray,
     *,
     alibi_slopes: np.ndarray | None = None,
+    cu_seqlens: tuple[np.ndarray, np.ndarray] | None = None,
     scale: float | None = None,
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
 ) -> EmulatedRun:
-    """Render the attention kernel for `problem` and run it on q, k, v (outputs o and lse)."""
-    from templates.attention.family import ALIBI_POINTER, tensor_shapes
+    """Render the attention kernel for `problem` and run it on q, k, v (outputs o and lse);
+    a varlen problem takes `cu_seqlens` (cu_seqlens_q, cu_seqlens_k), int32 [batch + 1]."""
+    from templates.attention.family import ALIBI_POINTER, CU_SEQLENS, tensor_shapes
 
     rendered = _render(problem, config, specialized=specialized, arch=arch)
-    shapes = tensor_shapes(problem)
     inputs = {"q": _c(q), "k": _c(k), "v": _c(v)}
+    totals = None
+    if problem.varlen:
+        if cu_seqlens is None:
+            raise ValueError("a varlen problem needs cu_seqlens=(cu_seqlens_q, cu_seqlens_k)")
+        for name, cu in zip(CU_SEQLENS, cu_seqlens, strict=True):
+            inputs[name] = _c(np.asarray(cu, dtype=np.int32))
+        totals = (q.shape[0], k.shape[0])
+    shapes = tensor_shapes(problem, totals=totals)
     if ALIBI_POINTER in shapes:
         got = None if alibi_slopes is None else np.shape(alibi_slopes)
         if got != shapes[ALIBI_POINTER]:
@@ -314,6 +323,50 @@ def run_attention(
     run = run_attention_problem(
         problem, q, k, v, alibi_slopes=alibi_slopes, scale=scale, config=config,
         specialized=specialized, arch=arch,
+    )  # fmt: skip
+    return run.outputs["o"], run.outputs["lse"]
+
+
+def run_attention_varlen(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    cu_seqlens_q: np.ndarray,
+    cu_seqlens_k: np.ndarray,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    causal: bool = False,
+    scale: float | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: np.ndarray | None = None,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Packed-sequence attention on the emulator, FlashAttention-2's varlen convention:
+    (O [total_q, heads, d] in q's dtype, LSE [heads, total_q] f32).
+
+    q [total_q, heads, d], k and v [total_k, heads_kv, d]; cu_seqlens_* int32 [batch + 1].
+    """
+    if q.ndim != 3 or k.ndim != 3 or k.shape != v.shape or q.shape[2] != k.shape[2]:
+        raise ValueError(
+            f"q {q.shape}, k {k.shape}, v {v.shape}: need q [total_q, heads, d] and k, v "
+            "[total_k, heads_kv, d]"
+        )
+    dtype = dtype_name(q)
+    alibi: AlibiForm = "none"
+    if alibi_slopes is not None:
+        alibi = "batch_heads" if np.ndim(alibi_slopes) == 2 else "heads"
+    problem = AttentionProblem(
+        len(cu_seqlens_q) - 1, q.shape[1], max_seqlen_q, max_seqlen_k, q.shape[2], dtype=dtype,
+        causal=bool(causal), heads_kv=k.shape[1], window_left=window_size[0],
+        window_right=window_size[1], softcap=softcap, alibi=alibi, layout="bshd", varlen=True,
+    )  # fmt: skip
+    run = run_attention_problem(
+        problem, q, k, v, alibi_slopes=alibi_slopes, cu_seqlens=(cu_seqlens_q, cu_seqlens_k),
+        scale=scale, config=config, specialized=specialized, arch=arch,
     )  # fmt: skip
     return run.outputs["o"], run.outputs["lse"]
 

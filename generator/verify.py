@@ -98,8 +98,19 @@ def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str
     if isinstance(problem, AttentionProblem):
         from templates.attention.family import ALIBI_POINTER, tensor_shapes
 
-        shapes = tensor_shapes(problem)
-        inputs = {name: draw(*shapes[name]) for name in ("q", "k", "v")}
+        inputs: dict[str, np.ndarray] = {}
+        totals = None
+        if problem.varlen:  # ragged lengths up to the longest; sequence 0 is the longest
+            for name, longest in (
+                ("cu_seqlens_q", problem.seq_q),
+                ("cu_seqlens_k", problem.seq_kv),
+            ):
+                lengths = rng.integers(1, longest + 1, problem.batch)
+                lengths[0] = longest
+                inputs[name] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            totals = (int(inputs["cu_seqlens_q"][-1]), int(inputs["cu_seqlens_k"][-1]))
+        shapes = tensor_shapes(problem, totals=totals)
+        inputs |= {name: draw(*shapes[name]) for name in ("q", "k", "v")}
         if ALIBI_POINTER in shapes:  # FA2's test slopes: uniform in [0, 0.3)
             inputs[ALIBI_POINTER] = (rng.random(shapes[ALIBI_POINTER]) * ALIBI_SLOPE_MAX).astype(
                 np.float32
@@ -111,8 +122,16 @@ def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str
 def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The family's NumPy reference, accumulated in float64."""
     if isinstance(problem, AttentionProblem):
-        from templates.attention.reference import attention_reference
+        from templates.attention.reference import attention_reference, attention_varlen_reference
 
+        if problem.varlen:
+            o, lse = attention_varlen_reference(
+                inputs["q"], inputs["k"], inputs["v"], inputs["cu_seqlens_q"],
+                inputs["cu_seqlens_k"], causal=problem.causal, accum_dtype=np.float64,
+                window_size=(problem.window_left, problem.window_right), softcap=problem.softcap,
+                alibi_slopes=inputs.get("alibi_slopes"), max_seqlen_k=problem.seq_kv,
+            )  # fmt: skip
+            return {"o": np.asarray(o, np.float64), "lse": np.asarray(lse, np.float64)}
         o, lse = attention_reference(
             inputs["q"], inputs["k"], inputs["v"], causal=problem.causal, accum_dtype=np.float64,
             window_size=(problem.window_left, problem.window_right), softcap=problem.softcap,
@@ -166,6 +185,9 @@ def verify_config(
             run = emulator.run_attention_problem(
                 problem, inputs["q"], inputs["k"], inputs["v"], config=config,
                 alibi_slopes=inputs.get("alibi_slopes"), specialized=specialized, arch=arch,
+                cu_seqlens=(inputs["cu_seqlens_q"], inputs["cu_seqlens_k"])
+                if problem.varlen
+                else None,
             )  # fmt: skip
         else:
             run = emulator.run_gemm_problem(

@@ -130,6 +130,11 @@ class AttentionProblem:
     unbounded, as FA2 normalizes it); `softcap` > 0 caps scores as softcap * tanh(s / softcap);
     `alibi` names the slopes' shape ("heads" or "batch_heads"; "none" without ALiBi). A variant
     left at its default adds nothing to the keys, so existing keys are unchanged.
+
+    `varlen`: `batch` sequences packed along one axis (layout "bshd" with batch 1, FA2's
+    cu_seqlens convention); seq_q and seq_kv are the longest sequence's lengths, and the kernel
+    key names their length bucket (the next power of two) instead, so one tuned kernel serves
+    every length distribution of the bucket.
     """
 
     batch: int
@@ -145,6 +150,7 @@ class AttentionProblem:
     softcap: float = 0.0
     alibi: AlibiForm = "none"
     layout: Layout = "bhsd"
+    varlen: bool = False
 
     op: ClassVar[str] = "attention"
     family: ClassVar[str] = "attention_fwd"
@@ -182,6 +188,11 @@ class AttentionProblem:
             raise ValueError(
                 f"AttentionProblem.layout={self.layout!r}: must be one of {', '.join(LAYOUTS)}"
             )
+        if not isinstance(self.varlen, bool) or (self.varlen and self.layout != "bshd"):
+            raise ValueError(
+                f"AttentionProblem.varlen={self.varlen!r}: must be a bool, and True only with "
+                "layout='bshd' (packed [total, heads, head_dim] sequences)"
+            )
 
     @property
     def kv_heads(self) -> int:
@@ -217,13 +228,18 @@ class AttentionProblem:
             words.append("alibi" if generic else f"alibi_{self.alibi}")
         if self.layout != "bhsd":
             words.append(self.layout)
+        if self.varlen:
+            words.append("varlen")
         return "".join(f".{w}" for w in words)
 
     def kernel_key(self, arch: str) -> str:
         mask = "causal" if self.causal else "noncausal"
+        seq_q, seq_kv = self.seq_q, self.seq_kv
+        if self.varlen:  # the length bucket: lengths are read at run time
+            seq_q, seq_kv = length_bucket(seq_q), length_bucket(seq_kv)
         return (
-            f"{self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{self.seq_q}"
-            f".skv{self.seq_kv}.d{self.head_dim}.{mask}{self.variant_suffix()}.{arch}"
+            f"{self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{seq_q}"
+            f".skv{seq_kv}.d{self.head_dim}.{mask}{self.variant_suffix()}.{arch}"
         )
 
     def generic_key(self, arch: str) -> str:
@@ -245,11 +261,17 @@ class AttentionProblem:
             "softcap": 0.0,
             "alibi": "none",
             "layout": "bhsd",
+            "varlen": False,
         }
         for name, default in defaults.items():
             if data[name] == default:
                 del data[name]
         return data
+
+
+def length_bucket(length: int) -> int:
+    """The power of two at or above `length` (at least 16): a varlen kernel key's length."""
+    return max(16, 1 << (length - 1).bit_length())
 
 
 def normalized_window(window: tuple[int, int], seq_kv: int, *, causal: bool) -> tuple[int, int]:

@@ -36,6 +36,7 @@ def attention_reference(
     softcap: float = 0.0,
     alibi_slopes: NDArray | None = None,
     layout: Layout = "bhsd",
+    normalize_window: bool = True,
 ) -> tuple[NDArray, NDArray]:
     """softmax(Q K^T * scale) V and the row log-sum-exp, computed like the kernel does.
 
@@ -63,6 +64,8 @@ def attention_reference(
     Args:
         block_kv: keys per step (default: as many as keep one score block under
             SCORE_BLOCK_BYTES).
+        normalize_window: False takes window_size as already normalized (varlen normalizes it
+            by the longest sequence, as FA2 does, not by each sequence's own length).
 
     Returns:
         (o [..., seq_q, d], lse [..., seq_q]) in accum_dtype; lse is the natural log of the sum
@@ -72,7 +75,7 @@ def attention_reference(
         o, lse = attention_reference(
             *(np.swapaxes(x, -2, -3) for x in (q, k, v)), causal=causal, scale=scale,
             accum_dtype=accum_dtype, block_kv=block_kv, window_size=window_size,
-            softcap=softcap, alibi_slopes=alibi_slopes,
+            softcap=softcap, alibi_slopes=alibi_slopes, normalize_window=normalize_window,
         )  # fmt: skip
         return np.ascontiguousarray(np.swapaxes(o, -2, -3)), lse
     if layout != "bhsd":
@@ -102,7 +105,9 @@ def attention_reference(
     row_sum = np.zeros((*lead, seq_q), dtype=accum)
     acc = np.zeros((*lead, seq_q, head_dim), dtype=accum)
     rows = np.arange(seq_q)[:, None]
-    left, right = normalized_window(window_size, seq_kv, causal=causal)
+    left, right = window_size
+    if normalize_window:
+        left, right = normalized_window(window_size, seq_kv, causal=causal)
     slopes = _alibi_slopes(alibi_slopes, q.shape[:-2], accum)
     with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf: NaN on purpose (see above)
         for start in range(0, seq_kv, block_kv):
@@ -195,3 +200,59 @@ def _step(
     row_sum = row_sum * alpha + probs.sum(axis=-1)
     acc = acc * alpha[..., None] + probs @ v_block.astype(accum)
     return new_max, row_sum, acc
+
+
+def attention_varlen_reference(
+    q: NDArray,
+    k: NDArray,
+    v: NDArray,
+    cu_seqlens_q: NDArray,
+    cu_seqlens_k: NDArray,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    accum_dtype: DTypeLike = np.float32,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: NDArray | None = None,
+    max_seqlen_k: int | None = None,
+) -> tuple[NDArray, NDArray]:
+    """attention_reference over packed sequences, FlashAttention-2's varlen convention.
+
+    q [total_q, heads, d], k and v [total_k, heads_kv, d]; sequence b is rows
+    cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1 of q (of k and v by cu_seqlens_k), each its own
+    attention problem (masks aligned to its own lengths; per-batch ALiBi slopes by b). The
+    window is normalized by max_seqlen_k (default: the longest sequence), as FA2 does.
+
+    Returns:
+        (o [total_q, heads, d], lse [heads, total_q]) in accum_dtype.
+    """
+    cu_q, cu_k = (np.asarray(c, dtype=np.int64) for c in (cu_seqlens_q, cu_seqlens_k))
+    if (
+        cu_q.ndim != 1
+        or cu_q.shape != cu_k.shape
+        or cu_q[-1] != q.shape[0]
+        or cu_k[-1] != k.shape[0]
+    ):
+        raise ValueError(
+            f"cu_seqlens_q {cu_q.tolist()} and cu_seqlens_k {cu_k.tolist()}: expected two "
+            f"[batch + 1] prefix sums ending at total_q={q.shape[0]} and total_k={k.shape[0]}"
+        )
+    accum = np.dtype(accum_dtype)
+    longest_k = int(np.max(np.diff(cu_k))) if max_seqlen_k is None else max_seqlen_k
+    window = normalized_window(window_size, max(longest_k, 1), causal=causal)
+    o = np.zeros(q.shape, dtype=accum)
+    lse = np.full((q.shape[1], q.shape[0]), -np.inf, dtype=accum)
+    slopes = None if alibi_slopes is None else np.asarray(alibi_slopes)
+    for b in range(cu_q.size - 1):
+        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        if rows.start == rows.stop or keys.start == keys.stop:
+            continue  # no queries, or no keys: o = 0, lse = -inf
+        o_b, lse_b = attention_reference(
+            q[None, rows], k[None, keys], v[None, keys], causal=causal, scale=scale,
+            accum_dtype=accum, window_size=window, softcap=softcap, layout="bshd",
+            normalize_window=False,
+            alibi_slopes=None if slopes is None else (slopes[b] if slopes.ndim == 2 else slopes),
+        )  # fmt: skip
+        o[rows], lse[:, rows] = o_b[0], lse_b[0]
+    return o, lse

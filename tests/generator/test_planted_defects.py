@@ -75,7 +75,10 @@ def outcome(problem: Problem, config: TileConfig, mutate: Mutation | None) -> st
     inputs = verify.random_inputs(problem, seed=1)
     outputs: dict[str, tuple[tuple[int, ...], np.dtype]]
     if isinstance(problem, AttentionProblem):
-        shapes = tensor_shapes(problem)
+        totals = None
+        if problem.varlen:
+            totals = (int(inputs["cu_seqlens_q"][-1]), int(inputs["cu_seqlens_k"][-1]))
+        shapes = tensor_shapes(problem, totals=totals)
         outputs = {"o": (shapes["o"], inputs["q"].dtype), "lse": (shapes["lse"], np.dtype("f4"))}
     else:
         outputs = {"c": ((problem.m, problem.n), inputs["a"].dtype)}
@@ -279,6 +282,7 @@ WINDOW = AttentionProblem(1, 2, 65, 197, 64, window_left=40, window_right=3)
 GQA = AttentionProblem(2, 4, 65, 197, 64, heads_kv=2)
 ALIBI = AttentionProblem(1, 2, 65, 197, 64, alibi="heads")
 BSHD = AttentionProblem(2, 4, 65, 97, 64, heads_kv=2, layout="bshd")
+VARLEN = AttentionProblem(3, 2, 65, 97, 64, layout="bshd", varlen=True, causal=True)
 VARIANT_DEFECTS: dict[str, tuple[Problem, Mutation]] = {
     "window-left-edge-off-by-one": (
         WINDOW,
@@ -319,6 +323,20 @@ VARIANT_DEFECTS: dict[str, tuple[Problem, Mutation]] = {
         ALIBI,
         replace_once("fabsf(float(row + causal_offset - col))", "fabsf(float(row - col))"),
     ),
+    "varlen-keys-start-at-the-query-offset": (
+        VARLEN,
+        replace_once(
+            "const int kv_row0 = p.cu_seqlens_k[blockIdx.z];",
+            "const int kv_row0 = p.cu_seqlens_q[blockIdx.z];",
+        ),
+    ),
+    "varlen-lse-rows-of-the-first-sequence": (
+        VARLEN,
+        replace_once(
+            "(long long)blockIdx.y * p.cu_seqlens_q[gridDim.z] + q_row0;",
+            "(long long)blockIdx.y * p.cu_seqlens_q[gridDim.z];",
+        ),
+    ),
     "bshd-rows-one-head-apart": (
         BSHD,
         replace_once(
@@ -330,7 +348,7 @@ VARIANT_DEFECTS: dict[str, tuple[Problem, Mutation]] = {
 
 
 @pytest.mark.parametrize(
-    "problem", [WINDOW, GQA, ALIBI, BSHD], ids=["window", "gqa", "alibi", "bshd"]
+    "problem", [WINDOW, GQA, ALIBI, BSHD, VARLEN], ids=["window", "gqa", "alibi", "bshd", "varlen"]
 )
 def test_the_unmodified_variant_kernels_pass(problem: AttentionProblem) -> None:
     assert outcome(problem, Q_SMEM_CONFIG, None) == "pass"

@@ -196,10 +196,10 @@ def test_gemm_tune_prints_the_best_configurations_labelled_model(tmp_path: Path)
 def test_an_unsupported_shape_exits_2_with_its_one_reason(tmp_path: Path) -> None:
     # Every configuration is rejected for the same reason (head_dim): that one line, not a
     # list of 324 rejected configurations, and no search.
-    result = _tune("--shape", "1x1x64x256", "--arch", "sm_90", "--cache-dir", str(tmp_path))
+    result = _tune("--shape", "1x1x64x264", "--arch", "sm_90", "--cache-dir", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "python -m generator.tune: error: --shape 1x1x64x256: attention_fwd 1x1x64x64x256 is "
-        "not supported on sm_90: head_dim: head_dim=256 must be a multiple of 16 and at most 128"
+        "python -m generator.tune: error: --shape 1x1x64x264: attention_fwd 1x1x64x64x264 is "
+        "not supported on sm_90: head_dim: head_dim=264 must be a multiple of 8 and at most 256"
     ]
     assert not any(tmp_path.rglob("*.kernel")), "nothing may be cached for a failed tune"

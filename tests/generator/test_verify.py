@@ -39,6 +39,22 @@ def test_cli_runs_one_configuration_and_prints_one_line() -> None:
     assert lines[1] == "1/1 configurations passed"
 
 
+def test_cli_verifies_the_attention_variants() -> None:
+    variants = ["--gqa", "4:2", "--window", "9,2", "--softcap", "20", "--alibi", "batch_heads",
+                "--layout", "bshd"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", "--op", "attention", "--shape", "2x4x45x70x40",
+         *variants, "--seed", "5", "--arch", ARCH],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = result.stdout.splitlines()[0]
+    assert line.startswith(
+        "PASS attention_fwd fp16 2x4x45x70x40 --gqa 4:2 --window 9,2 --softcap 20 "
+        "--alibi batch_heads --layout bshd "
+    ), line
+
+
 def test_cli_rejects_an_invalid_configuration_with_the_rule(capsys: pytest.CaptureFixture) -> None:
     config = {"block_m": 32, "block_n": 32, "block_k": 48, "num_warps": 2, "num_stages": 2}
     code = run_cli(
@@ -122,7 +138,7 @@ def test_every_valid_gemm_configuration_passes() -> None:
         (("--gqa", "4:3"), "--gqa: '4:3': expected HEADS_Q:HEADS_KV, positive integers"),
         (("--gqa", "2:1"), "--gqa 2:1: HEADS_Q=2 must equal --shape's heads=1"),
         (("--window", "8"), "--window: '8': expected LEFT,RIGHT, integers >= -1"),
-        (("--window", "-2,0"), "--window: '-2,0': expected LEFT,RIGHT"),
+        (("--window=-2,0",), "--window: '-2,0': expected LEFT,RIGHT"),
         (("--softcap", "0"), "--softcap: '0': expected a finite number > 0"),
         (("--alibi", "rows"), "--alibi: invalid choice: 'rows'"),
         (("--layout", "sbhd"), "--layout: invalid choice: 'sbhd'"),

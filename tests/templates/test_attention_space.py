@@ -173,7 +173,8 @@ def test_params_refuse_misaligned_tensors(name: str, address: int) -> None:
 
 def test_params_layout_matches_the_c_struct() -> None:
     # Five 8-byte pointers, two ints, one float, then the variants' values (three ints, a float,
-    # the ALiBi slopes' pointer and batch stride): the C struct rendered from the same fields.
+    # the ALiBi slopes' pointer and batch stride, the varlen prefix sums): the C struct rendered
+    # from the same fields.
     layout = [
         (name, getattr(FAMILY.params_type, name).offset) for name, _ in FAMILY.params_type._fields_
     ]
@@ -192,8 +193,10 @@ def test_params_layout_matches_the_c_struct() -> None:
         ("softcap", 64),
         ("alibi_slopes", 72),
         ("alibi_batch_stride", 80),
+        ("cu_seqlens_q", 88),
+        ("cu_seqlens_k", 96),
     ]
-    assert ctypes.sizeof(FAMILY.params_type) == 88
+    assert ctypes.sizeof(FAMILY.params_type) == 104
 
 
 def test_params_reject_missing_pointers_and_bad_scale() -> None:

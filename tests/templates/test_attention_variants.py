@@ -16,8 +16,8 @@ import pytest
 
 from generator import emulator, verify
 from templates.attention import space
-from templates.attention.family import FAMILY
-from templates.attention.reference import attention_reference
+from templates.attention.family import FAMILY, tensor_shapes
+from templates.attention.reference import attention_reference, attention_varlen_reference
 from tessera_core.types import AttentionProblem, TileConfig
 
 ARCH = "sm_90"
@@ -51,6 +51,22 @@ VARIANTS: dict[str, AttentionProblem] = {
     "head_dim-40": variant(head_dim=40),
     "head_dim-200-causal": variant(head_dim=200, causal=True),
     "head_dim-256": variant(head_dim=256, dtype="bf16"),
+    # Packed sequences (cu_seqlens): 3 ragged sequences, the first the longest.
+    "varlen-gqa-causal": variant(
+        batch=3, heads=4, heads_kv=2, layout="bshd", varlen=True, causal=True
+    ),
+    "varlen-window-softcap-alibi": variant(
+        batch=3,
+        seq_q=90,
+        seq_kv=60,
+        head_dim=40,
+        layout="bshd",
+        varlen=True,
+        window_left=10,
+        window_right=3,
+        softcap=5.0,
+        alibi="batch_heads",
+    ),
 }
 
 
@@ -92,6 +108,7 @@ def _fields(problem: AttentionProblem) -> dict[str, object]:
         "softcap": problem.softcap,
         "alibi": problem.alibi,
         "layout": problem.layout,
+        "varlen": problem.varlen,
     }
 
 
@@ -192,6 +209,44 @@ def test_variants_add_to_the_keys_only_when_set() -> None:
 def test_bad_variant_values_are_one_line_errors(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         AttentionProblem(1, 8, 64, 64, 64, **fields)  # type: ignore[arg-type]
+
+
+def test_varlen_keys_name_a_length_bucket_and_lse_is_heads_by_total() -> None:
+    problem = AttentionProblem(4, 8, 300, 1000, 64, layout="bshd", varlen=True, causal=True)
+    assert problem.kernel_key("sm_90") == (
+        "attention_fwd.fp16.b4.h8.sq512.skv1024.d64.causal.bshd.varlen.sm_90"
+    )
+    assert AttentionProblem(4, 8, 257, 513, 64, layout="bshd", varlen=True).kernel_key(
+        "sm_90"
+    ) == AttentionProblem(4, 8, 512, 1024, 64, layout="bshd", varlen=True).kernel_key("sm_90")
+    assert problem.generic_key("sm_90").endswith(".bshd.varlen.sm_90.generic")
+    shapes = tensor_shapes(problem, totals=(700, 2500))
+    assert shapes["q"] == (700, 8, 64) and shapes["k"] == (2500, 8, 64)
+    assert shapes["lse"] == (8, 700)
+    with pytest.raises(ValueError, match="varlen=True: must be a bool, and True only with"):
+        AttentionProblem(4, 8, 300, 1000, 64, varlen=True)
+
+
+def test_run_attention_varlen_matches_the_varlen_reference() -> None:
+    rng = np.random.default_rng(4)
+    cu_q = np.array([0, 5, 5, 41], dtype=np.int32)  # an empty sequence in the middle
+    cu_k = np.array([0, 17, 20, 50], dtype=np.int32)
+    q = rng.standard_normal((41, 2, 16)).astype(np.float16)
+    k = rng.standard_normal((50, 1, 16)).astype(np.float16)
+    v = rng.standard_normal((50, 1, 16)).astype(np.float16)
+    o, lse = emulator.run_attention_varlen(
+        q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=36, max_seqlen_k=30,
+        causal=True, arch=ARCH,
+    )  # fmt: skip
+    want_o, want_lse = attention_varlen_reference(
+        q, k, v, cu_q, cu_k, causal=True, accum_dtype=np.float64
+    )
+    assert o.shape == q.shape and lse.shape == (2, 41)
+    rel = np.linalg.norm(o.astype(np.float64) - want_o) / np.linalg.norm(want_o)
+    assert rel < 4 * 2.0**-11
+    seen = np.isfinite(want_lse)
+    np.testing.assert_array_equal(np.isneginf(lse), ~seen)
+    assert np.max(np.abs(lse[seen] - want_lse[seen])) < 1e-3
 
 
 def test_windows_are_normalized_as_flash_attention_2_does() -> None:

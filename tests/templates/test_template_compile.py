@@ -15,6 +15,21 @@ ARCHS = ("sm_80", "sm_90")
 DEFAULT_PROBLEMS: list[Problem] = [
     AttentionProblem(2, 4, 1000, 1000, 64, dtype="fp16", causal=True),
     AttentionProblem(2, 4, 1000, 1000, 128, dtype="bf16", causal=False),
+    # The largest head dim, and every LLM variant at once (GQA, window, softcap, ALiBi, bshd).
+    AttentionProblem(2, 4, 1000, 1000, 256, dtype="bf16", causal=True),
+    AttentionProblem(
+        2,
+        8,
+        1000,
+        1000,
+        128,
+        heads_kv=2,
+        window_left=256,
+        softcap=30.0,
+        alibi="batch_heads",
+        layout="bshd",
+        causal=True,
+    ),
     GemmProblem(1000, 1000, 1000, dtype="fp16"),
 ]
 # A small sample of each space beyond the defaults: both dtypes, 1-4 stages, generic and
@@ -39,6 +54,13 @@ SAMPLE: list[tuple[Problem, TileConfig, bool]] = [
     (
         AttentionProblem(1, 2, 300, 300, 112, causal=True),
         TileConfig(128, 32, 16, 8, 3, Q_SMEM),
+        True,
+    ),
+    # head_dim 200 pads to 208 for the mmas; head_dim 40 on a 4:1 GQA window.
+    (AttentionProblem(1, 2, 300, 300, 200), TileConfig(128, 32, 16, 8, 3, Q_SMEM), False),
+    (
+        AttentionProblem(1, 4, 77, 130, 40, heads_kv=1, window_left=32, window_right=8),
+        TileConfig(64, 64, 16, 4, 3, Q_REGS),
         True,
     ),
     (GemmProblem(333, 129, 71), TileConfig(32, 32, 16, 2, 2), True),
