@@ -103,7 +103,7 @@ class TraceRecord:
     def problem(self) -> Problem:
         if self.op == "attention":
             b, h, sq, skv, d = self.shape
-            variant = self.variant or {}
+            variant = {k: v for k, v in (self.variant or {}).items() if k != "max_seqlen"}
             return AttentionProblem(b, h, sq, skv, d, self.dtype, self.causal, **variant)  # type: ignore[arg-type]
         if self.op == "attention_bwd":
             b, h, sq, skv, d = self.shape

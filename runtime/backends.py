@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.config import RuntimeConfig
-from runtime.signature import Variant, attention_options
+from runtime.signature import MAX_SEQLEN, Variant, attention_options
 from runtime.specialized import SpecializedKernel, load_specialized
 from runtime.tiers import Backends, Kernel, Tier
 from tessera_core.config import ARCH
@@ -36,6 +36,18 @@ class ReferenceKernel:
     def run(
         self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
     ) -> tuple[Any, Any]:
+        if self.op == "attention" and dict(variant).get("varlen"):
+            from templates.attention.reference import attention_varlen_reference
+
+            q, k, v, cu_q, cu_k = inputs[:5]
+            options = attention_options(variant)
+            o, lse = attention_varlen_reference(
+                q, k, v, cu_q, cu_k, causal=causal, scale=scale,
+                window_size=options["window_size"], softcap=options["softcap"],
+                alibi_slopes=inputs[5] if len(inputs) > 5 else None,
+                max_seqlen_k=dict(variant)[MAX_SEQLEN][1],
+            )  # fmt: skip
+            return np.asarray(o).astype(q.dtype, copy=False), lse
         if self.op == "attention":
             from templates.attention.reference import attention_reference
 
@@ -77,6 +89,16 @@ class EmulatedKernel:
         from generator import emulator
 
         config = self.config.to_dict() if self.config is not None else None
+        if self.problem.op == "attention" and dict(variant).get("varlen"):
+            options = attention_options(variant)
+            max_q, max_k = dict(variant)[MAX_SEQLEN]
+            return emulator.run_attention_varlen(
+                *inputs[:3], cu_seqlens_q=inputs[3], cu_seqlens_k=inputs[4], max_seqlen_q=max_q,
+                max_seqlen_k=max_k, causal=causal, scale=scale,
+                window_size=options["window_size"], softcap=options["softcap"],
+                alibi_slopes=inputs[5] if len(inputs) > 5 else None, config=config,
+                specialized=self._specialized, arch=self.arch,
+            )  # fmt: skip
         if self.problem.op == "attention":
             q, k, v = inputs[:3]
             return emulator.run_attention(

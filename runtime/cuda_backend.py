@@ -24,7 +24,7 @@ from runtime.backends import (
     tune_into_cache,
 )
 from runtime.config import RuntimeConfig
-from runtime.signature import Variant
+from runtime.signature import MAX_SEQLEN, Variant, problem_fields
 from runtime.tiers import Kernel, Tier
 from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
 
@@ -141,15 +141,21 @@ class CudaKernel:
         if self._op == "attention":
             from templates.attention.family import tensor_shapes
 
-            fields = dict(variant)
-            seq_axis, head_axis = (1, 2) if fields.get("layout") == "bshd" else (2, 1)
-            b, h, sq, d = shapes[0][0], shapes[0][head_axis], shapes[0][seq_axis], shapes[0][3]
-            skv = shapes[1][seq_axis]
+            fields = problem_fields(variant)
+            totals = None
+            if fields.get("varlen"):  # packed [total, heads, d]; lengths in cu_seqlens
+                (total_q, h, d), total_k = shapes[0], shapes[1][0]
+                b, (sq, skv) = shapes[3][0] - 1, dict(variant)[MAX_SEQLEN]
+                totals = (total_q, total_k)
+            else:
+                seq_axis, head_axis = (1, 2) if fields.get("layout") == "bshd" else (2, 1)
+                b, h, sq, d = shapes[0][0], shapes[0][head_axis], shapes[0][seq_axis], shapes[0][3]
+                skv = shapes[1][seq_axis]
             problem: Problem = AttentionProblem(
                 b, h, sq, skv, d, dtype=dtype_id, causal=causal, **fields
             )
             out_shape: tuple[int, ...] = tuple(shapes[0])
-            lse_shape: tuple[int, ...] | None = tensor_shapes(problem)["lse"]
+            lse_shape: tuple[int, ...] | None = tensor_shapes(problem, totals=totals)["lse"]
         else:
             (m, k), (_, n) = shapes
             problem = GemmProblem(m, n, k, dtype=dtype_id)
@@ -162,7 +168,9 @@ class CudaKernel:
         try:
             pointers: dict[str, int] = {}
             names: tuple[str, ...] = ("q", "k", "v") if self._op == "attention" else ("a", "b")
-            names += ("alibi_slopes",) if len(inputs) == 4 else ()
+            if self._op == "attention" and dict(variant).get("varlen"):
+                names += ("cu_seqlens_q", "cu_seqlens_k")
+            names += ("alibi_slopes",) if len(inputs) == len(names) + 1 else ()
             for name, array in zip(names, inputs, strict=True):
                 if on_host:
                     buffer = device.to_device(array)

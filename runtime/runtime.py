@@ -113,6 +113,55 @@ class Runtime:
         out, lse = self._dispatcher.call(key, inputs, forced)
         return (out, lse) if return_lse else out
 
+    def attention_varlen(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        *,
+        cu_seqlens_q: Any,
+        cu_seqlens_k: Any,
+        max_seqlen_q: int,
+        max_seqlen_k: int,
+        causal: bool = False,
+        scale: float | None = None,
+        window_size: tuple[int, int] = (-1, -1),
+        softcap: float = 0.0,
+        alibi_slopes: Any = None,
+        return_lse: bool = False,
+        config: Mapping[str, int] | TileConfig | None = None,
+    ) -> Any:
+        """Attention over packed variable-length sequences, FlashAttention-2's
+        flash_attn_varlen_func convention: q [total_q, heads, head_dim], k and v [total_k,
+        heads_kv, head_dim], sequence b the rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1
+        (int32 [batch + 1] prefix sums; keys likewise); no padding work.
+
+        Each sequence is its own problem (causal and windows aligned to its own lengths;
+        ALiBi slopes [heads] or [batch, heads]). A signature is (batch, max lengths, ...); the
+        tuned kernel's key names the length bucket (next power of two), so one tuned kernel
+        serves every length distribution of its bucket.
+
+        Returns:
+            O [total_q, heads, head_dim] in q's dtype, or (O, lse float32 [heads, total_q])
+            with `return_lse`.
+        """
+        from runtime.validate_varlen import attention_varlen_key
+
+        key = attention_varlen_key(
+            q, k, v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+            max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, causal=causal, scale=scale,
+            window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+        )  # fmt: skip
+        if self._host_only and not isinstance(q, np.ndarray):
+            raise ValueError(_HOST_ONLY.format(name="q, k, v", device=self.device))
+        if return_lse is not False and return_lse is not True:
+            raise ValueError(f"return_lse={return_lse!r}: expected a bool")
+        forced = None if config is None else self._forced(config, key)
+        inputs = (q, k, v, cu_seqlens_q, cu_seqlens_k)
+        inputs += () if alibi_slopes is None else (alibi_slopes,)
+        out, lse = self._dispatcher.call(key, inputs, forced)
+        return (out, lse) if return_lse else out
+
     def attention_backward(
         self,
         q: Any,

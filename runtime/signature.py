@@ -15,8 +15,10 @@ from tessera_core.types import (
 )
 
 # Attention's non-default variants as sorted (AttentionProblem field, value) pairs, e.g.
-# (("heads_kv", 2), ("window_left", 256)); () for plain attention and every other op.
+# (("heads_kv", 2), ("window_left", 256)); () for plain attention and every other op. A varlen
+# call adds ("max_seqlen", (max_seqlen_q, max_seqlen_k)), which its kernels launch by.
 Variant = tuple[tuple[str, Any], ...]
+MAX_SEQLEN = "max_seqlen"
 # The hashable tuple the dispatcher keys its per-signature state by; building a tuple is
 # several times cheaper than building (and hashing) a dataclass on every call.
 SignatureKey = tuple[str, str, tuple[int, ...], bool, "float | None", Variant]
@@ -46,7 +48,14 @@ class Signature:
         if self.op == "attention":
             b, h, sq, skv, d = self.shape
             return AttentionProblem(
-                b, h, sq, skv, d, dtype=self.dtype, causal=self.causal, **dict(self.variant)
+                b,
+                h,
+                sq,
+                skv,
+                d,
+                dtype=self.dtype,
+                causal=self.causal,
+                **problem_fields(self.variant),
             )
         if self.op == "attention_bwd":
             b, h, sq, skv, d = self.shape
@@ -84,8 +93,16 @@ class Signature:
             tuple(int(d) for d in data["shape"]),
             bool(data.get("causal", False)),
             data.get("scale"),
-            tuple(sorted(dict(data.get("variant") or {}).items())),
+            tuple(  # JSON lists (a varlen max_seqlen pair) back to hashable tuples
+                (name, tuple(value) if isinstance(value, list) else value)
+                for name, value in sorted(dict(data.get("variant") or {}).items())
+            ),
         )
+
+
+def problem_fields(variant: Variant) -> dict[str, Any]:
+    """The variant's AttentionProblem fields (all but a varlen call's max_seqlen)."""
+    return {name: value for name, value in variant if name != MAX_SEQLEN}
 
 
 def attention_options(variant: Variant) -> dict[str, Any]:

@@ -124,7 +124,25 @@ def fragment_registers(problem: Problem, config: TileConfig) -> int:
     q_step_regs = 0 if q_in_regs(config) else m_tiles * 4
     s_regs = m_tiles * (config.block_n // MMA_N) * 4
     k_regs = (config.block_n // MMA_N) * 2
-    return carried_registers(problem, config) + q_step_regs + s_regs + k_regs
+    peak = carried_registers(problem, config) + q_step_regs + s_regs + k_regs
+    return peak + variant_peak_registers(as_problem(problem))
+
+
+# Registers the variants add at the peak, measured with ptxas (NVRTC 13) at the boundary. The
+# softcap/ALiBi transform of S runs next to all of S (its row and column indices, tanh's
+# temporaries): head_dim 64 with every variant, 32-row warps and 128-key tiles peaks at 246 by
+# the count above and spills 96-120 bytes on sm_90. A padded head_dim (not a multiple of 16)
+# predicates the copies' columns: head_dim 72 (80 padded), 128x128, 4 warps, one stage peaks at
+# 256 and spills 16 (sm_80) to 52 (sm_90) bytes.
+LOGITS_PEAK_REGISTERS = 16
+PADDED_PEAK_REGISTERS = 4
+
+
+def variant_peak_registers(problem: AttentionProblem) -> int:
+    """Registers at the fragments' peak beyond the tiles' (plain, unpadded attention: 0)."""
+    logits = problem.softcap > 0.0 or problem.alibi != "none"
+    padded = problem.head_dim % MMA_K != 0
+    return (LOGITS_PEAK_REGISTERS if logits else 0) + (PADDED_PEAK_REGISTERS if padded else 0)
 
 
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:

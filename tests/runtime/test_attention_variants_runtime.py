@@ -4,6 +4,7 @@ and through runtime.torch, against the float64 reference."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,3 +117,89 @@ def test_torch_attention_takes_the_variants_and_refuses_their_backward() -> None
         out = tt.attention(grad_q, bhsd[1], bhsd[2], runtime=rt)  # GQA alone is a variant too
         with pytest.raises(NotImplementedError, match="backward covers plain attention"):
             out.sum().backward()
+
+
+def _packed(seed: int) -> tuple[np.ndarray, ...]:
+    """3 packed sequences (one without queries), GQA 4:2, head_dim 24, per-batch slopes."""
+    rng = np.random.default_rng(seed)
+    cu_q = np.array([0, 5, 5, 41], dtype=np.int32)
+    cu_k = np.array([0, 17, 20, 50], dtype=np.int32)
+    q = rng.standard_normal((41, 4, 24)).astype(np.float16)
+    k = rng.standard_normal((50, 2, 24)).astype(np.float16)
+    v = rng.standard_normal((50, 2, 24)).astype(np.float16)
+    slopes = (rng.random((3, 4)) * 0.3).astype(np.float32)
+    return q, k, v, cu_q, cu_k, slopes
+
+
+def test_attention_varlen_runs_tiers_1_and_2_against_the_varlen_reference(
+    tmp_path: Path,
+) -> None:
+    from templates.attention.reference import attention_varlen_reference
+
+    q, k, v, cu_q, cu_k, slopes = _packed(5)
+    options = {"causal": True, "window_size": (8, 0), "softcap": 5.0, "alibi_slopes": slopes}
+    want_o, want_lse = attention_varlen_reference(
+        q, k, v, cu_q, cu_k, accum_dtype=np.float64, **options
+    )
+    config = RuntimeConfig(
+        device="emulator", arch=ARCH, tier2_min_calls=1, tier3=False, tuning_workers=0,
+        cache_dirs=(tmp_path,),
+    )  # fmt: skip
+    lengths = {"max_seqlen_q": 36, "max_seqlen_k": 30}
+    with Runtime(config=config) as rt:
+        outs = [
+            rt.attention_varlen(
+                q,
+                k,
+                v,
+                cu_seqlens_q=cu_q,
+                cu_seqlens_k=cu_k,
+                return_lse=True,
+                **lengths,
+                **options,
+            )
+            for _ in range(2)
+        ]
+        calls = [r for r in rt.history() if r.event == "call"]
+    assert [r.tier for r in calls] == [1, 2]
+    assert calls[1].kernel_key == (
+        "attention_fwd.fp16.d24.causal.gqa.window.softcap.alibi.bshd.varlen.sm_90.generic"
+    )
+    # The tuned kernel's key names the length bucket, not the lengths.
+    assert calls[0].problem().kernel_key(ARCH) == (
+        "attention_fwd.fp16.b3.h4.sq64.skv32.d24.causal.hkv2.win8_-1.cap5.alibi_batch_heads"
+        ".bshd.varlen.sm_90"
+    )
+    for o, lse in outs:
+        assert o.shape == q.shape and lse.shape == (4, 41)
+        assert _rel_err(o, want_o) < 4 * 2.0**-11
+        seen = np.isfinite(want_lse)
+        assert np.max(np.abs(lse[seen] - want_lse[seen])) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"max_seqlen_q": 3}, r"cu_seqlens_q=\[0, 5, 5, 41\]: expected int32 \[batch \+ 1\]"),
+        ({"max_seqlen_k": 0}, r"max_seqlen_k=0: expected a positive int"),
+        (
+            {"cu_seqlens_q": np.array([0, 5, 5, 41])},
+            r"cu_seqlens_q has shape \(4,\) and dtype int64",
+        ),
+        ({"cu_seqlens_k": np.array([0, 20, 50], np.int32)}, r"must have the same length"),
+        ({"cu_seqlens_q": [0, 5, 5, 41]}, r"cu_seqlens_q is a list"),
+        ({"q": np.zeros((1, 41, 4, 24), np.float16)}, r"q has rank 4 .*\[total, heads, head_dim\]"),
+    ],
+)
+def test_attention_varlen_refuses_bad_arguments_in_one_line(
+    override: dict[str, Any], message: str
+) -> None:
+    q, k, v, cu_q, cu_k, _ = _packed(6)
+    args: dict[str, Any] = {
+        "q": q, "k": k, "v": v, "cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k,
+        "max_seqlen_q": 36, "max_seqlen_k": 30,
+    }  # fmt: skip
+    with Runtime(device="cpu") as rt:
+        with pytest.raises(ValueError, match=message):
+            rt.attention_varlen(**(args | override))
+        assert rt.history() == []
