@@ -123,7 +123,8 @@ def render(
     Raises:
         InvalidConfigError: listing every violated rule of the family's space.
     """
-    if problem.family not in (family.name, family.op):  # gemm_sm90 serves the gemm problem
+    # The Hopper families (gemm_sm90, attention_sm90) serve their op's problems.
+    if problem.family != family.name and problem.op != family.op:
         raise ValueError(f"problem of family {problem.family!r} given to family {family.name!r}")
     check_config(family, problem, config, arch)
     context = family.template_context(problem, config, specialized=specialized)

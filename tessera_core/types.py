@@ -59,8 +59,13 @@ class TileConfig:
     def __post_init__(self) -> None:
         for name in self.FIELDS:
             _check_positive_int("TileConfig", name, getattr(self, name))
-        if self.num_warps & (self.num_warps - 1):
-            raise ValueError(f"TileConfig.num_warps={self.num_warps}: must be a power of two")
+        # Warp-specialized Hopper kernels run whole warpgroups: 12 warps is a producer and two
+        # consumer warpgroups (FlashAttention-3's tile).
+        if self.num_warps & (self.num_warps - 1) and self.num_warps % 4:
+            raise ValueError(
+                f"TileConfig.num_warps={self.num_warps}: must be a power of two or a multiple "
+                "of 4 (whole warpgroups)"
+            )
         if self.num_threads > 1024:
             raise ValueError(
                 f"TileConfig.num_warps={self.num_warps}: at most 32 warps (1024 threads) a block"

@@ -83,6 +83,14 @@ inline void report_deadlock(Launch& L) {
              t, L.fibers[t].wait_line);
     return;
   }
+  for (int t = 0; t < L.num_threads; ++t) {
+    if (L.fibers[t].state != FiberState::AtNamedBarrier) continue;
+    snprintf(out, room,
+             "thread %d waits at line %d on a named barrier (bar.sync) that too few threads "
+             "reach or arrive at",
+             t, L.fibers[t].wait_line);
+    return;
+  }
   snprintf(out, room, "no thread can make progress");
 }
 

@@ -1,5 +1,5 @@
 // tessera/host/wgmma.h — wgmma.mma_async m64nNk16 (f16/bf16, A and B from shared memory through
-// matrix descriptors), wgmma.fence / commit_group / wait_group, as warpgroup collectives.
+// matrix descriptors, or A from registers), wgmma.fence / commit_group / wait_group, as warpgroup collectives.
 //
 // Rules the emulator enforces (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply"):
 //   * all 128 threads of a warpgroup reach the same wgmma operation (same line), and agree on
@@ -10,6 +10,8 @@
 //   * an operation's results appear at the wait_group that covers its commit group, the latest
 //     moment allowed: only then are the operands read from shared memory and the accumulators
 //     written, so a stage refilled before the wait changes the result.
+// A from registers: warp w holds rows 16w..16w+15 in the mma.m16n8k16 A layout (fragments.h),
+// captured at issue (ptxas keeps the registers unchanged until the covering wait_group).
 // Accumulator fragment (m64nNk16, f32): thread t of the warpgroup, warp w = t / 32, lane l,
 // g = l >> 2, q = l % 4: register i holds row 16w + g + 8 * ((i % 4) >= 2), column
 // 8 * (i / 4) + 2q + (i % 2) — the mma.m16n8 C layout repeated over N / 8 column blocks.
@@ -56,7 +58,16 @@ inline float smem_element(uint32_t addr, bool bf16_type, const WgmmaOp& op, char
 // once.
 inline void perform_wgmma(const WgmmaOp& op) {
   static float A[WGMMA_M][WGMMA_K], B[WGMMA_MAX_N][WGMMA_K];
-  for (int m = 0; m < WGMMA_M; ++m) {
+  if (op.a_in_regs) {  // warp w's rows 16w..16w+15 in the mma.m16n8k16 A fragment layout
+    for (int t = 0; t < WARPGROUP_THREADS; ++t) {
+      const int lane = t % 32;
+      for (int i = 0; i < 8; ++i) {
+        A[16 * (t / 32) + mma_a_row(lane, i)][mma_a_col(lane, i)] =
+            unpack_half(op.a[t][i >> 1], i & 1, op.bf16);
+      }
+    }
+  }
+  for (int m = 0; m < WGMMA_M && !op.a_in_regs; ++m) {
     for (int k = 0; k < WGMMA_K; ++k) {
       A[m][k] = smem_element(descriptor_element_address(op.desc_a, m, k, true, 2), op.bf16, op, 'A');
     }
@@ -86,7 +97,8 @@ inline void operand_footprint(WgmmaOp& op) {
     const bool k_major = which == 0 || !op.trans_b;
     const uint64_t desc = which == 0 ? op.desc_a : op.desc_b;
     uint32_t lo = UINT32_MAX, hi = 0;
-    for (int r = 0; r < rows; ++r) {
+    if (which == 0 && op.a_in_regs) lo = hi = 0;  // registers: no shared bytes
+    for (int r = 0; r < rows && !(which == 0 && op.a_in_regs); ++r) {
       for (int k = 0; k < WGMMA_K; ++k) {
         const uint32_t addr = descriptor_element_address(desc, r, k, k_major, 2);
         lo = addr < lo ? addr : lo;
@@ -108,15 +120,19 @@ inline void wgmma_fence(int line) {
   });
 }
 
+// `a_regs` (4 registers of this thread's A fragment) selects wgmma's register form; null: A
+// from shared memory through desc_a.
 inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate,
-                      bool trans_b, bool bf16_type, int line) {
+                      bool trans_b, bool bf16_type, int line, const uint32_t* a_regs = nullptr) {
   Warpgroup& wg = my_warpgroup();
   const int slot = active()->current % WARPGROUP_THREADS;
-  wg.desc_a[slot] = desc_a;
+  wg.desc_a[slot] = a_regs ? 0 : desc_a;
   wg.desc_b[slot] = desc_b;
   wg.d[slot] = d;
   wg.param[slot] = n;
-  wg.flags[slot] = (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0);
+  wg.flags[slot] =
+      (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0) | (a_regs ? 8 : 0);
+  if (a_regs) memcpy(wg.a_regs[slot], a_regs, sizeof wg.a_regs[slot]);
   warpgroup_arrive(wg, WarpgroupOp::Mma, line, [line](Warpgroup& g) {
     for (int t = 1; t < WARPGROUP_THREADS; ++t) {
       if (g.desc_a[t] != g.desc_a[0] || g.desc_b[t] != g.desc_b[0] || g.param[t] != g.param[0] ||
@@ -131,7 +147,7 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
            "wgmma.wait_group: the accumulator registers may still be in use",
            line);
     }
-    for (int t = 0; t < 2; ++t) {
+    for (int t = (g.flags[0] & 8) ? 1 : 0; t < 2; ++t) {
       const uint64_t desc = t == 0 ? g.desc_a[0] : g.desc_b[0];
       if (descriptor_base_offset(desc) != 0) {
         fail("wgmma.mma_async at line %d: descriptor %c has a non-zero base offset; the emulator "
@@ -146,6 +162,8 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
     op.accumulate = g.flags[0] & 1;
     op.trans_b = g.flags[0] & 2;
     op.bf16 = g.flags[0] & 4;
+    op.a_in_regs = g.flags[0] & 8;
+    if (op.a_in_regs) memcpy(op.a, g.a_regs, sizeof op.a);
     op.line = line;
     operand_footprint(op);
     memcpy(op.d, g.d, sizeof op.d);
