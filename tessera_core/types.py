@@ -9,9 +9,20 @@ from typing import Any, ClassVar, Literal
 
 from tessera_core.hardware import WARP_SIZE
 
-DType = Literal["fp16", "bf16"]
-DTYPES: tuple[DType, ...] = ("fp16", "bf16")
-DTYPE_BYTES = 2
+DType = Literal["fp16", "bf16", "fp8_e4m3"]
+DTYPES: tuple[DType, ...] = ("fp16", "bf16")  # the 16-bit dtypes every family serves
+DTYPE_BYTES = 2  # of DTYPES
+# FP8 e4m3 inputs (ml_dtypes.float8_e4m3fn bits) with a bf16 output: forward attention only, and
+# only its Hopper family (attention_sm90) serves it; the other families refuse it in their spaces.
+FP8_DTYPE: DType = "fp8_e4m3"
+ATTENTION_DTYPES: tuple[DType, ...] = (*DTYPES, FP8_DTYPE)
+
+
+def dtype_bytes(dtype: DType) -> int:
+    """Bytes per input element: 1 for fp8_e4m3, 2 for fp16 and bf16."""
+    return 1 if dtype == FP8_DTYPE else DTYPE_BYTES
+
+
 OPS = ("attention", "gemm")
 
 
@@ -20,9 +31,9 @@ def _check_positive_int(owner: str, name: str, value: object) -> None:
         raise ValueError(f"{owner}.{name}={value!r}: must be a positive integer")
 
 
-def _check_dtype(owner: str, value: object) -> None:
-    if value not in DTYPES:
-        raise ValueError(f"{owner}.dtype={value!r}: must be one of {', '.join(DTYPES)}")
+def _check_dtype(owner: str, value: object, allowed: tuple[DType, ...] = DTYPES) -> None:
+    if value not in allowed:
+        raise ValueError(f"{owner}.dtype={value!r}: must be one of {', '.join(allowed)}")
 
 
 def stable_json(obj: Any) -> str:
@@ -138,7 +149,7 @@ class AttentionProblem:
         for f in fields(self):
             if f.name not in ("dtype", "causal"):
                 _check_positive_int("AttentionProblem", f.name, getattr(self, f.name))
-        _check_dtype("AttentionProblem", self.dtype)
+        _check_dtype("AttentionProblem", self.dtype, ATTENTION_DTYPES)
         if not isinstance(self.causal, bool):
             raise ValueError(f"AttentionProblem.causal={self.causal!r}: must be a bool")
 
@@ -148,9 +159,11 @@ class AttentionProblem:
         return total / 2 if self.causal else total
 
     def io_bytes(self) -> int:
-        elems = self.batch * self.heads * self.head_dim * (2 * self.seq_q + 2 * self.seq_kv)
+        rows_in = self.seq_q + 2 * self.seq_kv  # Q, K, V in the dtype; O in 16 bits
+        elems_in = self.batch * self.heads * self.head_dim * rows_in
+        elems_out = self.batch * self.heads * self.head_dim * self.seq_q
         lse_bytes = self.batch * self.heads * self.seq_q * 4
-        return elems * DTYPE_BYTES + lse_bytes
+        return elems_in * dtype_bytes(self.dtype) + elems_out * DTYPE_BYTES + lse_bytes
 
     def kernel_key(self, arch: str) -> str:
         mask = "causal" if self.causal else "noncausal"

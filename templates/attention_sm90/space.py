@@ -11,12 +11,15 @@ from tessera_core.space import (
     smem_within_arch,
     threads_within_arch,
 )
-from tessera_core.types import DTYPE_BYTES, AttentionProblem, Problem, TileConfig
+from tessera_core.types import FP8_DTYPE, AttentionProblem, Problem, TileConfig, dtype_bytes
 
 ARCH = "sm_90a"  # wgmma, setmaxnreg and the 3-D TMA exist only in the arch-specific feature set
-HEAD_DIMS = (64, 128)  # whole 64-column TMA boxes; O's wgmma N (64 or 128)
+HEAD_DIMS = (64, 128)  # whole 128-byte TMA box rows; O's wgmma N (64 or 128)
+FP8_HEAD_DIM = 128  # e4m3: one 128-byte row of Q and K, and O's wgmma N of 128
+FP8_BLOCK_N = 128  # e4m3: V^T tiles are rows of 128 keys (128 bytes, the 128B swizzle)
 WGMMA_M = 64  # query rows per consumer warpgroup
-TMA_BOX = 64  # columns per box: 64 16-bit elements, one 128-byte swizzled row
+TMA_BOX = 64  # rows per box (and columns of a 16-bit box: one 128-byte swizzled row)
+ROW_BYTES = 128
 WARPGROUP_WARPS = 4
 SMEM_ALIGN_SLACK_BYTES = 1024  # the 128B swizzle pattern starts on a 1024-byte boundary
 BARRIER_BYTES = 8
@@ -55,15 +58,21 @@ def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
     return (ceil_div(p.seq_q, config.block_m), p.heads, p.batch)
 
 
+def is_fp8(problem: Problem) -> bool:
+    return as_problem(problem).dtype == FP8_DTYPE
+
+
 def stage_bytes(problem: Problem, config: TileConfig) -> int:
-    """One K tile and one V tile of block_n rows of head_dim elements."""
-    return 2 * config.block_n * as_problem(problem).head_dim * DTYPE_BYTES
+    """One K tile and one V (fp8: V^T) tile of block_n x head_dim elements."""
+    p = as_problem(problem)
+    return 2 * config.block_n * p.head_dim * dtype_bytes(p.dtype)
 
 
 def smem_bytes(problem: Problem, config: TileConfig) -> int:
     """1024 alignment slack + the Q tile + the K/V stages + q_full and k_full, v_full, empty per
     stage."""
-    q_bytes = config.block_m * as_problem(problem).head_dim * DTYPE_BYTES
+    p = as_problem(problem)
+    q_bytes = config.block_m * p.head_dim * dtype_bytes(p.dtype)
     barriers = (1 + 3 * config.num_stages) * BARRIER_BYTES
     return (
         SMEM_ALIGN_SLACK_BYTES
@@ -74,9 +83,10 @@ def smem_bytes(problem: Problem, config: TileConfig) -> int:
 
 
 def fragment_registers(problem: Problem, config: TileConfig) -> int:
-    """Registers per consumer thread held by S, the packed P and O."""
-    d = as_problem(problem).head_dim
-    return config.block_n // 2 + config.block_n // 4 + d // 2
+    """Registers per consumer thread held by S, the packed P (2 or 4 per register) and O."""
+    p = as_problem(problem)
+    p_regs = config.block_n // 8 if is_fp8(p) else config.block_n // 4
+    return config.block_n // 2 + p_regs + p.head_dim // 2
 
 
 def register_budget(config: TileConfig) -> int:
@@ -90,12 +100,16 @@ def _arch(config: TileConfig, problem: Problem, arch: str) -> str | None:
 
 
 def serves(problem: Problem) -> bool:
-    """Whether this family computes `problem`: attention with head_dim 64 or 128."""
-    return isinstance(problem, AttentionProblem) and problem.head_dim in HEAD_DIMS
+    """Whether this family computes `problem`: attention with head_dim 64 or 128 (fp8: 128)."""
+    if not isinstance(problem, AttentionProblem):
+        return False
+    return problem.head_dim == FP8_HEAD_DIM if is_fp8(problem) else problem.head_dim in HEAD_DIMS
 
 
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
     d = as_problem(problem).head_dim
+    if is_fp8(problem) and d != FP8_HEAD_DIM:
+        return f"head_dim={d}: attention_sm90 serves fp8_e4m3 at head_dim {FP8_HEAD_DIM}"
     if d not in HEAD_DIMS:
         return (
             f"head_dim={d}: attention_sm90 serves {', '.join(map(str, HEAD_DIMS))}; use the "
@@ -126,6 +140,8 @@ def _tile(config: TileConfig, problem: Problem, arch: str) -> str | None:
         return f"block_k={config.block_k}: the TMA box width, {TMA_BOX} columns"
     if config.block_n % TMA_BOX:
         return f"block_n={config.block_n}: a multiple of {TMA_BOX} (the S wgmma's N)"
+    if is_fp8(problem) and config.block_n != FP8_BLOCK_N:
+        return f"block_n={config.block_n}: fp8_e4m3 takes {FP8_BLOCK_N} (V^T rows of 128 bytes)"
     return None
 
 

@@ -499,6 +499,85 @@ TS_DEVICE void tma_load_3d(void* smem_dst, const tensor_map_t* map, uint64_t* ba
       : "memory");
 }
 
+// ---------------------------------------------------------------- FP8 e4m3 (sm_90a)
+//   wgmma        wgmma_m64k32_e4m3<N>(float (&d)[N/2], desc_a, desc_b, accumulate)   A and B
+//                K-major from shared memory (the only FP8 form); N 128
+//                wgmma_m64k32_e4m3_rs<N>(d, const uint32_t (&a)[4], desc_b, accumulate)  A from
+//                registers: warp w holds rows 16w..16w+15, register r row g + 8 (r % 2), bytes
+//                j = 0..3 at columns 16 (r / 2) + 4q + j (the mma.m16n8k32 8-bit A layout)
+//   conversions  pack4_e4m3(f0, f1, f2, f3) -> uint32_t   e4m3 RNE, saturating to +-448; f0 in
+//                the low byte
+#define TESSERA_WGMMA_E4M3_M64N128K32                                                       \
+  asm volatile(                                                                             \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                          \
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"                             \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,"              \
+      "%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,"                \
+      "%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,"                \
+      "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"                                             \
+      "}, %64, %65, p, 1, 1;\n}\n"                                                          \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),             \
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),       \
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),       \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),       \
+        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),       \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),       \
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),       \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),       \
+        "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),       \
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                                  \
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d))
+
+#define TESSERA_WGMMA_E4M3_RS_M64N128K32                                                    \
+  asm volatile(                                                                             \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                          \
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"                             \
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,"              \
+      "%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,"                \
+      "%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,"                \
+      "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"                                             \
+      "}, {%64,%65,%66,%67}, %68, p, 1, 1;\n}\n"                                            \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),             \
+        "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),           \
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),       \
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),       \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),       \
+        "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),       \
+        "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),       \
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),       \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),       \
+        "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),       \
+        "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                                  \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
+
+template <int N>
+TS_DEVICE void wgmma_m64k32_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                                 bool accumulate) {
+  static_assert(N == 128, "wgmma_m64k32_e4m3: N is 128");
+  const uint32_t scale_d = accumulate ? 1u : 0u;
+  TESSERA_WGMMA_E4M3_M64N128K32;
+}
+
+template <int N>
+TS_DEVICE void wgmma_m64k32_e4m3_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,
+                                    bool accumulate) {
+  static_assert(N == 128, "wgmma_m64k32_e4m3_rs: N is 128");
+  const uint32_t scale_d = accumulate ? 1u : 0u;
+  TESSERA_WGMMA_E4M3_RS_M64N128K32;
+}
+
+TS_DEVICE uint32_t pack4_e4m3(float f0, float f1, float f2, float f3) {
+  uint32_t out;
+  asm("{\n.reg .b16 lo, hi;\n"
+      "cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n"  // the first operand lands in the upper byte
+      "cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n"
+      "mov.b32 %0, {lo, hi};\n}\n"
+      : "=r"(out)
+      : "f"(f0), "f"(f1), "f"(f2), "f"(f3));
+  return out;
+}
+
 }  // namespace tessera
 
 #endif  // sm_90a

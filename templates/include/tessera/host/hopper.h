@@ -90,6 +90,27 @@ inline void wgmma_m64k16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t 
   host::wgmma_mma(d, N, 0, desc_b, accumulate, TRANS_B == 1, __is_same(T, bf16_t), line, a);
 }
 
+template <int N>
+inline void wgmma_m64k32_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                              bool accumulate, int line = __builtin_LINE()) {
+  static_assert(N == 128, "wgmma_m64k32_e4m3: N is 128");
+  host::wgmma_mma(d, N, desc_a, desc_b, accumulate, false, false, line, nullptr, true);
+}
+
+template <int N>
+inline void wgmma_m64k32_e4m3_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,
+                                 bool accumulate, int line = __builtin_LINE()) {
+  static_assert(N == 128, "wgmma_m64k32_e4m3_rs: N is 128");
+  host::wgmma_mma(d, N, 0, desc_b, accumulate, false, false, line, a, true);
+}
+
+inline uint32_t pack4_e4m3(float f0, float f1, float f2, float f3) {
+  return static_cast<uint32_t>(host::float_to_e4m3(f0)) |
+         (static_cast<uint32_t>(host::float_to_e4m3(f1)) << 8) |
+         (static_cast<uint32_t>(host::float_to_e4m3(f2)) << 16) |
+         (static_cast<uint32_t>(host::float_to_e4m3(f3)) << 24);
+}
+
 inline void named_barrier_sync(int id, int threads, int line = __builtin_LINE()) {
   host::named_barrier_sync(id, threads, line);
 }

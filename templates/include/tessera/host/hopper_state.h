@@ -43,6 +43,7 @@ struct WgmmaOp {
   int line;
   uint32_t lo[2], hi[2];  // shared bytes [lo, hi) that A (0) and B (1) read
   float* d[WARPGROUP_THREADS];
+  bool e4m3;  // FP8 e4m3 operands, k32 (else 16-bit, k16)
   bool a_in_regs;  // A from registers (wgmma's register form): a[thread] read at issue
   uint32_t a[WARPGROUP_THREADS][4];
 };
@@ -66,7 +67,7 @@ struct Warpgroup {
   int param[WARPGROUP_THREADS];  // wait_group N; wgmma: N columns
   uint64_t desc_a[WARPGROUP_THREADS], desc_b[WARPGROUP_THREADS];
   float* d[WARPGROUP_THREADS];
-  int flags[WARPGROUP_THREADS];  // wgmma: bit 0 accumulate, bit 1 trans_b, bit 2 bf16, 3 A regs
+  int flags[WARPGROUP_THREADS];  // wgmma: bit 0 accumulate, 1 trans_b, 2 bf16, 3 A regs, 4 e4m3
   uint32_t a_regs[WARPGROUP_THREADS][4];  // wgmma with A from registers: each thread's fragment
   Buffer<WgmmaOp> ops;  // issue order; ops before `done` are complete
   Buffer<int> group_ends;  // one past the last op of each committed group

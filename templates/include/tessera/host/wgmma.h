@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../sm90_layout.h"
+#include "fp8.h"
 #include "fragments.h"
 #include "hopper_state.h"
 
@@ -32,6 +33,7 @@ namespace host {
 
 constexpr int WGMMA_M = 64;
 constexpr int WGMMA_K = 16;
+constexpr int WGMMA_K_E4M3 = 32;  // k32: 32 one-byte elements per 32-byte row slice
 constexpr int WGMMA_MAX_N = 256;
 
 inline int wgmma_d_row(int thread, int i) {
@@ -47,18 +49,34 @@ inline float smem_element(uint32_t addr, bool bf16_type, const WgmmaOp& op, char
          "bytes of dynamic shared memory (check the descriptor)",
          op.line, operand, addr, L.smem_bytes);
   }
+  if (op.e4m3) return e4m3_to_float(static_cast<uint8_t>(L.smem[addr]));
   uint16_t bits;
   memcpy(&bits, L.smem + addr, 2);
   return bf16_type ? bf16_bits_to_float(bits) : f16_bits_to_float(bits);
 }
+
+inline int wgmma_k(const WgmmaOp& op) { return op.e4m3 ? WGMMA_K_E4M3 : WGMMA_K; }
+inline int wgmma_elem_bytes(const WgmmaOp& op) { return op.e4m3 ? 1 : 2; }
 
 // Performs one wgmma: reads A (64 x 16, K-major) and B (N x 16; K-major or N-major) through the
 // descriptors, then D = A * B + (accumulate ? D : 0) in every thread's registers. Products of
 // 16-bit values are exact in float; each output's 16 products are summed in double and rounded
 // once.
 inline void perform_wgmma(const WgmmaOp& op) {
-  static float A[WGMMA_M][WGMMA_K], B[WGMMA_MAX_N][WGMMA_K];
-  if (op.a_in_regs) {  // warp w's rows 16w..16w+15 in the mma.m16n8k16 A fragment layout
+  static float A[WGMMA_M][WGMMA_K_E4M3], B[WGMMA_MAX_N][WGMMA_K_E4M3];
+  const int K = wgmma_k(op);
+  const int elem = wgmma_elem_bytes(op);
+  if (op.a_in_regs && op.e4m3) {  // register r: row g + 8 (r % 2), bytes at 16 (r / 2) + 4q + j
+    for (int t = 0; t < WARPGROUP_THREADS; ++t) {
+      const int lane = t % 32;
+      for (int r = 0; r < 4; ++r) {
+        for (int j = 0; j < 4; ++j) {
+          A[16 * (t / 32) + (lane >> 2) + 8 * (r % 2)][16 * (r / 2) + 4 * (lane % 4) + j] =
+              e4m3_to_float(static_cast<uint8_t>(op.a[t][r] >> (8 * j)));
+        }
+      }
+    }
+  } else if (op.a_in_regs) {  // warp w's rows 16w..16w+15 in the mma.m16n8k16 A fragment layout
     for (int t = 0; t < WARPGROUP_THREADS; ++t) {
       const int lane = t % 32;
       for (int i = 0; i < 8; ++i) {
@@ -68,14 +86,15 @@ inline void perform_wgmma(const WgmmaOp& op) {
     }
   }
   for (int m = 0; m < WGMMA_M && !op.a_in_regs; ++m) {
-    for (int k = 0; k < WGMMA_K; ++k) {
-      A[m][k] = smem_element(descriptor_element_address(op.desc_a, m, k, true, 2), op.bf16, op, 'A');
+    for (int k = 0; k < K; ++k) {
+      A[m][k] =
+          smem_element(descriptor_element_address(op.desc_a, m, k, true, elem), op.bf16, op, 'A');
     }
   }
   for (int n = 0; n < op.n; ++n) {
-    for (int k = 0; k < WGMMA_K; ++k) {
-      B[n][k] = smem_element(descriptor_element_address(op.desc_b, n, k, !op.trans_b, 2), op.bf16,
-                             op, 'B');
+    for (int k = 0; k < K; ++k) {
+      B[n][k] = smem_element(descriptor_element_address(op.desc_b, n, k, !op.trans_b, elem),
+                             op.bf16, op, 'B');
     }
   }
   for (int t = 0; t < WARPGROUP_THREADS; ++t) {
@@ -84,7 +103,7 @@ inline void perform_wgmma(const WgmmaOp& op) {
       const int row = wgmma_d_row(t, i);
       const int col = wgmma_d_col(t, i);
       double acc = op.accumulate ? d[i] : 0.0;
-      for (int k = 0; k < WGMMA_K; ++k) acc += static_cast<double>(A[row][k] * B[col][k]);
+      for (int k = 0; k < K; ++k) acc += static_cast<double>(A[row][k] * B[col][k]);
       d[i] = static_cast<float>(acc);
     }
   }
@@ -98,11 +117,12 @@ inline void operand_footprint(WgmmaOp& op) {
     const uint64_t desc = which == 0 ? op.desc_a : op.desc_b;
     uint32_t lo = UINT32_MAX, hi = 0;
     if (which == 0 && op.a_in_regs) lo = hi = 0;  // registers: no shared bytes
+    const int elem = wgmma_elem_bytes(op);
     for (int r = 0; r < rows && !(which == 0 && op.a_in_regs); ++r) {
-      for (int k = 0; k < WGMMA_K; ++k) {
-        const uint32_t addr = descriptor_element_address(desc, r, k, k_major, 2);
+      for (int k = 0; k < wgmma_k(op); ++k) {
+        const uint32_t addr = descriptor_element_address(desc, r, k, k_major, elem);
         lo = addr < lo ? addr : lo;
-        hi = addr + 2 > hi ? addr + 2 : hi;
+        hi = addr + elem > hi ? addr + elem : hi;
       }
     }
     op.lo[which] = lo;
@@ -123,7 +143,8 @@ inline void wgmma_fence(int line) {
 // `a_regs` (4 registers of this thread's A fragment) selects wgmma's register form; null: A
 // from shared memory through desc_a.
 inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate,
-                      bool trans_b, bool bf16_type, int line, const uint32_t* a_regs = nullptr) {
+                      bool trans_b, bool bf16_type, int line, const uint32_t* a_regs = nullptr,
+                      bool e4m3 = false) {
   Warpgroup& wg = my_warpgroup();
   const int slot = active()->current % WARPGROUP_THREADS;
   wg.desc_a[slot] = a_regs ? 0 : desc_a;
@@ -131,7 +152,8 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
   wg.d[slot] = d;
   wg.param[slot] = n;
   wg.flags[slot] =
-      (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0) | (a_regs ? 8 : 0);
+      (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0) | (a_regs ? 8 : 0) |
+      (e4m3 ? 16 : 0);
   if (a_regs) memcpy(wg.a_regs[slot], a_regs, sizeof wg.a_regs[slot]);
   warpgroup_arrive(wg, WarpgroupOp::Mma, line, [line](Warpgroup& g) {
     for (int t = 1; t < WARPGROUP_THREADS; ++t) {
@@ -163,6 +185,7 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
     op.trans_b = g.flags[0] & 2;
     op.bf16 = g.flags[0] & 4;
     op.a_in_regs = g.flags[0] & 8;
+    op.e4m3 = g.flags[0] & 16;
     if (op.a_in_regs) memcpy(op.a, g.a_regs, sizeof op.a);
     op.line = line;
     operand_footprint(op);
