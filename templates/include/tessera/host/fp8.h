@@ -23,8 +23,8 @@ inline float e4m3_to_float(uint8_t bits) {
 
 inline uint8_t float_to_e4m3(float f) {
   if (f != f) return 0x7F;
-  const uint8_t sign = f < 0.0f ? 0x80 : 0x00;
-  float a = f < 0.0f ? -f : f;
+  const uint8_t sign = __builtin_signbit(f) ? 0x80 : 0x00;  // -0.0 keeps its sign
+  float a = __builtin_fabsf(f);
   if (a >= E4M3_MAX) return sign | 0x7E;  // satfinite
   int exp = 0;
   __builtin_frexpf(a, &exp);  // a = m * 2^exp, m in [0.5, 1): the leading bit is 2^(exp - 1)

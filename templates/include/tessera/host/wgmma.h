@@ -44,7 +44,7 @@ inline int wgmma_d_col(int thread, int i) { return 8 * (i / 4) + 2 * (thread % 3
 
 inline float smem_element(uint32_t addr, bool bf16_type, const WgmmaOp& op, char operand) {
   const Launch& L = *active();
-  if (static_cast<size_t>(addr) + 2 > L.smem_bytes) {
+  if (static_cast<size_t>(addr) + (op.e4m3 ? 1 : 2) > L.smem_bytes) {
     fail("wgmma.mma_async at line %d: operand %c reads shared offset %u, past the block's %zu "
          "bytes of dynamic shared memory (check the descriptor)",
          op.line, operand, addr, L.smem_bytes);
