@@ -105,8 +105,11 @@ def test_fp8_compiles_to_qgmma_without_spills(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_every_valid_fp8_config_compiles_to_qgmma_without_spills(tmp_path: Path) -> None:
-    compile_configs(CAUSAL, valid_configs(CAUSAL), tmp_path)
+@pytest.mark.parametrize("config", valid_configs(CAUSAL), ids=str)
+def test_every_valid_fp8_config_compiles_to_qgmma_without_spills(
+    config: TileConfig, tmp_path: Path
+) -> None:
+    compile_configs(CAUSAL, [config], tmp_path)
 
 
 DESCALE = (0.5, 0.25, 2.0)
