@@ -316,7 +316,8 @@ DEFECTS: dict[str, tuple[Mutation, str]] = {
     "producer-overwrites-a-stage-still-read": (
         replace_once(
             "        softmax(j, alpha);\n        tessera::wgmma_wait_group<0>();  // P_{j-1} and O "
-            "are free, V_{j-1} is read\n        release(prev.index);",
+            "are free, V_{j-1} is read\n        tessera::wgmma_fence_operand(o_acc);\n"
+            "        release(prev.index);",
             "        release(prev.index);\n        softmax(j, alpha);\n        "
             "tessera::wgmma_wait_group<0>();",
         ),
@@ -325,7 +326,7 @@ DEFECTS: dict[str, tuple[Mutation, str]] = {
     "softmax-reads-s-before-its-wait-group": (
         replace_once(
             "        tessera::wgmma_wait_group<1>();  // S_j is ready; O += P_{j-1} V_{j-1} still "
-            "runs\n        softmax(j, alpha);",
+            "runs\n        tessera::wgmma_fence_operand(s_acc);\n        softmax(j, alpha);",
             "        softmax(j, alpha);\n        tessera::wgmma_wait_group<1>();",
         ),
         "verifier: relative error|verifier: NaN",

@@ -391,6 +391,9 @@ template <int N> TS_DEVICE void setmaxnreg_dec() {
 //   named barriers  named_barrier_sync(id, threads), named_barrier_arrive(id, threads)
 //                bar.sync / bar.arrive on barrier id 1..15 (0 is __syncthreads) for `threads`
 //   TMA 3-D      tma_load_3d(smem_dst, map, bar, x_inner, y, z_outer)   as tma_load_2d
+//   operands     wgmma_fence_operand(regs)  pins registers an asynchronous wgmma reads or writes:
+//                the compiler may not move their uses across it (CUTLASS's
+//                warpgroup_fence_operand), e.g. the softmax's reads of S above its wait_group
 #define TESSERA_WGMMA_RS_M64N64K16(TYPE)                                                    \
   asm volatile(                                                                             \
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                          \
@@ -480,6 +483,15 @@ TS_DEVICE void wgmma_m64k16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64
     if constexpr (N == 128) TESSERA_WGMMA_RS_M64N128K16("bf16");
     if constexpr (N == 256) TESSERA_WGMMA_RS_M64N256K16("bf16");
   }
+}
+
+template <int N> TS_DEVICE void wgmma_fence_operand(float (&regs)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(regs[i])::"memory");
+}
+template <int N> TS_DEVICE void wgmma_fence_operand(uint32_t (&regs)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(regs[i])::"memory");
 }
 
 TS_DEVICE void named_barrier_sync(int id, int threads) {

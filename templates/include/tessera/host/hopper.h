@@ -111,6 +111,9 @@ inline uint32_t pack4_e4m3(float f0, float f1, float f2, float f3) {
          (static_cast<uint32_t>(host::float_to_e4m3(f3)) << 24);
 }
 
+// The host compiler sees no asynchrony: wgmma results land at wait_group in program order.
+template <typename T, int N> inline void wgmma_fence_operand(T (&)[N]) {}
+
 inline void named_barrier_sync(int id, int threads, int line = __builtin_LINE()) {
   host::named_barrier_sync(id, threads, line);
 }
