@@ -116,6 +116,7 @@ def run_rendered(
     scale: float | None = None,
     schedules: Sequence[Schedule] = SCHEDULES,
     accumulators: Collection[str] = (),
+    params_options: Mapping[str, Any] | None = None,
 ) -> EmulatedRun:
     """Build (or reuse) the host library of `rendered.source` and launch it over its grid.
 
@@ -123,6 +124,8 @@ def run_rendered(
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
     as NaN so elements the kernel never writes show up in any comparison, except the outputs
     named in `accumulators`, which the kernel adds into (atomics): they start as zeros.
+    `params_options` are further keyword arguments of the family's make_params (attention_sm90:
+    descale).
 
     Raises:
         CompileError: the host compiler rejected the source.
@@ -146,7 +149,9 @@ def run_rendered(
             if name in accumulators:
                 buffers[name].array[...] = 0
         pointers = {name: buf.address for name, buf in buffers.items()}
-        params: ctypes.Structure = family.make_params(problem, pointers=pointers, scale=scale)
+        params: ctypes.Structure = family.make_params(
+            problem, pointers=pointers, scale=scale, **(params_options or {})
+        )
         start = time.perf_counter()
         kernel.launch(
             params,

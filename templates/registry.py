@@ -9,7 +9,14 @@ from tessera_core.types import Problem
 FAMILY_NAMES = ("attention", "attention_fwd", "gemm", "gemm_sm90")
 # attention_bwd renders, compiles and runs on the emulator, but has no tuning harness yet: it
 # joins FAMILY_NAMES when generator.tune can measure it.
-ALL_FAMILY_NAMES = ("attention", "attention_fwd", "attention_bwd", "gemm", "gemm_sm90")
+ALL_FAMILY_NAMES = (
+    "attention",
+    "attention_fwd",
+    "attention_bwd",
+    "gemm",
+    "gemm_sm90",
+    "attention_sm90",
+)
 
 
 def get_family(name: str) -> Family:
@@ -34,6 +41,10 @@ def get_family(name: str) -> Family:
         from templates.gemm_sm90.family import FAMILY as gemm_sm90
 
         return gemm_sm90
+    if name == "attention_sm90":
+        from templates.attention_sm90.family import FAMILY as attention_sm90
+
+        return attention_sm90
     raise ValueError(
         f"unknown kernel family {name!r}; expected one of {', '.join(ALL_FAMILY_NAMES)}"
     )

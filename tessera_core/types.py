@@ -10,13 +10,24 @@ from typing import Any, ClassVar, Literal
 
 from tessera_core.hardware import WARP_SIZE
 
-DType = Literal["fp16", "bf16"]
+DType = Literal["fp16", "bf16", "fp8_e4m3"]
+DTYPES: tuple[DType, ...] = ("fp16", "bf16")  # the 16-bit dtypes every family serves
+DTYPE_BYTES = 2  # of DTYPES
+# FP8 e4m3 inputs (ml_dtypes.float8_e4m3fn bits) with a bf16 output: forward attention only, and
+# only its Hopper family (attention_sm90) serves it; the other families refuse it in their spaces.
+FP8_DTYPE: DType = "fp8_e4m3"
+ATTENTION_DTYPES: tuple[DType, ...] = (*DTYPES, FP8_DTYPE)
 AlibiForm = Literal["none", "heads", "batch_heads"]  # ALiBi slopes: none, [heads], [batch, heads]
 ALIBI_FORMS: tuple[AlibiForm, ...] = ("none", "heads", "batch_heads")
 Layout = Literal["bhsd", "bshd"]  # q, k, v, o as [batch, heads, seq, d] or [batch, seq, heads, d]
 LAYOUTS: tuple[Layout, ...] = ("bhsd", "bshd")
-DTYPES: tuple[DType, ...] = ("fp16", "bf16")
-DTYPE_BYTES = 2
+
+
+def dtype_bytes(dtype: DType) -> int:
+    """Bytes per input element: 1 for fp8_e4m3, 2 for fp16 and bf16."""
+    return 1 if dtype == FP8_DTYPE else DTYPE_BYTES
+
+
 OPS = ("attention", "gemm")
 
 
@@ -25,9 +36,9 @@ def _check_positive_int(owner: str, name: str, value: object) -> None:
         raise ValueError(f"{owner}.{name}={value!r}: must be a positive integer")
 
 
-def _check_dtype(owner: str, value: object) -> None:
-    if value not in DTYPES:
-        raise ValueError(f"{owner}.dtype={value!r}: must be one of {', '.join(DTYPES)}")
+def _check_dtype(owner: str, value: object, allowed: tuple[DType, ...] = DTYPES) -> None:
+    if value not in allowed:
+        raise ValueError(f"{owner}.dtype={value!r}: must be one of {', '.join(allowed)}")
 
 
 def stable_json(obj: Any) -> str:
@@ -64,8 +75,13 @@ class TileConfig:
     def __post_init__(self) -> None:
         for name in self.FIELDS:
             _check_positive_int("TileConfig", name, getattr(self, name))
-        if self.num_warps & (self.num_warps - 1):
-            raise ValueError(f"TileConfig.num_warps={self.num_warps}: must be a power of two")
+        # Warp-specialized Hopper kernels run whole warpgroups: 12 warps is a producer and two
+        # consumer warpgroups (FlashAttention-3's tile).
+        if self.num_warps & (self.num_warps - 1) and self.num_warps % 4:
+            raise ValueError(
+                f"TileConfig.num_warps={self.num_warps}: must be a power of two or a multiple "
+                "of 4 (whole warpgroups)"
+            )
         if self.num_threads > 1024:
             raise ValueError(
                 f"TileConfig.num_warps={self.num_warps}: at most 32 warps (1024 threads) a block"
@@ -158,7 +174,7 @@ class AttentionProblem:
     def __post_init__(self) -> None:
         for name in ("batch", "heads", "seq_q", "seq_kv", "head_dim"):
             _check_positive_int("AttentionProblem", name, getattr(self, name))
-        _check_dtype("AttentionProblem", self.dtype)
+        _check_dtype("AttentionProblem", self.dtype, ATTENTION_DTYPES)
         if not isinstance(self.causal, bool):
             raise ValueError(f"AttentionProblem.causal={self.causal!r}: must be a bool")
         if self.heads_kv is None:
@@ -209,10 +225,11 @@ class AttentionProblem:
         return total / 2 if self.causal else total
 
     def io_bytes(self) -> int:
-        q_elems = self.batch * self.heads * self.head_dim * 2 * self.seq_q
+        q_elems = self.batch * self.heads * self.head_dim * self.seq_q
         kv_elems = self.batch * self.kv_heads * self.head_dim * 2 * self.seq_kv
+        elems_out = self.batch * self.heads * self.head_dim * self.seq_q  # O in 16 bits
         lse_bytes = self.batch * self.heads * self.seq_q * 4
-        return (q_elems + kv_elems) * DTYPE_BYTES + lse_bytes
+        return (q_elems + kv_elems) * dtype_bytes(self.dtype) + elems_out * DTYPE_BYTES + lse_bytes
 
     def variant_suffix(self, *, generic: bool = False) -> str:
         """The key words of the non-default variants ('' for plain attention); a generic kernel

@@ -11,7 +11,7 @@ from tessera_core.space import (
     smem_within_arch,
     threads_within_arch,
 )
-from tessera_core.types import DTYPE_BYTES, AttentionProblem, Problem, TileConfig
+from tessera_core.types import DTYPE_BYTES, DTYPES, AttentionProblem, Problem, TileConfig
 
 MMA_M = 16  # query rows of one mma.m16n8k16 row tile
 MMA_K = 16  # reduction depth of one mma
@@ -152,6 +152,13 @@ def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
     return None
 
 
+def _dtype(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    dtype = as_problem(problem).dtype
+    if dtype not in DTYPES:
+        return f"dtype={dtype}: the mma.sync attention takes fp16 or bf16 (fp8: attention_sm90)"
+    return None
+
+
 def _block_k(config: TileConfig, problem: Problem, arch: str) -> str | None:
     if config.block_k != MMA_K:
         return (
@@ -213,6 +220,7 @@ SPACE = Space(
         Param(Q_IN_REGS, (0, 1)),
     ),
     constraints=(
+        Constraint("dtype", _dtype),
         Constraint("head_dim", _head_dim),
         Constraint("block_k_is_the_mma_depth", _block_k),
         Constraint("warps_tile_block_m", _warps_tile_m),

@@ -5,6 +5,7 @@
 
 #include "../sm90_layout.h"
 #include "mbarrier.h"
+#include "named_barrier.h"
 #include "tma.h"
 #include "wgmma.h"
 
@@ -73,6 +74,51 @@ inline void fence_proxy_async() {}
 inline void tma_load_2d(void* smem_dst, const tensor_map_t* map, uint64_t* bar, int x_inner,
                         int y_outer, int line = __builtin_LINE()) {
   host::tma_load_2d(smem_dst, map, bar, x_inner, y_outer, line);
+}
+
+inline void tma_load_3d(void* smem_dst, const tensor_map_t* map, uint64_t* bar, int x_inner, int y,
+                        int z_outer, int line = __builtin_LINE()) {
+  host::tma_load_3d(smem_dst, map, bar, x_inner, y, z_outer, line);
+}
+
+template <typename T, int N, int TRANS_B>
+inline void wgmma_m64k16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,
+                            bool accumulate, int line = __builtin_LINE()) {
+  static_assert(N == 64 || N == 128 || N == 256, "wgmma_m64k16_rs: N is 64, 128 or 256");
+  static_assert(__is_same(T, f16_t) || __is_same(T, bf16_t), "wgmma_m64k16_rs: f16_t or bf16_t");
+  static_assert(TRANS_B == 0 || TRANS_B == 1, "wgmma_m64k16_rs: TRANS_B is 0 or 1");
+  host::wgmma_mma(d, N, 0, desc_b, accumulate, TRANS_B == 1, __is_same(T, bf16_t), line, a);
+}
+
+template <int N>
+inline void wgmma_m64k32_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                              bool accumulate, int line = __builtin_LINE()) {
+  static_assert(N == 128, "wgmma_m64k32_e4m3: N is 128");
+  host::wgmma_mma(d, N, desc_a, desc_b, accumulate, false, false, line, nullptr, true);
+}
+
+template <int N>
+inline void wgmma_m64k32_e4m3_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,
+                                 bool accumulate, int line = __builtin_LINE()) {
+  static_assert(N == 128, "wgmma_m64k32_e4m3_rs: N is 128");
+  host::wgmma_mma(d, N, 0, desc_b, accumulate, false, false, line, a, true);
+}
+
+inline uint32_t pack4_e4m3(float f0, float f1, float f2, float f3) {
+  return static_cast<uint32_t>(host::float_to_e4m3(f0)) |
+         (static_cast<uint32_t>(host::float_to_e4m3(f1)) << 8) |
+         (static_cast<uint32_t>(host::float_to_e4m3(f2)) << 16) |
+         (static_cast<uint32_t>(host::float_to_e4m3(f3)) << 24);
+}
+
+// The host compiler sees no asynchrony: wgmma results land at wait_group in program order.
+template <typename T, int N> inline void wgmma_fence_operand(T (&)[N]) {}
+
+inline void named_barrier_sync(int id, int threads, int line = __builtin_LINE()) {
+  host::named_barrier_sync(id, threads, line);
+}
+inline void named_barrier_arrive(int id, int threads, int line = __builtin_LINE()) {
+  host::named_barrier_arrive(id, threads, line);
 }
 
 // Register reallocation has no host meaning; the bounds are checked as ptxas would.

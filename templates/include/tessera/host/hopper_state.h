@@ -32,6 +32,7 @@ struct TmaLoad {  // a cp.async.bulk.tensor in flight: performed at the wait on 
   int x, y;
   size_t bar_offset;
   int line;
+  int z;  // the outer coordinate of a 3-D map (0 for 2-D)
 };
 
 // One wgmma.mma_async in flight: D (each thread's registers) = A * B + (scale_d ? D : 0).
@@ -42,6 +43,9 @@ struct WgmmaOp {
   int line;
   uint32_t lo[2], hi[2];  // shared bytes [lo, hi) that A (0) and B (1) read
   float* d[WARPGROUP_THREADS];
+  bool e4m3;  // FP8 e4m3 operands, k32 (else 16-bit, k16)
+  bool a_in_regs;  // A from registers (wgmma's register form): a[thread] read at issue
+  uint32_t a[WARPGROUP_THREADS][4];
 };
 
 enum class WarpgroupOp : int { None, Mma, Fence, Commit, Wait };
@@ -63,7 +67,8 @@ struct Warpgroup {
   int param[WARPGROUP_THREADS];  // wait_group N; wgmma: N columns
   uint64_t desc_a[WARPGROUP_THREADS], desc_b[WARPGROUP_THREADS];
   float* d[WARPGROUP_THREADS];
-  int flags[WARPGROUP_THREADS];  // wgmma: bit 0 accumulate, bit 1 trans_b, bit 2 bf16
+  int flags[WARPGROUP_THREADS];  // wgmma: bit 0 accumulate, 1 trans_b, 2 bf16, 3 A regs, 4 e4m3
+  uint32_t a_regs[WARPGROUP_THREADS][4];  // wgmma with A from registers: each thread's fragment
   Buffer<WgmmaOp> ops;  // issue order; ops before `done` are complete
   Buffer<int> group_ends;  // one past the last op of each committed group
   int done = 0;
@@ -71,8 +76,18 @@ struct Warpgroup {
   bool fenced = false;  // a wgmma.fence since the block start or the last wait_group
 };
 
+// bar.sync / bar.arrive on barrier `id`: completes when `threads` threads have arrived.
+constexpr int NAMED_BARRIERS = 16;
+struct NamedBarrier {
+  int threads;  // the count of the current phase (0: no arrival yet)
+  int arrived;
+  int line;  // of the first arrival in this phase
+};
+
 struct HopperBlock {
   unsigned long epoch = 0;
+  NamedBarrier named[NAMED_BARRIERS];
+  int named_wait[MAX_BLOCK_THREADS];  // the named barrier a thread is blocked on
   Buffer<Mbarrier> barriers;
   Buffer<TmaLoad> loads;
   Warpgroup warpgroups[MAX_WARPGROUPS];
@@ -87,6 +102,7 @@ inline HopperBlock& hopper() {
     block->epoch = block_epoch();
     block->barriers.size = 0;
     block->loads.size = 0;
+    for (NamedBarrier& nb : block->named) nb = NamedBarrier{0, 0, 0};
     for (Warpgroup& wg : block->warpgroups) {
       wg.arrived = 0;
       wg.ops.size = wg.done = 0;

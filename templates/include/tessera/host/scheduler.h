@@ -76,6 +76,14 @@ inline void report_deadlock(Launch& L) {
     }
   }
   for (int t = 0; t < L.num_threads; ++t) {
+    if (L.fibers[t].state != FiberState::AtNamedBarrier) continue;
+    snprintf(out, room,
+             "thread %d waits at line %d on a named barrier (bar.sync) that too few threads "
+             "reach or arrive at",
+             t, L.fibers[t].wait_line);
+    return;
+  }
+  for (int t = 0; t < L.num_threads; ++t) {
     if (L.fibers[t].state != FiberState::AtMbarrier) continue;
     snprintf(out, room,
              "thread %d waits at line %d for an mbarrier phase that never completes (an arrival "

@@ -71,7 +71,8 @@ constexpr int SAVED_REGISTERS = 6;
 #endif
 
 // AtMbarrier: blocked in mbarrier_try_wait_parity until the phase completes (host/mbarrier.h).
-enum class FiberState : uint8_t { Runnable, AtBarrier, AtCollective, AtMbarrier, Done };
+// AtNamedBarrier: blocked in bar.sync on a named barrier (host/named_barrier.h).
+enum class FiberState : uint8_t { Runnable, AtBarrier, AtCollective, AtMbarrier, Done, AtNamedBarrier };
 
 enum class Collective : int { None, MmaF16, MmaBf16, Ldmatrix, LdmatrixTrans, Shfl };
 

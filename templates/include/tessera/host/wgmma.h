@@ -1,5 +1,5 @@
 // tessera/host/wgmma.h — wgmma.mma_async m64nNk16 (f16/bf16, A and B from shared memory through
-// matrix descriptors), wgmma.fence / commit_group / wait_group, as warpgroup collectives.
+// matrix descriptors, or A from registers), wgmma.fence / commit_group / wait_group, as warpgroup collectives.
 //
 // Rules the emulator enforces (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply"):
 //   * all 128 threads of a warpgroup reach the same wgmma operation (same line), and agree on
@@ -10,6 +10,8 @@
 //   * an operation's results appear at the wait_group that covers its commit group, the latest
 //     moment allowed: only then are the operands read from shared memory and the accumulators
 //     written, so a stage refilled before the wait changes the result.
+// A from registers: warp w holds rows 16w..16w+15 in the mma.m16n8k16 A layout (fragments.h),
+// captured at issue (ptxas keeps the registers unchanged until the covering wait_group).
 // Accumulator fragment (m64nNk16, f32): thread t of the warpgroup, warp w = t / 32, lane l,
 // g = l >> 2, q = l % 4: register i holds row 16w + g + 8 * ((i % 4) >= 2), column
 // 8 * (i / 4) + 2q + (i % 2) — the mma.m16n8 C layout repeated over N / 8 column blocks.
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "../sm90_layout.h"
+#include "fp8.h"
 #include "fragments.h"
 #include "hopper_state.h"
 
@@ -30,6 +33,7 @@ namespace host {
 
 constexpr int WGMMA_M = 64;
 constexpr int WGMMA_K = 16;
+constexpr int WGMMA_K_E4M3 = 32;  // k32: 32 one-byte elements per 32-byte row slice
 constexpr int WGMMA_MAX_N = 256;
 
 inline int wgmma_d_row(int thread, int i) {
@@ -40,31 +44,57 @@ inline int wgmma_d_col(int thread, int i) { return 8 * (i / 4) + 2 * (thread % 3
 
 inline float smem_element(uint32_t addr, bool bf16_type, const WgmmaOp& op, char operand) {
   const Launch& L = *active();
-  if (static_cast<size_t>(addr) + 2 > L.smem_bytes) {
+  if (static_cast<size_t>(addr) + (op.e4m3 ? 1 : 2) > L.smem_bytes) {
     fail("wgmma.mma_async at line %d: operand %c reads shared offset %u, past the block's %zu "
          "bytes of dynamic shared memory (check the descriptor)",
          op.line, operand, addr, L.smem_bytes);
   }
+  if (op.e4m3) return e4m3_to_float(static_cast<uint8_t>(L.smem[addr]));
   uint16_t bits;
   memcpy(&bits, L.smem + addr, 2);
   return bf16_type ? bf16_bits_to_float(bits) : f16_bits_to_float(bits);
 }
+
+inline int wgmma_k(const WgmmaOp& op) { return op.e4m3 ? WGMMA_K_E4M3 : WGMMA_K; }
+inline int wgmma_elem_bytes(const WgmmaOp& op) { return op.e4m3 ? 1 : 2; }
 
 // Performs one wgmma: reads A (64 x 16, K-major) and B (N x 16; K-major or N-major) through the
 // descriptors, then D = A * B + (accumulate ? D : 0) in every thread's registers. Products of
 // 16-bit values are exact in float; each output's 16 products are summed in double and rounded
 // once.
 inline void perform_wgmma(const WgmmaOp& op) {
-  static float A[WGMMA_M][WGMMA_K], B[WGMMA_MAX_N][WGMMA_K];
-  for (int m = 0; m < WGMMA_M; ++m) {
-    for (int k = 0; k < WGMMA_K; ++k) {
-      A[m][k] = smem_element(descriptor_element_address(op.desc_a, m, k, true, 2), op.bf16, op, 'A');
+  static float A[WGMMA_M][WGMMA_K_E4M3], B[WGMMA_MAX_N][WGMMA_K_E4M3];
+  const int K = wgmma_k(op);
+  const int elem = wgmma_elem_bytes(op);
+  if (op.a_in_regs && op.e4m3) {  // register r: row g + 8 (r % 2), bytes at 16 (r / 2) + 4q + j
+    for (int t = 0; t < WARPGROUP_THREADS; ++t) {
+      const int lane = t % 32;
+      for (int r = 0; r < 4; ++r) {
+        for (int j = 0; j < 4; ++j) {
+          A[16 * (t / 32) + (lane >> 2) + 8 * (r % 2)][16 * (r / 2) + 4 * (lane % 4) + j] =
+              e4m3_to_float(static_cast<uint8_t>(op.a[t][r] >> (8 * j)));
+        }
+      }
+    }
+  } else if (op.a_in_regs) {  // warp w's rows 16w..16w+15 in the mma.m16n8k16 A fragment layout
+    for (int t = 0; t < WARPGROUP_THREADS; ++t) {
+      const int lane = t % 32;
+      for (int i = 0; i < 8; ++i) {
+        A[16 * (t / 32) + mma_a_row(lane, i)][mma_a_col(lane, i)] =
+            unpack_half(op.a[t][i >> 1], i & 1, op.bf16);
+      }
+    }
+  }
+  for (int m = 0; m < WGMMA_M && !op.a_in_regs; ++m) {
+    for (int k = 0; k < K; ++k) {
+      A[m][k] =
+          smem_element(descriptor_element_address(op.desc_a, m, k, true, elem), op.bf16, op, 'A');
     }
   }
   for (int n = 0; n < op.n; ++n) {
-    for (int k = 0; k < WGMMA_K; ++k) {
-      B[n][k] = smem_element(descriptor_element_address(op.desc_b, n, k, !op.trans_b, 2), op.bf16,
-                             op, 'B');
+    for (int k = 0; k < K; ++k) {
+      B[n][k] = smem_element(descriptor_element_address(op.desc_b, n, k, !op.trans_b, elem),
+                             op.bf16, op, 'B');
     }
   }
   for (int t = 0; t < WARPGROUP_THREADS; ++t) {
@@ -73,7 +103,7 @@ inline void perform_wgmma(const WgmmaOp& op) {
       const int row = wgmma_d_row(t, i);
       const int col = wgmma_d_col(t, i);
       double acc = op.accumulate ? d[i] : 0.0;
-      for (int k = 0; k < WGMMA_K; ++k) acc += static_cast<double>(A[row][k] * B[col][k]);
+      for (int k = 0; k < K; ++k) acc += static_cast<double>(A[row][k] * B[col][k]);
       d[i] = static_cast<float>(acc);
     }
   }
@@ -86,11 +116,13 @@ inline void operand_footprint(WgmmaOp& op) {
     const bool k_major = which == 0 || !op.trans_b;
     const uint64_t desc = which == 0 ? op.desc_a : op.desc_b;
     uint32_t lo = UINT32_MAX, hi = 0;
-    for (int r = 0; r < rows; ++r) {
-      for (int k = 0; k < WGMMA_K; ++k) {
-        const uint32_t addr = descriptor_element_address(desc, r, k, k_major, 2);
+    if (which == 0 && op.a_in_regs) lo = hi = 0;  // registers: no shared bytes
+    const int elem = wgmma_elem_bytes(op);
+    for (int r = 0; r < rows && !(which == 0 && op.a_in_regs); ++r) {
+      for (int k = 0; k < wgmma_k(op); ++k) {
+        const uint32_t addr = descriptor_element_address(desc, r, k, k_major, elem);
         lo = addr < lo ? addr : lo;
-        hi = addr + 2 > hi ? addr + 2 : hi;
+        hi = addr + elem > hi ? addr + elem : hi;
       }
     }
     op.lo[which] = lo;
@@ -108,15 +140,21 @@ inline void wgmma_fence(int line) {
   });
 }
 
+// `a_regs` (4 registers of this thread's A fragment) selects wgmma's register form; null: A
+// from shared memory through desc_a.
 inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate,
-                      bool trans_b, bool bf16_type, int line) {
+                      bool trans_b, bool bf16_type, int line, const uint32_t* a_regs = nullptr,
+                      bool e4m3 = false) {
   Warpgroup& wg = my_warpgroup();
   const int slot = active()->current % WARPGROUP_THREADS;
-  wg.desc_a[slot] = desc_a;
+  wg.desc_a[slot] = a_regs ? 0 : desc_a;
   wg.desc_b[slot] = desc_b;
   wg.d[slot] = d;
   wg.param[slot] = n;
-  wg.flags[slot] = (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0);
+  wg.flags[slot] =
+      (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0) | (a_regs ? 8 : 0) |
+      (e4m3 ? 16 : 0);
+  if (a_regs) memcpy(wg.a_regs[slot], a_regs, sizeof wg.a_regs[slot]);
   warpgroup_arrive(wg, WarpgroupOp::Mma, line, [line](Warpgroup& g) {
     for (int t = 1; t < WARPGROUP_THREADS; ++t) {
       if (g.desc_a[t] != g.desc_a[0] || g.desc_b[t] != g.desc_b[0] || g.param[t] != g.param[0] ||
@@ -131,7 +169,7 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
            "wgmma.wait_group: the accumulator registers may still be in use",
            line);
     }
-    for (int t = 0; t < 2; ++t) {
+    for (int t = (g.flags[0] & 8) ? 1 : 0; t < 2; ++t) {
       const uint64_t desc = t == 0 ? g.desc_a[0] : g.desc_b[0];
       if (descriptor_base_offset(desc) != 0) {
         fail("wgmma.mma_async at line %d: descriptor %c has a non-zero base offset; the emulator "
@@ -146,6 +184,9 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
     op.accumulate = g.flags[0] & 1;
     op.trans_b = g.flags[0] & 2;
     op.bf16 = g.flags[0] & 4;
+    op.a_in_regs = g.flags[0] & 8;
+    op.e4m3 = g.flags[0] & 16;
+    if (op.a_in_regs) memcpy(op.a, g.a_regs, sizeof op.a);
     op.line = line;
     operand_footprint(op);
     memcpy(op.d, g.d, sizeof op.d);
