@@ -51,6 +51,7 @@ class TraceRecord:
     ok: bool = True
     detail: str = ""
     pid: int = 0
+    rank: int | None = None  # the process's rank in a multi-process job (None: not in one)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -91,6 +92,7 @@ class TraceRecord:
             ok=bool(data.get("ok", True)),
             detail=str(data.get("detail", "")),
             pid=int(data.get("pid", 0)),
+            rank=None if data.get("rank") is None else int(data["rank"]),
         )
 
     def problem(self) -> Problem:
