@@ -6,14 +6,16 @@ and 100 evaluations; the numbers so far are in the replay module's docstring):
 - Validity is known before compiling (the space's constraints) and the valid set is small
   enough to enumerate, so the strategy only ever proposes new valid configurations: nothing
   is spent on an invalid point or a repeat.
-- The default model ("gp") is a Gaussian process on each parameter's position among its
-  ordered choices (tile sizes are ordered numbers, not categories) with expected improvement
-  scored on every unevaluated valid point (autotune.surrogate). It replaced multivariate TPE
-  over categorical choices ("tpe", still selectable), which treats 64 as no nearer to 48
-  than to 256 (A4000 at 25 / 100 evaluations: gp 0.747 / 0.965 over 6 seeds, tpe 0.781 /
-  0.926 over 50; the other spaces' numbers are in autotune.replay).
-- The first evaluations are spread over the valid set (uniform, or the best of a prior
-  ranking: a warm start from another GPU's measurements of the same kernel).
+- The default model ("gp") is a Gaussian process on each parameter's log value (ordered
+  numbers, not categories; 16, 32, 64 evenly spaced) plus a power-of-two column for integer
+  parameters that mix aligned and unaligned sizes, with expected improvement scored on the
+  unevaluated valid points (a seeded sample of 2,000 plus every neighbour of the best five on
+  large sets; autotune.proposal, autotune.surrogate). It replaced multivariate TPE over
+  categorical choices ("tpe", still selectable), which treats 64 as no nearer to 48 than to
+  256. Every candidate measured on the way is tabled in autotune.replay's docstring.
+- The first evaluations are a maximin design over the valid set (each the point farthest from
+  those taken), or the best of a prior ranking: a warm start from another GPU's measurements
+  of the same kernel.
 - A failed evaluation (compile error, spill, over-limit resources, wrong result) is told as
   the worst value with the reason in the trial's user attrs; the model sees it as the slowest
   time measured so far, so it steers away from where candidates fail.
@@ -114,7 +116,7 @@ def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-INITIAL_DESIGNS = ("random", "maximin")
+INITIAL_DESIGNS = ("maximin", "random")
 Model = Literal["gp", "tpe"]
 MODELS: tuple[Model, ...] = ("gp", "tpe")
 
@@ -124,13 +126,13 @@ class StrategySettings:
     """The tunables of the strategy itself, chosen with replay (autotune.replay)."""
 
     model: Model = "gp"
-    initial_points: int = 5  # gp: spread-out evaluations before the model proposes
-    initial_design: str = "random"  # gp: "random" or "maximin" (autotune.proposal)
+    initial_points: int = 8  # gp: spread-out evaluations before the model proposes
+    initial_design: str = "maximin"  # gp: "maximin" or "random" (autotune.proposal)
     gp_fit_steps: int = 15  # gp: Adam steps on the hyperparameters per new observation
-    log_features: bool = False  # gp: place positive numeric choices by log value, not index
-    alignment_feature: bool = False  # gp: a power-of-two column per mixed integer parameter
+    log_features: bool = True  # gp: place positive numeric choices by log value, not index
+    alignment_feature: bool = True  # gp: a power-of-two column per mixed integer parameter
     y_cap_quantile: float = 1.0  # gp: flatten log times above this quantile (1.0: none)
-    candidate_pool: int = 0  # gp: score at most this many random free points per step (0: all)
+    candidate_pool: int = 2000  # gp: score this many random free points per step (0: all)
     acquisition: str = "ei"  # gp: "ei", or "multi" (EI, PI and LCB in turn: a portfolio)
     local_every: int = 0  # gp: every k-th proposal is the best neighbour of the best (0: never)
     startup_fraction: float = 0.2  # tpe: uniform valid samples before TPE, fraction of budget...
