@@ -29,6 +29,11 @@ penalty for unaligned block sizes). All rows score a candidate pool of 2,000 (au
 | default + log times capped at their median | 0.809 / 0.884 | 0.889 / 0.977 |
 | log + power-of-two, trust region (radius 2 after 30) | 0.778 / 0.901 | 0.867 / 0.964 |
 
+The default over 20 seeds (the done-when command; previous default in brackets): A4000
+0.719 / 0.948 (0.788 / 0.940), W6600 0.847 / 0.925 (0.814 / 0.902), W7800 0.773 / 0.950
+(0.774 / 0.894), GEMM 0.903 / 0.979 (0.849 / 0.969): better at 100 everywhere, not yet at
+0.85 / 0.95 everywhere, and below random at 25 on A4000 (random 0.735).
+
 Hold-out check of the default (8 seeds) against the old default (20 seeds): A4000 0.749 /
 0.931 (old 0.788 / 0.940), W7800 0.818 / 0.950 (old 0.774 / 0.894). Synthetic (6-8 seeds):
 smooth-1 0.880 / 0.993 (old 0.838 / 0.987), smooth-4 0.689 / 0.962, align-3 0.866 / 0.980
