@@ -52,6 +52,7 @@ class TraceRecord:
     detail: str = ""
     pid: int = 0
     variant: dict[str, Any] | None = None  # attention's non-default variants (Signature.variant)
+    rank: int | None = None  # the process's rank in a multi-process job (None: not in one)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -98,6 +99,7 @@ class TraceRecord:
             detail=str(data.get("detail", "")),
             pid=int(data.get("pid", 0)),
             variant=variant,
+            rank=None if data.get("rank") is None else int(data["rank"]),
         )
 
     def problem(self) -> Problem:

@@ -6,14 +6,16 @@ and 100 evaluations; the numbers so far are in the replay module's docstring):
 - Validity is known before compiling (the space's constraints) and the valid set is small
   enough to enumerate, so the strategy only ever proposes new valid configurations: nothing
   is spent on an invalid point or a repeat.
-- The default model ("gp") is a Gaussian process on each parameter's position among its
-  ordered choices (tile sizes are ordered numbers, not categories) with expected improvement
-  scored on every unevaluated valid point (autotune.surrogate). It replaced multivariate TPE
-  over categorical choices ("tpe", still selectable), which treats 64 as no nearer to 48
-  than to 256 (A4000 at 25 / 100 evaluations: gp 0.747 / 0.965 over 6 seeds, tpe 0.781 /
-  0.926 over 50; the other spaces' numbers are in autotune.replay).
-- The first evaluations are spread over the valid set (uniform, or the best of a prior
-  ranking: a warm start from another GPU's measurements of the same kernel).
+- The default model ("gp") is a Gaussian process on each parameter's log value (ordered
+  numbers, not categories; 16, 32, 64 evenly spaced) plus a power-of-two column for integer
+  parameters that mix aligned and unaligned sizes, with expected improvement scored on the
+  unevaluated valid points (a seeded sample of 2,000 plus every neighbour of the best five on
+  large sets; autotune.proposal, autotune.surrogate). It replaced multivariate TPE over
+  categorical choices ("tpe", still selectable), which treats 64 as no nearer to 48 than to
+  256. Every candidate measured on the way is tabled in autotune.replay's docstring.
+- The first evaluations are a maximin design over the valid set (each the point farthest from
+  those taken), or the best of a prior ranking: a warm start from another GPU's measurements
+  of the same kernel.
 - A failed evaluation (compile error, spill, over-limit resources, wrong result) is told as
   the worst value with the reason in the trial's user attrs; the model sees it as the slowest
   time measured so far, so it steers away from where candidates fail.
@@ -42,12 +44,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from autotune.surrogate import (
-    GaussianProcess,
-    expected_improvement,
-    lower_confidence_bound,
-    probability_of_improvement,
-)
+from autotune.proposal import ProposalSettings, Proposer
 
 # What a failed evaluation is told as: worse than any real time, so TPE ranks it in its "bad"
 # group (TPE uses ranks, not magnitudes); the GP reads it as the slowest time measured.
@@ -83,11 +80,17 @@ class SearchSpace:
         """Every valid point in a stable (cartesian) order (computed once)."""
         return [values for values in self.points() if not self.violations(self.as_dict(values))]
 
-    def features(self, points: Sequence[Values], *, log_numbers: bool = False) -> np.ndarray:
+    def features(
+        self, points: Sequence[Values], *, log_numbers: bool = False, alignment: bool = False
+    ) -> np.ndarray:
         """Each point as positions among the ordered choices, in [0, 1]; constants dropped.
 
         log_numbers: a parameter whose choices are all positive numbers is placed by the
         log of its value instead of its index (16, 32, 48, 64: 48 nearer to 64 than to 16).
+        alignment: an integer parameter whose choices mix powers of two and other numbers
+        gets a second column, 1 for a power of two: on a GPU a block of 32 or 64 threads
+        fills whole warps and aligned transactions while 48 does not, a cliff that no
+        ordering of 32 < 48 < 64 expresses.
         """
         columns = []
         for j, (_, choices) in enumerate(self.params):
@@ -99,12 +102,21 @@ class SearchSpace:
             if log_numbers and numeric:
                 low, high = np.log(min(choices)), np.log(max(choices))
                 columns.append([(np.log(p[j]) - low) / (high - low) for p in points])
-                continue
-            index = {choice: i for i, choice in enumerate(choices)}
-            columns.append([index[p[j]] / (len(choices) - 1) for p in points])
+            else:
+                index = {choice: i for i, choice in enumerate(choices)}
+                columns.append([index[p[j]] / (len(choices) - 1) for p in points])
+            if alignment and numeric and all(float(c).is_integer() for c in choices):
+                aligned = {c: float(_power_of_two(int(c))) for c in choices}
+                if len(set(aligned.values())) > 1:
+                    columns.append([aligned[p[j]] for p in points])
         return np.asarray(columns, dtype=np.float64).T.reshape(len(points), len(columns))
 
 
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+INITIAL_DESIGNS = ("maximin", "random")
 Model = Literal["gp", "tpe"]
 MODELS: tuple[Model, ...] = ("gp", "tpe")
 
@@ -114,9 +126,13 @@ class StrategySettings:
     """The tunables of the strategy itself, chosen with replay (autotune.replay)."""
 
     model: Model = "gp"
-    initial_points: int = 5  # gp: spread-out evaluations before the model proposes
+    initial_points: int = 8  # gp: spread-out evaluations before the model proposes
+    initial_design: str = "maximin"  # gp: "maximin" or "random" (autotune.proposal)
     gp_fit_steps: int = 15  # gp: Adam steps on the hyperparameters per new observation
-    log_features: bool = False  # gp: place positive numeric choices by log value, not index
+    log_features: bool = True  # gp: place positive numeric choices by log value, not index
+    alignment_feature: bool = True  # gp: a power-of-two column per mixed integer parameter
+    y_cap_quantile: float = 1.0  # gp: flatten log times above this quantile (1.0: none)
+    candidate_pool: int = 2000  # gp: score this many random free points per step (0: all)
     acquisition: str = "ei"  # gp: "ei", or "multi" (EI, PI and LCB in turn: a portfolio)
     local_every: int = 0  # gp: every k-th proposal is the best neighbour of the best (0: never)
     startup_fraction: float = 0.2  # tpe: uniform valid samples before TPE, fraction of budget...
@@ -130,6 +146,15 @@ class StrategySettings:
     def __post_init__(self) -> None:
         if self.acquisition not in ("ei", "multi"):
             raise ValueError(f"acquisition={self.acquisition!r}: expected ei or multi")
+        if self.initial_design not in INITIAL_DESIGNS:
+            raise ValueError(
+                f"initial_design={self.initial_design!r}: expected one of "
+                f"{', '.join(INITIAL_DESIGNS)}"
+            )
+        if not 0.0 < self.y_cap_quantile <= 1.0:
+            raise ValueError(
+                f"y_cap_quantile={self.y_cap_quantile!r}: expected a fraction in (0, 1]"
+            )
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r}: expected one of {', '.join(MODELS)}")
 
@@ -246,7 +271,11 @@ class Searcher:
         self._valid_idx = np.asarray(
             [self._indices(v) for v in self._valid], dtype=np.float64
         ).reshape(len(self._valid), len(self.space.params))
-        self._features = self.space.features(self._valid, log_numbers=self.settings.log_features)
+        self._features = self.space.features(
+            self._valid,
+            log_numbers=self.settings.log_features,
+            alignment=self.settings.alignment_feature,
+        )
         self._row = {values: i for i, values in enumerate(self._valid)}
         self._taken = np.zeros(len(self._valid), dtype=bool)
         self._observed: dict[int, float | None] = {}
@@ -256,8 +285,17 @@ class Searcher:
         self._order = list(self._rng.permutation(len(self._valid)))
         self._prior_rows = [self._row[v] for v in self.prior if v in self._row]
         self._startup = self.settings.startup(self.budget)
-        self._gp = GaussianProcess(
-            self._features.shape[1], fit_steps=4 * self.settings.gp_fit_steps
+        self._proposer = Proposer(
+            self._features,
+            self._valid_idx,
+            settings=ProposalSettings(
+                fit_steps=self.settings.gp_fit_steps,
+                acquisition=self.settings.acquisition,
+                local_every=self.settings.local_every,
+                y_cap_quantile=self.settings.y_cap_quantile,
+                candidate_pool=self.settings.candidate_pool,
+            ),
+            rng=self._rng,
         )
         self._distributions: dict[str, BaseDistribution] = {
             name: CategoricalDistribution(list(choices)) for name, choices in self.space.params
@@ -345,6 +383,8 @@ class Searcher:
             free_prior = [r for r in self._prior_rows if not self._taken[r]]
             if free_prior:
                 return self._ask_for(free_prior[0])
+            if self.settings.model == "gp" and self.settings.initial_design == "maximin":
+                return self._ask_for(self._proposer.farthest(self._taken))
             return self._ask_for(next(r for r in self._order if not self._taken[r]))
         if self.settings.model == "gp":
             return self._ask_for(self._gp_choice())
@@ -404,39 +444,9 @@ class Searcher:
         return int(np.argmin(score))
 
     def _gp_choice(self) -> int:
-        """The free valid row of highest expected improvement under the GP of log times."""
+        """The free valid row the GP proposes (autotune.proposal)."""
         rows = list(self._observed)
-        times = [self._observed[r] for r in rows]
-        finite = [t for t in times if t is not None]
-        if len(finite) < 2:
-            return next(r for r in self._order if not self._taken[r])
-        worst = max(finite)
-        y = np.log([worst if t is None else t for t in times])
-        y = (y - y.mean()) / (y.std() + 1e-12)
-        self._gp.fit(self._features[rows], y)
-        self._gp.fit_steps = self.settings.gp_fit_steps
-        free = np.flatnonzero(~self._taken)
-        turn = ("ei", "pi", "lcb")[len(rows) % 3] if self.settings.acquisition == "multi" else "ei"
-        every = self.settings.local_every
-        if every > 0 and len(rows) % every == 0:
-            # A local step: the free neighbours of the best so far (one parameter, one choice
-            # away), the one the model expects fastest.
-            incumbent = self._valid_idx[rows[int(np.argmin(y))]]
-            steps = np.abs(self._valid_idx[free] - incumbent).sum(axis=1)
-            near = free[steps == 1]
-            if len(near):
-                free, turn = near, "mean"
-        mean, std = self._gp.predict(self._features[free])
-        if turn == "mean":
-            score = -mean
-        elif turn == "pi":
-            score = probability_of_improvement(mean, std, float(y.min()))
-        elif turn == "lcb":
-            score = lower_confidence_bound(mean, std)
-        else:
-            score = expected_improvement(mean, std, float(y.min()))
-        score += self._rng.random(len(free)) * 1e-12  # seeded tie-break
-        return int(free[int(np.argmax(score))])
+        return self._proposer.choose(rows, [self._observed[r] for r in rows], self._taken)
 
     def tell(self, candidate: Candidate, value: float | None, reason: str | None = None) -> None:
         """Report a candidate's value (lower is better) or its failure (value None + reason)."""

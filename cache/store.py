@@ -369,6 +369,17 @@ class KernelCache:
 
     # ---------------------------------------------------------------------- single-flight
 
+    @contextmanager
+    def build_lock(self, kernel_key: str, *, timeout_s: float) -> Iterator[bool]:
+        """Hold `kernel_key`'s single-flight lock for the block if it frees within `timeout_s`;
+        yields whether it is held. Whoever builds (or tunes) the key holds it, so the others
+        wait and then find the entry instead of building it again."""
+        check_key(kernel_key)
+        with try_hold(
+            self._require_writable().key_lock_path(kernel_key), timeout_s=timeout_s
+        ) as held:
+            yield held
+
     def get_or_build(
         self,
         kernel_key: str,
@@ -389,8 +400,7 @@ class KernelCache:
         entry = self.get(kernel_key, **want)
         if entry is not None:
             return entry
-        layout = self._require_writable()
-        with try_hold(layout.key_lock_path(kernel_key), timeout_s=wait_timeout_s) as locked:
+        with self.build_lock(kernel_key, timeout_s=wait_timeout_s) as locked:
             if not locked:
                 log.warning(
                     "waited %.1f s for another process to build %s; building it here",

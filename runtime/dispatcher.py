@@ -15,6 +15,7 @@ from runtime.stats import RuntimeStats, TierTimes
 from runtime.tiers import OPS, Backends, Kernel, Tier
 from runtime.trace import Tracer
 from runtime.tuning_queue import TuningQueue
+from tessera_core.config import process_rank
 from tessera_core.errors import TesseraError
 from tessera_core.types import Problem, TileConfig
 
@@ -24,6 +25,13 @@ log = logging.getLogger("tessera.runtime")
 NOT_TUNED, QUEUED, TUNED, FAILED = "not_tuned", "queued", "tuned", "failed"
 # A signature refused by a full tuning queue retries after at most this many more calls.
 TUNE_RETRY_MAX_CALLS = 64
+# How long a process waits for another one tuning the same kernel before tuning it itself:
+# the tuning time limit plus this slack for compiling and storing the winner...
+TUNE_WAIT_SLACK_S = 60.0
+# ...or this long when tuning has no time limit.
+TUNE_WAIT_UNLIMITED_S = 600.0
+# The tune event's detail when another process sharing the cache tuned the kernel.
+TUNED_ELSEWHERE = "loaded: tuned by another process sharing the cache"
 
 
 class SignatureState:
@@ -80,6 +88,7 @@ class Dispatcher:
             buffer_records=config.trace_buffer_records,
             path=config.trace_path,
             flush_records=config.trace_flush_records,
+            rank=process_rank(),
         )
         self.tuning = TuningQueue(
             workers=config.tuning_workers, max_pending=config.tuning_queue_size
@@ -305,8 +314,10 @@ class Dispatcher:
         problem = state.problem
         key = problem.kernel_key(self.backends.arch)
 
+        outcome = ["finished"]
+
         def job() -> None:
-            self.backends.tune(problem)
+            outcome[0] = self._tune_once(problem, key)
 
         def done(_key: str, error: BaseException | None) -> None:
             # Runs on the tuning worker. Every signature of this problem (they differ by
@@ -316,7 +327,7 @@ class Dispatcher:
                     if other.problem == problem and other.tune_state == QUEUED:
                         other.tune_state = TUNED if error is None else FAILED
                         other.settled = False
-                detail = "finished" if error is None else f"{type(error).__name__}: {error}"
+                detail = outcome[0] if error is None else f"{type(error).__name__}: {error}"
                 self._trace_event(state, "tune", kernel_key=key, ok=error is None, detail=detail)
 
         # Called under self._lock, which `done` needs too: the job cannot report its end
@@ -332,6 +343,29 @@ class Dispatcher:
             # The queue is full (or closed): stay NOT_TUNED and retry later, but not on every
             # call, since each retry is a cache lookup on disk: back off, up to a bound.
             state.tune_retry_at = state.calls + max(1, min(state.calls, TUNE_RETRY_MAX_CALLS))
+
+    def _tune_once(self, problem: Problem, kernel_key: str) -> str:
+        """Tune `problem` unless a process sharing the writable cache tunes or tuned it.
+
+        Single-flight across processes (one per GPU in a data-parallel job): the tuner holds
+        the kernel's build lock in the cache (KernelCache.build_lock, the lock get_or_build
+        builds under), so the others wait on it and then load its result. A waiter that
+        waits past the tuning time limit tunes itself. Returns the tune event's detail.
+        """
+        from runtime.specialized import open_cache
+
+        limit_s = self.config.tuning_timeout_s
+        wait_s = limit_s + TUNE_WAIT_SLACK_S if limit_s else TUNE_WAIT_UNLIMITED_S
+        with open_cache(self.config.cache_dirs).build_lock(kernel_key, timeout_s=wait_s) as held:
+            if not held:
+                log.warning("waited %.0f s for another process to tune %s", wait_s, kernel_key)
+            try:
+                if self.backends.specialized(problem) is not None:
+                    return TUNED_ELSEWHERE
+            except TesseraError as exc:  # an unusable entry: tune a fresh one
+                log.warning("cached %s unusable (%s); tuning it", kernel_key, exc)
+            self.backends.tune(problem)
+        return "finished"
 
     def wait_for_tuning(self, timeout_s: float | None = None) -> bool:
         return self.tuning.wait_idle(timeout_s)

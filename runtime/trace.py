@@ -25,6 +25,9 @@ _Row = tuple[float, str, Signature, int, float, "str | None", "TileConfig | None
 class Tracer:
     """Keeps the last `buffer_records` records and appends every record to `path` if given.
 
+    Every record carries `rank`, the process's rank in a multi-process job (one process per
+    GPU), so one trace file written by all of them still tells their calls apart.
+
     The file is written in batches of `flush_records` lines, each batch one O_APPEND write
     under an inter-process file lock, so several processes can trace to the same file. A
     line left unfinished by a writer that died mid-write is terminated before the next batch,
@@ -33,10 +36,16 @@ class Tracer:
     """
 
     def __init__(
-        self, *, buffer_records: int, path: Path | None = None, flush_records: int = 1
+        self,
+        *,
+        buffer_records: int,
+        path: Path | None = None,
+        flush_records: int = 1,
+        rank: int | None = None,
     ) -> None:
         self._ring: deque[_Row] = deque(maxlen=buffer_records)
         self._path = path
+        self.rank = rank
         self._flush_records = flush_records
         self._pending: list[_Row] = []
         self._lock = threading.Lock()  # the tuning worker traces too
@@ -127,6 +136,7 @@ class Tracer:
             detail=detail,
             pid=os.getpid(),  # read per record: a forked child traces as itself
             variant=dict(sig.variant) or None,
+            rank=self.rank,
         )
 
 

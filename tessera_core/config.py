@@ -140,6 +140,20 @@ TUNING_SPACES_DIR: Knob[str] = Knob(
     None,
     "Directory of recorded Kernel Tuner spaces for `python -m autotune.replay`.",
 )
+RANK: Knob[int] = Knob(
+    "TESSERA_RANK",
+    int,
+    None,
+    "This process's rank in a multi-process job, recorded in runtime traces "
+    "(default: RANK, else LOCAL_RANK, as torchrun sets them).",
+    minimum=0,
+)
+TORCH_RANK: Knob[int] = Knob(
+    "RANK", int, None, "Global rank set by torchrun / torch.distributed.", minimum=0
+)
+TORCH_LOCAL_RANK: Knob[int] = Knob(
+    "LOCAL_RANK", int, None, "Rank on this machine set by torchrun / torch.distributed.", minimum=0
+)
 
 KNOBS: tuple[Knob, ...] = (
     CACHE_DIR,
@@ -153,6 +167,9 @@ KNOBS: tuple[Knob, ...] = (
     CACHE_MAX_ENTRIES,
     CACHE_WRITE_DELAY_S,
     TUNING_SPACES_DIR,
+    RANK,
+    TORCH_RANK,
+    TORCH_LOCAL_RANK,
 )
 
 
@@ -171,6 +188,15 @@ def default_compile_cache_dir() -> Path:
 
 def default_jobs() -> int:
     return JOBS.get() or os.cpu_count() or 1
+
+
+def process_rank() -> int | None:
+    """This process's rank in a multi-process job: TESSERA_RANK, else RANK, else LOCAL_RANK."""
+    for knob in (RANK, TORCH_RANK, TORCH_LOCAL_RANK):
+        rank = knob.get()
+        if rank is not None:
+            return rank
+    return None
 
 
 def knobs_markdown_table() -> str:

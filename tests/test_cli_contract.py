@@ -18,6 +18,7 @@ MODULES = (
     "autotune.replay",
     "autotune.report",
     "autotune.calibrate",
+    "autotune.model_prior",
     "runtime.bench",
     "cache",
 )

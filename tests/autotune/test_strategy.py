@@ -104,6 +104,13 @@ def test_features_are_ordered_positions_or_log_values_and_constants_drop():
     [
         StrategySettings(model="gp", acquisition="multi", log_features=True),
         StrategySettings(model="gp", local_every=2),
+        StrategySettings(
+            model="gp",
+            initial_design="maximin",
+            alignment_feature=True,
+            y_cap_quantile=0.5,
+            candidate_pool=20,
+        ),
         StrategySettings(model="tpe"),
     ],
 )
@@ -119,3 +126,62 @@ def test_unknown_settings_are_refused():
         StrategySettings(model="bo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="acquisition='ucb'"):
         StrategySettings(acquisition="ucb")
+
+
+def test_the_alignment_feature_marks_powers_of_two_of_mixed_integer_parameters():
+    space = SearchSpace(
+        params=(("b", (16, 32, 48, 64)), ("w", (1, 2, 4, 8)), ("k", ("a", "z"))),
+        violations=lambda p: [],
+    )
+    points = [(16, 1, "a"), (48, 2, "z"), (64, 8, "a")]
+    plain = space.features(points)
+    aligned = space.features(points, alignment=True)
+    # b mixes powers of two and 48: one more column; w is all powers of two: none added
+    assert aligned.shape == (3, plain.shape[1] + 1)
+    assert aligned[:, 1].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_the_maximin_design_spreads_the_first_points_to_the_far_corners():
+    space = SearchSpace(
+        params=(("x", tuple(range(11))), ("y", tuple(range(11)))), violations=lambda p: []
+    )
+    settings = StrategySettings(initial_design="maximin", initial_points=4)
+    searcher = Searcher(space, seed=3, budget=30, settings=settings)
+    first = [searcher.ask() for _ in range(4)]
+    for candidate in first:
+        searcher.tell(candidate, 1.0)
+    x0, y0 = first[0].values
+    x1, y1 = first[1].values
+    # the second point is as far as the grid allows from the first (L1 over the features)
+    assert abs(x1 - x0) + abs(y1 - y0) == max(x0, 10 - x0) + max(y0, 10 - y0)
+    assert len({c.values for c in first}) == 4
+
+
+def test_the_candidate_pool_keeps_a_sample_and_every_free_neighbour_of_the_best():
+    import numpy as np
+
+    from autotune.proposal import ProposalSettings, Proposer
+
+    grid = np.array([(x, y) for x in range(30) for y in range(30)], dtype=np.float64)
+    proposer = Proposer(
+        grid / 29,
+        grid,
+        settings=ProposalSettings(candidate_pool=50),
+        rng=np.random.default_rng(0),
+    )
+    taken = np.zeros(len(grid), dtype=bool)
+    rows = [int(np.flatnonzero((grid == (10, 10)).all(1))[0])]
+    taken[rows] = True
+    candidates = proposer._candidates(rows, np.array([0.0]), taken)
+    neighbours = {(10, y) for y in range(30)} | {(x, 10) for x in range(30)}
+    neighbours.discard((10, 10))
+    chosen = {tuple(int(v) for v in grid[r]) for r in candidates}
+    assert neighbours <= chosen and (10, 10) not in chosen
+    assert len(chosen) <= 50 + len(neighbours)
+
+
+def test_bad_design_and_cap_settings_are_refused():
+    with pytest.raises(ValueError, match="initial_design='sobol'"):
+        StrategySettings(initial_design="sobol")
+    with pytest.raises(ValueError, match="y_cap_quantile=0"):
+        StrategySettings(y_cap_quantile=0)
