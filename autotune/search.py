@@ -145,9 +145,9 @@ def model_prescreen(compile_fn: CompileFn, arch: str, jobs: int) -> PrescreenFn:
 
         model = ModelObjective(arch=arch)
         scores = []
-        for config, outcome in zip(
-            configs, compile_fn(problem, list(configs), arch=arch, jobs=jobs), strict=True
-        ):
+        outcomes = compile_fn(problem, list(configs), arch=arch, jobs=jobs)
+        model.prefetch(outcomes, jobs=jobs)
+        for config, outcome in zip(configs, outcomes, strict=True):
             try:
                 scores.append(model.evaluate(problem, config, outcome).time_ms)
             except Exception:  # a candidate the model cannot score is simply not kept
@@ -367,6 +367,9 @@ def tune(
             )
             with alive:
                 outcomes = compile_fn(problem, configs, arch=arch, jobs=jobs)
+                prefetch = getattr(objective, "prefetch", None)
+                if prefetch is not None:  # e.g. the model's SASS histograms, side by side
+                    prefetch(outcomes, jobs=jobs)
                 evaluated_batch = [
                     _evaluate(candidate, outcome, problem, objective)
                     for candidate, outcome in zip(batch, outcomes, strict=True)

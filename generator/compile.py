@@ -19,7 +19,8 @@ from typing import Any, Literal, Protocol
 
 from generator import toolchain
 from generator.compile_cache import CompileCache, CompileRecord, compile_key
-from generator.resources import Resources, parse_ptxas_log
+from generator.cubin_info import read_resources
+from generator.resources import Resources
 from tessera_core.cli import ignore_interrupts
 from tessera_core.config import default_jobs
 from tessera_core.errors import CompileError
@@ -191,7 +192,7 @@ def _compiled(
         kernel_name=kernel_name,
         cubin=record.cubin,
         ptx=record.ptx,
-        resources=parse_ptxas_log(record.log, kernel_name),
+        resources=read_resources(record.log, record.cubin, kernel_name),
         log=record.log,
         options=record.options,
         arch=record.arch,

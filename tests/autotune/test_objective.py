@@ -139,3 +139,31 @@ def test_model_objective_falls_back_to_the_analytical_mix_without_sass(monkeypat
     assert evaluation.detail["instruction_source"] == "analytic"
     skipped = ModelObjective(arch="sm_90", family=FakeFamily(), read_sass=False)
     assert skipped.evaluate(PROBLEM, CONFIG, compiled).time_ms == evaluation.time_ms
+
+
+def test_prefetch_disassembles_each_new_cubin_once_side_by_side(monkeypatch):
+    import threading
+
+    import generator.sass
+
+    calls: list[bytes] = []
+    both_running = threading.Barrier(2, timeout=10)  # passes only if two run at once
+
+    def counts(cubin):
+        calls.append(cubin)
+        both_running.wait()
+        return ({}, {"HMMA": len(cubin)})
+
+    monkeypatch.setattr(generator.sass, "kernel_and_loop_counts", counts)
+    outcomes = [
+        FakeCubinCompiled(FakeResources(), b"cubin-a"),
+        FakeCubinCompiled(FakeResources(), b"cubin-bb"),
+        FakeCubinCompiled(FakeResources(), b"cubin-a"),  # the same kernel twice
+        ValueError("a failed compile has no cubin"),
+    ]
+    model = ModelObjective(arch="sm_90", family=FakeFamily())
+    model.prefetch(outcomes, jobs=4)
+    assert sorted(calls) == [b"cubin-a", b"cubin-bb"]
+    calls.clear()
+    ModelObjective(arch="sm_90", family=FakeFamily(), read_sass=False).prefetch(outcomes, jobs=4)
+    assert calls == []
