@@ -30,23 +30,30 @@ FRAGMENT_REGISTER_BUDGET = {0: 256, 1: 200}  # by q_in_regs
 # Three stages copy the next tile during the softmax, next to all of S: head_dim 80, 128x128
 # peaks at 256 and spills 32 (sm_90) and 104 (sm_80) bytes; head_dim 64's 240 does not.
 LATE_REFILL_FRAGMENT_REGISTER_BUDGET = 240
-# What stays live across the whole main loop (O, softmax state, and Q with q_in_regs=1): ptxas
-# spills (loop-invariant indices and the running sums) past 104 registers with two stages
-# (head_dim 128, 32-row warps, q_in_regs=0: 76-132 bytes on sm_80 and sm_90 under NVRTC 13.0
-# and 13.5; head_dim 96, q_in_regs=1: 72 on sm_90). Three stages issue the refill after the
-# softmax, off the register peak: 136 compiles without spills on sm_80 and sm_90.
-CARRIED_REGISTER_BUDGET = {"sm_80": 104, "sm_86": 104, "sm_89": 104, "sm_90": 104}
+# What stays live across the whole main loop (O, softmax state, and Q with q_in_regs=1): with two
+# stages ptxas spills (loop-invariant indices and the running sums) past 104 registers on sm_90
+# (head_dim 128, 32-row warps, q_in_regs=0: 76-132 bytes under NVRTC 13.0 and 13.5; head_dim 96,
+# q_in_regs=1: 72). On sm_80-sm_89 16-row warps carry up to 136 without spills (head_dim 256,
+# 64x32 and 32x32 tiles: 132), 32-row warps, whose S is twice as tall, only up to 128 (head_dim
+# 128, 128x64, 4 warps: 136 carried, 32-40 bytes; head_dim 112's 120 compiles clean). Three
+# stages issue the refill after the softmax, off the register peak: 136 compiles without spills
+# on sm_80 and sm_90.
+CARRIED_REGISTER_BUDGET = {"sm_80": 136, "sm_86": 136, "sm_89": 136, "sm_90": 104}
+TALL_WARP_CARRIED_REGISTER_BUDGET = 128  # two stages, 32-row warps, sm_80-sm_89
 ONE_STAGE_CARRIED_REGISTER_BUDGET = 104
 LATE_REFILL_CARRIED_REGISTER_BUDGET = 136  # num_stages >= 3, every arch
 
 
-def carried_register_budget(arch: str, num_stages: int) -> int:
+def carried_register_budget(arch: str, config: TileConfig) -> int:
     """Registers per thread that may stay live across the main loop without ptxas spilling."""
-    if num_stages == 1:
+    if config.num_stages == 1:
         return ONE_STAGE_CARRIED_REGISTER_BUDGET
-    if num_stages >= 3:
+    if config.num_stages >= 3:
         return LATE_REFILL_CARRIED_REGISTER_BUDGET
-    return CARRIED_REGISTER_BUDGET[arch_spec(arch).arch.removesuffix("a")]  # sm_90a: sm_90
+    budget = CARRIED_REGISTER_BUDGET[arch_spec(arch).arch.removesuffix("a")]  # sm_90a: sm_90
+    if m_tiles_per_warp(config) > 1:
+        budget = min(budget, TALL_WARP_CARRIED_REGISTER_BUDGET)
+    return budget
 
 
 def as_problem(problem: Problem) -> AttentionProblem:
@@ -198,7 +205,7 @@ def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
             f"(would spill); use {Q_IN_REGS}=0, more warps or smaller tiles"
         )
     carried = carried_registers(problem, config)
-    budget = carried_register_budget(arch, config.num_stages)
+    budget = carried_register_budget(arch, config)
     if carried > budget:
         return (
             f"{tile}, num_stages={config.num_stages}: {carried} registers per thread live across "
