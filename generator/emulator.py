@@ -114,6 +114,8 @@ def run_rendered(
     scale: float | None = None,
     schedules: Sequence[Schedule] = SCHEDULES,
     accumulators: Collection[str] = (),
+    updated_inputs: Collection[str] = (),
+    params_extra: Mapping[str, Any] | None = None,
 ) -> EmulatedRun:
     """Build (or reuse) the host library of `rendered.source` and launch it over its grid.
 
@@ -121,6 +123,9 @@ def run_rendered(
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
     as NaN so elements the kernel never writes show up in any comparison, except the outputs
     named in `accumulators`, which the kernel adds into (atomics): they start as zeros.
+    Inputs named in `updated_inputs` (a cache the kernel writes into) come back among the
+    outputs with their contents after the launch; `params_extra` goes to the family's
+    make_params as keywords.
 
     Raises:
         CompileError: the host compiler rejected the source.
@@ -144,7 +149,9 @@ def run_rendered(
             if name in accumulators:
                 buffers[name].array[...] = 0
         pointers = {name: buf.address for name, buf in buffers.items()}
-        params: ctypes.Structure = family.make_params(problem, pointers=pointers, scale=scale)
+        params: ctypes.Structure = family.make_params(
+            problem, pointers=pointers, scale=scale, **(params_extra or {})
+        )
         start = time.perf_counter()
         kernel.launch(
             params,
@@ -157,7 +164,7 @@ def run_rendered(
         run_time_s += time.perf_counter() - start
         for buf in buffers.values():
             buf.check_guards(rendered.kernel_name)
-        results.append({name: buffers[name].array.copy() for name in outputs})
+        results.append({name: buffers[name].array.copy() for name in (*outputs, *updated_inputs)})
         _check_same(rendered, results[0], results[-1], schedules[0], schedule)
     return EmulatedRun(
         rendered=rendered,

@@ -9,7 +9,14 @@ from tessera_core.types import Problem
 FAMILY_NAMES = ("attention", "attention_fwd", "gemm", "gemm_sm90")
 # attention_bwd renders, compiles and runs on the emulator, but has no tuning harness yet: it
 # joins FAMILY_NAMES when generator.tune can measure it.
-ALL_FAMILY_NAMES = ("attention", "attention_fwd", "attention_bwd", "gemm", "gemm_sm90")
+ALL_FAMILY_NAMES = (
+    "attention",
+    "attention_fwd",
+    "attention_bwd",
+    "gemm",
+    "gemm_sm90",
+    "attention_decode",
+)
 
 
 def get_family(name: str) -> Family:
@@ -26,6 +33,10 @@ def get_family(name: str) -> Family:
         from templates.attention_bwd.family import FAMILY as attention_bwd
 
         return attention_bwd
+    if name == "attention_decode":
+        from templates.attention_decode.family import FAMILY as attention_decode
+
+        return attention_decode
     if name == "gemm":
         from templates.gemm.family import FAMILY as gemm
 
