@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from generator.emulator import EmulatedRun, _render, dtype_name, run_rendered
+from generator.render import RenderedKernel
 from templates.attention_decode import space
 from templates.attention_decode.family import DecodeRun
 from tessera_core.errors import EmulatorError
@@ -75,6 +76,24 @@ def run_attention_decode_problem(
     binary does not depend on it); causal is window right 0, as in FlashAttention-2.
     """
     rendered = _render(problem, config, specialized=specialized, arch=arch)
+    return run_rendered_decode(
+        rendered, tensors, scale=scale, window_size=window_size, softcap=softcap,
+        num_splits=num_splits,
+    )  # fmt: skip
+
+
+def run_rendered_decode(
+    rendered: RenderedKernel,
+    tensors: Mapping[str, np.ndarray | None],
+    *,
+    scale: float | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    num_splits: int = 0,
+) -> DecodeResult:
+    """Run an already rendered decode kernel (tests plant defects in its source) on `tensors`,
+    as run_attention_decode_problem describes."""
+    problem = space.as_problem(rendered.problem)
     if num_splits > 0:
         options = {**dict(rendered.config.options), space.NUM_SPLITS: num_splits}
         tile = dataclasses.replace(rendered.config, options=tuple(options.items()))
