@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generator.emulator import EmulatedRun, _render, dtype_name, run_rendered
+from generator.emulator import NUMPY_DTYPES, EmulatedRun, _render, dtype_name, run_rendered
 from generator.render import RenderedKernel
 from templates.attention_decode import space
 from templates.attention_decode.family import DecodeRun
@@ -16,6 +16,7 @@ from tessera_core.errors import EmulatorError
 from tessera_core.types import AttentionDecodeProblem, TileConfig, decode_kv_bucket
 
 INT32 = np.dtype(np.int32)
+CHUNK_ELEMS = 8  # one 16-byte chunk of 16-bit elements
 FLOAT32 = np.dtype(np.float32)
 
 
@@ -146,3 +147,68 @@ def run_rendered_decode(
             "non-zero: the next launch would combine too early; check the last-block reset"
         )
     return DecodeResult(out["o"], out["lse"], out["k_cache"], out["v_cache"], emulated)
+
+
+def full_cache_inputs(
+    problem: AttentionDecodeProblem, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Inputs of a tuning or verification launch: every sequence fills the bucket (seq_kv
+    keys), paged caches through a shuffled block table; no new tokens (k_new, v_new are
+    16-byte placeholders) and zeroed split counters for the most row blocks any tile makes.
+    The names are the kernel's pointers (make_params' default DecodeRun matches them)."""
+    dtype = NUMPY_DTYPES[problem.dtype]
+    b, hkv, d = problem.batch, problem.heads_kv, problem.head_dim
+
+    def draw(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(dtype)
+
+    if problem.page_size:
+        max_pages = -(-problem.seq_kv // problem.page_size)
+        table = rng.permutation(b * max_pages).astype(INT32).reshape(b, max_pages)
+        cache_shape = (b * max_pages, problem.page_size, hkv, d)
+    else:
+        table = np.zeros((b, 1), INT32)
+        cache_shape = (b, problem.seq_kv, hkv, d)
+    smallest_tile = space.tile(min(space.SPACE.choices("block_m")), 32, 1, 1)
+    return {
+        "q": draw(b, problem.seq_q, problem.heads, d),
+        "k_cache": draw(*cache_shape),
+        "v_cache": draw(*cache_shape),
+        "k_new": np.zeros(CHUNK_ELEMS, dtype),
+        "v_new": np.zeros(CHUNK_ELEMS, dtype),
+        "cache_seqlens": np.full(b, problem.seq_kv, INT32),
+        "block_table": table,
+        "counters": np.zeros(space.counters(problem, smallest_tile), INT32),
+    }
+
+
+def output_shapes(problem: AttentionDecodeProblem) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Output buffers of a launch with any configuration: O, LSE and the split workspaces
+    sized for the most splits of the space."""
+    splits = max(space.SPLIT_CHOICES)
+    o_shape = (problem.batch, problem.seq_q, problem.heads, problem.head_dim)
+    lse_shape = (problem.batch, problem.heads, problem.seq_q)
+    return {
+        "o": (o_shape, NUMPY_DTYPES[problem.dtype]),
+        "lse": (lse_shape, FLOAT32),
+        "o_part": ((splits, *o_shape), FLOAT32),
+        "lse_part": ((splits, *lse_shape), FLOAT32),
+    }
+
+
+def verify_run(
+    problem: AttentionDecodeProblem,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    config: TileConfig,
+    specialized: bool,
+    arch: str,
+) -> EmulatedRun:
+    """generator.verify's run of one configuration on full_cache_inputs."""
+    tensors = {n: inputs[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens")}
+    table = inputs["block_table"] if problem.page_size else None
+    result = run_attention_decode_problem(
+        problem, {**tensors, "block_table": table}, config=config, specialized=specialized,
+        arch=arch,
+    )  # fmt: skip
+    return result.run

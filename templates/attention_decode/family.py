@@ -10,6 +10,7 @@ from typing import Any
 from templates.attention.family import default_scale
 from templates.attention_decode import space
 from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
+from tessera_core.hardware import ceil_div
 from tessera_core.types import Problem, TileConfig
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
@@ -141,11 +142,12 @@ class AttentionDecodeFamily:
         scale: float | None = None,
         run: DecodeRun | None = None,
     ) -> ctypes.Structure:
-        """Params by value; `scale` defaults to 1/sqrt(head_dim), `run` to no new tokens, an
-        unbounded window and no softcap (a tuning launch's values)."""
+        """Params by value; `scale` defaults to 1/sqrt(head_dim), `run` to a tuning launch's
+        values: every sequence fills the bucket, no new tokens, no window, no softcap."""
         p = space.as_problem(problem)
-        run = run or DecodeRun(max_pages=max(1, p.seq_kv // max(1, p.page_size)),
-                               cache_capacity=p.seq_kv)  # fmt: skip
+        if run is None:  # generator.emulate_decode.full_cache_inputs: every sequence full
+            pages = ceil_div(p.seq_kv, p.page_size) if p.page_size else 1
+            run = DecodeRun(max_pages=pages, cache_capacity=p.seq_kv)
         softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
         if not softmax_scale > 0.0:
             raise ValueError(f"softmax scale={softmax_scale}: must be positive")
