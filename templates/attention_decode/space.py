@@ -134,6 +134,16 @@ def _page(config: TileConfig, problem: Problem, arch: str) -> str | None:
     return None
 
 
+def _splits(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    tiles = ceil_div(as_problem(problem).seq_kv, config.block_n)
+    if num_splits(config) > tiles:
+        return (
+            f"num_splits={num_splits(config)} exceeds the {tiles} key tiles of block_n="
+            f"{config.block_n} in the bucket: the extra splits would have no keys"
+        )
+    return None
+
+
 def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     tile = f"block_m={config.block_m}, block_n={config.block_n}, num_warps={config.num_warps}"
     carried = carried_registers(problem, config)
@@ -166,6 +176,7 @@ SPACE = Space(
         Constraint("block_m_whole_row_tiles", _block_m),
         Constraint("warps_split_keys", _warps_split_keys),
         Constraint("page_size", _page),
+        Constraint("splits_have_keys", _splits),
         Constraint("shared_memory", smem_within_arch(smem_bytes)),
         Constraint("threads", threads_within_arch),
         Constraint("grid", grid_within_arch(grid)),

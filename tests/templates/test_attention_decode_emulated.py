@@ -148,9 +148,9 @@ SWEEP = DecodeCase(
     page_size=16,
     causal=True,
 )
-# The default run takes every 53rd valid configuration (five): 53 is prime to the 6 split
-# counts, so the sample's split counts all differ (they do not change the binary; tiles do).
-SAMPLE_EVERY = 53
+# The default run takes every 26th valid configuration (five of 120): each tile parameter
+# and three split counts appear (split counts do not change the binary; tiles do).
+SAMPLE_EVERY = 26
 
 
 def _sweep_configs() -> list[TileConfig]:
@@ -162,7 +162,7 @@ def test_the_sweep_covers_every_tunable() -> None:
     sample = _sweep_configs()[::SAMPLE_EVERY]
     for name in ("block_m", "block_n", "num_warps", "num_stages"):
         assert len({c.to_dict()[name] for c in sample}) >= 2, name
-    assert len({space.num_splits(c) for c in sample}) == len(sample)
+    assert len({space.num_splits(c) for c in sample}) >= 3
 
 
 @pytest.mark.parametrize("config", _sweep_configs()[::SAMPLE_EVERY], ids=str)
