@@ -79,7 +79,7 @@ class DecodeRun:
     max_pages: int = 0  # block_table's second extent (paged caches)
     cache_capacity: int = 0  # rows per batch entry of a contiguous cache
     window_left: int = -1  # -1: unbounded
-    window_right: int = -1  # -1: unbounded; causal is 0
+    window_right: int = -1  # -1: unbounded; a causal problem makes it 0
     softcap: float = 0.0  # 0: no cap
 
 
@@ -162,7 +162,7 @@ class AttentionDecodeFamily:
             max_pages=run.max_pages,
             cache_capacity=run.cache_capacity,
             window_left=run.window_left,
-            window_right=run.window_right,
+            window_right=0 if p.causal else run.window_right,  # causal is right = 0 (FA2)
             softmax_scale=softmax_scale,
             softcap=float(run.softcap),
         )

@@ -6,12 +6,17 @@ two schedules that must agree bit for bit, with outputs and workspaces poisoned 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from decode_runs import DecodeCase, errors, make_tensors, problem_of
 
-from generator.emulate_decode import run_attention_decode_problem
+from generator.emulate_decode import full_cache_inputs, output_shapes, run_attention_decode_problem
+from generator.emulator import run_rendered
+from generator.render import render
+from generator.verify import compare, reference
 from templates.attention_decode import space
-from tessera_core.types import TileConfig
+from templates.registry import get_family
+from tessera_core.types import AttentionDecodeProblem, TileConfig
 
 ARCH = "sm_90"
 
@@ -191,3 +196,17 @@ def test_head_dims_and_pages(head_dim: int, page_size: int) -> None:
     )
     _check(case, None, 0, seed=head_dim)
     _check(case, None, 3, seed=head_dim + 1)
+
+
+@pytest.mark.parametrize("page_size", [0, 32])
+def test_the_measured_objectives_launch_matches_float64(page_size: int) -> None:
+    # What autotune's measured objective launches: full_cache_inputs and output_shapes, with
+    # make_params' default run-time values (no params_extra), counters as a zeroed input.
+    problem = AttentionDecodeProblem(2, 4, 2, 128, 32, "bf16", True, heads_kv=2,
+                                     page_size=page_size)  # fmt: skip
+    inputs = full_cache_inputs(problem, np.random.default_rng(page_size))
+    config = space.tile(16, 32, 2, 2, 4)
+    rendered = render(get_family("attention_decode"), problem, config, arch=ARCH)
+    run = run_rendered(rendered, inputs=inputs, outputs=output_shapes(problem))
+    passed, rel, _, reason = compare(problem, run.outputs, reference(problem, inputs))
+    assert passed, (rel, reason)
