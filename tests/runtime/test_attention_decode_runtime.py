@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from autotune.hotspots import propose_tasks, tune_command
 from cache.store import KernelCache
 from generator.render import template_hash
 from runtime import Runtime, RuntimeConfig
@@ -17,7 +18,7 @@ from runtime.tiers import Tier
 from templates.attention_decode import space
 from templates.attention_decode.reference import attention_decode_reference
 from templates.registry import get_family
-from tessera_core.types import AttentionDecodeProblem, TileConfig
+from tessera_core.types import AttentionDecodeProblem, TileConfig, parse_shape
 
 ARCH = "sm_80"
 TOLERANCE = 4e-3  # fp16: relative Frobenius error of O against float64
@@ -163,3 +164,16 @@ def test_bad_inputs_are_one_line_errors(change: dict[str, Any], message: str) ->
     ):
         _call(rt, inputs, **extra)
     assert "\n" not in str(raised.value)
+
+
+def test_a_hot_decode_signature_becomes_a_tune_command_that_parses_back() -> None:
+    config = RuntimeConfig(device="cpu", arch=ARCH, tier2=False, tier3=False)
+    with Runtime(config=config) as rt:
+        for seed in range(3):
+            _call(rt, _inputs(seed), causal=True)
+        (problem,) = propose_tasks(rt.hotspots(), 1)
+    command = tune_command(problem).split()
+    assert command[command.index("--op") + 1] == "attention_decode" and "--causal" in command
+    shape = command[command.index("--shape") + 1]
+    assert parse_shape("attention_decode", shape, causal=True) == problem
+    assert problem.kernel_key(ARCH).startswith("attention_decode.fp16.b2.hq4.hkv2.sq2.kv64.")
