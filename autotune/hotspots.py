@@ -18,6 +18,7 @@ from tessera_core.config import configure_logging
 from tessera_core.errors import UsageError
 from tessera_core.types import (
     AttentionBackwardProblem,
+    AttentionDecodeProblem,
     AttentionProblem,
     GemmProblem,
     Problem,
@@ -110,6 +111,19 @@ class TraceRecord:
         if self.op == "attention_bwd":
             b, h, sq, skv, d = self.shape
             return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
+        if self.op == "attention_decode":
+            b, hq, hkv, sq, kv, d, page = self.shape
+            return AttentionDecodeProblem(
+                b,
+                hq,
+                sq,
+                kv,
+                d,
+                self.dtype,  # type: ignore[arg-type]
+                self.causal,
+                heads_kv=hkv,
+                page_size=page,
+            )
         m, n, k = self.shape
         return GemmProblem(m, n, k, dtype=self.dtype)  # type: ignore[arg-type]
 

@@ -12,7 +12,7 @@ import numpy as np
 from autotune.cost_model import estimate
 from tessera_core.errors import IncorrectResultError, NoDeviceError
 from tessera_core.hardware import ceil_div
-from tessera_core.types import AttentionProblem, Problem, TileConfig
+from tessera_core.types import AttentionDecodeProblem, AttentionProblem, Problem, TileConfig
 
 ObjectiveKind = Literal["model", "measured"]
 WARMUP_RUNS = 3
@@ -163,6 +163,10 @@ def _output_shapes(problem: Problem) -> dict[str, tuple[tuple[int, ...], Any]]:
     from generator.emulator import NUMPY_DTYPES
 
     dtype = NUMPY_DTYPES[problem.dtype]
+    if isinstance(problem, AttentionDecodeProblem):
+        from generator.emulate_decode import output_shapes
+
+        return dict(output_shapes(problem))
     if isinstance(problem, AttentionProblem):
         rows = (problem.batch, problem.heads, problem.seq_q)
         return {"o": ((*rows, problem.head_dim), dtype), "lse": (rows, np.float32)}

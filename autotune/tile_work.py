@@ -14,7 +14,14 @@ from dataclasses import dataclass, replace
 
 from templates.gemm.space import warp_layout
 from tessera_core.hardware import WARP_SIZE, ceil_div
-from tessera_core.types import DTYPE_BYTES, AttentionProblem, GemmProblem, Problem, TileConfig
+from tessera_core.types import (
+    DTYPE_BYTES,
+    AttentionDecodeProblem,
+    AttentionProblem,
+    GemmProblem,
+    Problem,
+    TileConfig,
+)
 
 MMA_FLOPS = 2 * 16 * 8 * 16  # one HMMA.16816: mma.sync.m16n8k16
 LDSM_X4_BYTES = 512  # ldmatrix .x4: four 8x8 16-bit matrices a warp
@@ -142,8 +149,60 @@ def _gemm(problem: GemmProblem, config: TileConfig) -> TileWork:
     )
 
 
+def _decode(problem: AttentionDecodeProblem, config: TileConfig) -> TileWork:
+    """Split-KV decoding (templates/attention_decode): blocks are (split, KV head x packed-row
+    block, batch); every block walks its split's share of the bucket's key tiles, each warp
+    its slice of a tile's keys with all packed rows. Modelled at the full bucket length."""
+    bm, bn, d, warps = config.block_m, config.block_n, problem.head_dim, config.num_warps
+    splits = config.option("num_splits", 1)
+    rows = problem.heads // problem.heads_kv * problem.seq_q
+    groups = problem.batch * problem.heads_kv * ceil_div(rows, bm)
+    n_tiles = ceil_div(problem.seq_kv, bn)
+    per_split = ceil_div(n_tiles, splits)
+    kv_tile_bytes = 2.0 * bn * d * DTYPE_BYTES
+    # Each warp reads its own keys of K and V, and all of Q at every k-step.
+    smem = kv_tile_bytes + warps * bm * d * DTYPE_BYTES + kv_tile_bytes
+    scores = bm * bn
+    fp32 = SOFTMAX_FP32_OPS_PER_SCORE * scores + warps * bm * d
+    exps = scores + warps * bm
+    mma = 4.0 * bm * bn * d / MMA_FLOPS
+    instructions = (
+        mma
+        + (smem - kv_tile_bytes) / LDSM_X4_BYTES
+        + kv_tile_bytes / CP_ASYNC_BYTES / WARP_SIZE
+        + (fp32 + exps) / WARP_SIZE
+        + scores / 2 / WARP_SIZE
+        + warps * LOOP_OVERHEAD_INSTRUCTIONS["attention_fwd"]
+    )
+    total = groups * n_tiles
+    unique_kv = problem.batch * problem.heads_kv * 2.0 * problem.seq_kv * d * DTYPE_BYTES
+    # Splits write normalised fp32 partial O and LSE that the combining block reads back.
+    partials = (
+        0.0
+        if splits == 1
+        else 2.0 * splits * problem.batch * problem.heads * (problem.seq_q * (d + 1) * 4)
+    )
+    return TileWork(
+        blocks=groups * splits,
+        iterations=float(total),
+        max_block_iterations=per_split,
+        executed_flops=total * 4.0 * bm * bn * d,
+        iteration_flops=4.0 * bm * bn * d,
+        iteration_smem_bytes=smem,
+        iteration_exps=exps,
+        iteration_fp32_ops=fp32,
+        iteration_warp_instructions=instructions,
+        iteration_barriers=DEFAULT_BARRIERS_PER_ITERATION,
+        dram_bytes=float(problem.io_bytes()) + partials,
+        l2_bytes=max(0.0, total * kv_tile_bytes - unique_kv),
+        instruction_source="analytic",
+    )
+
+
 def tile_work(problem: Problem, config: TileConfig) -> TileWork:
     """The analytical work of `config` on `problem` (instruction mix estimated, not read)."""
+    if isinstance(problem, AttentionDecodeProblem):
+        return _decode(problem, config)
     if isinstance(problem, AttentionProblem):
         return _attention(problem, config)
     return _gemm(problem, config)

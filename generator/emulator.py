@@ -116,7 +116,8 @@ def run_rendered(
     scale: float | None = None,
     schedules: Sequence[Schedule] = SCHEDULES,
     accumulators: Collection[str] = (),
-    params_options: Mapping[str, Any] | None = None,
+    updated_inputs: Collection[str] = (),
+    params_extra: Mapping[str, Any] | None = None,
 ) -> EmulatedRun:
     """Build (or reuse) the host library of `rendered.source` and launch it over its grid.
 
@@ -124,8 +125,9 @@ def run_rendered(
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
     as NaN so elements the kernel never writes show up in any comparison, except the outputs
     named in `accumulators`, which the kernel adds into (atomics): they start as zeros.
-    `params_options` are further keyword arguments of the family's make_params (attention_sm90:
-    descale).
+    Inputs named in `updated_inputs` (a cache the kernel writes into) come back among the
+    outputs with their contents after the launch; `params_extra` goes to the family's
+    make_params as keywords.
 
     Raises:
         CompileError: the host compiler rejected the source.
@@ -150,7 +152,7 @@ def run_rendered(
                 buffers[name].array[...] = 0
         pointers = {name: buf.address for name, buf in buffers.items()}
         params: ctypes.Structure = family.make_params(
-            problem, pointers=pointers, scale=scale, **(params_options or {})
+            problem, pointers=pointers, scale=scale, **(params_extra or {})
         )
         start = time.perf_counter()
         kernel.launch(
@@ -164,7 +166,7 @@ def run_rendered(
         run_time_s += time.perf_counter() - start
         for buf in buffers.values():
             buf.check_guards(rendered.kernel_name)
-        results.append({name: buffers[name].array.copy() for name in outputs})
+        results.append({name: buffers[name].array.copy() for name in (*outputs, *updated_inputs)})
         _check_same(rendered, results[0], results[-1], schedules[0], schedule)
     return EmulatedRun(
         rendered=rendered,

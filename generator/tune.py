@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--shape",
-        help=f"attention: {SHAPE_FORMS['attention']}; gemm: {SHAPE_FORMS['gemm']}",
+        help=f"attention: {SHAPE_FORMS['attention']}; gemm: {SHAPE_FORMS['gemm']}; "
+        f"attention_decode: {SHAPE_FORMS['attention_decode']}, e.g. 8x32x8x1x4096x128x16 "
+        "(KV is rounded up to its power-of-two bucket, at least 64; no PAGE: a contiguous cache)",
     )
     target.add_argument(
         "--from-trace",
@@ -73,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--top", type=int_at_least(1), default=1, help="with --from-trace: how many"
     )
-    parser.add_argument("--op", choices=OPS, default="attention", help="kernel family")
+    parser.add_argument(
+        "--op",
+        choices=(*OPS, "attention_decode"),
+        default="attention",
+        help="kernel family (attention_decode: split-KV decoding against a KV cache, tuned per "
+        "cache-length bucket; add --causal for several query tokens)",
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="fp16", help="input dtype")
     parser.add_argument("--causal", action="store_true", help="causal mask (attention)")
     attention_args.add_arguments(parser)

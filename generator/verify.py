@@ -34,7 +34,15 @@ from tessera_core.errors import (
     UsageError,
 )
 from tessera_core.hardware import ARCHS
-from tessera_core.types import DTYPES, OPS, AttentionProblem, Problem, TileConfig, parse_shape
+from tessera_core.types import (
+    DTYPES,
+    OPS,
+    AttentionDecodeProblem,
+    AttentionProblem,
+    Problem,
+    TileConfig,
+    parse_shape,
+)
 
 UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8}
 REL_TOL_ULPS = 4.0
@@ -95,6 +103,10 @@ def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str
     def draw(*shape: int) -> np.ndarray:
         return rng.standard_normal(shape).astype(dtype)
 
+    if isinstance(problem, AttentionDecodeProblem):
+        from generator.emulate_decode import full_cache_inputs
+
+        return full_cache_inputs(problem, rng)
     if isinstance(problem, AttentionProblem):
         from templates.attention.family import ALIBI_POINTER, tensor_shapes
 
@@ -121,6 +133,16 @@ def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str
 
 def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The family's NumPy reference, accumulated in float64."""
+    if isinstance(problem, AttentionDecodeProblem):
+        from templates.attention_decode.reference import attention_decode_reference
+
+        o, lse = attention_decode_reference(
+            inputs["q"], inputs["k_cache"], inputs["v_cache"],
+            cache_seqlens=inputs["cache_seqlens"],
+            block_table=inputs["block_table"] if problem.page_size else None,
+            causal=problem.causal,
+        )  # fmt: skip
+        return {"o": o, "lse": lse}
     if isinstance(problem, AttentionProblem):
         from templates.attention.reference import attention_reference, attention_varlen_reference
 
@@ -181,7 +203,11 @@ def verify_config(
     """Run one configuration on fresh random inputs and compare with the reference."""
     inputs = random_inputs(problem, seed)
     try:
-        if isinstance(problem, AttentionProblem):
+        if isinstance(problem, AttentionDecodeProblem):
+            from generator.emulate_decode import verify_run
+
+            run = verify_run(problem, inputs, config=config, specialized=specialized, arch=arch)
+        elif isinstance(problem, AttentionProblem):
             run = emulator.run_attention_problem(
                 problem, inputs["q"], inputs["k"], inputs["v"], config=config,
                 alibi_slopes=inputs.get("alibi_slopes"), specialized=specialized, arch=arch,
@@ -242,9 +268,12 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run kernels on the CPU host emulator and compare with a float64 reference.",
     )
-    parser.add_argument("--op", choices=OPS, required=True)
+    parser.add_argument("--op", choices=(*OPS, "attention_decode"), required=True)
     parser.add_argument(
-        "--shape", required=True, help="attention BxHxSxD or BxHxSQxSKVxD; gemm MxNxK"
+        "--shape",
+        required=True,
+        help="attention BxHxSxD or BxHxSQxSKVxD; gemm MxNxK; attention_decode "
+        "BxHQxHKVxSQxKVxD[xPAGE] (every sequence fills the KV bucket)",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="fp16")
     parser.add_argument("--causal", action="store_true", help="causal attention")

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3).
 # attention_bwd has only its tier-1 reference until its template family lands.
 COMPILED_OPS = frozenset({"attention", "gemm"})
+# attention_decode's kernel runs on the host emulator; on a GPU it stays at tier 1 until the
+# CUDA backend allocates its split workspaces.
+HOST_COMPILED_OPS = COMPILED_OPS | {"attention_decode"}
 
 
 class ReferenceKernel:
@@ -58,6 +61,16 @@ class ReferenceKernel:
                 **attention_options(variant),
             )  # fmt: skip
             return np.asarray(o).astype(q.dtype, copy=False), lse
+        if self.op == "attention_decode":
+            from templates.attention_decode.reference import attention_decode_reference
+
+            q, k_cache, v_cache, k, v, lengths, table, options = inputs
+            o, lse = attention_decode_reference(
+                q, k_cache, v_cache, cache_seqlens=lengths, k=k, v=v, block_table=table,
+                causal=causal, scale=scale, window_size=options.window_size,
+                softcap=options.softcap,
+            )  # fmt: skip
+            return o.astype(q.dtype), lse.astype(np.float32)
         if self.op == "attention_bwd":
             from templates.attention_bwd.reference import attention_bwd_reference
 
@@ -113,10 +126,37 @@ class EmulatedKernel:
                 alibi_slopes=inputs[3] if len(inputs) > 3 else None,
                 **attention_options(variant),
             )
+        if self.problem.op == "attention_decode":
+            return self._run_decode(inputs, causal=causal, scale=scale)
         a, b = inputs
         return emulator.run_gemm(
             a, b, config=config, specialized=self._specialized, arch=self.arch
         ), None
+
+    def _run_decode(
+        self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None
+    ) -> tuple[Any, Any]:
+        """The decode kernel on copies of the caches; the appended rows are copied back into
+        the caller's caches only once the run has succeeded (a failure that falls back to
+        tier 1 must not append twice)."""
+        from generator.emulate_decode import run_attention_decode_problem
+
+        q, k_cache, v_cache, k, v, lengths, table, options = inputs
+        tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "k": k, "v": v}
+        result = run_attention_decode_problem(
+            self.problem,  # type: ignore[arg-type]
+            {**tensors, "cache_seqlens": lengths, "block_table": table},
+            scale=scale,
+            window_size=options.window_size,
+            softcap=options.softcap,
+            num_splits=options.num_splits,
+            config=self.config,
+            specialized=self._specialized,
+            arch=self.arch,
+        )
+        k_cache[...] = result.k_cache
+        v_cache[...] = result.v_cache
+        return result.o, result.lse
 
 
 class PrewarmedKernel:
@@ -141,7 +181,7 @@ class HostBackends:
         self.device = device
         self.arch = arch
         self.executes_compiled = device == "emulator"
-        self.compiled_ops = COMPILED_OPS
+        self.compiled_ops = HOST_COMPILED_OPS
         self._config = config
 
     def reference(self, op: str) -> Kernel:

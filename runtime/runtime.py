@@ -17,6 +17,7 @@ from runtime.stats import RuntimeStats
 from runtime.tiers import Backends
 from runtime.validate import attention_key, gemm_key, tile_config
 from runtime.validate_backward import attention_backward_key
+from runtime.validate_decode import decode_call
 from tessera_core.types import TileConfig
 
 
@@ -194,6 +195,54 @@ class Runtime:
         grads, _ = self._dispatcher.call(key, (q, k, v, o, lse, do))
         dq, dk, dv = grads
         return dq, dk, dv
+
+    def attention_with_kvcache(
+        self,
+        q: Any,
+        k_cache: Any,
+        v_cache: Any,
+        *,
+        k: Any = None,
+        v: Any = None,
+        cache_seqlens: Any,
+        block_table: Any = None,
+        causal: bool = False,
+        scale: float | None = None,
+        window_size: tuple[int, int] = (-1, -1),
+        softcap: float = 0.0,
+        num_splits: int = 0,
+        config: Mapping[str, int] | TileConfig | None = None,
+        return_lse: bool = False,
+    ) -> Any:
+        """Decoding against a KV cache, in flash_attn_with_kvcache's convention (NumPy arrays).
+
+        q [batch, seq_q, heads_q, d]; k_cache, v_cache [num_pages, page_size, heads_kv, d]
+        with block_table int32 [batch, max_pages], or [batch, capacity, heads_kv, d] without;
+        cache_seqlens int32 [batch] (or an int); k, v [batch, seq_new, heads_kv, d] are written
+        into the caches at cache_seqlens (in place) before attending. heads_q is a multiple of
+        heads_kv (GQA/MQA); causal and window_size (left, right; -1 unbounded) are bottom-right
+        aligned; softcap > 0 caps scores with softcap * tanh(score / softcap). Pages may hold
+        any multiple of 16 keys (FlashAttention-2 requires multiples of 256).
+
+        Args:
+            num_splits: KV splits of the flash-decoding pass; 0 takes the tuned (tier 3) or
+                heuristic (tier 2) count. It never changes the kernel binary.
+            config: force this tile configuration on the generic kernel.
+            return_lse: also return the log-sum-exp, float32 [batch, heads_q, seq_q].
+
+        Returns:
+            O [batch, seq_q, heads_q, d] in q's dtype, or (O, lse) with `return_lse`.
+        """
+        call = decode_call(
+            q, k_cache, v_cache, k=k, v=v, cache_seqlens=cache_seqlens, block_table=block_table,
+            causal=causal, scale=scale, window_size=window_size, softcap=softcap,
+            num_splits=num_splits,
+        )  # fmt: skip
+        if return_lse is not False and return_lse is not True:
+            raise ValueError(f"return_lse={return_lse!r}: expected a bool")
+        forced = None if config is None else self._forced(config, call.key)
+        out, lse = self._dispatcher.call(call.key, call.inputs, forced)
+        return (out, lse) if return_lse else out
 
     def gemm(self, a: Any, b: Any, *, config: Mapping[str, int] | TileConfig | None = None) -> Any:
         """A @ B for [M, K] and [K, N] arrays (fp16 or bf16), fp32 accumulation, input dtype out."""

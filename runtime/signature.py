@@ -8,6 +8,7 @@ from typing import Any
 
 from tessera_core.types import (
     AttentionBackwardProblem,
+    AttentionDecodeProblem,
     AttentionProblem,
     DType,
     GemmProblem,
@@ -27,7 +28,8 @@ SignatureKey = tuple[str, str, tuple[int, ...], bool, "float | None", Variant]
 @dataclass(frozen=True)
 class Signature:
     """One call's identity; shape is (batch, heads, seq_q, seq_kv, head_dim) for attention and
-    attention_bwd, (m, n, k) for gemm."""
+    attention_bwd, (m, n, k) for gemm, (batch, heads_q, heads_kv, seq_q, cache-length bucket,
+    head_dim, page_size or 0) for attention_decode."""
 
     op: str
     dtype: DType
@@ -60,6 +62,11 @@ class Signature:
         if self.op == "attention_bwd":
             b, h, sq, skv, d = self.shape
             return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)
+        if self.op == "attention_decode":
+            b, hq, hkv, sq, kv, d, page = self.shape
+            return AttentionDecodeProblem(
+                b, hq, sq, kv, d, self.dtype, self.causal, heads_kv=hkv, page_size=page
+            )
         m, n, k = self.shape
         return GemmProblem(m, n, k, dtype=self.dtype)
 

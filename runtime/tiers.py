@@ -10,7 +10,7 @@ from tessera_core.types import Problem, TileConfig
 
 # Every op the runtime dispatches; each has a tier-1 reference. Which ones also have compiled
 # tiers is each backend's `compiled_ops`.
-OPS: tuple[str, ...] = ("attention", "attention_bwd", "gemm")
+OPS: tuple[str, ...] = ("attention", "attention_bwd", "gemm", "attention_decode")
 
 
 class Tier(enum.IntEnum):

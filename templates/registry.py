@@ -6,7 +6,7 @@ from templates.family import Family
 from tessera_core.types import Problem
 
 # The families generator.tune tunes (autotune.hotspots proposes tasks only for these).
-FAMILY_NAMES = ("attention", "attention_fwd", "gemm", "gemm_sm90")
+FAMILY_NAMES = ("attention", "attention_fwd", "gemm", "gemm_sm90", "attention_decode")
 # attention_bwd renders, compiles and runs on the emulator, but has no tuning harness yet: it
 # joins FAMILY_NAMES when generator.tune can measure it.
 ALL_FAMILY_NAMES = (
@@ -16,6 +16,7 @@ ALL_FAMILY_NAMES = (
     "gemm",
     "gemm_sm90",
     "attention_sm90",
+    "attention_decode",
 )
 
 
@@ -33,6 +34,10 @@ def get_family(name: str) -> Family:
         from templates.attention_bwd.family import FAMILY as attention_bwd
 
         return attention_bwd
+    if name == "attention_decode":
+        from templates.attention_decode.family import FAMILY as attention_decode
+
+        return attention_decode
     if name == "gemm":
         from templates.gemm.family import FAMILY as gemm
 

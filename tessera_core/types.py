@@ -327,6 +327,86 @@ class AttentionBackwardProblem(AttentionProblem):
         return (4 * q_elems + 4 * kv_elems) * DTYPE_BYTES + lse_bytes
 
 
+# Decode kernels are tuned per cache-length bucket, not per length: the bucket is the least power
+# of two holding the longest sequence of the batch, at least this many keys.
+MIN_DECODE_KV_BUCKET = 64
+
+
+def decode_kv_bucket(max_seqlen_k: int) -> int:
+    """The cache-length bucket of a decode call whose longest sequence has `max_seqlen_k` keys."""
+    bucket = MIN_DECODE_KV_BUCKET
+    while bucket < max_seqlen_k:
+        bucket *= 2
+    return bucket
+
+
+@dataclass(frozen=True)
+class AttentionDecodeProblem(AttentionProblem):
+    """Decoding against a (paged) KV cache, flash_attn_with_kvcache's convention.
+
+    q [batch, seq_q, heads, head_dim]; caches [num_blocks, page_size, heads_kv, head_dim] with
+    a block table (page_size > 0) or [batch, capacity, heads_kv, head_dim] (page_size 0).
+    `seq_kv` is the cache-length bucket (decode_kv_bucket), not any one sequence's length:
+    lengths are per batch entry and read at run time.
+    """
+
+    heads_kv: int = 1
+    page_size: int = 0  # 0: a contiguous [batch, capacity, heads_kv, d] cache, no block table
+
+    op: ClassVar[str] = "attention_decode"
+    family: ClassVar[str] = "attention_decode"
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "heads", "seq_q", "seq_kv", "head_dim", "heads_kv"):
+            _check_positive_int("AttentionDecodeProblem", name, getattr(self, name))
+        _check_dtype("AttentionDecodeProblem", self.dtype)
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"AttentionDecodeProblem.causal={self.causal!r}: must be a bool")
+        if self.heads % self.heads_kv:
+            raise ValueError(
+                f"AttentionDecodeProblem.heads={self.heads}: must be a multiple of "
+                f"heads_kv={self.heads_kv} (GQA/MQA groups of query heads share one KV head)"
+            )
+        page = self.page_size
+        if not isinstance(page, int) or isinstance(page, bool) or page < 0:
+            raise ValueError(
+                f"AttentionDecodeProblem.page_size={page!r}: must be 0 (no block table) or a "
+                "positive number of keys per page"
+            )
+
+    def flops(self) -> float:
+        """Q K^T and P V over the whole bucket (every query row against seq_kv keys)."""
+        return 4.0 * self.batch * self.heads * self.seq_q * self.seq_kv * self.head_dim
+
+    def io_bytes(self) -> int:
+        """Reads the K and V cache of every KV head, reads Q and writes O and LSE."""
+        kv_elems = 2 * self.batch * self.heads_kv * self.seq_kv * self.head_dim
+        q_elems = 2 * self.batch * self.heads * self.seq_q * self.head_dim
+        return (kv_elems + q_elems) * DTYPE_BYTES + self.batch * self.heads * self.seq_q * 4
+
+    def _page(self) -> str:
+        return f"page{self.page_size}" if self.page_size else "pagenone"
+
+    def kernel_key(self, arch: str) -> str:
+        mask = "causal" if self.causal else "noncausal"
+        return (
+            f"{self.family}.{self.dtype}.b{self.batch}.hq{self.heads}.hkv{self.heads_kv}"
+            f".sq{self.seq_q}.kv{self.seq_kv}.d{self.head_dim}.{self._page()}.{mask}.{arch}"
+        )
+
+    def generic_key(self, arch: str) -> str:
+        """One generic kernel per dtype, head_dim and cache kind (paged or not)."""
+        paged = "paged" if self.page_size else "pagenone"
+        return f"{self.family}.{self.dtype}.d{self.head_dim}.{paged}.{arch}.generic"
+
+    def shape_str(self) -> str:
+        """BxHQxHKVxSQxKVxD[xP]: the generator.tune --op attention_decode --shape form."""
+        text = (
+            f"{self.batch}x{self.heads}x{self.heads_kv}x{self.seq_q}x{self.seq_kv}x{self.head_dim}"
+        )
+        return text + (f"x{self.page_size}" if self.page_size else "")
+
+
 @dataclass(frozen=True)
 class GemmProblem:
     """C[M,N] = A[M,K] @ B[K,N], row-major, output in the input dtype."""
@@ -368,6 +448,15 @@ Problem = AttentionProblem | GemmProblem
 SHAPE_FORMS = {
     "attention": "BxHxSxD or BxHxSQxSKVxD (batch, heads, sequence length(s), head_dim)",
     "gemm": "MxNxK",
+    "attention_decode": "BxHQxHKVxSQxKVxD or BxHQxHKVxSQxKVxDxPAGE (batch, query heads, KV heads, "
+    "query tokens, cache-length bucket, head_dim, keys per page)",
+}
+
+
+SHAPE_EXAMPLES = {
+    "attention": "8x16x2048x64",
+    "gemm": "4096x4096x4096",
+    "attention_decode": "8x32x8x1x4096x128x16",
 }
 
 
@@ -389,6 +478,13 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         if len(dims) == 5:
             b, h, sq, skv, d = dims
             return AttentionProblem(b, h, sq, skv, d, dtype=dtype, causal=causal)
+    elif op == "attention_decode":
+        if len(dims) in (6, 7):
+            b, hq, hkv, sq, kv, d = dims[:6]
+            page = dims[6] if len(dims) == 7 else 0
+            return AttentionDecodeProblem(
+                b, hq, sq, decode_kv_bucket(kv), d, dtype, causal, heads_kv=hkv, page_size=page
+            )
     elif len(dims) == 3:
         if causal:
             raise ValueError("--causal applies to attention only, not gemm")
@@ -396,7 +492,7 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         return GemmProblem(m, n, k, dtype=dtype)
     raise ValueError(
         f"--shape {shape!r}: expected {SHAPE_FORMS[op]} with positive integers, "
-        f"e.g. {'8x16x2048x64' if op == 'attention' else '4096x4096x4096'}"
+        f"e.g. {SHAPE_EXAMPLES[op]}"
     )
 
 
@@ -409,4 +505,6 @@ def problem_from_dict(data: dict[str, Any]) -> Problem:
         return AttentionBackwardProblem(**body)
     if data.get("op") == "gemm":
         return GemmProblem(**body)
+    if data.get("op") == "attention_decode":
+        return AttentionDecodeProblem(**body)
     raise ValueError(f"problem {data!r}: 'op' must be one of {', '.join(OPS)}")

@@ -139,7 +139,7 @@ def run(
         rendered,
         inputs={"q": bits["q"], "k": bits["k"], "v": vt},
         outputs=outputs,
-        params_options={"descale": descale},
+        params_extra={"descale": descale},
     )
     values = {
         name: fp8.dequantize(b, factor)

@@ -20,6 +20,12 @@
 //   atomics      atomic_add_f32(float* gmem, float v)      red.global.add.f32 on device; on the
 //                host a plain add (fibers switch only at barriers, blocks run in order, so the
 //                emulator's sum order is fixed and its result reproducible)
+//                atomic_add_i32(int* gmem, int v) -> int   atomicAdd, returns the old value (the
+//                split-KV decode's "last block of a group combines" counter)
+//   fences       thread_fence()                           __threadfence: this thread's global
+//                writes are seen device-wide before its later writes (a no-op on the host)
+//   loads        load_cg_f32(const float* gmem)           ld.global.cg (L2, not a stale L1 line):
+//                reads another block's results after a fence
 //   memory       dynamic_smem() -> char*                   this block's dynamic shared memory
 //   indices      thread_index() -> int                     threadIdx.x, read afresh at each call
 //                (volatile: the compiler neither caches nor hoists it, so values derived from it
@@ -151,6 +157,9 @@ TS_DEVICE int thread_index() {
 }
 
 TS_DEVICE void atomic_add_f32(float* gmem, float v) { atomicAdd(gmem, v); }
+TS_DEVICE int atomic_add_i32(int* gmem, int v) { return atomicAdd(gmem, v); }
+TS_DEVICE void thread_fence() { __threadfence(); }
+TS_DEVICE float load_cg_f32(const float* gmem) { return __ldcg(gmem); }
 
 TS_DEVICE char* dynamic_smem() {
   extern __shared__ __align__(128) char tessera_dynamic_smem[];

@@ -176,6 +176,14 @@ inline float fast_exp2(float x) { return exp2f(x); }
 // Blocks run one after another and a block's fibers switch only at barriers and collectives:
 // a plain read-modify-write is atomic here, and the order of the adds is the same every run.
 inline void atomic_add_f32(float* gmem, float v) { *gmem += v; }
+inline int atomic_add_i32(int* gmem, int v) {
+  const int old = *gmem;
+  *gmem = old + v;
+  return old;
+}
+// Blocks run in order on one OS thread: every earlier write is already visible.
+inline void thread_fence() {}
+inline float load_cg_f32(const float* gmem) { return *gmem; }
 
 inline char* dynamic_smem() { return host::active()->smem; }
 

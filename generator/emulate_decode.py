@@ -1,0 +1,214 @@
+"""Runs the attention_decode kernel (split-KV decoding against a paged KV cache) on the CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from generator.emulator import NUMPY_DTYPES, EmulatedRun, _render, dtype_name, run_rendered
+from generator.render import RenderedKernel
+from templates.attention_decode import space
+from templates.attention_decode.family import DecodeRun
+from tessera_core.errors import EmulatorError
+from tessera_core.types import AttentionDecodeProblem, TileConfig, decode_kv_bucket
+
+INT32 = np.dtype(np.int32)
+CHUNK_ELEMS = 8  # one 16-byte chunk of 16-bit elements
+FLOAT32 = np.dtype(np.float32)
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """O [batch, seq_q, heads_q, d], LSE [batch, heads_q, seq_q] (float32) and the caches with
+    the new keys appended (copies: the emulator runs on guarded buffers)."""
+
+    o: np.ndarray
+    lse: np.ndarray
+    k_cache: np.ndarray
+    v_cache: np.ndarray
+    run: EmulatedRun
+
+
+def decode_problem(
+    q: np.ndarray,
+    k_cache: np.ndarray,
+    *,
+    cache_seqlens: np.ndarray,
+    seq_new: int = 0,
+    paged: bool,
+    causal: bool = False,
+) -> AttentionDecodeProblem:
+    """The problem q [B, Sq, Hq, D] and a cache describe; seq_kv is the cache-length bucket of
+    the longest sequence after the append, page_size the cache's second extent when paged."""
+    batch, seq_q, heads_q, head_dim = q.shape
+    longest = int(np.max(cache_seqlens)) + seq_new if len(cache_seqlens) else seq_new
+    return AttentionDecodeProblem(
+        batch,
+        heads_q,
+        seq_q,
+        decode_kv_bucket(longest),
+        head_dim,
+        dtype_name(q),
+        causal,
+        heads_kv=k_cache.shape[2],
+        page_size=k_cache.shape[1] if paged else 0,
+    )
+
+
+def run_attention_decode_problem(
+    problem: AttentionDecodeProblem,
+    tensors: Mapping[str, np.ndarray | None],
+    *,
+    scale: float | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    num_splits: int = 0,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> DecodeResult:
+    """Render the decode kernel for `problem` and run it.
+
+    `tensors`: q, k_cache, v_cache, cache_seqlens (int32), and optionally k, v (new tokens) and
+    block_table (int32). `num_splits` > 0 overrides the configuration's split count (the
+    binary does not depend on it); causal is window right 0, as in FlashAttention-2.
+    """
+    rendered = _render(problem, config, specialized=specialized, arch=arch)
+    return run_rendered_decode(
+        rendered, tensors, scale=scale, window_size=window_size, softcap=softcap,
+        num_splits=num_splits,
+    )  # fmt: skip
+
+
+def run_rendered_decode(
+    rendered: RenderedKernel,
+    tensors: Mapping[str, np.ndarray | None],
+    *,
+    scale: float | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    num_splits: int = 0,
+) -> DecodeResult:
+    """Run an already rendered decode kernel (tests plant defects in its source) on `tensors`,
+    as run_attention_decode_problem describes."""
+    problem = space.as_problem(rendered.problem)
+    if num_splits > 0:
+        options = {**dict(rendered.config.options), space.NUM_SPLITS: num_splits}
+        tile = dataclasses.replace(rendered.config, options=tuple(options.items()))
+        rendered = dataclasses.replace(rendered, config=tile)
+    q, k_cache, v_cache = (np.ascontiguousarray(tensors[n]) for n in ("q", "k_cache", "v_cache"))
+    batch, seq_q, heads_q, head_dim = q.shape
+    k_new, v_new, block_table = tensors.get("k"), tensors.get("v"), tensors.get("block_table")
+    heads_kv = k_cache.shape[2]
+    if k_new is None or v_new is None:
+        k_new = v_new = np.zeros((batch, 0, heads_kv, head_dim), dtype=q.dtype)
+    paged = block_table is not None
+    table = np.zeros((batch, 0), INT32) if block_table is None else block_table
+    splits = space.num_splits(rendered.config)
+    left, right = window_size
+    run = DecodeRun(
+        seq_new=k_new.shape[1],
+        max_pages=table.shape[1],
+        cache_capacity=0 if paged else k_cache.shape[1],
+        window_left=left,
+        window_right=0 if problem.causal else right,
+        softcap=softcap,
+    )
+    emulated = run_rendered(
+        rendered,
+        inputs={
+            "q": q,
+            "k_cache": k_cache,
+            "v_cache": v_cache,
+            "k_new": np.ascontiguousarray(k_new),
+            "v_new": np.ascontiguousarray(v_new),
+            "cache_seqlens": np.ascontiguousarray(tensors["cache_seqlens"], dtype=INT32),
+            "block_table": np.ascontiguousarray(table, dtype=INT32),
+        },
+        outputs={
+            "o": (q.shape, q.dtype),
+            "lse": ((batch, heads_q, seq_q), FLOAT32),
+            "o_part": ((splits, *q.shape) if splits > 1 else (1,), FLOAT32),
+            "lse_part": ((splits, batch, heads_q, seq_q) if splits > 1 else (1,), FLOAT32),
+            "counters": ((space.counters(problem, rendered.config),), INT32),
+        },
+        scale=scale,
+        accumulators=("counters",),
+        updated_inputs=("k_cache", "v_cache"),
+        params_extra={"run": run},
+    )
+    out = emulated.outputs
+    if np.any(out["counters"]):
+        raise EmulatorError(
+            f"kernel {rendered.kernel_name} ({rendered.config}) left a split arrival counter "
+            "non-zero: the next launch would combine too early; check the last-block reset"
+        )
+    return DecodeResult(out["o"], out["lse"], out["k_cache"], out["v_cache"], emulated)
+
+
+def full_cache_inputs(
+    problem: AttentionDecodeProblem, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Inputs of a tuning or verification launch: every sequence fills the bucket (seq_kv
+    keys), paged caches through a shuffled block table; no new tokens (k_new, v_new are
+    16-byte placeholders) and zeroed split counters for the most row blocks any tile makes.
+    The names are the kernel's pointers (make_params' default DecodeRun matches them)."""
+    dtype = NUMPY_DTYPES[problem.dtype]
+    b, hkv, d = problem.batch, problem.heads_kv, problem.head_dim
+
+    def draw(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(dtype)
+
+    if problem.page_size:
+        max_pages = -(-problem.seq_kv // problem.page_size)
+        table = rng.permutation(b * max_pages).astype(INT32).reshape(b, max_pages)
+        cache_shape = (b * max_pages, problem.page_size, hkv, d)
+    else:
+        table = np.zeros((b, 1), INT32)
+        cache_shape = (b, problem.seq_kv, hkv, d)
+    smallest_tile = space.tile(min(space.SPACE.choices("block_m")), 32, 1, 1)
+    return {
+        "q": draw(b, problem.seq_q, problem.heads, d),
+        "k_cache": draw(*cache_shape),
+        "v_cache": draw(*cache_shape),
+        "k_new": np.zeros(CHUNK_ELEMS, dtype),
+        "v_new": np.zeros(CHUNK_ELEMS, dtype),
+        "cache_seqlens": np.full(b, problem.seq_kv, INT32),
+        "block_table": table,
+        "counters": np.zeros(space.counters(problem, smallest_tile), INT32),
+    }
+
+
+def output_shapes(problem: AttentionDecodeProblem) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Output buffers of a launch with any configuration: O, LSE and the split workspaces
+    sized for the most splits of the space."""
+    splits = max(space.SPLIT_CHOICES)
+    o_shape = (problem.batch, problem.seq_q, problem.heads, problem.head_dim)
+    lse_shape = (problem.batch, problem.heads, problem.seq_q)
+    return {
+        "o": (o_shape, NUMPY_DTYPES[problem.dtype]),
+        "lse": (lse_shape, FLOAT32),
+        "o_part": ((splits, *o_shape), FLOAT32),
+        "lse_part": ((splits, *lse_shape), FLOAT32),
+    }
+
+
+def verify_run(
+    problem: AttentionDecodeProblem,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    config: TileConfig,
+    specialized: bool,
+    arch: str,
+) -> EmulatedRun:
+    """generator.verify's run of one configuration on full_cache_inputs."""
+    tensors = {n: inputs[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens")}
+    table = inputs["block_table"] if problem.page_size else None
+    result = run_attention_decode_problem(
+        problem, {**tensors, "block_table": table}, config=config, specialized=specialized,
+        arch=arch,
+    )  # fmt: skip
+    return result.run

@@ -1,0 +1,198 @@
+"""Input checks of attention_with_kvcache: each failure is a ValueError naming argument and form."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.arrays import DTYPE_NAMES
+from runtime.signature import SignatureKey
+from runtime.validate import DTYPE_FORM, _scale
+from tessera_core.types import decode_kv_bucket
+
+Q_FORM = "[batch, seq_q, heads_q, head_dim]"
+CACHE_FORM = (
+    "[num_pages, page_size, heads_kv, head_dim] with a block_table, or "
+    "[batch, capacity, heads_kv, head_dim] without"
+)
+NEW_FORM = "[batch, seq_new, heads_kv, head_dim]"
+MAX_SPLITS = 256
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """The run-time arguments of a decode call that are not in its signature (they never
+    change the kernel binary): the window, the score cap and a forced split count."""
+
+    window_size: tuple[int, int] = (-1, -1)
+    softcap: float = 0.0
+    num_splits: int = 0  # 0: the kernel's configuration decides
+
+
+@dataclass(frozen=True)
+class DecodeCall:
+    """A checked decode call: its signature key and the inputs tuple the tiers run."""
+
+    key: SignatureKey
+    inputs: tuple[Any, ...]  # q, k_cache, v_cache, k, v, cache_seqlens, block_table, options
+
+
+def _array(name: str, x: Any, ndim: int, form: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise ValueError(
+            f"{name} is a {type(x).__name__}; attention_with_kvcache takes NumPy arrays {form}"
+        )
+    if x.ndim != ndim:
+        raise ValueError(f"{name} has shape {x.shape}; expected {form}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name} is not contiguous; pass a row-major {form}")
+    return x
+
+
+def _int32(name: str, x: Any, ndim: int, form: str) -> np.ndarray:
+    array = _array(name, x, ndim, form)
+    if array.dtype != np.int32:
+        raise ValueError(f"{name} is {array.dtype}; expected int32 {form}")
+    return array
+
+
+def decode_call(
+    q: Any,
+    k_cache: Any,
+    v_cache: Any,
+    *,
+    k: Any,
+    v: Any,
+    cache_seqlens: Any,
+    block_table: Any,
+    causal: Any,
+    scale: Any,
+    window_size: Any,
+    softcap: Any,
+    num_splits: Any,
+) -> DecodeCall:
+    """Check every argument of Runtime.attention_with_kvcache and build its call.
+
+    The signature's shape is (batch, heads_q, heads_kv, seq_q, cache-length bucket, head_dim,
+    page_size or 0): every call of one bucket shares a signature, hence a tuned kernel.
+    """
+    q = _array("q", q, 4, Q_FORM)
+    k_cache = _array("k_cache", k_cache, 4, CACHE_FORM)
+    v_cache = _array("v_cache", v_cache, 4, CACHE_FORM)
+    dtype = DTYPE_NAMES.get(q.dtype)
+    if dtype is None or k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
+        raise ValueError(
+            f"q, k_cache, v_cache are {q.dtype}, {k_cache.dtype}, {v_cache.dtype}; expected "
+            f"{DTYPE_FORM}"
+        )
+    batch, seq_q, heads_q, head_dim = q.shape
+    if min(q.shape) <= 0:
+        raise ValueError(f"q has shape {q.shape}; expected {Q_FORM} with positive extents")
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(f"v_cache has shape {v_cache.shape}; it must equal k_cache's")
+    heads_kv = k_cache.shape[2]
+    if k_cache.shape[3] != head_dim or heads_kv <= 0 or heads_q % heads_kv:
+        raise ValueError(
+            f"k_cache has shape {k_cache.shape}, q {q.shape}: expected {CACHE_FORM} with "
+            f"head_dim={head_dim} and heads_kv dividing heads_q={heads_q}"
+        )
+    seq_new = _new_tokens(k, v, q, batch, heads_kv, head_dim)
+    lengths = _cache_seqlens(cache_seqlens, batch)
+    page_size, capacity = _capacity(block_table, k_cache, batch)
+    longest = int(lengths.max()) + seq_new
+    if longest > capacity:
+        raise ValueError(
+            f"cache_seqlens + seq_new reaches {longest} keys but the cache holds {capacity} per "
+            "sequence; grow the cache (or the block table)"
+        )
+    if causal is not True and causal is not False:
+        raise ValueError(f"causal={causal!r}: expected a bool")
+    options = DecodeOptions(_window(window_size), _softcap(softcap), _splits(num_splits))
+    shape = (batch, heads_q, heads_kv, seq_q, decode_kv_bucket(longest), head_dim, page_size)
+    key: SignatureKey = ("attention_decode", dtype, shape, causal, _scale(scale))
+    return DecodeCall(key, (q, k_cache, v_cache, k, v, lengths, block_table, options))
+
+
+def _new_tokens(k: Any, v: Any, q: np.ndarray, batch: int, heads_kv: int, head_dim: int) -> int:
+    if k is None and v is None:
+        return 0
+    if k is None or v is None:
+        raise ValueError("k and v (the new tokens) must be given together, or neither")
+    k = _array("k", k, 4, NEW_FORM)
+    v = _array("v", v, 4, NEW_FORM)
+    if k.shape != v.shape or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(
+            f"k {k.shape} {k.dtype}, v {v.shape} {v.dtype}: expected {NEW_FORM} in q's dtype"
+        )
+    if k.shape[0] != batch or k.shape[2] != heads_kv or k.shape[3] != head_dim:
+        raise ValueError(
+            f"k has shape {k.shape}; expected {NEW_FORM} = [{batch}, seq_new, {heads_kv}, "
+            f"{head_dim}]"
+        )
+    return int(k.shape[1])
+
+
+def _cache_seqlens(cache_seqlens: Any, batch: int) -> np.ndarray:
+    if isinstance(cache_seqlens, int) and not isinstance(cache_seqlens, bool):
+        cache_seqlens = np.full(batch, cache_seqlens, dtype=np.int32)
+    lengths = _int32("cache_seqlens", cache_seqlens, 1, "[batch] (or an int)")
+    if lengths.shape != (batch,) or (batch and int(lengths.min()) < 0):
+        raise ValueError(
+            f"cache_seqlens has shape {lengths.shape}; expected {batch} non-negative int32 "
+            "lengths (or an int)"
+        )
+    return lengths
+
+
+def _capacity(block_table: Any, k_cache: np.ndarray, batch: int) -> tuple[int, int]:
+    """(page_size or 0, keys each sequence can hold)."""
+    if block_table is None:
+        if k_cache.shape[0] < batch:
+            raise ValueError(
+                f"k_cache has {k_cache.shape[0]} sequences for a batch of {batch}; expected "
+                f"{CACHE_FORM}"
+            )
+        return 0, int(k_cache.shape[1])
+    table = _int32("block_table", block_table, 2, "[batch, max_pages]")
+    pages, page_size = k_cache.shape[0], k_cache.shape[1]
+    if table.shape[0] != batch:
+        raise ValueError(f"block_table has shape {table.shape}; expected [batch={batch}, ...]")
+    if table.size and (int(table.min()) < 0 or int(table.max()) >= pages):
+        raise ValueError(f"block_table names pages outside 0..{pages - 1} of k_cache")
+    return int(page_size), int(page_size) * int(table.shape[1])
+
+
+def _window(window_size: Any) -> tuple[int, int]:
+    if (
+        not isinstance(window_size, tuple | list)
+        or len(window_size) != 2
+        or not all(isinstance(w, int) and not isinstance(w, bool) and w >= -1 for w in window_size)
+    ):
+        raise ValueError(
+            f"window_size={window_size!r}: expected (left, right), integers >= -1 (-1: unbounded)"
+        )
+    return int(window_size[0]), int(window_size[1])
+
+
+def _softcap(softcap: Any) -> float:
+    if isinstance(softcap, bool) or not isinstance(softcap, int | float):
+        raise ValueError(f"softcap={softcap!r}: expected a number >= 0 (0: no cap)")
+    if not math.isfinite(softcap) or softcap < 0:
+        raise ValueError(f"softcap={softcap!r}: expected a finite number >= 0 (0: no cap)")
+    return float(softcap)
+
+
+def _splits(num_splits: Any) -> int:
+    if (
+        isinstance(num_splits, bool)
+        or not isinstance(num_splits, int)
+        or not 0 <= num_splits <= MAX_SPLITS
+    ):
+        raise ValueError(
+            f"num_splits={num_splits!r}: expected an int in 0..{MAX_SPLITS} (0: tuned or chosen "
+            "by the SM-count heuristic)"
+        )
+    return num_splits
