@@ -112,7 +112,7 @@ def decode_call(
         raise ValueError(f"causal={causal!r}: expected a bool")
     options = DecodeOptions(_window(window_size), _softcap(softcap), _splits(num_splits))
     shape = (batch, heads_q, heads_kv, seq_q, decode_kv_bucket(longest), head_dim, page_size)
-    key: SignatureKey = ("attention_decode", dtype, shape, causal, _scale(scale))
+    key: SignatureKey = ("attention_decode", dtype, shape, causal, _scale(scale), ())
     return DecodeCall(key, (q, k_cache, v_cache, k, v, lengths, block_table, options))
 
 
