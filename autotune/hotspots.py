@@ -271,7 +271,7 @@ def propose_tasks(
     """The problems of the `top` hottest hotspots, to tune (e.g. `generator.tune --from-trace`).
 
     With `skip_specialized`, hotspots whose latest call already ran at tier 3 are passed over;
-    so are those of ops with no kernel family to tune (attention_bwd, until its template lands).
+    so are, always, those of ops with no kernel family to tune (templates.registry.FAMILY_NAMES).
     """
     if top < 0:
         raise ValueError(f"top={top}: expected a count >= 0")

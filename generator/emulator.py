@@ -310,6 +310,41 @@ def run_attention_backward_problem(
     )
 
 
+def run_attention_backward(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    o: np.ndarray,
+    lse: np.ndarray,
+    do: np.ndarray,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Attention backward on the emulator: (dQ, dK, dV), each in the input dtype.
+
+    dQ, accumulated in fp32 by the kernel (zeroed first when it adds atomically), is rounded to
+    the input dtype once, here.
+
+    Raises:
+        InvalidConfigError: `config` is not valid for this problem.
+        EmulatorError: the kernel faulted.
+    """
+    fwd = attention_problem(q, k, v, causal=causal)
+    problem = AttentionBackwardProblem(
+        fwd.batch, fwd.heads, fwd.seq_q, fwd.seq_kv, fwd.head_dim, dtype=fwd.dtype, causal=causal
+    )
+    tensors = {"q": q, "k": k, "v": v, "o": o, "lse": lse, "do": do}
+    run = run_attention_backward_problem(
+        problem, tensors, scale=scale, config=config, specialized=specialized, arch=arch
+    )
+    dq = run.outputs["dq"].astype(q.dtype)
+    return dq, run.outputs["dk"], run.outputs["dv"]
+
+
 def run_gemm_problem(
     problem: GemmProblem,
     a: np.ndarray,

@@ -37,6 +37,7 @@ examples:
   python -m generator.tune --shape 8x16x2048x64              attention, fp16, non-causal
   python -m generator.tune --shape 8x16x2048x64 --causal --dtype bf16 --arch sm_80
   python -m generator.tune --op gemm --shape 4096x4096x4096 --trials 32 --json
+  python -m generator.tune --op attention_bwd --shape 8x16x2048x64 --causal  the backward
   python -m generator.tune --from-trace trace.jsonl --top 3   tune the 3 hottest signatures
 
 Without a CUDA GPU of the target arch every time is an analytical estimate labelled `model`;
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--shape",
-        help=f"attention: {SHAPE_FORMS['attention']}; gemm: {SHAPE_FORMS['gemm']}",
+        help=f"attention, attention_bwd: {SHAPE_FORMS['attention']}; gemm: {SHAPE_FORMS['gemm']}",
     )
     target.add_argument(
         "--from-trace",
@@ -145,7 +146,7 @@ def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     if not problems:
         parser.error(
             f"--from-trace {args.from_trace}: the trace holds no successful call of an op "
-            "with a kernel family to tune (attention, gemm)"
+            "with a kernel family to tune (attention, attention_bwd, gemm)"
         )
     return problems
 

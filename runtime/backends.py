@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     from generator.compile import CompiledKernel
 
 # Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3).
-# attention_bwd has only its tier-1 reference until its template family lands.
-COMPILED_OPS = frozenset({"attention", "gemm"})
+COMPILED_OPS = frozenset({"attention", "attention_bwd", "gemm"})
 
 
 class ReferenceKernel:
@@ -80,6 +79,22 @@ class EmulatedKernel:
                 specialized=self._specialized,
                 arch=self.arch,
             )
+        if self.problem.op == "attention_bwd":
+            q, k, v, o, lse, do = inputs
+            grads = emulator.run_attention_backward(
+                q,
+                k,
+                v,
+                o,
+                lse,
+                do,
+                causal=causal,
+                scale=scale,
+                config=config,
+                specialized=self._specialized,
+                arch=self.arch,
+            )
+            return grads, None
         a, b = inputs
         return emulator.run_gemm(
             a, b, config=config, specialized=self._specialized, arch=self.arch

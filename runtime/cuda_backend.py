@@ -25,7 +25,15 @@ from runtime.backends import (
 )
 from runtime.config import RuntimeConfig
 from runtime.tiers import Kernel, Tier
-from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
+from templates.attention_bwd.space import deterministic
+from tessera_core.types import (
+    AttentionBackwardProblem,
+    AttentionProblem,
+    DType,
+    GemmProblem,
+    Problem,
+    TileConfig,
+)
 
 _LSE_DTYPE = np.dtype(np.float32)
 
@@ -131,16 +139,7 @@ class CudaKernel:
         on_host = isinstance(inputs[0], np.ndarray)
         shapes = [x.shape if on_host else device_array(x).shape for x in inputs]
         dtype = inputs[0].dtype if on_host else NUMPY_DTYPES[device_array(inputs[0]).dtype or ""]
-        dtype_id: DType = "fp16" if dtype == np.float16 else "bf16"
-        if self._op == "attention":
-            (b, h, sq, d), (_, _, skv, _) = shapes[0], shapes[1]
-            problem: Problem = AttentionProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal)
-            out_shape: tuple[int, ...] = (b, h, sq, d)
-            lse_shape: tuple[int, ...] | None = (b, h, sq)
-        else:
-            (m, k), (_, n) = shapes
-            problem = GemmProblem(m, n, k, dtype=dtype_id)
-            out_shape, lse_shape = (m, n), None
+        io = _launch_io(self._op, shapes, dtype, causal)
         # Buffers this call allocated. Input copies are always freed before returning; the
         # outputs too, unless they are handed to the caller as DeviceOutputs (which free them).
         inputs_owned: list[Any] = []
@@ -148,39 +147,80 @@ class CudaKernel:
         handed_over = False
         try:
             pointers: dict[str, int] = {}
-            names = ("q", "k", "v") if self._op == "attention" else ("a", "b")
-            for name, array in zip(names, inputs, strict=True):
+            for name, array in zip(io.inputs, inputs, strict=True):
                 if on_host:
-                    buffer = device.to_device(array)
+                    buffer = device.to_device(np.ascontiguousarray(array))
                     inputs_owned.append(buffer)
                     pointers[name] = buffer.ptr
                 else:
                     pointers[name] = device_array(array).pointer
-            out = device.allocate(int(np.prod(out_shape)) * dtype.itemsize)
-            outputs_owned.append(out)
-            pointers["o" if self._op == "attention" else "c"] = out.ptr
-            lse = None
-            if lse_shape is not None:
-                lse = device.allocate(int(np.prod(lse_shape)) * _LSE_DTYPE.itemsize)
-                outputs_owned.append(lse)
-                pointers["lse"] = lse.ptr
-            params = self._family.make_params(problem, pointers=pointers, scale=scale)
-            geometry = self._family.launch_geometry(problem, self.config)
+            buffers = {}
+            for name, (shape, out_dtype) in io.outputs.items():
+                buffers[name] = device.allocate(int(np.prod(shape)) * out_dtype.itemsize)
+                outputs_owned.append(buffers[name])
+                pointers[name] = buffers[name].ptr
+            if self._op == "attention_bwd" and not deterministic(self.config):
+                buffers["dq"].zero()  # the kernel adds into dQ with fp32 atomics
+            params = self._family.make_params(io.problem, pointers=pointers, scale=scale)
+            geometry = self._family.launch_geometry(io.problem, self.config)
             self._loaded.launch(params, geometry)
             # Before the input copies are freed and the outputs read or handed over.
             self._loaded.device.sync()
+            outs: list[Any]
             if not on_host:
-                lse_out = None if lse is None else DeviceOutput(lse, lse_shape or (), _LSE_DTYPE)
                 handed_over = True
-                return DeviceOutput(out, out_shape, dtype), lse_out
-            result = out.download(out_shape, dtype)
-            lse_host = None if lse is None else lse.download(lse_shape or (), _LSE_DTYPE)
-            return result, lse_host
+                outs = [DeviceOutput(buffers[n], *io.outputs[n]) for n in io.outputs]
+            else:
+                outs = [buffers[n].download(*io.outputs[n]) for n in io.outputs]
+            return io.result(outs, dtype)
         finally:
             # A failed launch must not leak its output buffers either.
             for buffer in inputs_owned + ([] if handed_over else outputs_owned):
                 with contextlib.suppress(Exception):  # keep the launch's own error
                     buffer.free()
+
+
+@dataclass(frozen=True)
+class _LaunchIO:
+    """One op's launch: its problem, the Params names of its inputs (in call order) and its
+    outputs (shape, dtype), in the order `result` takes them."""
+
+    op: str
+    problem: Problem
+    inputs: tuple[str, ...]
+    outputs: dict[str, tuple[tuple[int, ...], np.dtype]]
+
+    def result(self, outs: list[Any], dtype: np.dtype) -> tuple[Any, Any]:
+        """The kernel run's (output, lse or None) from its outputs; attention_bwd's dQ
+        (fp32 accumulator) is rounded to `dtype` on the host, and left fp32 on the device
+        (DeviceOutput: the caller rounds it there, as runtime.torch does)."""
+        if self.op == "attention":
+            return outs[0], outs[1]
+        if self.op == "attention_bwd":
+            dq, dk, dv = outs
+            if isinstance(dq, np.ndarray):
+                dq = dq.astype(dtype)
+            return (dq, dk, dv), None
+        return outs[0], None
+
+
+def _launch_io(op: str, shapes: list[tuple[int, ...]], dtype: np.dtype, causal: bool) -> _LaunchIO:
+    dtype_id: DType = "fp16" if dtype == np.float16 else "bf16"
+    if op in ("attention", "attention_bwd"):
+        (b, h, sq, d), (_, _, skv, _) = shapes[0], shapes[1]
+        if op == "attention":
+            problem: Problem = AttentionProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal)
+            outputs = {"o": ((b, h, sq, d), dtype), "lse": ((b, h, sq), _LSE_DTYPE)}
+            return _LaunchIO(op, problem, ("q", "k", "v"), outputs)
+        problem = AttentionBackwardProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal)
+        outputs = {
+            "dq": ((b, h, sq, d), _LSE_DTYPE),  # fp32
+            "dk": ((b, h, skv, d), dtype),
+            "dv": ((b, h, skv, d), dtype),
+        }
+        return _LaunchIO(op, problem, ("q", "k", "v", "o", "lse", "dout"), outputs)
+    (m, k), (_, n) = shapes
+    return _LaunchIO(op, GemmProblem(m, n, k, dtype=dtype_id), ("a", "b"), {"c": ((m, n), dtype)})
 
 
 class CudaBackends:

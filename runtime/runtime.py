@@ -108,7 +108,9 @@ class Runtime:
 
         FlashAttention-2's backward: P is recomputed from q, k and lse, so the forward's
         `return_lse=True` output is all it needs. Dispatched as signature op "attention_bwd"
-        (traced and counted like the forward); tier 1 only until its kernel family lands.
+        through the tiers like the forward: its NumPy reference, the generic kernel
+        (kernel key `attention_bwd.<dtype>.d<head_dim>.<mask>.<arch>.generic`), then the tuned
+        one (`attention_bwd.<dtype>.b.h.sq.skv.d.<mask>.<arch>`), traced and counted.
 
         Args:
             o, do: like q, [batch, heads, seq_q, head_dim] in q's dtype.
@@ -116,7 +118,9 @@ class Runtime:
             causal, scale: as given to the forward.
 
         Returns:
-            (dq, dk, dv) in the inputs' dtype; rows that saw no key get zero gradients.
+            (dq, dk, dv) in the inputs' dtype; rows that saw no key get zero gradients. On
+            device='cuda' with device-array inputs, a compiled tier's dq is the kernel's float32
+            accumulator (a DeviceOutput; round it on the device, as runtime.torch does).
         """
         key = attention_backward_key(q, k, v, o, lse, do, causal, scale)
         if self._host_only and not isinstance(q, np.ndarray):

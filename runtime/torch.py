@@ -266,9 +266,14 @@ def attention_bwd(
         q_, k_, v_, o_, lse_, do_ = a
         return rt.attention_backward(q_, k_, v_, o_, lse_, do_, causal=causal, scale=scale)
 
-    grads = _run((q, k, v, o, lse, do), call)
-    dq, dk, dv = (_from_runtime(g, q, q.dtype) for g in grads)
-    return dq, dk, dv
+    dq_out, dk_out, dv_out = _run((q, k, v, o, lse, do), call)
+    if getattr(dq_out, "dtype", None) == np.float32:
+        # A compiled tier on CUDA tensors leaves dQ as the kernel's fp32 accumulator: round it
+        # on the device.
+        dq = _from_runtime(dq_out, q, torch.float32).to(q.dtype)
+    else:
+        dq = _from_runtime(dq_out, q, q.dtype)
+    return dq, _from_runtime(dk_out, k, k.dtype), _from_runtime(dv_out, v, v.dtype)
 
 
 @attention_bwd.register_fake

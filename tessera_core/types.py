@@ -12,7 +12,7 @@ from tessera_core.hardware import WARP_SIZE
 DType = Literal["fp16", "bf16"]
 DTYPES: tuple[DType, ...] = ("fp16", "bf16")
 DTYPE_BYTES = 2
-OPS = ("attention", "gemm")
+OPS = ("attention", "attention_bwd", "gemm")
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> None:
@@ -226,6 +226,7 @@ Problem = AttentionProblem | GemmProblem
 
 SHAPE_FORMS = {
     "attention": "BxHxSxD or BxHxSQxSKVxD (batch, heads, sequence length(s), head_dim)",
+    "attention_bwd": "BxHxSxD or BxHxSQxSKVxD (the forward's shape)",
     "gemm": "MxNxK",
 }
 
@@ -241,13 +242,14 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         dims = []
     if any(d <= 0 for d in dims):
         dims = []
-    if op == "attention":
+    if op in ("attention", "attention_bwd"):
+        kind = AttentionProblem if op == "attention" else AttentionBackwardProblem
         if len(dims) == 4:
             b, h, s, d = dims
-            return AttentionProblem(b, h, s, s, d, dtype=dtype, causal=causal)
+            return kind(b, h, s, s, d, dtype=dtype, causal=causal)
         if len(dims) == 5:
             b, h, sq, skv, d = dims
-            return AttentionProblem(b, h, sq, skv, d, dtype=dtype, causal=causal)
+            return kind(b, h, sq, skv, d, dtype=dtype, causal=causal)
     elif len(dims) == 3:
         if causal:
             raise ValueError("--causal applies to attention only, not gemm")
@@ -255,7 +257,7 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         return GemmProblem(m, n, k, dtype=dtype)
     raise ValueError(
         f"--shape {shape!r}: expected {SHAPE_FORMS[op]} with positive integers, "
-        f"e.g. {'8x16x2048x64' if op == 'attention' else '4096x4096x4096'}"
+        f"e.g. {'4096x4096x4096' if op == 'gemm' else '8x16x2048x64'}"
     )
 
 

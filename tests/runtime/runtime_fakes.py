@@ -75,13 +75,14 @@ class FakeBackends:
         executes_compiled: bool = True,
         clock: FakeClock | None = None,
         run_ms: float = 0.0,
+        compiled_ops: frozenset[str] = frozenset({"attention", "attention_bwd", "gemm"}),
     ) -> None:
         self.clock = clock  # with a clock, every kernel run advances it by run_ms
         self.run_ms = run_ms
         self.device = device
         self.arch = "sm_90"
         self.executes_compiled = executes_compiled
-        self.compiled_ops = frozenset({"attention", "gemm"})
+        self.compiled_ops = compiled_ops
         self.cached: set[str] = set()
         self.generic_builds: Counter[str] = Counter()
         self.generic_fails = False

@@ -18,9 +18,9 @@ PROBLEM = AttentionBackwardProblem(1, 2, 65, 97, 64, causal=True)
 
 def test_the_registry_serves_the_backward_family() -> None:
     assert "attention_bwd" in ALL_FAMILY_NAMES
-    assert "attention_bwd" not in FAMILY_NAMES  # not proposed for tuning until tune measures it
+    assert "attention_bwd" in FAMILY_NAMES  # tuned and proposed for tuning like the forward
     assert FAMILY.name == FAMILY.op == PROBLEM.family == "attention_bwd"
-    assert PROBLEM.kernel_key("sm_90").startswith("attention_bwd.fp16.")
+    assert PROBLEM.kernel_key("sm_90") == "attention_bwd.fp16.b1.h2.sq65.skv97.d64.causal.sm_90"
     assert get_family("attention").name == "attention_fwd"  # the forward is untouched
 
 
