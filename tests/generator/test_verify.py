@@ -39,6 +39,36 @@ def test_cli_runs_one_configuration_and_prints_one_line() -> None:
     assert lines[1] == "1/1 configurations passed"
 
 
+def test_cli_verifies_the_attention_backward_at_a_ragged_causal_shape() -> None:
+    config = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 2, "num_stages": 1,
+              "deterministic": 1}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", "--op", "attention_bwd", "--shape",
+         "1x2x45x29x32", "--causal", "--config", json.dumps(config), "--arch", ARCH],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        "PASS attention_bwd fp16 1x2x45x29x32 causal m32n32k16w2s1-deterministic1 rel_err="
+    )
+    assert lines[1] == "1/1 configurations passed"
+
+
+def test_backward_compare_fails_a_perturbed_gradient_and_an_unwritten_one() -> None:
+    from tessera_core.types import AttentionBackwardProblem
+
+    problem = AttentionBackwardProblem(1, 1, 16, 16, 16)
+    expected = verify.reference(problem, verify.random_inputs(problem, 0))
+    assert verify.compare(problem, dict(expected), expected)[0]
+    wrong = {**expected, "dk": expected["dk"] * 1.01}
+    passed, _, _, reason = verify.compare(problem, wrong, expected)
+    assert not passed and reason.startswith("dk rel_err=")
+    unwritten = {**expected, "dv": np.full_like(expected["dv"], np.nan)}
+    passed, _, _, reason = verify.compare(problem, unwritten, expected)
+    assert not passed and "dv has NaN/inf elements" in reason
+
+
 def test_cli_rejects_an_invalid_configuration_with_the_rule(capsys: pytest.CaptureFixture) -> None:
     config = {"block_m": 32, "block_n": 32, "block_k": 48, "num_warps": 2, "num_stages": 2}
     code = run_cli(
@@ -118,6 +148,7 @@ def test_every_valid_gemm_configuration_passes() -> None:
         (("--arch", "sm_75"), "--arch: invalid choice: 'sm_75'"),
         (("--shape", "1x1x64x72"), "--shape 1x1x64x72: attention_fwd 1x1x64x64x72 is not"),
         (("--shape", "1x1x64"), "--shape 1x1x64: "),
+        (("--op", "attention_bwd", "--shape", "1x1x64x72"), "attention_bwd 1x1x64x64x72 is not"),
         ((), "the compile cache directory (TESSERA_COMPILE_CACHE_DIR) /proc/tessera-cannot-create"),
     ],
 )
