@@ -120,14 +120,20 @@ def run_rendered(
     The kernel runs once per schedule on fresh buffers; a race-free kernel computes every output
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
     as NaN so elements the kernel never writes show up in any comparison, except the outputs
-    named in `accumulators`, which the kernel adds into (atomics): they start as zeros.
+    named in `accumulators`, which the kernel adds into (atomics): they start as zeros, must be
+    float32, and every element that changes must have been added into by atomic_add_f32 (a
+    plain store or += there loses updates on a GPU, where the blocks run at once).
 
     Raises:
         CompileError: the host compiler rejected the source.
         EmulatorError: the kernel faulted (deadlock, divergence, bad address, stray write), or
-            its result depends on the schedule (a race).
+            its result depends on the schedule (a race), or it wrote an accumulator without an
+            atomic.
     """
     family = get_family(rendered.family)
+    for name in accumulators:
+        if np.dtype(outputs[name][1]) != np.float32:
+            raise ValueError(f"accumulator {name!r}: expected a float32 output")
     problem, config = rendered.problem, rendered.config
     library = build_host_library(rendered.source)
     kernel = library.kernel(rendered.kernel_name)
@@ -145,6 +151,7 @@ def run_rendered(
                 buffers[name].array[...] = 0
         pointers = {name: buf.address for name, buf in buffers.items()}
         params: ctypes.Structure = family.make_params(problem, pointers=pointers, scale=scale)
+        counts = {name: np.zeros(buffers[name].array.size, np.uint32) for name in accumulators}
         start = time.perf_counter()
         kernel.launch(
             params,
@@ -153,10 +160,13 @@ def run_rendered(
             smem_bytes=geometry.smem_bytes,
             schedule=schedule,
             regions=[(buf.address, buf.array.nbytes) for buf in buffers.values()],
+            atomic_counts=[(buffers[name].address, counts[name]) for name in accumulators],
         )
         run_time_s += time.perf_counter() - start
         for buf in buffers.values():
             buf.check_guards(rendered.kernel_name)
+        for name in accumulators:
+            _check_atomic(rendered, name, buffers[name].array, counts[name])
         results.append({name: buffers[name].array.copy() for name in outputs})
         _check_same(rendered, results[0], results[-1], schedules[0], schedule)
     return EmulatedRun(
@@ -166,6 +176,20 @@ def run_rendered(
         run_time_s=run_time_s,
         cache_hit=library.cache_hit,
     )
+
+
+def _check_atomic(
+    rendered: RenderedKernel, name: str, array: np.ndarray, counts: np.ndarray
+) -> None:
+    """Every element of accumulator `name` that left its zero start was added atomically."""
+    written = np.count_nonzero((array.reshape(-1) != 0) & (counts == 0))
+    if written:
+        raise EmulatorError(
+            f"kernel {rendered.kernel_name} ({rendered.config}): {written} elements of "
+            f"accumulator {name!r} were written without an atomic add (a plain store or +=): on a "
+            "GPU the blocks adding into them run at once and lose updates; use "
+            "tessera::atomic_add_f32"
+        )
 
 
 def _check_same(

@@ -368,6 +368,15 @@ BACKWARD_DEFECTS: dict[str, tuple[TileConfig, Mutation]] = {
             "dq_row[t * MMA_N] = dq_acc[mt][t][2 * h] * p.softmax_scale;",
         ),
     ),
+    # A plain read-modify-write computes the right sum on the emulator (blocks run in turn):
+    # the atomic audit sees dQ elements change that no atomic add touched.
+    "dq-plain-add-instead-of-atomic": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "tessera::atomic_add_f32(dq_row + t * MMA_N, dq_acc[mt][t][2 * h] * p.softmax_scale);",
+            "dq_row[t * MMA_N] += dq_acc[mt][t][2 * h] * p.softmax_scale;",
+        ),
+    ),
     "ds-without-d": (
         BACKWARD_CONFIG,
         replace_once(
@@ -407,3 +416,5 @@ def test_backward_defect_is_caught(defect: str) -> None:
     config, mutate = BACKWARD_DEFECTS[defect]
     result = backward_outcome(config, mutate)
     assert result != "pass", f"planted defect {defect} went unnoticed"
+    if defect.startswith("dq-"):
+        assert "without an atomic add" in result, result
