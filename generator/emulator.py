@@ -19,7 +19,9 @@ from tessera_core.errors import EmulatorError, InvalidConfigError
 from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionProblem,
+    GEMM_LAYOUTS,
     DType,
+    GemmLayout,
     GemmProblem,
     Problem,
     TileConfig,
@@ -228,14 +230,23 @@ def attention_problem(
     return AttentionProblem(b, h, sq, k.shape[2], d, dtype=dtype, causal=bool(causal))
 
 
-def gemm_problem(a: np.ndarray, b: np.ndarray) -> GemmProblem:
-    """The problem that a [M,K] and b [K,N] describe; ValueError on mismatch."""
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-        raise ValueError(f"a {a.shape}, b {b.shape}: need a [M,K] and b [K,N]")
+def gemm_problem(a: np.ndarray, b: np.ndarray, layout: GemmLayout = "nn") -> GemmProblem:
+    """The problem that a and b describe as stored in `layout` (nn: a [M,K], b [K,N]; a
+    transposed a is [K,M], a transposed b [N,K]); ValueError on mismatch."""
+    if layout not in GEMM_LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(GEMM_LAYOUTS)}")
+    a_form = "[K,M]" if layout[0] == "t" else "[M,K]"
+    b_form = "[N,K]" if layout[1] == "t" else "[K,N]"
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"a {a.shape}, b {b.shape}: need 2-D a {a_form} and b {b_form}")
+    m, k = a.shape[::-1] if layout[0] == "t" else a.shape
+    k_b, n = b.shape[::-1] if layout[1] == "t" else b.shape
+    if k != k_b:
+        raise ValueError(f"a {a.shape}, b {b.shape}: need a {a_form} and b {b_form} ({layout})")
     dtype = dtype_name(a)
     if dtype_name(b) != dtype:
         raise TypeError(f"a and b must share one dtype, got {a.dtype}, {b.dtype}")
-    return GemmProblem(a.shape[0], b.shape[1], a.shape[1], dtype=dtype)
+    return GemmProblem(m, n, k, dtype=dtype, layout=layout)
 
 
 def _render(
@@ -391,17 +402,18 @@ def run_gemm(
     a: np.ndarray,
     b: np.ndarray,
     *,
+    layout: GemmLayout = "nn",
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
 ) -> np.ndarray:
-    """C = A @ B on the emulator, in the input dtype.
+    """C = op(A) @ op(B) on the emulator, in the input dtype (`layout`: see gemm_problem).
 
     Raises:
         InvalidConfigError: `config` is not valid for this problem.
         EmulatorError: the kernel faulted.
     """
-    problem = gemm_problem(a, b)
+    problem = gemm_problem(a, b, layout)
     return run_gemm_problem(
         problem, a, b, config=config, specialized=specialized, arch=arch
     ).outputs["c"]

@@ -114,7 +114,10 @@ def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str
             "k": draw(b, h, problem.seq_kv, d),
             "v": draw(b, h, problem.seq_kv, d),
         }
-    return {"a": draw(problem.m, problem.k), "b": draw(problem.k, problem.n)}
+    m, n, k = problem.m, problem.n, problem.k
+    a_shape = (k, m) if problem.layout[0] == "t" else (m, k)
+    b_shape = (n, k) if problem.layout[1] == "t" else (k, n)
+    return {"a": draw(*a_shape), "b": draw(*b_shape)}
 
 
 def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -132,7 +135,9 @@ def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.n
         return {"o": np.asarray(o, np.float64), "lse": np.asarray(lse, np.float64)}
     from templates.gemm.reference import gemm_reference
 
-    return {"c": np.asarray(gemm_reference(inputs["a"], inputs["b"], accum_dtype=np.float64))}
+    a = inputs["a"].T if problem.layout[0] == "t" else inputs["a"]
+    b = inputs["b"].T if problem.layout[1] == "t" else inputs["b"]
+    return {"c": np.asarray(gemm_reference(a, b, accum_dtype=np.float64))}
 
 
 def compare(

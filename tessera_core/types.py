@@ -186,14 +186,23 @@ class AttentionBackwardProblem(AttentionProblem):
         return (4 * q_elems + 4 * kv_elems) * DTYPE_BYTES + lse_bytes
 
 
+GemmLayout = Literal["nn", "nt", "tn", "tt"]
+GEMM_LAYOUTS: tuple[GemmLayout, ...] = ("nn", "nt", "tn", "tt")
+
+
 @dataclass(frozen=True)
 class GemmProblem:
-    """C[M,N] = A[M,K] @ B[K,N], row-major, output in the input dtype."""
+    """C[M,N] = op(A) @ op(B), row-major C, output in the input dtype.
+
+    `layout` names A's then B's storage, BLAS style: n = as given (A [M,K], B [K,N]),
+    t = transposed (A stored [K,M], C = Aᵀ...; B stored [N,K], C = ...Bᵀ).
+    """
 
     m: int
     n: int
     k: int
     dtype: DType = "fp16"
+    layout: GemmLayout = "nn"
 
     op: ClassVar[str] = "gemm"
     family: ClassVar[str] = "gemm"
@@ -202,6 +211,11 @@ class GemmProblem:
         for name in ("m", "n", "k"):
             _check_positive_int("GemmProblem", name, getattr(self, name))
         _check_dtype("GemmProblem", self.dtype)
+        if self.layout not in GEMM_LAYOUTS:
+            raise ValueError(
+                f"GemmProblem.layout={self.layout!r}: must be one of {', '.join(GEMM_LAYOUTS)} "
+                "(A's then B's storage: n as given, t transposed)"
+            )
 
     def flops(self) -> float:
         return 2.0 * self.m * self.n * self.k
@@ -209,17 +223,26 @@ class GemmProblem:
     def io_bytes(self) -> int:
         return (self.m * self.k + self.k * self.n + self.m * self.n) * DTYPE_BYTES
 
+    def _layout_part(self) -> str:
+        # NN keeps the key it had before layouts existed: its cached kernels stay valid.
+        return "" if self.layout == "nn" else f".{self.layout}"
+
     def kernel_key(self, arch: str) -> str:
-        return f"{self.family}.{self.dtype}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+        return (
+            f"{self.family}.{self.dtype}{self._layout_part()}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+        )
 
     def generic_key(self, arch: str) -> str:
-        return f"{self.family}.{self.dtype}.{arch}.generic"
+        return f"{self.family}.{self.dtype}{self._layout_part()}.{arch}.generic"
 
     def shape_str(self) -> str:
         return f"{self.m}x{self.n}x{self.k}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, **asdict(self)}
+        data = {"op": self.op, **asdict(self)}
+        if self.layout == "nn":
+            del data["layout"]  # as before layouts existed
+        return data
 
 
 Problem = AttentionProblem | GemmProblem
@@ -231,7 +254,14 @@ SHAPE_FORMS = {
 }
 
 
-def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = False) -> Problem:
+def parse_shape(
+    op: str,
+    shape: str,
+    *,
+    dtype: DType = "fp16",
+    causal: bool = False,
+    layout: GemmLayout = "nn",
+) -> Problem:
     """Parse a CLI shape such as '8x16x2048x64' into a problem; ValueError names the form."""
     if op not in SHAPE_FORMS:
         raise ValueError(f"op={op!r}: expected one of {', '.join(OPS)}")
@@ -242,6 +272,8 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         dims = []
     if any(d <= 0 for d in dims):
         dims = []
+    if op != "gemm" and layout != "nn":
+        raise ValueError("--layout applies to gemm only")
     if op in ("attention", "attention_bwd"):
         kind = AttentionProblem if op == "attention" else AttentionBackwardProblem
         if len(dims) == 4:
@@ -254,7 +286,7 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         if causal:
             raise ValueError("--causal applies to attention only, not gemm")
         m, n, k = dims
-        return GemmProblem(m, n, k, dtype=dtype)
+        return GemmProblem(m, n, k, dtype=dtype, layout=layout)
     raise ValueError(
         f"--shape {shape!r}: expected {SHAPE_FORMS[op]} with positive integers, "
         f"e.g. {'4096x4096x4096' if op == 'gemm' else '8x16x2048x64'}"
