@@ -17,9 +17,9 @@ from generator.render import RenderedKernel, check_config, render
 from templates.registry import get_family
 from tessera_core.errors import EmulatorError, InvalidConfigError
 from tessera_core.types import (
+    GEMM_LAYOUTS,
     AttentionBackwardProblem,
     AttentionProblem,
-    GEMM_LAYOUTS,
     DType,
     GemmLayout,
     GemmProblem,
