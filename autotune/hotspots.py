@@ -34,7 +34,8 @@ PROG = "python -m autotune.hotspots"
 class TraceRecord:
     """One line of a runtime trace: a call (event 'call') or a tier change or tuning outcome.
 
-    `shape` is (batch, heads, seq_q, seq_kv, head_dim) for attention and (m, n, k) for gemm.
+    `shape` is (batch, heads, seq_q, seq_kv, head_dim) for attention and (m, n, k) for gemm;
+    `layout` is a gemm's (nn, nt, tn, tt), absent from a trace line when nn.
     """
 
     time_s: float  # Unix time the call started
@@ -51,10 +52,13 @@ class TraceRecord:
     ok: bool = True
     detail: str = ""
     pid: int = 0
+    layout: str = "nn"
 
     def to_json(self) -> str:
         data = asdict(self)
         data["shape"] = list(self.shape)
+        if self.layout == "nn":
+            del data["layout"]  # lines as before gemm layouts existed
         return stable_json(data)
 
     @classmethod
@@ -91,6 +95,7 @@ class TraceRecord:
             ok=bool(data.get("ok", True)),
             detail=str(data.get("detail", "")),
             pid=int(data.get("pid", 0)),
+            layout=str(data.get("layout", "nn")),
         )
 
     def problem(self) -> Problem:
@@ -101,7 +106,7 @@ class TraceRecord:
             b, h, sq, skv, d = self.shape
             return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
         m, n, k = self.shape
-        return GemmProblem(m, n, k, dtype=self.dtype)  # type: ignore[arg-type]
+        return GemmProblem(m, n, k, dtype=self.dtype, layout=self.layout)  # type: ignore[arg-type]
 
 
 def _finite(value: Any, name: str) -> float:
@@ -286,6 +291,8 @@ def propose_tasks(
 def tune_command(problem: Problem) -> str:
     """The `generator.tune` command line that tunes one proposed problem."""
     causal = " --causal" if getattr(problem, "causal", False) else ""
+    if getattr(problem, "layout", "nn") != "nn":
+        causal += f" --layout {problem.layout}"  # type: ignore[union-attr]
     return (
         f"python -m generator.tune --op {problem.op} --shape {problem.shape_str()} "
         f"--dtype {problem.dtype}{causal}"

@@ -24,7 +24,7 @@ from tessera_core.cli import (
 )
 from tessera_core.config import configure_logging, default_cache_dir, default_compile_cache_dir
 from tessera_core.errors import TesseraError, UsageError
-from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, parse_shape
+from tessera_core.types import DTYPES, GEMM_LAYOUTS, OPS, SHAPE_FORMS, Problem, parse_shape
 
 if TYPE_CHECKING:  # at run time main imports the job lazily, like build_parser does
     from autotune.job import JobResult, TuneRequest
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--op", choices=OPS, default="attention", help="kernel family")
     parser.add_argument("--dtype", choices=DTYPES, default="fp16", help="input dtype")
     parser.add_argument("--causal", action="store_true", help="causal mask (attention)")
+    parser.add_argument(
+        "--layout",
+        choices=GEMM_LAYOUTS,
+        default="nn",
+        help="gemm operand storage, A's then B's: n as given, t transposed (default nn)",
+    )
     parser.add_argument(
         "--arch",
         choices=sorted(ARCHS),
@@ -131,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Problem]:
     if args.shape is not None:
         try:
-            return [parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)]
+            return [
+                parse_shape(
+                    args.op, args.shape, dtype=args.dtype, causal=args.causal, layout=args.layout
+                )
+            ]
         except ValueError as exc:
             parser.error(f"--shape {args.shape}: {exc}")
     from autotune.hotspots import load_trace, propose_tasks, rank

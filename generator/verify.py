@@ -38,6 +38,7 @@ from tessera_core.errors import (
 from tessera_core.hardware import ARCHS
 from tessera_core.types import (
     DTYPES,
+    GEMM_LAYOUTS,
     OPS,
     AttentionBackwardProblem,
     AttentionProblem,
@@ -88,7 +89,9 @@ class Verdict:
         )
         return (
             f"{status} {problem.family} {problem.dtype} {problem.shape_str()}"
-            f"{' causal' if getattr(problem, 'causal', False) else ''} {self.config} {numbers} "
+            f"{' causal' if getattr(problem, 'causal', False) else ''}"
+            f"{'' if getattr(problem, 'layout', 'nn') == 'nn' else ' ' + problem.layout} "  # type: ignore[union-attr]
+            f"{self.config} {numbers} "
             f"compile={self.compile_time_s:.2f}s run={self.run_time_s:.2f}s"
             + (f" {self.detail}" if self.detail else "")
         )
@@ -276,6 +279,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dtype", choices=DTYPES, default="fp16")
     parser.add_argument("--causal", action="store_true", help="causal attention")
+    parser.add_argument(
+        "--layout",
+        choices=GEMM_LAYOUTS,
+        default="nn",
+        help="gemm operand storage, A's then B's: n as given, t transposed (default nn)",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--config", help=f"a JSON object of tile fields, e.g. {CONFIG_EXAMPLE}")
     which.add_argument("--all-configs", action="store_true", help="every valid configuration")
@@ -306,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        problem = parse_shape(args.op, args.shape, dtype=args.dtype, causal=args.causal)
+        problem = parse_shape(
+            args.op, args.shape, dtype=args.dtype, causal=args.causal, layout=args.layout
+        )
     except ValueError as exc:
         parser.error(f"--shape {args.shape}: {exc}")
     arch = args.arch or toolchain.default_arch()

@@ -28,8 +28,9 @@ class ReferenceKernel:
     kernel_key: str | None = None
     config: TileConfig | None = None
 
-    def __init__(self, op: str) -> None:
+    def __init__(self, op: str, layout: str = "nn") -> None:
         self.op = op
+        self.layout = layout  # gemm only: which operand is stored transposed
 
     def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
         if self.op == "attention":
@@ -47,7 +48,9 @@ class ReferenceKernel:
         from templates.gemm.reference import gemm_reference
 
         a, b = inputs
-        return np.asarray(gemm_reference(a, b)).astype(a.dtype, copy=False), None
+        a_op = a.T if self.layout[0] == "t" else a
+        b_op = b.T if self.layout[1] == "t" else b
+        return np.asarray(gemm_reference(a_op, b_op)).astype(a.dtype, copy=False), None
 
 
 class EmulatedKernel:
@@ -96,8 +99,9 @@ class EmulatedKernel:
             )
             return grads, None
         a, b = inputs
+        layout = self.problem.layout  # type: ignore[union-attr]
         return emulator.run_gemm(
-            a, b, config=config, specialized=self._specialized, arch=self.arch
+            a, b, layout=layout, config=config, specialized=self._specialized, arch=self.arch
         ), None
 
 
@@ -124,8 +128,8 @@ class HostBackends:
         self.compiled_ops = COMPILED_OPS
         self._config = config
 
-    def reference(self, op: str) -> Kernel:
-        return ReferenceKernel(op)
+    def reference(self, op: str, layout: str = "nn") -> Kernel:
+        return ReferenceKernel(op, layout)
 
     def generic(self, problem: Problem) -> Kernel:
         from templates.registry import get_family

@@ -30,6 +30,7 @@ from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionProblem,
     DType,
+    GemmLayout,
     GemmProblem,
     Problem,
     TileConfig,
@@ -104,8 +105,8 @@ class DeviceReferenceKernel:
     kernel_key: str | None = None
     config: TileConfig | None = None
 
-    def __init__(self, op: str) -> None:
-        self._host = ReferenceKernel(op)
+    def __init__(self, op: str, layout: str = "nn") -> None:
+        self._host = ReferenceKernel(op, layout)
 
     def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
         if isinstance(inputs[0], np.ndarray):
@@ -131,6 +132,7 @@ class CudaKernel:
         self._family = get_family(problem.op)
         self._loaded = loaded
         self._op = problem.op
+        self._layout: GemmLayout = getattr(problem, "layout", "nn")  # a gemm kernel: one layout
 
     def run(self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
         from generator import device
@@ -139,7 +141,7 @@ class CudaKernel:
         on_host = isinstance(inputs[0], np.ndarray)
         shapes = [x.shape if on_host else device_array(x).shape for x in inputs]
         dtype = inputs[0].dtype if on_host else NUMPY_DTYPES[device_array(inputs[0]).dtype or ""]
-        io = _launch_io(self._op, shapes, dtype, causal)
+        io = _launch_io(self._op, shapes, dtype, causal, self._layout)
         # Buffers this call allocated. Input copies are always freed before returning; the
         # outputs too, unless they are handed to the caller as DeviceOutputs (which free them).
         inputs_owned: list[Any] = []
@@ -204,7 +206,9 @@ class _LaunchIO:
         return outs[0], None
 
 
-def _launch_io(op: str, shapes: list[tuple[int, ...]], dtype: np.dtype, causal: bool) -> _LaunchIO:
+def _launch_io(
+    op: str, shapes: list[tuple[int, ...]], dtype: np.dtype, causal: bool, layout: GemmLayout
+) -> _LaunchIO:
     dtype_id: DType = "fp16" if dtype == np.float16 else "bf16"
     if op in ("attention", "attention_bwd"):
         (b, h, sq, d), (_, _, skv, _) = shapes[0], shapes[1]
@@ -219,8 +223,10 @@ def _launch_io(op: str, shapes: list[tuple[int, ...]], dtype: np.dtype, causal: 
             "dv": ((b, h, skv, d), dtype),
         }
         return _LaunchIO(op, problem, ("q", "k", "v", "o", "lse", "dout"), outputs)
-    (m, k), (_, n) = shapes
-    return _LaunchIO(op, GemmProblem(m, n, k, dtype=dtype_id), ("a", "b"), {"c": ((m, n), dtype)})
+    m, k = shapes[0][::-1] if layout[0] == "t" else shapes[0]
+    n = shapes[1][0] if layout[1] == "t" else shapes[1][1]
+    problem = GemmProblem(m, n, k, dtype=dtype_id, layout=layout)
+    return _LaunchIO(op, problem, ("a", "b"), {"c": ((m, n), dtype)})
 
 
 class CudaBackends:
@@ -234,8 +240,8 @@ class CudaBackends:
         self.arch = arch
         self._config = config
 
-    def reference(self, op: str) -> Kernel:
-        return DeviceReferenceKernel(op)
+    def reference(self, op: str, layout: str = "nn") -> Kernel:
+        return DeviceReferenceKernel(op, layout)
 
     def _build(self, problem: Problem, config: TileConfig, tier: Tier, key: str) -> Kernel:
         from generator import device

@@ -129,9 +129,23 @@ class Runtime:
         dq, dk, dv = grads
         return dq, dk, dv
 
-    def gemm(self, a: Any, b: Any, *, config: Mapping[str, int] | TileConfig | None = None) -> Any:
-        """A @ B for [M, K] and [K, N] arrays (fp16 or bf16), fp32 accumulation, input dtype out."""
-        key = gemm_key(a, b)
+    def gemm(
+        self,
+        a: Any,
+        b: Any,
+        *,
+        layout: str = "nn",
+        config: Mapping[str, int] | TileConfig | None = None,
+    ) -> Any:
+        """op(A) @ op(B) (fp16 or bf16), fp32 accumulation, [M, N] in the input dtype.
+
+        Args:
+            layout: how a and b are stored, BLAS style: "nn" a [M, K], b [K, N]; "nt" b [N, K]
+                (A @ Bᵀ); "tn" a [K, M] (Aᵀ @ B); "tt" both. A compile-time choice of the
+                kernel, so transposed operands are never copied; it is part of the signature
+                and of the kernel key (gemm.<dtype>.<layout>.m..., NN's key has none).
+        """
+        key = gemm_key(a, b, layout)
         if self._host_only and not isinstance(a, np.ndarray):
             raise ValueError(_HOST_ONLY.format(name="a, b", device=self.device))
         forced = None if config is None else self._forced(config, key)

@@ -119,6 +119,7 @@ class Tracer:
             shape=sig.shape,
             causal=sig.causal,
             scale=sig.scale,
+            layout=sig.layout,
             tier=int(tier),
             wall_ms=wall_ms,
             kernel_key=kernel_key,

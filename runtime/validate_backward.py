@@ -21,7 +21,7 @@ def attention_backward_key(
     Raises:
         ValueError: one line naming the argument and the expected form.
     """
-    _, dtype, shape, causal, scale = attention_key(q, k, v, causal, scale)
+    _, dtype, shape, causal, scale, _ = attention_key(q, k, v, causal, scale)
     on_device = not isinstance(q, np.ndarray)
     b, h, sq, _, d = shape
     for name, x in (("o", o), ("do", do)):
@@ -33,7 +33,7 @@ def attention_backward_key(
         if x_dtype != dtype:
             raise ValueError(f"{name} is {x_dtype} and q is {dtype}; expected the same dtype")
     _check_lse(lse, (b, h, sq), on_device)
-    return ("attention_bwd", dtype, shape, causal, scale)
+    return ("attention_bwd", dtype, shape, causal, scale, "nn")
 
 
 def _check_lse(lse: Any, shape: tuple[int, int, int], on_device: bool) -> None:

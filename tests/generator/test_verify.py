@@ -149,6 +149,8 @@ def test_every_valid_gemm_configuration_passes() -> None:
         (("--shape", "1x1x64x72"), "--shape 1x1x64x72: attention_fwd 1x1x64x64x72 is not"),
         (("--shape", "1x1x64"), "--shape 1x1x64: "),
         (("--op", "attention_bwd", "--shape", "1x1x64x72"), "attention_bwd 1x1x64x64x72 is not"),
+        (("--layout", "tn"), "--layout applies to gemm only"),
+        (("--layout", "xy"), "--layout: invalid choice: 'xy'"),
         ((), "the compile cache directory (TESSERA_COMPILE_CACHE_DIR) /proc/tessera-cannot-create"),
     ],
 )
@@ -164,3 +166,13 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(args: tuple[str, ...], need
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_verifies_a_transposed_gemm_layout() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", "--op", "gemm", "--shape", "67x45x93",
+         "--layout", "tn", "--arch", ARCH],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("PASS gemm fp16 67x45x93 tn ")

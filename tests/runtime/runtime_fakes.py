@@ -92,7 +92,7 @@ class FakeBackends:
         self.tuned: list[str] = []
         self.kernels: dict[str, FakeKernel] = {}
 
-    def reference(self, op: str) -> Kernel:
+    def reference(self, op: str, layout: str = "nn") -> Kernel:
         return FakeKernel(Tier.REFERENCE, clock=self.clock, run_ms=self.run_ms)
 
     def generic(self, problem: Problem) -> Kernel:
