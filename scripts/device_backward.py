@@ -35,7 +35,8 @@ POINTERS = ("q", "k", "v", "o", "lse", "dout", "dq", "dk", "dv")
 
 
 def _configs(problem: AttentionBackwardProblem, arch: str) -> list[TileConfig]:
-    """The family's default (atomic dQ) and its deterministic twin, when valid."""
+    """The family's default (atomic dQ), its deterministic twin, and at head_dim above 64 the
+    deterministic 64 x 64 tile (space.SPILL_FREE_ABOVE_BUDGET), when valid."""
     from templates.attention_bwd import space
 
     default = space.default_config(problem, arch)
@@ -46,7 +47,10 @@ def _configs(problem: AttentionBackwardProblem, arch: str) -> list[TileConfig]:
         default.num_stages,
         1 - space.deterministic(default),
     )
-    return [default] + ([] if space.SPACE.violations(twin, problem, arch) else [twin])
+    wide = space.tile(64, 64, 4, 1, 1)
+    candidates = [default, twin, wide] if problem.head_dim > 64 else [default, twin]
+    valid = [c for c in candidates if not space.SPACE.violations(c, problem, arch)]
+    return list(dict.fromkeys(valid))
 
 
 def _inputs(problem: AttentionBackwardProblem, seed: int) -> dict[str, Any]:

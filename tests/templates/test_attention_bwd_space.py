@@ -85,3 +85,14 @@ def test_the_emulator_names_missing_tensors() -> None:
     q = np.zeros((1, 2, 65, 64), np.float16)
     with pytest.raises(ValueError, match=r"missing \['lse', 'do'\]"):
         emulator.run_attention_backward_problem(PROBLEM, {"q": q, "k": q, "v": q, "o": q})
+
+
+def test_the_wide_deterministic_tile_is_admitted_above_the_estimate_by_name_only() -> None:
+    wide = AttentionBackwardProblem(1, 1, 256, 256, 128)
+    admitted, twin = space.tile(64, 64, 4, 1, 1), space.tile(64, 64, 4, 2, 1)
+    assert space.fragment_registers(wide, admitted) > space.FRAGMENT_REGISTER_BUDGET
+    assert not space.SPACE.violations(admitted, wide, "sm_90")
+    # Its neighbours that spill stay out: two stages, and the atomic kernel.
+    assert any(r.startswith("registers:") for r in space.SPACE.violations(twin, wide, "sm_90"))
+    atomic = space.tile(64, 64, 4, 1, 0)
+    assert any(r.startswith("registers:") for r in space.SPACE.violations(atomic, wide, "sm_90"))
