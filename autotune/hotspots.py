@@ -35,7 +35,8 @@ PROG = "python -m autotune.hotspots"
 class TraceRecord:
     """One line of a runtime trace: a call (event 'call') or a tier change or tuning outcome.
 
-    `shape` is (batch, heads, seq_q, seq_kv, head_dim) for attention and (m, n, k) for gemm.
+    `shape` is (batch, heads, seq_q, seq_kv, head_dim) for attention and (m, n, k) for gemm;
+    a gemm's operand layout (nt, tn, tt) travels in `variant` (absent when nn).
     """
 
     time_s: float  # Unix time the call started
@@ -54,6 +55,11 @@ class TraceRecord:
     pid: int = 0
     variant: dict[str, Any] | None = None  # attention's non-default variants (Signature.variant)
     rank: int | None = None  # the process's rank in a multi-process job (None: not in one)
+
+    @property
+    def layout(self) -> str:
+        """A gemm's operand layout (nn, nt, tn, tt), carried in the variant like Signature's."""
+        return str((self.variant or {}).get("layout", "nn")) if self.op == "gemm" else "nn"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -125,7 +131,7 @@ class TraceRecord:
                 page_size=page,
             )
         m, n, k = self.shape
-        return GemmProblem(m, n, k, dtype=self.dtype)  # type: ignore[arg-type]
+        return GemmProblem(m, n, k, dtype=self.dtype, layout=self.layout)  # type: ignore[arg-type]
 
 
 def _finite(value: Any, name: str) -> float:
@@ -295,7 +301,7 @@ def propose_tasks(
     """The problems of the `top` hottest hotspots, to tune (e.g. `generator.tune --from-trace`).
 
     With `skip_specialized`, hotspots whose latest call already ran at tier 3 are passed over;
-    so are those of ops with no kernel family to tune (attention_bwd, until its template lands).
+    so are, always, those of ops with no kernel family to tune (templates.registry.FAMILY_NAMES).
     """
     if top < 0:
         raise ValueError(f"top={top}: expected a count >= 0")

@@ -12,7 +12,13 @@ import numpy as np
 from autotune.cost_model import estimate
 from tessera_core.errors import IncorrectResultError, NoDeviceError
 from tessera_core.hardware import ceil_div
-from tessera_core.types import AttentionDecodeProblem, AttentionProblem, Problem, TileConfig
+from tessera_core.types import (
+    AttentionBackwardProblem,
+    AttentionDecodeProblem,
+    AttentionProblem,
+    Problem,
+    TileConfig,
+)
 
 ObjectiveKind = Literal["model", "measured"]
 WARMUP_RUNS = 3
@@ -130,8 +136,15 @@ def _first_failure(
     LSE absolute): NaN (a poisoned, unwritten element) fails every bound, and an LSE of -inf
     where the reference has -inf (a row that sees no key) is exact.
     """
-    from generator.verify import LSE_ABS_TOL, Tolerance
+    from generator.verify import LSE_ABS_TOL, Tolerance, compare
 
+    if isinstance(problem, AttentionBackwardProblem):
+        passed, rel, _, reason = compare(problem, dict(got), dict(want))
+        from generator.grad_check import GRAD_TOL_ULPS
+        from generator.verify import UNIT_ROUNDOFF
+
+        bound = GRAD_TOL_ULPS * UNIT_ROUNDOFF[problem.dtype]
+        return None if passed else (f"gradients ({reason})", rel, bound)
     tolerance = Tolerance.of(problem.dtype)
     name = "o" if isinstance(problem, AttentionProblem) else "c"
     out, ref = np.asarray(got[name], np.float64), np.asarray(want[name], np.float64)
@@ -153,6 +166,16 @@ def _first_failure(
     return None
 
 
+# Input names (as generator.verify.random_inputs draws them) whose Params field is named apart.
+_PARAM_NAMES = {"do": "dout"}
+
+
+def _accumulates_dq(problem: Problem, config: TileConfig) -> bool:
+    """Whether the kernel adds into dQ with atomics (the backward, deterministic=0): the
+    correctness run zeroes dQ first; timed runs keep adding (the time does not change)."""
+    return isinstance(problem, AttentionBackwardProblem) and not config.option("deterministic", 0)
+
+
 # Launches rotate over enough copies of the tensors to exceed the largest L2 here (H100, 50 MB)
 # twice over, so a warm cache does not flatter the kernel (hardware.md's L2 column).
 ROTATION_BYTES = 100 * 1024 * 1024
@@ -167,6 +190,10 @@ def _output_shapes(problem: Problem) -> dict[str, tuple[tuple[int, ...], Any]]:
         from generator.emulate_decode import output_shapes
 
         return dict(output_shapes(problem))
+    if isinstance(problem, AttentionBackwardProblem):
+        q_shape = (problem.batch, problem.heads, problem.seq_q, problem.head_dim)
+        kv_shape = (problem.batch, problem.heads, problem.seq_kv, problem.head_dim)
+        return {"dq": (q_shape, np.float32), "dk": (kv_shape, dtype), "dv": (kv_shape, dtype)}
     if isinstance(problem, AttentionProblem):
         rows = (problem.batch, problem.heads, problem.seq_q)
         return {"o": ((*rows, problem.head_dim), dtype), "lse": (rows, np.float32)}
@@ -211,7 +238,7 @@ class MeasuredObjective:
             buffers: dict[str, Any] = {}
             self._buffers.append(buffers)  # before allocating: close() frees a partial set too
             for name, array in self._inputs.items():
-                buffers[name] = device.to_device(array)
+                buffers[_PARAM_NAMES.get(name, name)] = device.to_device(array)
             for name, (shape, dtype) in outputs.items():
                 buffers[name] = device.allocate(int(np.prod(shape)) * np.dtype(dtype).itemsize)
         self._problem = problem
@@ -232,6 +259,8 @@ class MeasuredObjective:
         for name, (_, dtype) in outputs.items():
             itemsize = np.dtype(dtype).itemsize
             buffers[name].poison(itemsize, "bfloat16" if problem.dtype == "bf16" else "float16")
+        if _accumulates_dq(problem, config):
+            buffers["dq"].zero()  # fp32 atomics add into it
         pointers = {name: buffer.ptr for name, buffer in buffers.items()}
         kernel.launch(family.make_params(problem, pointers=pointers), geometry)
         try:

@@ -16,6 +16,7 @@ from templates.gemm.space import warp_layout
 from tessera_core.hardware import WARP_SIZE, ceil_div
 from tessera_core.types import (
     DTYPE_BYTES,
+    AttentionBackwardProblem,
     AttentionDecodeProblem,
     AttentionProblem,
     GemmProblem,
@@ -33,7 +34,16 @@ SOFTMAX_FP32_OPS_PER_SCORE = 4
 # Integer, address, predicate, barrier and branch instructions per warp and iteration that
 # the analytical mix adds to the MMAs, loads and softmax (the same SASS: 66 for attention;
 # today's GEMM k-loop: ~190 per 128 HMMA, the issue's count); used only without SASS.
-LOOP_OVERHEAD_INSTRUCTIONS = {"attention_fwd": 70, "gemm": 60}
+LOOP_OVERHEAD_INSTRUCTIONS = {"attention_fwd": 70, "attention_bwd": 90, "gemm": 60}
+# The backward's FP32 work per score outside the MMAs: P = exp2(S * scale - LSE) (one FFMA),
+# dS = P * (dP - D) (FADD, FMUL), the scale of dS, and the causal select (FlashAttention-2's
+# backward recomputes P; an estimate, replaced by the SASS count when it is read).
+BACKWARD_FP32_OPS_PER_SCORE = 5
+# Matrix products of bm x bn x d per (query tile, KV tile) pair (FlashAttention-2's backward):
+# S^T = K Q^T, dV += P^T dO, dP^T = V dO^T, dK += dS^T Q, dQ += dS K.
+BACKWARD_MATMULS = 5
+# The deterministic kernel's query blocks recompute S and dP before dQ = dS K.
+QUERY_BLOCK_MATMULS = 3
 # Barriers a main-loop iteration waits at, without SASS: one (the templates since issue 9).
 DEFAULT_BARRIERS_PER_ITERATION = 1
 FP32_PIPE_OPCODES = ("FFMA", "FADD", "FMUL", "FMNMX", "FSEL", "FSETP", "FCHK")
@@ -103,6 +113,71 @@ def _attention(problem: AttentionProblem, config: TileConfig) -> TileWork:
         iteration_barriers=DEFAULT_BARRIERS_PER_ITERATION,
         dram_bytes=float(problem.io_bytes()),
         l2_bytes=max(0.0, total * kv_tile_bytes - unique_kv),
+        instruction_source="analytic",
+    )
+
+
+def _visible_query_tiles(problem: AttentionProblem, bm: int, bn: int) -> list[int]:
+    """Per KV block, how many query tiles see at least one of its keys (bottom-right causal)."""
+    m_tiles, n_tiles = ceil_div(problem.seq_q, bm), ceil_div(problem.seq_kv, bn)
+    if not problem.causal:
+        return [m_tiles] * n_tiles
+    offset = problem.seq_kv - problem.seq_q
+    last_rows = [min((i + 1) * bm, problem.seq_q) - 1 for i in range(m_tiles)]
+    return [sum(1 for r in last_rows if r + offset >= j * bn) for j in range(n_tiles)]
+
+
+def _attention_bwd(problem: AttentionBackwardProblem, config: TileConfig) -> TileWork:
+    """An iteration is one (query tile, KV tile) pair of a KV block (and, deterministic, one of a
+    query block too); work per iteration is averaged over the two kinds of block."""
+    bm, bn, d, warps = config.block_m, config.block_n, problem.head_dim, config.num_warps
+    deterministic = bool(config.option("deterministic", 0))
+    per_kv_block = _visible_query_tiles(problem, bm, bn)
+    heads = problem.batch * problem.heads
+    pairs = heads * sum(per_kv_block)
+    q_tile_bytes = bm * d * DTYPE_BYTES
+    fill = 2.0 * q_tile_bytes  # Q and dO by cp.async
+    # Each warp reads the whole Q and dO tiles twice (as B of S^T and dP^T, then of dK, dV).
+    reads = warps * 4.0 * q_tile_bytes
+    matmuls: float = BACKWARD_MATMULS
+    atomics = 0.0
+    if deterministic:
+        matmuls = (BACKWARD_MATMULS - 1 + QUERY_BLOCK_MATMULS) / 2  # averaged over 2x the pairs
+    else:
+        reads += bm * bn * DTYPE_BYTES * (1 + 1) + warps * bn * d * DTYPE_BYTES  # dS, then K
+        atomics = bm * d  # one fp32 RED per dQ element
+    flops = matmuls * 2.0 * bm * bn * d
+    scores = bm * bn
+    fp32 = BACKWARD_FP32_OPS_PER_SCORE * scores
+    exps = float(scores)
+    instructions = (
+        flops / MMA_FLOPS
+        + reads / LDSM_X4_BYTES
+        + fill / CP_ASYNC_BYTES / WARP_SIZE
+        + (fp32 + exps + atomics) / WARP_SIZE
+        + scores / WARP_SIZE  # F2FP: P and dS packed into 16 bits
+        + warps * LOOP_OVERHEAD_INSTRUCTIONS["attention_bwd"]
+    )
+    iterations = 2 * pairs if deterministic else pairs
+    blocks = heads * len(per_kv_block)
+    if deterministic:
+        blocks += heads * ceil_div(problem.seq_q, bm)
+    unique_q = heads * 2.0 * problem.seq_q * d * DTYPE_BYTES  # Q and dO
+    # Q and dO re-read by every KV block, served by L2; atomic dQ adds travel to L2 too.
+    l2 = max(0.0, pairs * fill - unique_q) + pairs * atomics * 4
+    return TileWork(
+        blocks=blocks,
+        iterations=float(iterations),
+        max_block_iterations=max(per_kv_block, default=0),
+        executed_flops=iterations * flops,
+        iteration_flops=flops,
+        iteration_smem_bytes=reads + fill,
+        iteration_exps=exps,
+        iteration_fp32_ops=float(fp32),
+        iteration_warp_instructions=instructions,
+        iteration_barriers=2 if deterministic else 3,  # dS staged between two barriers
+        dram_bytes=float(problem.io_bytes()),
+        l2_bytes=l2,
         instruction_source="analytic",
     )
 
@@ -203,6 +278,8 @@ def tile_work(problem: Problem, config: TileConfig) -> TileWork:
     """The analytical work of `config` on `problem` (instruction mix estimated, not read)."""
     if isinstance(problem, AttentionDecodeProblem):
         return _decode(problem, config)
+    if isinstance(problem, AttentionBackwardProblem):
+        return _attention_bwd(problem, config)
     if isinstance(problem, AttentionProblem):
         return _attention(problem, config)
     return _gemm(problem, config)

@@ -2,8 +2,8 @@
 
 The block (pre-norm attention and MLP, fp32 weights) casts q, k, v to fp16 (or bf16) for our
 attention, whose forward and backward run through the tiered Runtime: on the host emulator by
-default (the forward's generic kernel from the second call on; the backward at tier 1, its
-NumPy reference, until its kernel family lands), `--device cpu` for tier 1 only (fastest), or
+default (the forward's and the backward's generic kernels from their second call on),
+`--device cpu` for tier 1 only (fastest), or
 `--device cuda` on CUDA tensors. It prints the loss of each step and, at the end, how many
 forward and backward calls each tier served. Run: `python examples/train_step.py`.
 """

@@ -1,5 +1,6 @@
-"""The attention-variant flags that `generator.tune` and `generator.verify` share, parsed into
-the AttentionProblem fields they set (GQA, sliding window, softcap, ALiBi, layout)."""
+"""The problem-variant flags that `generator.tune` and `generator.verify` share, parsed into the
+fields they set: attention's GQA, sliding window, softcap, ALiBi and layout, and a gemm's
+operand layout (one --layout flag, read per op)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import argparse
 import dataclasses
 import math
 
-from tessera_core.types import ALIBI_FORMS, LAYOUTS, AttentionProblem, Problem
+from tessera_core.types import (
+    ALIBI_FORMS,
+    GEMM_LAYOUTS,
+    LAYOUTS,
+    AttentionProblem,
+    GemmProblem,
+    Problem,
+)
 
 HELP = {
     "gqa": "GQA/MQA as HEADS_Q:HEADS_KV, e.g. 32:8 (HEADS_Q must be --shape's heads)",
@@ -15,7 +23,9 @@ HELP = {
     "a LEFT of -1 needs the = form: --window=-1,0",
     "softcap": "cap the scaled scores as X * tanh(s / X), X > 0 (Gemma-2's 30 or 50)",
     "alibi": "ALiBi slopes per head (default) or per batch and head: heads | batch_heads",
-    "layout": "q, k, v, o as bhsd [batch, heads, seq, d] (default) or bshd (FlashAttention's)",
+    "layout": "attention: q, k, v, o as bhsd [batch, heads, seq, d] (default) or bshd "
+    "(FlashAttention's); gemm: operand storage, A's then B's, n as given, t transposed: "
+    "nn (default), nt, tn, tt",
 }
 
 
@@ -57,7 +67,7 @@ def _softcap(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --gqa, --window, --softcap, --alibi and --layout (attention only) to `parser`."""
+    """Add --gqa, --window, --softcap, --alibi (attention only) and --layout to `parser`."""
     group = parser.add_argument_group("attention variants (FlashAttention-2 semantics)")
     group.add_argument("--gqa", type=_gqa, metavar="HQ:HKV", help=HELP["gqa"])
     group.add_argument("--window", type=_window, metavar="LEFT,RIGHT", help=HELP["window"])
@@ -65,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--alibi", nargs="?", const="heads", choices=ALIBI_FORMS[1:], help=HELP["alibi"]
     )
-    group.add_argument("--layout", choices=LAYOUTS, help=HELP["layout"])
+    group.add_argument("--layout", choices=(*LAYOUTS, *GEMM_LAYOUTS), help=HELP["layout"])
 
 
 def apply(problem: Problem, args: argparse.Namespace) -> Problem:
@@ -78,6 +88,13 @@ def apply(problem: Problem, args: argparse.Namespace) -> Problem:
     ]
     if not given:
         return problem
+    if isinstance(problem, GemmProblem) and given == ["layout"]:
+        if args.layout not in GEMM_LAYOUTS:
+            raise ValueError(
+                f"--layout {args.layout}: a gemm takes {', '.join(GEMM_LAYOUTS)} (bhsd and bshd "
+                "are attention's)"
+            )
+        return dataclasses.replace(problem, layout=args.layout)
     if not isinstance(problem, AttentionProblem):
         raise ValueError(f"--{given[0]} applies to attention only, not {problem.op}")
     fields: dict[str, object] = {}
@@ -96,12 +113,19 @@ def apply(problem: Problem, args: argparse.Namespace) -> Problem:
     if args.alibi is not None:
         fields["alibi"] = args.alibi
     if args.layout is not None:
+        if args.layout not in LAYOUTS:
+            raise ValueError(
+                f"--layout {args.layout}: attention takes {', '.join(LAYOUTS)} (nn, nt, tn and "
+                "tt are a gemm's)"
+            )
         fields["layout"] = args.layout
     return dataclasses.replace(problem, **fields)  # type: ignore[arg-type]
 
 
 def flags(problem: Problem) -> str:
-    """The flags that recreate `problem`'s variants ('' for plain attention and other ops)."""
+    """The flags that recreate `problem`'s variants ('' for plain attention and gemm nn)."""
+    if isinstance(problem, GemmProblem):
+        return "" if problem.layout == "nn" else f" --layout {problem.layout}"
     if not isinstance(problem, AttentionProblem):
         return ""
     text = ""

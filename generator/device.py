@@ -112,6 +112,12 @@ class DeviceBuffer:
             status = driver.cuMemsetD16(self._handle, NAN_BITS_16[dtype_name], self.nbytes // 2)
         check(status, call="cuMemsetD16/D32")
 
+    def zero(self) -> None:
+        """Fill with zero bits (an accumulator a kernel adds into with atomics), on the legacy
+        default stream like `poison`: a launch on that stream is ordered after it."""
+        current_device()
+        check(_driver().cuMemsetD8(self._handle, 0, self.nbytes), call="cuMemsetD8")
+
     def free(self) -> None:
         if self._handle is not None:
             current_device()

@@ -17,10 +17,12 @@ from generator.render import RenderedKernel, check_config, render
 from templates.registry import get_family
 from tessera_core.errors import EmulatorError, InvalidConfigError
 from tessera_core.types import (
+    GEMM_LAYOUTS,
     AlibiForm,
     AttentionBackwardProblem,
     AttentionProblem,
     DType,
+    GemmLayout,
     GemmProblem,
     Layout,
     Problem,
@@ -124,17 +126,23 @@ def run_rendered(
     The kernel runs once per schedule on fresh buffers; a race-free kernel computes every output
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
     as NaN so elements the kernel never writes show up in any comparison, except the outputs
-    named in `accumulators`, which the kernel adds into (atomics): they start as zeros.
+    named in `accumulators`, which the kernel adds into (atomics): they start as zeros, must be
+    float32, and every element that changes must have been added into by atomic_add_f32 (a
+    plain store or += there loses updates on a GPU, where the blocks run at once).
     Inputs named in `updated_inputs` (a cache the kernel writes into) come back among the
     outputs with their contents after the launch; `params_extra` goes to the family's
-    make_params as keywords.
+    make_params as keywords (attention_sm90: descale; attention_decode: run-time values).
 
     Raises:
         CompileError: the host compiler rejected the source.
         EmulatorError: the kernel faulted (deadlock, divergence, bad address, stray write), or
-            its result depends on the schedule (a race).
+            its result depends on the schedule (a race), or it wrote an accumulator without an
+            atomic.
     """
     family = get_family(rendered.family)
+    for name in accumulators:
+        if np.dtype(outputs[name][1]) != np.float32:
+            raise ValueError(f"accumulator {name!r}: expected a float32 output")
     problem, config = rendered.problem, rendered.config
     library = build_host_library(rendered.source)
     kernel = library.kernel(rendered.kernel_name)
@@ -154,6 +162,7 @@ def run_rendered(
         params: ctypes.Structure = family.make_params(
             problem, pointers=pointers, scale=scale, **(params_extra or {})
         )
+        counts = {name: np.zeros(buffers[name].array.size, np.uint32) for name in accumulators}
         start = time.perf_counter()
         kernel.launch(
             params,
@@ -162,10 +171,13 @@ def run_rendered(
             smem_bytes=geometry.smem_bytes,
             schedule=schedule,
             regions=[(buf.address, buf.array.nbytes) for buf in buffers.values()],
+            atomic_counts=[(buffers[name].address, counts[name]) for name in accumulators],
         )
         run_time_s += time.perf_counter() - start
         for buf in buffers.values():
             buf.check_guards(rendered.kernel_name)
+        for name in accumulators:
+            _check_atomic(rendered, name, buffers[name].array, counts[name])
         results.append({name: buffers[name].array.copy() for name in (*outputs, *updated_inputs)})
         _check_same(rendered, results[0], results[-1], schedules[0], schedule)
     return EmulatedRun(
@@ -175,6 +187,20 @@ def run_rendered(
         run_time_s=run_time_s,
         cache_hit=library.cache_hit,
     )
+
+
+def _check_atomic(
+    rendered: RenderedKernel, name: str, array: np.ndarray, counts: np.ndarray
+) -> None:
+    """Every element of accumulator `name` that left its zero start was added atomically."""
+    written = np.count_nonzero((array.reshape(-1) != 0) & (counts == 0))
+    if written:
+        raise EmulatorError(
+            f"kernel {rendered.kernel_name} ({rendered.config}): {written} elements of "
+            f"accumulator {name!r} were written without an atomic add (a plain store or +=): on a "
+            "GPU the blocks adding into them run at once and lose updates; use "
+            "tessera::atomic_add_f32"
+        )
 
 
 def _check_same(
@@ -233,14 +259,23 @@ def attention_problem(
     )  # fmt: skip
 
 
-def gemm_problem(a: np.ndarray, b: np.ndarray) -> GemmProblem:
-    """The problem that a [M,K] and b [K,N] describe; ValueError on mismatch."""
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-        raise ValueError(f"a {a.shape}, b {b.shape}: need a [M,K] and b [K,N]")
+def gemm_problem(a: np.ndarray, b: np.ndarray, layout: GemmLayout = "nn") -> GemmProblem:
+    """The problem that a and b describe as stored in `layout` (nn: a [M,K], b [K,N]; a
+    transposed a is [K,M], a transposed b [N,K]); ValueError on mismatch."""
+    if layout not in GEMM_LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(GEMM_LAYOUTS)}")
+    a_form = "[K,M]" if layout[0] == "t" else "[M,K]"
+    b_form = "[N,K]" if layout[1] == "t" else "[K,N]"
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"a {a.shape}, b {b.shape}: need 2-D a {a_form} and b {b_form}")
+    m, k = a.shape[::-1] if layout[0] == "t" else a.shape
+    k_b, n = b.shape[::-1] if layout[1] == "t" else b.shape
+    if k != k_b:
+        raise ValueError(f"a {a.shape}, b {b.shape}: need a {a_form} and b {b_form} ({layout})")
     dtype = dtype_name(a)
     if dtype_name(b) != dtype:
         raise TypeError(f"a and b must share one dtype, got {a.dtype}, {b.dtype}")
-    return GemmProblem(a.shape[0], b.shape[1], a.shape[1], dtype=dtype)
+    return GemmProblem(m, n, k, dtype=dtype, layout=layout)
 
 
 def _render(
@@ -415,6 +450,41 @@ def run_attention_backward_problem(
     )
 
 
+def run_attention_backward(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    o: np.ndarray,
+    lse: np.ndarray,
+    do: np.ndarray,
+    *,
+    causal: bool = False,
+    scale: float | None = None,
+    config: TileConfig | Mapping[str, int] | None = None,
+    specialized: bool = False,
+    arch: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Attention backward on the emulator: (dQ, dK, dV), each in the input dtype.
+
+    dQ, accumulated in fp32 by the kernel (zeroed first when it adds atomically), is rounded to
+    the input dtype once, here.
+
+    Raises:
+        InvalidConfigError: `config` is not valid for this problem.
+        EmulatorError: the kernel faulted.
+    """
+    fwd = attention_problem(q, k, v, causal=causal)
+    problem = AttentionBackwardProblem(
+        fwd.batch, fwd.heads, fwd.seq_q, fwd.seq_kv, fwd.head_dim, dtype=fwd.dtype, causal=causal
+    )
+    tensors = {"q": q, "k": k, "v": v, "o": o, "lse": lse, "do": do}
+    run = run_attention_backward_problem(
+        problem, tensors, scale=scale, config=config, specialized=specialized, arch=arch
+    )
+    dq = run.outputs["dq"].astype(q.dtype)
+    return dq, run.outputs["dk"], run.outputs["dv"]
+
+
 def run_gemm_problem(
     problem: GemmProblem,
     a: np.ndarray,
@@ -437,17 +507,18 @@ def run_gemm(
     a: np.ndarray,
     b: np.ndarray,
     *,
+    layout: GemmLayout = "nn",
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
 ) -> np.ndarray:
-    """C = A @ B on the emulator, in the input dtype.
+    """C = op(A) @ op(B) on the emulator, in the input dtype (`layout`: see gemm_problem).
 
     Raises:
         InvalidConfigError: `config` is not valid for this problem.
         EmulatorError: the kernel faulted.
     """
-    problem = gemm_problem(a, b)
+    problem = gemm_problem(a, b, layout)
     return run_gemm_problem(
         problem, a, b, config=config, specialized=specialized, arch=arch
     ).outputs["c"]

@@ -20,8 +20,11 @@ GRAD_TOL_ULPS = 8.0
 GRADS = ("dq", "dk", "dv")
 
 
-def backward_inputs(problem: AttentionBackwardProblem, seed: int) -> dict[str, np.ndarray]:
-    """Fresh q, k, v, do and the forward's o, lse (float64-accurate, o rounded to the dtype)."""
+def backward_inputs(
+    problem: AttentionBackwardProblem, seed: int | np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Fresh q, k, v, do and the forward's o, lse (float64-accurate, o rounded to the dtype);
+    `seed` may be a generator to draw from."""
     rng = np.random.default_rng(seed)
     dtype = emulator.NUMPY_DTYPES[problem.dtype]
     b, h, d = problem.batch, problem.heads, problem.head_dim

@@ -138,7 +138,14 @@ class HostLibrary:
             ctypes.c_char_p,
             ctypes.c_int,
         ]
-        return HostKernel(name=kernel_name, fn=fn)
+        audit = self.lib.tessera_set_atomic_audit
+        audit.restype = ctypes.c_int
+        audit.argtypes = [
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_uint64),
+            ctypes.POINTER(ctypes.c_void_p),
+        ]
+        return HostKernel(name=kernel_name, fn=fn, set_atomic_audit=audit)
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class HostKernel:
 
     name: str
     fn: ctypes._CFuncPtr  # type: ignore[name-defined]
+    set_atomic_audit: ctypes._CFuncPtr  # type: ignore[name-defined]
 
     def launch(
         self,
@@ -157,20 +165,58 @@ class HostKernel:
         smem_bytes: int,
         schedule: Schedule | None = None,
         regions: Sequence[tuple[int, int]] = (),
+        atomic_counts: Sequence[tuple[int, np.ndarray]] = (),
     ) -> None:
         """Run every block; raises EmulatorError with the emulator's diagnosis on a fault.
 
         `regions` are the (address, nbytes) of the launch's tensors: when given, a cp.async
         reading outside all of them is an error (an illegal address on a GPU).
+        `atomic_counts` pairs the address of each fp32 accumulator with a zeroed uint32 array
+        of one counter per element, which atomic_add_f32 increments (host/atomic_audit.h).
         """
         mode = (schedule or Schedule()).mode
         bounds = [edge for address, nbytes in regions for edge in (address, address + nbytes)]
         region_array = (ctypes.c_uint64 * max(1, len(bounds)))(*bounds)
+        err = ctypes.create_string_buffer(ERROR_BUFFER_BYTES)
+        ranges = [
+            edge
+            for address, counts in atomic_counts
+            for edge in (address, address + 4 * counts.size)
+        ]
+        range_array = (ctypes.c_uint64 * max(1, len(ranges)))(*ranges)
+        count_array = (ctypes.c_void_p * max(1, len(atomic_counts)))(
+            *(_uint32_pointer(counts) for _, counts in atomic_counts)
+        )
+        with _launch_lock:
+            if self.set_atomic_audit(len(atomic_counts), range_array, count_array) != 0:
+                raise ValueError(f"atomic_counts: at most 4 accumulators, got {len(atomic_counts)}")
+            try:
+                status = self._run(
+                    params, grid, block, smem_bytes, mode, region_array, regions, err
+                )
+            finally:
+                self.set_atomic_audit(0, range_array, count_array)
+        if status != 0:
+            message = err.value.decode(errors="replace")
+            if "declared for at most" in message:
+                raise LaunchError(message, kernel=self.name, grid=grid, block=block)
+            raise EmulatorError(f"{message} (grid={tuple(grid)}, block={tuple(block)})")
+
+    def _run(
+        self,
+        params: ctypes.Structure,
+        grid: Sequence[int],
+        block: Sequence[int],
+        smem_bytes: int,
+        mode: int,
+        region_array: ctypes.Array[ctypes.c_uint64],
+        regions: Sequence[tuple[int, int]],
+        err: ctypes.Array[ctypes.c_char],
+    ) -> int:
         grid3 = (ctypes.c_uint * 3)(*_dim3(grid))
         block3 = (ctypes.c_uint * 3)(*_dim3(block))
-        err = ctypes.create_string_buffer(ERROR_BUFFER_BYTES)
-        with _launch_lock:
-            status = self.fn(
+        return int(
+            self.fn(
                 ctypes.byref(params),
                 grid3,
                 block3,
@@ -181,11 +227,13 @@ class HostKernel:
                 err,
                 ERROR_BUFFER_BYTES,
             )
-        if status != 0:
-            message = err.value.decode(errors="replace")
-            if "declared for at most" in message:
-                raise LaunchError(message, kernel=self.name, grid=grid, block=block)
-            raise EmulatorError(f"{message} (grid={tuple(grid)}, block={tuple(block)})")
+        )
+
+
+def _uint32_pointer(counts: np.ndarray) -> int:
+    if counts.dtype != np.uint32 or not counts.flags.c_contiguous:
+        raise ValueError(f"atomic counts: expected a contiguous uint32 array, got {counts.dtype}")
+    return int(counts.ctypes.data)
 
 
 def _dim3(dims: Sequence[int]) -> tuple[int, int, int]:

@@ -40,6 +40,7 @@ examples:
   python -m generator.tune --shape 1x32x4096x128 --gqa 32:8 --window 1024,0 --causal
   python -m generator.tune --shape 1x8x2048x256 --softcap 30 --alibi --layout bshd
   python -m generator.tune --op gemm --shape 4096x4096x4096 --trials 32 --json
+  python -m generator.tune --op attention_bwd --shape 8x16x2048x64 --causal  the backward
   python -m generator.tune --from-trace trace.jsonl --top 3   tune the 3 hottest signatures
 
 Without a CUDA GPU of the target arch every time is an analytical estimate labelled `model`;
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--shape",
-        help=f"attention: {SHAPE_FORMS['attention']}; gemm: {SHAPE_FORMS['gemm']}; "
+        help=f"attention, attention_bwd: {SHAPE_FORMS['attention']}; gemm: {SHAPE_FORMS['gemm']}; "
         f"attention_decode: {SHAPE_FORMS['attention_decode']}, e.g. 8x32x8x1x4096x128x16 "
         "(KV is rounded up to its power-of-two bucket, at least 64; no PAGE: a contiguous cache)",
     )
@@ -161,7 +162,7 @@ def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     if not problems:
         parser.error(
             f"--from-trace {args.from_trace}: the trace holds no successful call of an op "
-            "with a kernel family to tune (attention, gemm)"
+            "with a kernel family to tune (attention, attention_bwd, gemm)"
         )
     return problems
 

@@ -7,6 +7,8 @@ relative per probability). Both are normwise <= 2u; the tolerance of 4u on
 ||out - ref|| / ||ref|| leaves room for fp32 accumulation and fast_exp2, and an indexing, layout
 or synchronisation bug moves the error to O(1). The max abs error is bounded by 8u * max|ref|.
 LSE is fp32 throughout: max abs error 1e-3 (a mis-indexed row is off by O(1)).
+The attention backward's dQ, dK and dV: normwise relative error at most 8u each
+(generator.grad_check.GRAD_TOL_ULPS, which says why), every element finite.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from tessera_core.hardware import ARCHS
 from tessera_core.types import (
     DTYPES,
     OPS,
+    AttentionBackwardProblem,
     AttentionDecodeProblem,
     AttentionProblem,
     Problem,
@@ -97,6 +100,10 @@ class Verdict:
 def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str, np.ndarray]:
     """Fresh standard-normal inputs in the problem's dtype (never zeros: a kernel that ignores an
     operand cannot pass); `seed` may be a generator to draw from."""
+    if isinstance(problem, AttentionBackwardProblem):
+        from generator.grad_check import backward_inputs
+
+        return backward_inputs(problem, seed)
     rng = np.random.default_rng(seed)
     dtype = emulator.NUMPY_DTYPES[problem.dtype]
 
@@ -128,11 +135,18 @@ def random_inputs(problem: Problem, seed: int | np.random.Generator) -> dict[str
                 np.float32
             )
         return inputs
-    return {"a": draw(problem.m, problem.k), "b": draw(problem.k, problem.n)}
+    m, n, k = problem.m, problem.n, problem.k
+    a_shape = (k, m) if problem.layout[0] == "t" else (m, k)
+    b_shape = (n, k) if problem.layout[1] == "t" else (k, n)
+    return {"a": draw(*a_shape), "b": draw(*b_shape)}
 
 
 def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The family's NumPy reference, accumulated in float64."""
+    if isinstance(problem, AttentionBackwardProblem):
+        from generator.grad_check import reference_grads
+
+        return reference_grads(problem, inputs)
     if isinstance(problem, AttentionDecodeProblem):
         from templates.attention_decode.reference import attention_decode_reference
 
@@ -162,13 +176,17 @@ def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.n
         return {"o": np.asarray(o, np.float64), "lse": np.asarray(lse, np.float64)}
     from templates.gemm.reference import gemm_reference
 
-    return {"c": np.asarray(gemm_reference(inputs["a"], inputs["b"], accum_dtype=np.float64))}
+    a = inputs["a"].T if problem.layout[0] == "t" else inputs["a"]
+    b = inputs["b"].T if problem.layout[1] == "t" else inputs["b"]
+    return {"c": np.asarray(gemm_reference(a, b, accum_dtype=np.float64))}
 
 
 def compare(
     problem: Problem, outputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]
 ) -> tuple[bool, float, float, str]:
     """(passed, rel_err, max_abs_err, reason) of the main output, plus LSE for attention."""
+    if isinstance(problem, AttentionBackwardProblem):
+        return _compare_grads(problem, outputs, expected)
     name = "o" if isinstance(problem, AttentionProblem) else "c"
     out = outputs[name].astype(np.float64)
     ref = expected[name]
@@ -197,6 +215,32 @@ def compare(
     return not reasons, rel, max_abs, "; ".join(reasons)
 
 
+def _compare_grads(
+    problem: AttentionBackwardProblem,
+    outputs: dict[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+) -> tuple[bool, float, float, str]:
+    """compare() for the backward: the worst of dQ, dK, dV (normwise, GRAD_TOL_ULPS * u)."""
+    from generator.grad_check import GRAD_TOL_ULPS, GRADS, grad_errors_ulps
+
+    errors = grad_errors_ulps(problem, outputs, expected)
+    u = UNIT_ROUNDOFF[problem.dtype]
+    worst = max(GRADS, key=lambda name: errors[name])
+    max_abs = max(
+        float(np.max(np.abs(outputs[n].astype(np.float64) - expected[n]), initial=0.0))
+        for n in GRADS
+    )
+    reasons = [
+        f"{n} rel_err={errors[n] * u:.2e} > {GRAD_TOL_ULPS * u:.1e}"
+        if np.isfinite(errors[n])
+        else f"{n} has NaN/inf elements (unwritten?)"
+        for n in GRADS
+        if not errors[n] <= GRAD_TOL_ULPS
+    ]
+    rel = errors[worst] * u if np.isfinite(errors[worst]) else float("nan")
+    return not reasons, rel, max_abs, "; ".join(reasons)
+
+
 def verify_config(
     problem: Problem, config: TileConfig, *, seed: int, arch: str, specialized: bool = False
 ) -> Verdict:
@@ -207,6 +251,10 @@ def verify_config(
             from generator.emulate_decode import verify_run
 
             run = verify_run(problem, inputs, config=config, specialized=specialized, arch=arch)
+        elif isinstance(problem, AttentionBackwardProblem):
+            run = emulator.run_attention_backward_problem(
+                problem, inputs, config=config, specialized=specialized, arch=arch
+            )
         elif isinstance(problem, AttentionProblem):
             run = emulator.run_attention_problem(
                 problem, inputs["q"], inputs["k"], inputs["v"], config=config,
@@ -272,7 +320,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shape",
         required=True,
-        help="attention BxHxSxD or BxHxSQxSKVxD; gemm MxNxK; attention_decode "
+        help="attention, attention_bwd BxHxSxD or BxHxSQxSKVxD; gemm MxNxK; attention_decode "
         "BxHQxHKVxSQxKVxD[xPAGE] (every sequence fills the KV bucket)",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="fp16")

@@ -13,14 +13,13 @@ from runtime.tiers import Backends, Kernel, Tier
 from tessera_core.config import ARCH
 from tessera_core.errors import CacheMissError, NoDeviceError
 from tessera_core.hardware import DEFAULT_ARCH
-from tessera_core.types import Problem, TileConfig
+from tessera_core.types import GemmProblem, Problem, TileConfig
 
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel
 
 # Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3).
-# attention_bwd has only its tier-1 reference until its template family lands.
-COMPILED_OPS = frozenset({"attention", "gemm"})
+COMPILED_OPS = frozenset({"attention", "attention_bwd", "gemm"})
 # attention_decode's kernel runs on the host emulator; on a GPU it stays at tier 1 until the
 # CUDA backend allocates its split workspaces.
 HOST_COMPILED_OPS = COMPILED_OPS | {"attention_decode"}
@@ -33,8 +32,9 @@ class ReferenceKernel:
     kernel_key: str | None = None
     config: TileConfig | None = None
 
-    def __init__(self, op: str) -> None:
+    def __init__(self, op: str, layout: str = "nn") -> None:
         self.op = op
+        self.layout = layout  # gemm only: which operand is stored transposed
 
     def run(
         self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
@@ -80,7 +80,9 @@ class ReferenceKernel:
         from templates.gemm.reference import gemm_reference
 
         a, b = inputs
-        return np.asarray(gemm_reference(a, b)).astype(a.dtype, copy=False), None
+        a_op = a.T if self.layout[0] == "t" else a
+        b_op = b.T if self.layout[1] == "t" else b
+        return np.asarray(gemm_reference(a_op, b_op)).astype(a.dtype, copy=False), None
 
 
 class EmulatedKernel:
@@ -128,9 +130,27 @@ class EmulatedKernel:
             )
         if self.problem.op == "attention_decode":
             return self._run_decode(inputs, causal=causal, scale=scale)
+        if self.problem.op == "attention_bwd":
+            q, k, v, o, lse, do = inputs
+            grads = emulator.run_attention_backward(
+                q,
+                k,
+                v,
+                o,
+                lse,
+                do,
+                causal=causal,
+                scale=scale,
+                config=config,
+                specialized=self._specialized,
+                arch=self.arch,
+            )
+            return grads, None
         a, b = inputs
+        assert isinstance(self.problem, GemmProblem)
+        layout = self.problem.layout
         return emulator.run_gemm(
-            a, b, config=config, specialized=self._specialized, arch=self.arch
+            a, b, layout=layout, config=config, specialized=self._specialized, arch=self.arch
         ), None
 
     def _run_decode(
@@ -184,8 +204,8 @@ class HostBackends:
         self.compiled_ops = HOST_COMPILED_OPS
         self._config = config
 
-    def reference(self, op: str) -> Kernel:
-        return ReferenceKernel(op)
+    def reference(self, op: str, layout: str = "nn") -> Kernel:
+        return ReferenceKernel(op, layout)
 
     def generic(self, problem: Problem) -> Kernel:
         from templates.registry import get_family

@@ -26,7 +26,16 @@ from runtime.backends import (
 from runtime.config import RuntimeConfig
 from runtime.signature import MAX_SEQLEN, Variant, problem_fields
 from runtime.tiers import Kernel, Tier
-from tessera_core.types import AttentionProblem, DType, GemmProblem, Problem, TileConfig
+from templates.attention_bwd.space import deterministic
+from tessera_core.types import (
+    AttentionBackwardProblem,
+    AttentionProblem,
+    DType,
+    GemmLayout,
+    GemmProblem,
+    Problem,
+    TileConfig,
+)
 
 _LSE_DTYPE = np.dtype(np.float32)
 
@@ -97,8 +106,8 @@ class DeviceReferenceKernel:
     kernel_key: str | None = None
     config: TileConfig | None = None
 
-    def __init__(self, op: str) -> None:
-        self._host = ReferenceKernel(op)
+    def __init__(self, op: str, layout: str = "nn") -> None:
+        self._host = ReferenceKernel(op, layout)
 
     def run(
         self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
@@ -127,6 +136,7 @@ class CudaKernel:
         self._family = get_family(problem.op)
         self._loaded = loaded
         self._op = problem.op
+        self._layout: GemmLayout = getattr(problem, "layout", "nn")  # a gemm kernel: one layout
 
     def run(
         self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
@@ -137,29 +147,7 @@ class CudaKernel:
         on_host = isinstance(inputs[0], np.ndarray)
         shapes = [x.shape if on_host else device_array(x).shape for x in inputs]
         dtype = inputs[0].dtype if on_host else NUMPY_DTYPES[device_array(inputs[0]).dtype or ""]
-        dtype_id: DType = "fp16" if dtype == np.float16 else "bf16"
-        if self._op == "attention":
-            from templates.attention.family import tensor_shapes
-
-            fields = problem_fields(variant)
-            totals = None
-            if fields.get("varlen"):  # packed [total, heads, d]; lengths in cu_seqlens
-                (total_q, h, d), total_k = shapes[0], shapes[1][0]
-                b, (sq, skv) = shapes[3][0] - 1, dict(variant)[MAX_SEQLEN]
-                totals = (total_q, total_k)
-            else:
-                seq_axis, head_axis = (1, 2) if fields.get("layout") == "bshd" else (2, 1)
-                b, h, sq, d = shapes[0][0], shapes[0][head_axis], shapes[0][seq_axis], shapes[0][3]
-                skv = shapes[1][seq_axis]
-            problem: Problem = AttentionProblem(
-                b, h, sq, skv, d, dtype=dtype_id, causal=causal, **fields
-            )
-            out_shape: tuple[int, ...] = tuple(shapes[0])
-            lse_shape: tuple[int, ...] | None = tensor_shapes(problem, totals=totals)["lse"]
-        else:
-            (m, k), (_, n) = shapes
-            problem = GemmProblem(m, n, k, dtype=dtype_id)
-            out_shape, lse_shape = (m, n), None
+        io = _launch_io(self._op, shapes, dtype, causal, self._layout, variant)
         # Buffers this call allocated. Input copies are always freed before returning; the
         # outputs too, unless they are handed to the caller as DeviceOutputs (which free them).
         inputs_owned: list[Any] = []
@@ -167,42 +155,113 @@ class CudaKernel:
         handed_over = False
         try:
             pointers: dict[str, int] = {}
-            names: tuple[str, ...] = ("q", "k", "v") if self._op == "attention" else ("a", "b")
-            if self._op == "attention" and dict(variant).get("varlen"):
-                names += ("cu_seqlens_q", "cu_seqlens_k")
-            names += ("alibi_slopes",) if len(inputs) == len(names) + 1 else ()
-            for name, array in zip(names, inputs, strict=True):
+            for name, array in zip(io.inputs, inputs, strict=True):
                 if on_host:
-                    buffer = device.to_device(array)
+                    buffer = device.to_device(np.ascontiguousarray(array))
                     inputs_owned.append(buffer)
                     pointers[name] = buffer.ptr
                 else:
                     pointers[name] = device_array(array).pointer
-            out = device.allocate(int(np.prod(out_shape)) * dtype.itemsize)
-            outputs_owned.append(out)
-            pointers["o" if self._op == "attention" else "c"] = out.ptr
-            lse = None
-            if lse_shape is not None:
-                lse = device.allocate(int(np.prod(lse_shape)) * _LSE_DTYPE.itemsize)
-                outputs_owned.append(lse)
-                pointers["lse"] = lse.ptr
-            params = self._family.make_params(problem, pointers=pointers, scale=scale)
-            geometry = self._family.launch_geometry(problem, self.config)
+            buffers = {}
+            for name, (shape, out_dtype) in io.outputs.items():
+                buffers[name] = device.allocate(int(np.prod(shape)) * out_dtype.itemsize)
+                outputs_owned.append(buffers[name])
+                pointers[name] = buffers[name].ptr
+            if self._op == "attention_bwd" and not deterministic(self.config):
+                buffers["dq"].zero()  # the kernel adds into dQ with fp32 atomics
+            params = self._family.make_params(io.problem, pointers=pointers, scale=scale)
+            geometry = self._family.launch_geometry(io.problem, self.config)
             self._loaded.launch(params, geometry)
             # Before the input copies are freed and the outputs read or handed over.
             self._loaded.device.sync()
+            outs: list[Any]
             if not on_host:
-                lse_out = None if lse is None else DeviceOutput(lse, lse_shape or (), _LSE_DTYPE)
                 handed_over = True
-                return DeviceOutput(out, out_shape, dtype), lse_out
-            result = out.download(out_shape, dtype)
-            lse_host = None if lse is None else lse.download(lse_shape or (), _LSE_DTYPE)
-            return result, lse_host
+                outs = [DeviceOutput(buffers[n], *io.outputs[n]) for n in io.outputs]
+            else:
+                outs = [buffers[n].download(*io.outputs[n]) for n in io.outputs]
+            return io.result(outs, dtype)
         finally:
             # A failed launch must not leak its output buffers either.
             for buffer in inputs_owned + ([] if handed_over else outputs_owned):
                 with contextlib.suppress(Exception):  # keep the launch's own error
                     buffer.free()
+
+
+@dataclass(frozen=True)
+class _LaunchIO:
+    """One op's launch: its problem, the Params names of its inputs (in call order) and its
+    outputs (shape, dtype), in the order `result` takes them."""
+
+    op: str
+    problem: Problem
+    inputs: tuple[str, ...]
+    outputs: dict[str, tuple[tuple[int, ...], np.dtype]]
+
+    def result(self, outs: list[Any], dtype: np.dtype) -> tuple[Any, Any]:
+        """The kernel run's (output, lse or None) from its outputs; attention_bwd's dQ
+        (fp32 accumulator) is rounded to `dtype` on the host, and left fp32 on the device
+        (DeviceOutput: the caller rounds it there, as runtime.torch does)."""
+        if self.op == "attention":
+            return outs[0], outs[1]
+        if self.op == "attention_bwd":
+            dq, dk, dv = outs
+            if isinstance(dq, np.ndarray):
+                dq = dq.astype(dtype)
+            return (dq, dk, dv), None
+        return outs[0], None
+
+
+def _launch_io(
+    op: str,
+    shapes: list[tuple[int, ...]],
+    dtype: np.dtype,
+    causal: bool,
+    layout: GemmLayout,
+    variant: Variant = (),
+) -> _LaunchIO:
+    dtype_id: DType = "fp16" if dtype == np.float16 else "bf16"
+    if op == "attention":
+        return _attention_io(shapes, dtype, dtype_id, causal, variant)
+    if op == "attention_bwd":
+        (b, h, sq, d), (_, _, skv, _) = shapes[0], shapes[1]
+        problem: Problem = AttentionBackwardProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal)
+        outputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+            "dq": ((b, h, sq, d), _LSE_DTYPE),  # fp32
+            "dk": ((b, h, skv, d), dtype),
+            "dv": ((b, h, skv, d), dtype),
+        }
+        return _LaunchIO(op, problem, ("q", "k", "v", "o", "lse", "dout"), outputs)
+    m, k = shapes[0][::-1] if layout[0] == "t" else shapes[0]
+    n = shapes[1][0] if layout[1] == "t" else shapes[1][1]
+    problem = GemmProblem(m, n, k, dtype=dtype_id, layout=layout)
+    return _LaunchIO(op, problem, ("a", "b"), {"c": ((m, n), dtype)})
+
+
+def _attention_io(
+    shapes: list[tuple[int, ...]], dtype: np.dtype, dtype_id: DType, causal: bool, variant: Variant
+) -> _LaunchIO:
+    """The forward's problem, inputs and outputs, with its variants: GQA (k's heads), bshd,
+    varlen (packed [total, heads, d] with cu_seqlens), ALiBi (a trailing slopes input)."""
+    from templates.attention.family import tensor_shapes
+
+    fields = problem_fields(variant)
+    names: tuple[str, ...] = ("q", "k", "v")
+    totals = None
+    if fields.get("varlen"):  # packed [total, heads, d]; lengths in cu_seqlens
+        (total_q, h, d), total_k = shapes[0], shapes[1][0]
+        b, (sq, skv) = shapes[3][0] - 1, dict(variant)[MAX_SEQLEN]
+        totals = (total_q, total_k)
+        names += ("cu_seqlens_q", "cu_seqlens_k")
+    else:
+        seq_axis, head_axis = (1, 2) if fields.get("layout") == "bshd" else (2, 1)
+        b, h, sq, d = shapes[0][0], shapes[0][head_axis], shapes[0][seq_axis], shapes[0][3]
+        skv = shapes[1][seq_axis]
+    names += ("alibi_slopes",) if len(shapes) == len(names) + 1 else ()
+    problem = AttentionProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal, **fields)
+    lse_shape = tensor_shapes(problem, totals=totals)["lse"]
+    outputs = {"o": (tuple(shapes[0]), dtype), "lse": (lse_shape, _LSE_DTYPE)}
+    return _LaunchIO("attention", problem, names, outputs)
 
 
 class CudaBackends:
@@ -216,8 +275,8 @@ class CudaBackends:
         self.arch = arch
         self._config = config
 
-    def reference(self, op: str) -> Kernel:
-        return DeviceReferenceKernel(op)
+    def reference(self, op: str, layout: str = "nn") -> Kernel:
+        return DeviceReferenceKernel(op, layout)
 
     def _build(self, problem: Problem, config: TileConfig, tier: Tier, key: str) -> Kernel:
         from generator import device

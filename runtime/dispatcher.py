@@ -94,7 +94,8 @@ class Dispatcher:
             workers=config.tuning_workers, max_pending=config.tuning_queue_size
         )
         self._states: OrderedDict[SignatureKey, SignatureState] = OrderedDict()  # LRU order
-        self._references = {op: backends.reference(op) for op in OPS}
+        # Tier 1 per (op, gemm layout); the NN ones up front, the others when first called.
+        self._references = {(op, "nn"): backends.reference(op) for op in OPS}
         self._generic: dict[str, Kernel | None] = {}  # generic key -> kernel (None: failed)
         self._forced: dict[tuple[str, str], Kernel] = {}
         self._loaded: OrderedDict[str, Kernel] = OrderedDict()  # specialized, LRU order
@@ -126,7 +127,7 @@ class Dispatcher:
             else:
                 if not state.settled:
                     self._advance(state)
-                kernel = state.kernel or self._references[key[0]]
+                kernel = state.kernel or self._reference(key[0], state.signature.layout)
                 if kernel.tier is Tier.SPECIALIZED:
                     self._loaded.move_to_end(kernel.kernel_key)  # type: ignore[arg-type]
         causal, scale, variant = key[3], key[4], key[5]
@@ -171,6 +172,12 @@ class Dispatcher:
                 kernel.config,
             )
         return result
+
+    def _reference(self, op: str, layout: str) -> Kernel:
+        kernel = self._references.get((op, layout))
+        if kernel is None:
+            kernel = self._references[op, layout] = self.backends.reference(op, layout)
+        return kernel
 
     # -- promotion -----------------------------------------------------------------------
 

@@ -179,7 +179,9 @@ class Runtime:
 
         FlashAttention-2's backward: P is recomputed from q, k and lse, so the forward's
         `return_lse=True` output is all it needs. Dispatched as signature op "attention_bwd"
-        (traced and counted like the forward); tier 1 only until its kernel family lands.
+        through the tiers like the forward: its NumPy reference, the generic kernel
+        (kernel key `attention_bwd.<dtype>.d<head_dim>.<mask>.<arch>.generic`), then the tuned
+        one (`attention_bwd.<dtype>.b.h.sq.skv.d.<mask>.<arch>`), traced and counted.
 
         Args:
             o, do: like q, [batch, heads, seq_q, head_dim] in q's dtype.
@@ -187,7 +189,9 @@ class Runtime:
             causal, scale: as given to the forward.
 
         Returns:
-            (dq, dk, dv) in the inputs' dtype; rows that saw no key get zero gradients.
+            (dq, dk, dv) in the inputs' dtype; rows that saw no key get zero gradients. On
+            device='cuda' with device-array inputs, a compiled tier's dq is the kernel's float32
+            accumulator (a DeviceOutput; round it on the device, as runtime.torch does).
         """
         key = attention_backward_key(q, k, v, o, lse, do, causal, scale)
         if self._host_only and not isinstance(q, np.ndarray):
@@ -244,9 +248,23 @@ class Runtime:
         out, lse = self._dispatcher.call(call.key, call.inputs, forced)
         return (out, lse) if return_lse else out
 
-    def gemm(self, a: Any, b: Any, *, config: Mapping[str, int] | TileConfig | None = None) -> Any:
-        """A @ B for [M, K] and [K, N] arrays (fp16 or bf16), fp32 accumulation, input dtype out."""
-        key = gemm_key(a, b)
+    def gemm(
+        self,
+        a: Any,
+        b: Any,
+        *,
+        layout: str = "nn",
+        config: Mapping[str, int] | TileConfig | None = None,
+    ) -> Any:
+        """op(A) @ op(B) (fp16 or bf16), fp32 accumulation, [M, N] in the input dtype.
+
+        Args:
+            layout: how a and b are stored, BLAS style: "nn" a [M, K], b [K, N]; "nt" b [N, K]
+                (A @ Bᵀ); "tn" a [K, M] (Aᵀ @ B); "tt" both. A compile-time choice of the
+                kernel, so transposed operands are never copied; it is part of the signature
+                and of the kernel key (gemm.<dtype>.<layout>.m..., NN's key has none).
+        """
+        key = gemm_key(a, b, layout)
         if self._host_only and not isinstance(a, np.ndarray):
             raise ValueError(_HOST_ONLY.format(name="a, b", device=self.device))
         forced = None if config is None else self._forced(config, key)

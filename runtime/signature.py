@@ -29,7 +29,8 @@ SignatureKey = tuple[str, str, tuple[int, ...], bool, "float | None", Variant]
 class Signature:
     """One call's identity; shape is (batch, heads, seq_q, seq_kv, head_dim) for attention and
     attention_bwd, (m, n, k) for gemm, (batch, heads_q, heads_kv, seq_q, cache-length bucket,
-    head_dim, page_size or 0) for attention_decode."""
+    head_dim, page_size or 0) for attention_decode. A gemm's variant holds its operand layout
+    (("layout", "nt") etc.; plain "nn" is ())."""
 
     op: str
     dtype: DType
@@ -45,6 +46,11 @@ class Signature:
 
     def key(self) -> SignatureKey:
         return (self.op, self.dtype, self.shape, self.causal, self.scale, self.variant)
+
+    @property
+    def layout(self) -> str:
+        """A gemm's operand layout (nn, nt, tn, tt); "nn" for every other op."""
+        return str(dict(self.variant).get("layout", "nn")) if self.op == "gemm" else "nn"
 
     def problem(self) -> Problem:
         if self.op == "attention":
@@ -68,11 +74,13 @@ class Signature:
                 b, hq, sq, kv, d, self.dtype, self.causal, heads_kv=hkv, page_size=page
             )
         m, n, k = self.shape
-        return GemmProblem(m, n, k, dtype=self.dtype)
+        return GemmProblem(m, n, k, dtype=self.dtype, layout=self.layout)  # type: ignore[arg-type]
 
     def label(self) -> str:
         """Human-readable form, e.g. 'attention fp16 1x2x64x64x64 causal scale=0.125'."""
         text = f"{self.op} {self.dtype} {'x'.join(map(str, self.shape))}"
+        if self.layout != "nn":
+            text += f" {self.layout}"
         if self.causal:
             text += " causal"
         if self.scale is not None:

@@ -52,7 +52,9 @@ class Backends(Protocol):
     # run their reference only: the dispatcher never builds, tunes or loads a kernel for them.
     compiled_ops: frozenset[str]
 
-    def reference(self, op: str) -> Kernel: ...
+    def reference(self, op: str, layout: str = "nn") -> Kernel:
+        """Tier 1 of `op` (for gemm, of operands stored in `layout`: nn, nt, tn or tt)."""
+        ...
 
     def generic(self, problem: Problem) -> Kernel: ...
 

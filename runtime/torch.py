@@ -2,7 +2,7 @@
 
     import runtime.torch as tt
     o = tt.attention(q, k, v, causal=True)       # [batch, heads, seq, head_dim], fp16 / bf16
-    c = tt.gemm(a, b)                              # [M, K] @ [K, N]
+    c = tt.gemm(a, b)                              # [M, K] @ [K, N]; layout="nt": a @ b.T, ...
     o.sum().backward()                             # dq, dk, dv through Runtime.attention_backward
 
 Thin glue: tensors become the runtime's arrays and back, every numeric step runs in the
@@ -38,8 +38,8 @@ Differences from torch.nn.functional.scaled_dot_product_attention:
     defaults to 1/sqrt(head_dim) like SDPA's. k, v with fewer heads than q is GQA (SDPA's
     enable_gqa); window_size, softcap, alibi_slopes and layout="bshd" are FlashAttention-2's
     (forward only: the backward covers plain attention).
-GEMM backward: dA = dC Bᵀ and dB = Aᵀ dC run through the same gemm op on contiguous copies of
-the transposes (the GEMM template takes row-major operands only, for now).
+GEMM backward: dA = dC Bᵀ and dB = Aᵀ dC run through the same gemm op with the transposed
+operand's layout (NT, TN: a compile-time choice of the GEMM template), so nothing is copied.
 """
 
 from __future__ import annotations
@@ -305,9 +305,14 @@ def attention_bwd(
         q_, k_, v_, o_, lse_, do_ = a
         return rt.attention_backward(q_, k_, v_, o_, lse_, do_, causal=causal, scale=scale)
 
-    grads = _run((q, k, v, o, lse, do), call)
-    dq, dk, dv = (_from_runtime(g, q, q.dtype) for g in grads)
-    return dq, dk, dv
+    dq_out, dk_out, dv_out = _run((q, k, v, o, lse, do), call)
+    if getattr(dq_out, "dtype", None) == np.float32:
+        # A compiled tier on CUDA tensors leaves dQ as the kernel's fp32 accumulator: round it
+        # on the device.
+        dq = _from_runtime(dq_out, q, torch.float32).to(q.dtype)
+    else:
+        dq = _from_runtime(dq_out, q, q.dtype)
+    return dq, _from_runtime(dk_out, k, k.dtype), _from_runtime(dv_out, v, v.dtype)
 
 
 @attention_bwd.register_fake
@@ -353,37 +358,71 @@ attention_fwd.register_autograd(_attention_backward, setup_context=_attention_se
 # -- gemm --------------------------------------------------------------------------------------
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, *, runtime: Runtime | None = None) -> torch.Tensor:
-    """a @ b for [M, K] and [K, N] tensors (fp32 accumulation, input dtype out), differentiable."""
+_LAYOUTS = ("nn", "nt", "tn", "tt")
+
+
+def gemm(
+    a: torch.Tensor, b: torch.Tensor, *, layout: str = "nn", runtime: Runtime | None = None
+) -> torch.Tensor:
+    """op(a) @ op(b) (fp32 accumulation, input dtype out), differentiable.
+
+    Args:
+        layout: "nn" a [M, K] @ b [K, N]; "nt" a @ b.T with b [N, K]; "tn" a.T @ b with
+            a [K, M]; "tt" a.T @ b.T. Pass the stored (contiguous) tensor, not a view.
+    """
     _check("a, b", a, b)
-    return gemm_op(a, b, handle_of(runtime))
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout={layout!r}: expected one of {', '.join(_LAYOUTS)}")
+    return gemm_op(a, b, layout, handle_of(runtime))
 
 
 @torch.library.custom_op("tessera::gemm", mutates_args=())
-def gemm_op(a: torch.Tensor, b: torch.Tensor, runtime: int) -> torch.Tensor:
-    """A @ B through Runtime.gemm."""
+def gemm_op(a: torch.Tensor, b: torch.Tensor, layout: str, runtime: int) -> torch.Tensor:
+    """op(A) @ op(B) through Runtime.gemm."""
     rt = _runtime(runtime)
-    return _from_runtime(_run((a, b), rt.gemm), a, a.dtype)
+
+    def call(a_: Any, b_: Any) -> Any:
+        return rt.gemm(a_, b_, layout=layout)
+
+    return _from_runtime(_run((a, b), call), a, a.dtype)
+
+
+def _gemm_out_shape(a: torch.Tensor, b: torch.Tensor, layout: str) -> tuple[int, int]:
+    return (a.shape[1] if layout[0] == "t" else a.shape[0]), (
+        b.shape[0] if layout[1] == "t" else b.shape[1]
+    )
 
 
 @gemm_op.register_fake
-def _gemm_fake(a: torch.Tensor, b: torch.Tensor, runtime: int) -> torch.Tensor:
-    return a.new_empty((a.shape[0], b.shape[1]))
+def _gemm_fake(a: torch.Tensor, b: torch.Tensor, layout: str, runtime: int) -> torch.Tensor:
+    return a.new_empty(_gemm_out_shape(a, b, layout))
 
 
 def _gemm_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    a, b, runtime = inputs
+    a, b, layout, runtime = inputs
     ctx.save_for_backward(a, b)
-    ctx.runtime = runtime
+    ctx.layout, ctx.runtime = layout, runtime
 
 
 def _gemm_backward(ctx: Any, grad_c: torch.Tensor) -> tuple[Any, ...]:
+    """With A' = op(A), B' = op(B): dA' = dC B'ᵀ and dB' = A'ᵀ dC, each one gemm whose layout
+    reads the stored A, B and dC as they lie (a stored-transposed operand's gradient is the
+    transpose, computed directly as B' dCᵀ or dCᵀ A')."""
     a, b = ctx.saved_tensors
     grad_c = grad_c.contiguous()
-    # Contiguous copies of the transposes until the GEMM template takes NT/TN layouts.
-    grad_a = gemm_op(grad_c, b.t().contiguous(), ctx.runtime) if ctx.needs_input_grad[0] else None
-    grad_b = gemm_op(a.t().contiguous(), grad_c, ctx.runtime) if ctx.needs_input_grad[1] else None
-    return grad_a, grad_b, None
+    a_t, b_t = ctx.layout[0] == "t", ctx.layout[1] == "t"
+    grad_a = grad_b = None
+    if ctx.needs_input_grad[0]:
+        if a_t:  # dA (stored [K, M]) = B' dCᵀ
+            grad_a = gemm_op(b, grad_c, ("t" if b_t else "n") + "t", ctx.runtime)
+        else:  # dA = dC B'ᵀ
+            grad_a = gemm_op(grad_c, b, "n" + ("n" if b_t else "t"), ctx.runtime)
+    if ctx.needs_input_grad[1]:
+        if b_t:  # dB (stored [N, K]) = dCᵀ A'
+            grad_b = gemm_op(grad_c, a, "t" + ("t" if a_t else "n"), ctx.runtime)
+        else:  # dB = A'ᵀ dC
+            grad_b = gemm_op(a, grad_c, ("n" if a_t else "t") + "n", ctx.runtime)
+    return grad_a, grad_b, None, None
 
 
 gemm_op.register_autograd(_gemm_backward, setup_context=_gemm_setup)

@@ -12,7 +12,7 @@ from runtime.arrays import DTYPE_NAMES, device_array, dtype_name, is_device_arra
 from runtime.signature import SignatureKey, Variant
 from templates.attention.space import HEAD_DIM_STEP, MAX_HEAD_DIM
 from tessera_core.errors import InvalidConfigError
-from tessera_core.types import LAYOUTS, Problem, TileConfig, normalized_window
+from tessera_core.types import GEMM_LAYOUTS, LAYOUTS, Problem, TileConfig, normalized_window
 
 # head_dim is a compile-time tile dimension of the attention template: whole 16-byte chunks, up
 # to the template's maximum (templates.attention.space's head_dim rule).
@@ -160,17 +160,33 @@ def _attention_key_fast(q: Any, k: Any, v: Any, causal: Any, scale: Any) -> Sign
     return ("attention", name, (b, h, sq, k_shape[2], d), causal, scale, ())
 
 
-def gemm_key(a: Any, b: Any) -> SignatureKey:
-    """The signature key of a GEMM call, after checking every argument."""
-    a_shape, a_dtype, a_device = _describe("a", a, 2, "[M, K]")
-    b_shape, b_dtype, b_device = _describe("b", b, 2, "[K, N]")
+def gemm_key(a: Any, b: Any, layout: Any = "nn") -> SignatureKey:
+    """The signature key of a GEMM call, after checking every argument.
+
+    `layout`: nn (a [M, K], b [K, N]), nt (b stored [N, K]), tn (a stored [K, M]) or tt.
+    """
+    if layout not in GEMM_LAYOUTS:
+        raise ValueError(
+            f"layout={layout!r}: expected one of {', '.join(GEMM_LAYOUTS)} (A's then B's "
+            "storage: n as given, t transposed)"
+        )
+    a_form = "[K, M]" if layout[0] == "t" else "[M, K]"
+    b_form = "[N, K]" if layout[1] == "t" else "[K, N]"
+    a_shape, a_dtype, a_device = _describe("a", a, 2, a_form)
+    b_shape, b_dtype, b_device = _describe("b", b, 2, b_form)
     if a_device != b_device:
         raise ValueError("a and b must both be host (NumPy) arrays or both device arrays")
     if a_dtype != b_dtype:
         raise ValueError(f"a is {a_dtype} and b is {b_dtype}; expected {DTYPE_FORM}")
-    if a_shape[1] != b_shape[0]:
-        raise ValueError(f"a has shape {a_shape} and b {b_shape}: b must be [K={a_shape[1]}, N]")
-    return ("gemm", a_dtype, (a_shape[0], b_shape[1], a_shape[1]), False, None, ())
+    m, k = a_shape[::-1] if layout[0] == "t" else a_shape
+    k_b, n = b_shape[::-1] if layout[1] == "t" else b_shape
+    if k != k_b:
+        want = f"[N, K={k}]" if layout[1] == "t" else f"[K={k}, N]"
+        raise ValueError(
+            f"a has shape {a_shape} and b {b_shape}: with layout {layout}, b must be {want}"
+        )
+    variant: Variant = () if layout == "nn" else (("layout", layout),)
+    return ("gemm", a_dtype, (m, n, k), False, None, variant)
 
 
 def tile_config(config: Mapping[str, Any] | TileConfig, problem: Problem, arch: str) -> TileConfig:

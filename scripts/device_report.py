@@ -6,7 +6,16 @@ import time
 from typing import Any
 
 FORMAT = "tessera-device-report/1"
-SECTIONS = ("toolchain", "compile", "gpu_tests", "correctness", "tune", "timings", "model")
+SECTIONS = (
+    "toolchain",
+    "compile",
+    "gpu_tests",
+    "correctness",
+    "tune",
+    "timings",
+    "backward",
+    "model",
+)
 
 
 def build_report(stages: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
@@ -119,8 +128,48 @@ def report_markdown(report: dict[str, Any]) -> str:
                 for r in timings
             ],
         )
+    lines += _backward_lines(stages.get("backward", {}).get("result", {}))
     model = stages["model"].get("result", {})
     if model.get("table"):
         lines += ["", f"## Model predictions vs published ({model['config_source']})", ""]
         lines += model["table"]
     return "\n".join(lines) + "\n"
+
+
+def _backward_lines(result: dict[str, Any]) -> list[str]:
+    """The backward stage: checks against float64 autograd, then times beside SDPA flash."""
+    lines: list[str] = []
+    checks = result.get("checks", [])
+    if checks:
+        lines += [
+            "",
+            f"## Backward vs float64 autograd ({result.get('passed')}/{result.get('total')})",
+            "",
+        ]
+        lines += _table(
+            ["problem", "dtype", "causal", "config", "dq", "dk", "dv", "bound", "passed"],
+            [
+                [r["problem"], r["dtype"], r["causal"], r["config"]]
+                + [r.get("rel_err", {}).get(n) for n in ("dq", "dk", "dv")]
+                + [r.get("tolerance"), r["passed"] if "error" not in r else r["error"]]
+                for r in checks
+            ],
+        )
+    timings = result.get("timings", [])
+    if timings:
+        lines += ["", f"## Backward beside SDPA flash (TFLOP/s, {result['flops_convention']})", ""]
+        lines += _table(
+            ["problem", "causal", "ours", "SDPA flash", "ours / flash", "config"],
+            [
+                [
+                    r["problem"],
+                    r["causal"],
+                    r.get("ours_tflops"),
+                    r.get("sdpa_flash_tflops"),
+                    r.get("speedup_vs_flash"),
+                    r.get("config", "; ".join(r.get("errors", []))),
+                ]
+                for r in timings
+            ],
+        )
+    return lines

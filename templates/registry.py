@@ -6,9 +6,14 @@ from templates.family import Family
 from tessera_core.types import Problem
 
 # The families generator.tune tunes (autotune.hotspots proposes tasks only for these).
-FAMILY_NAMES = ("attention", "attention_fwd", "gemm", "gemm_sm90", "attention_decode")
-# attention_bwd renders, compiles and runs on the emulator, but has no tuning harness yet: it
-# joins FAMILY_NAMES when generator.tune can measure it.
+FAMILY_NAMES = (
+    "attention",
+    "attention_fwd",
+    "attention_bwd",
+    "gemm",
+    "gemm_sm90",
+    "attention_decode",
+)
 ALL_FAMILY_NAMES = (
     "attention",
     "attention_fwd",

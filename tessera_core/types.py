@@ -28,7 +28,7 @@ def dtype_bytes(dtype: DType) -> int:
     return 1 if dtype == FP8_DTYPE else DTYPE_BYTES
 
 
-OPS = ("attention", "gemm")
+OPS = ("attention", "attention_bwd", "gemm")
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> None:
@@ -407,14 +407,23 @@ class AttentionDecodeProblem(AttentionProblem):
         return text + (f"x{self.page_size}" if self.page_size else "")
 
 
+GemmLayout = Literal["nn", "nt", "tn", "tt"]
+GEMM_LAYOUTS: tuple[GemmLayout, ...] = ("nn", "nt", "tn", "tt")
+
+
 @dataclass(frozen=True)
 class GemmProblem:
-    """C[M,N] = A[M,K] @ B[K,N], row-major, output in the input dtype."""
+    """C[M,N] = op(A) @ op(B), row-major C, output in the input dtype.
+
+    `layout` names A's then B's storage, BLAS style: n = as given (A [M,K], B [K,N]),
+    t = transposed (A stored [K,M], C = Aᵀ...; B stored [N,K], C = ...Bᵀ).
+    """
 
     m: int
     n: int
     k: int
     dtype: DType = "fp16"
+    layout: GemmLayout = "nn"
 
     op: ClassVar[str] = "gemm"
     family: ClassVar[str] = "gemm"
@@ -423,6 +432,11 @@ class GemmProblem:
         for name in ("m", "n", "k"):
             _check_positive_int("GemmProblem", name, getattr(self, name))
         _check_dtype("GemmProblem", self.dtype)
+        if self.layout not in GEMM_LAYOUTS:
+            raise ValueError(
+                f"GemmProblem.layout={self.layout!r}: must be one of {', '.join(GEMM_LAYOUTS)} "
+                "(A's then B's storage: n as given, t transposed)"
+            )
 
     def flops(self) -> float:
         return 2.0 * self.m * self.n * self.k
@@ -430,23 +444,33 @@ class GemmProblem:
     def io_bytes(self) -> int:
         return (self.m * self.k + self.k * self.n + self.m * self.n) * DTYPE_BYTES
 
+    def _layout_part(self) -> str:
+        # NN keeps the key it had before layouts existed: its cached kernels stay valid.
+        return "" if self.layout == "nn" else f".{self.layout}"
+
     def kernel_key(self, arch: str) -> str:
-        return f"{self.family}.{self.dtype}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+        return (
+            f"{self.family}.{self.dtype}{self._layout_part()}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+        )
 
     def generic_key(self, arch: str) -> str:
-        return f"{self.family}.{self.dtype}.{arch}.generic"
+        return f"{self.family}.{self.dtype}{self._layout_part()}.{arch}.generic"
 
     def shape_str(self) -> str:
         return f"{self.m}x{self.n}x{self.k}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, **asdict(self)}
+        data = {"op": self.op, **asdict(self)}
+        if self.layout == "nn":
+            del data["layout"]  # as before layouts existed
+        return data
 
 
 Problem = AttentionProblem | GemmProblem
 
 SHAPE_FORMS = {
     "attention": "BxHxSxD or BxHxSQxSKVxD (batch, heads, sequence length(s), head_dim)",
+    "attention_bwd": "BxHxSxD or BxHxSQxSKVxD (the forward's shape)",
     "gemm": "MxNxK",
     "attention_decode": "BxHQxHKVxSQxKVxD or BxHQxHKVxSQxKVxDxPAGE (batch, query heads, KV heads, "
     "query tokens, cache-length bucket, head_dim, keys per page)",
@@ -455,12 +479,20 @@ SHAPE_FORMS = {
 
 SHAPE_EXAMPLES = {
     "attention": "8x16x2048x64",
+    "attention_bwd": "8x16x2048x64",
     "gemm": "4096x4096x4096",
     "attention_decode": "8x32x8x1x4096x128x16",
 }
 
 
-def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = False) -> Problem:
+def parse_shape(
+    op: str,
+    shape: str,
+    *,
+    dtype: DType = "fp16",
+    causal: bool = False,
+    layout: GemmLayout = "nn",
+) -> Problem:
     """Parse a CLI shape such as '8x16x2048x64' into a problem; ValueError names the form."""
     if op not in SHAPE_FORMS:
         raise ValueError(f"op={op!r}: expected one of {', '.join(OPS)}")
@@ -471,13 +503,16 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         dims = []
     if any(d <= 0 for d in dims):
         dims = []
-    if op == "attention":
+    if op != "gemm" and layout != "nn":
+        raise ValueError("--layout applies to gemm only")
+    if op in ("attention", "attention_bwd"):
+        kind = AttentionProblem if op == "attention" else AttentionBackwardProblem
         if len(dims) == 4:
             b, h, s, d = dims
-            return AttentionProblem(b, h, s, s, d, dtype=dtype, causal=causal)
+            return kind(b, h, s, s, d, dtype=dtype, causal=causal)
         if len(dims) == 5:
             b, h, sq, skv, d = dims
-            return AttentionProblem(b, h, sq, skv, d, dtype=dtype, causal=causal)
+            return kind(b, h, sq, skv, d, dtype=dtype, causal=causal)
     elif op == "attention_decode":
         if len(dims) in (6, 7):
             b, hq, hkv, sq, kv, d = dims[:6]
@@ -489,7 +524,7 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
         if causal:
             raise ValueError("--causal applies to attention only, not gemm")
         m, n, k = dims
-        return GemmProblem(m, n, k, dtype=dtype)
+        return GemmProblem(m, n, k, dtype=dtype, layout=layout)
     raise ValueError(
         f"--shape {shape!r}: expected {SHAPE_FORMS[op]} with positive integers, "
         f"e.g. {SHAPE_EXAMPLES[op]}"

@@ -22,7 +22,8 @@ POINTER_NAMES = ("a", "b", "c")
 
 
 class GemmFamily:
-    """C[M,N] = A[M,K] @ B[K,N], row-major, fp32 accumulation, output in the input dtype."""
+    """C[M,N] = op(A) @ op(B), fp32 accumulation, output in the input dtype; the problem's
+    layout (nn, nt, tn, tt) says which operand is stored transposed (GemmProblem)."""
 
     name = "gemm"
     op = "gemm"
@@ -44,6 +45,7 @@ class GemmFamily:
             "params_fields": self.params_fields,
             "specialized": specialized,
             "dtype": p.dtype,
+            "layout": p.layout,
             "m": p.m,
             "n": p.n,
             "k": p.k,
@@ -72,7 +74,8 @@ class GemmFamily:
     def make_params(
         self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None
     ) -> ctypes.Structure:
-        """Params by value. Pointers: a, b, c. `scale` is not used by gemm and must be None."""
+        """Params by value. Pointers: a, b, c (as stored: a [K, M] and b [N, K] when
+        transposed). `scale` is not used by gemm and must be None."""
         p = space.as_problem(problem)
         if scale is not None:
             raise ValueError("gemm make_params: scale applies to attention only")

@@ -95,10 +95,13 @@ def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
 
 
 def smem_bytes(problem: Problem, config: TileConfig) -> int:
-    """Dynamic shared memory: num_stages x (A tile block_m x block_k + B tile block_k x block_n)."""
-    as_problem(problem)
-    a_tile = config.block_m * smem_row_elems(config.block_k)
-    b_tile = config.block_k * smem_row_elems(config.block_n)
+    """Dynamic shared memory: num_stages x (A tile + B tile), each kept as it lies in global
+    memory (layout NN: A block_m x block_k, B block_k x block_n; a transposed operand's rows and
+    columns swap), rows padded by ROW_PAD_ELEMS."""
+    p = as_problem(problem)
+    bm, bn, bk = config.block_m, config.block_n, config.block_k
+    a_tile = bk * smem_row_elems(bm) if p.layout[0] == "t" else bm * smem_row_elems(bk)
+    b_tile = bn * smem_row_elems(bk) if p.layout[1] == "t" else bk * smem_row_elems(bn)
     return config.num_stages * (a_tile + b_tile) * DTYPE_BYTES
 
 

@@ -30,6 +30,9 @@ class FakeBuffer:
             return np.full(shape, np.nan, dtype)
         return np.asarray(self.data, dtype).reshape(shape)
 
+    def zero(self) -> None:
+        self.data = np.zeros(self.nbytes // 4, np.float32)
+
     def free(self) -> None:
         self.freed = True
 
@@ -61,6 +64,23 @@ def fake_device(behaviour: str):
 
         def launch(self, params, geometry, stream=None):
             launches.append(params)
+            if "dout" in params:  # attention_bwd: adds into dQ as the atomic kernel does
+                from templates.attention_bwd.reference import attention_bwd_reference
+
+                names = ("q", "k", "v", "o", "lse", "dout")
+                q, k, v, o, lse, do = (memory[params[n]].data for n in names)
+                dq, dk, dv = attention_bwd_reference(q, k, v, o, lse, do, causal=True)
+                dq_buffer = memory[params["dq"]]
+                if isinstance(dq_buffer.data, str):  # poisoned, never zeroed
+                    dq_buffer.data = np.full(dq.shape, np.nan, np.float32)
+                elif dq_buffer.data is None:  # a timing set: whatever the memory held
+                    dq_buffer.data = np.zeros(dq.shape, np.float32)
+                dq_buffer.data = dq_buffer.data.reshape(dq.shape) + dq
+                memory[params["dk"]].data = (dk * (1.05 if behaviour == "wrong" else 1.0)).astype(
+                    np.float16
+                )
+                memory[params["dv"]].data = dv.astype(np.float16)
+                return
             if "q" in params:
                 from templates.attention.reference import attention_reference
 
@@ -160,3 +180,19 @@ def test_buffers_of_a_set_that_ran_out_of_memory_are_freed(monkeypatch):
         measured.evaluate(PROBLEM, CONFIG, COMPILED)
     measured.close()
     assert memory and all(buffer.freed for buffer in memory.values())
+
+
+@pytest.mark.parametrize("behaviour", ["correct", "wrong"])
+def test_the_backward_is_checked_with_dq_zeroed_before_its_atomics(monkeypatch, behaviour):
+    from templates.attention_bwd import space
+    from tessera_core.types import AttentionBackwardProblem
+
+    measured, _, timed_sets = evaluate(monkeypatch, behaviour)
+    problem = AttentionBackwardProblem(1, 2, 24, 40, 32, causal=True)
+    config = space.tile(32, 32, 2, 1, 0)
+    if behaviour == "wrong":
+        with pytest.raises(IncorrectResultError, match="dk rel_err"):
+            measured.evaluate(problem, config, COMPILED)
+        return
+    assert measured.evaluate(problem, config, COMPILED).kind == "measured"
+    assert {"q", "k", "v", "o", "lse", "dout", "dq", "dk", "dv"} <= set(timed_sets[0])

@@ -243,14 +243,16 @@ GEMM_MIXED_DEFECTS: dict[str, Mutation] = {
     "edge-store-row-mask-off-by-8": replace_once(
         "if (CHECKED && row >= M) continue;", "if (row >= M + 8) continue;"
     ),
-    "interior-a-pointer-not-advanced": replace_once("        a_src += k_cols;\n", ""),
-    "interior-residue-step-is-a-full-tile": replace_once("a_src += k_cols;", "a_src += BLOCK_K;"),
+    "interior-a-pointer-not-advanced": replace_once("        a_src += k_len * a_k_stride;\n", ""),
+    "interior-residue-step-is-a-full-tile": replace_once(
+        "a_src += k_len * a_k_stride;", "a_src += BLOCK_K * a_k_stride;"
+    ),
     "interior-residue-copies-unpredicated": replace_once(
         "const bool inside = full || (r < valid_rows && thread_col < valid_cols);",
         "const bool inside = true;",
     ),
     "interior-b-pointer-advanced-one-row": replace_once(
-        "(long long)first_k * N : b_k_tile_stride;", "(long long)first_k * N : N;"
+        "b_src += k_len * b_k_stride;", "b_src += (first ? k_len : 1) * b_k_stride;"
     ),
     "interior-second-pass-reuses-first-rows": replace_once(
         "inside ? src + pass * pass_stride : src", "inside ? src + (pass / 2) * pass_stride : src"
@@ -459,6 +461,15 @@ BACKWARD_DEFECTS: dict[str, tuple[TileConfig, Mutation]] = {
             "dq_row[t * MMA_N] = dq_acc[mt][t][2 * h] * p.softmax_scale;",
         ),
     ),
+    # A plain read-modify-write computes the right sum on the emulator (blocks run in turn):
+    # the atomic audit sees dQ elements change that no atomic add touched.
+    "dq-plain-add-instead-of-atomic": (
+        BACKWARD_CONFIG,
+        replace_once(
+            "tessera::atomic_add_f32(dq_row + t * MMA_N, dq_acc[mt][t][2 * h] * p.softmax_scale);",
+            "dq_row[t * MMA_N] += dq_acc[mt][t][2 * h] * p.softmax_scale;",
+        ),
+    ),
     "ds-without-d": (
         BACKWARD_CONFIG,
         replace_once(
@@ -498,3 +509,5 @@ def test_backward_defect_is_caught(defect: str) -> None:
     config, mutate = BACKWARD_DEFECTS[defect]
     result = backward_outcome(config, mutate)
     assert result != "pass", f"planted defect {defect} went unnoticed"
+    if defect.startswith("dq-"):
+        assert "without an atomic add" in result, result

@@ -203,3 +203,53 @@ def test_an_unsupported_shape_exits_2_with_its_one_reason(tmp_path: Path) -> Non
         "not supported on sm_90: head_dim: head_dim=264 must be a multiple of 8 and at most 256"
     ]
     assert not any(tmp_path.rglob("*.kernel")), "nothing may be cached for a failed tune"
+
+
+def test_attention_bwd_tune_stores_the_kernel_the_runtime_serves_at_tier_3(tmp_path: Path) -> None:
+    from generator.grad_check import (
+        GRAD_TOL_ULPS,
+        backward_inputs,
+        grad_errors_ulps,
+        reference_grads,
+    )
+    from runtime import Runtime, RuntimeConfig, load_specialized
+    from tessera_core.types import AttentionBackwardProblem
+
+    cache_dir = tmp_path / "kernels"
+    result = _tune(
+        "--op", "attention_bwd", "--shape", "1x2x45x29x32", "--causal", "--arch", "sm_80",
+        "--trials", "2", "--jobs", "2", "--cache-dir", str(cache_dir), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tuned = json.loads(result.stdout)
+    assert tuned["kernel_key"] == "attention_bwd.fp16.b1.h2.sq45.skv29.d32.causal.sm_80"
+    assert tuned["objective_kind"] == "model" and tuned["trials_run"] == 2
+    kernel = load_specialized(tuned["kernel_key"], cache_dirs=[cache_dir])
+    assert kernel.config.to_dict() == tuned["config"] and "deterministic" in tuned["config"]
+
+    problem = AttentionBackwardProblem(1, 2, 45, 29, 32, causal=True)
+    inputs = backward_inputs(problem, seed=2)
+    args = [inputs[n] for n in ("q", "k", "v", "o", "lse", "do")]
+    config = RuntimeConfig(
+        device="emulator", arch="sm_80", tier2=False, tier3_min_calls=0, tuning_workers=0,
+        cache_dirs=(cache_dir,),
+    )  # fmt: skip
+    with Runtime(config=config) as rt:
+        grads = rt.attention_backward(*args, causal=True)
+        (call,) = [r for r in rt.history() if r.event == "call"]
+    assert (call.tier, call.kernel_key, call.config) == (3, tuned["kernel_key"], tuned["config"])
+    got = dict(zip(("dq", "dk", "dv"), grads, strict=True))
+    errors = grad_errors_ulps(problem, got, reference_grads(problem, inputs))
+    assert all(err <= GRAD_TOL_ULPS for err in errors.values()), errors
+
+
+def test_an_unsupported_attention_bwd_shape_exits_2_with_its_one_reason(tmp_path: Path) -> None:
+    result = _tune(
+        "--op", "attention_bwd", "--shape", "1x1x64x72", "--arch", "sm_90",
+        "--cache-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "python -m generator.tune: error: --shape 1x1x64x72: attention_bwd 1x1x64x64x72 is "
+        "not supported on sm_90: head_dim: head_dim=72 must be a multiple of 16 and at most 128"
+    ]

@@ -55,6 +55,36 @@ def test_cli_verifies_the_attention_variants() -> None:
     ), line
 
 
+def test_cli_verifies_the_attention_backward_at_a_ragged_causal_shape() -> None:
+    config = {"block_m": 32, "block_n": 32, "block_k": 16, "num_warps": 2, "num_stages": 1,
+              "deterministic": 1}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", "--op", "attention_bwd", "--shape",
+         "1x2x45x29x32", "--causal", "--config", json.dumps(config), "--arch", ARCH],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        "PASS attention_bwd fp16 1x2x45x29x32 causal m32n32k16w2s1-deterministic1 rel_err="
+    )
+    assert lines[1] == "1/1 configurations passed"
+
+
+def test_backward_compare_fails_a_perturbed_gradient_and_an_unwritten_one() -> None:
+    from tessera_core.types import AttentionBackwardProblem
+
+    problem = AttentionBackwardProblem(1, 1, 16, 16, 16)
+    expected = verify.reference(problem, verify.random_inputs(problem, 0))
+    assert verify.compare(problem, dict(expected), expected)[0]
+    wrong = {**expected, "dk": expected["dk"] * 1.01}
+    passed, _, _, reason = verify.compare(problem, wrong, expected)
+    assert not passed and reason.startswith("dk rel_err=")
+    unwritten = {**expected, "dv": np.full_like(expected["dv"], np.nan)}
+    passed, _, _, reason = verify.compare(problem, unwritten, expected)
+    assert not passed and "dv has NaN/inf elements" in reason
+
+
 def test_cli_rejects_an_invalid_configuration_with_the_rule(capsys: pytest.CaptureFixture) -> None:
     config = {"block_m": 32, "block_n": 32, "block_k": 48, "num_warps": 2, "num_stages": 2}
     code = run_cli(
@@ -143,6 +173,9 @@ def test_every_valid_gemm_configuration_passes() -> None:
         (("--alibi", "rows"), "--alibi: invalid choice: 'rows'"),
         (("--layout", "sbhd"), "--layout: invalid choice: 'sbhd'"),
         (("--op", "gemm", "--shape", "64x64x64", "--softcap", "30"), "--softcap applies to"),
+        (("--op", "attention_bwd", "--shape", "1x1x64x72"), "attention_bwd 1x1x64x64x72 is not"),
+        (("--layout", "tn"), "--layout tn: attention takes bhsd, bshd"),
+        (("--layout", "xy"), "--layout: invalid choice: 'xy'"),
         ((), "the compile cache directory (TESSERA_COMPILE_CACHE_DIR) /proc/tessera-cannot-create"),
     ],
 )
@@ -158,3 +191,13 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(args: tuple[str, ...], need
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_verifies_a_transposed_gemm_layout() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", "--op", "gemm", "--shape", "67x45x93",
+         "--layout", "tn", "--arch", ARCH],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("PASS gemm fp16 67x45x93 tn ")

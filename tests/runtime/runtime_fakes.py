@@ -77,13 +77,14 @@ class FakeBackends:
         executes_compiled: bool = True,
         clock: FakeClock | None = None,
         run_ms: float = 0.0,
+        compiled_ops: frozenset[str] = frozenset({"attention", "attention_bwd", "gemm"}),
     ) -> None:
         self.clock = clock  # with a clock, every kernel run advances it by run_ms
         self.run_ms = run_ms
         self.device = device
         self.arch = "sm_90"
         self.executes_compiled = executes_compiled
-        self.compiled_ops = frozenset({"attention", "gemm"})
+        self.compiled_ops = compiled_ops
         self.cached: set[str] = set()
         self.generic_builds: Counter[str] = Counter()
         self.generic_fails = False
@@ -93,7 +94,7 @@ class FakeBackends:
         self.tuned: list[str] = []
         self.kernels: dict[str, FakeKernel] = {}
 
-    def reference(self, op: str) -> Kernel:
+    def reference(self, op: str, layout: str = "nn") -> Kernel:
         return FakeKernel(Tier.REFERENCE, clock=self.clock, run_ms=self.run_ms)
 
     def generic(self, problem: Problem) -> Kernel:

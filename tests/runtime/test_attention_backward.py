@@ -1,9 +1,7 @@
-"""Runtime.attention_backward: float64-checked gradients, validation, tier-1-only dispatch."""
+"""Runtime.attention_backward: float64-checked gradients, validation, dispatch through the tiers."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import numpy as np
 import pytest
 from runtime_fakes import FakeBackends
 
-from autotune.hotspots import load_trace, propose_tasks, rank
+from autotune.hotspots import load_trace, propose_tasks, rank, tune_command
 from runtime import Runtime, RuntimeConfig
 from templates.attention.reference import attention_reference
 from templates.attention_bwd.reference import attention_bwd_reference
@@ -21,7 +19,6 @@ from tessera_core.types import AttentionBackwardProblem
 # Normwise relative error of fp16/bf16 gradients against float64 (inputs rounded to the dtype
 # first, so only the computation's and the outputs' roundings count): a few output ulps.
 GRAD_TOLERANCE = {"fp16": 4 * 2.0**-11, "bf16": 4 * 2.0**-8}
-ROOT = Path(__file__).resolve().parents[2]
 DTYPES = {"fp16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
 
 
@@ -54,10 +51,10 @@ def test_backward_matches_float64_within_the_stated_tolerance(
         assert err <= GRAD_TOLERANCE[dtype_name], (name, err)
 
 
-def test_backward_signature_settles_at_tier_1_without_building_or_tuning() -> None:
-    # Thresholds of 0 would promote the forward at once; the backward has no template family,
-    # so the dispatcher never asks the backends to build, load or tune a kernel for it.
-    backends = FakeBackends()
+def test_backward_signature_settles_at_tier_1_on_a_backend_without_its_kernel() -> None:
+    # Thresholds of 0 would promote the forward at once; a backend whose compiled_ops lack
+    # attention_bwd never gets asked to build, load or tune a kernel for it.
+    backends = FakeBackends(compiled_ops=frozenset({"attention", "gemm"}))
     config = RuntimeConfig(tier2_min_calls=0, tier3_min_calls=0, tuning_workers=1)
     q, k, v, o, lse, do = _problem(np.float16, 16, 16, False)
     with Runtime(config=config, backends=backends) as rt:  # type: ignore[arg-type]
@@ -73,17 +70,37 @@ def test_backward_signature_settles_at_tier_1_without_building_or_tuning() -> No
     assert [(r.event, r.op, r.tier) for r in history] == [("call", "attention_bwd", 1)] * 5
 
 
-def test_backward_calls_are_traced_and_ranked_but_never_proposed_for_tuning() -> None:
+def test_backward_signature_climbs_to_the_tuned_kernel_like_the_forward() -> None:
+    backends = FakeBackends()
+    config = RuntimeConfig(tier2_min_calls=1, tier3_min_calls=1, tuning_workers=1)
+    q, k, v, o, lse, do = _problem(np.float16, 16, 24, True)
+    problem = AttentionBackwardProblem(1, 3, 16, 24, 32, dtype="fp16", causal=True)
+    with Runtime(config=config, backends=backends) as rt:  # type: ignore[arg-type]
+        rt.attention_backward(q, k, v, o, lse, do, causal=True)
+        rt.attention_backward(q, k, v, o, lse, do, causal=True)  # tier 2; queues the tuning
+        assert rt.wait_for_tuning(10)
+        dq, _, _ = rt.attention_backward(q, k, v, o, lse, do, causal=True)
+        calls = [(r.op, r.tier, r.kernel_key) for r in rt.history() if r.event == "call"]
+    assert backends.generic_builds == {problem.generic_key("sm_90"): 1}
+    assert backends.tuned == ["attention_bwd.fp16.b1.h3.sq16.skv24.d32.causal.sm_90"]
+    assert calls == [
+        ("attention_bwd", 1, None),
+        ("attention_bwd", 2, "attention_bwd.fp16.d32.causal.sm_90.generic"),
+        ("attention_bwd", 3, "attention_bwd.fp16.b1.h3.sq16.skv24.d32.causal.sm_90"),
+    ]
+    assert np.all(dq == 3)
+
+
+def test_backward_calls_are_traced_ranked_and_proposed_for_tuning() -> None:
     q, k, v, o, lse, do = _problem(np.float16, 24, 40, True)
-    with Runtime(device="cpu", config=RuntimeConfig(tuning_workers=0)) as rt:
+    with Runtime(device="cpu", config=RuntimeConfig(tuning_workers=0, tier2=False)) as rt:
         for _ in range(3):
             rt.attention_backward(q, k, v, o, lse, do, causal=True)
         hotspots = rank(rt.history())
-    assert [h.problem for h in hotspots] == [
-        AttentionBackwardProblem(1, 3, 24, 40, 32, dtype="fp16", causal=True)
-    ]
+    problem = AttentionBackwardProblem(1, 3, 24, 40, 32, dtype="fp16", causal=True)
+    assert [h.problem for h in hotspots] == [problem]
     assert hotspots[0].count == 3
-    assert propose_tasks(hotspots, 5) == []  # no attention_bwd template to tune yet
+    assert propose_tasks(hotspots, 5) == [problem]
 
 
 def _good() -> dict[str, Any]:
@@ -116,23 +133,19 @@ def test_bad_backward_input_is_a_one_line_value_error_naming_it(case: str) -> No
     assert "\n" not in str(info.value)
 
 
-def test_a_trace_of_backward_calls_only_gives_generator_tune_nothing_to_tune(
+def test_a_trace_of_backward_calls_proposes_the_backward_to_generator_tune(
     tmp_path: Path,
 ) -> None:
     trace = tmp_path / "trace.jsonl"
     q, k, v, o, lse, do = _problem(np.float16, 16, 16, False)
-    config = RuntimeConfig(trace_path=trace, tuning_workers=0)
+    config = RuntimeConfig(trace_path=trace, tuning_workers=0, tier2=False, tier3=False)
     with Runtime(config=config, backends=FakeBackends()) as rt:  # type: ignore[arg-type]
         for _ in range(3):
             rt.attention_backward(q, k, v, o, lse, do)
-    assert len(load_trace(trace)) == 3  # backward lines are well-formed records
-    result = subprocess.run(
-        [sys.executable, "-m", "generator.tune", "--from-trace", str(trace)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    records = load_trace(trace)
+    assert len(records) == 3  # backward lines are well-formed records
+    (problem,) = propose_tasks(rank(records, min_count=1), 1)
+    assert problem == AttentionBackwardProblem(1, 3, 16, 16, 32, dtype="fp16")
+    assert tune_command(problem) == (
+        "python -m generator.tune --op attention_bwd --shape 1x3x16x16x32 --dtype fp16"
     )
-    assert result.returncode == 2
-    assert "no successful call of an op with a kernel family to tune" in result.stderr
-    assert "Traceback" not in result.stderr

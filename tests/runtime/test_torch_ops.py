@@ -15,6 +15,7 @@ import runtime.torch as tt  # noqa: E402  (after the importorskip)
 from runtime import Runtime, RuntimeConfig  # noqa: E402
 from templates.attention.reference import attention_reference  # noqa: E402
 from templates.attention_bwd.reference import attention_bwd_reference  # noqa: E402
+from tessera_core.types import GemmProblem  # noqa: E402
 
 # Normwise relative error against float64 autograd on the same (rounded) inputs, as the
 # forward's verification states it: at most 4u (u = 2^-11 fp16, 2^-8 bf16). Measured through
@@ -131,6 +132,37 @@ def test_gemm_gradients_match_float64_autograd(rt: Runtime, dtype: Any) -> None:
         assert mine.grad.dtype == dtype and _normwise(mine.grad, ref.grad) <= tolerance
 
 
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
+def test_gemm_layouts_train_through_the_emulated_kernels_without_copies(layout: str) -> None:
+    # Every call, forward and both gradients, runs the generic GEMM kernel of its layout.
+    gen = torch.Generator().manual_seed(9)
+    m, n, k = 37, 19, 53
+    a = torch.randn((k, m) if layout[0] == "t" else (m, k), generator=gen).half()
+    b = torch.randn((n, k) if layout[1] == "t" else (k, n), generator=gen).half()
+    grad_c = torch.randn(m, n, generator=gen).half()
+    config = RuntimeConfig(tier2_min_calls=0, tier3=False, tuning_workers=0)
+    with Runtime(device="emulator", config=config) as emulated:
+        ours = [x.clone().requires_grad_() for x in (a, b)]
+        out = tt.gemm(*ours, layout=layout, runtime=emulated)
+        out.backward(grad_c)
+        calls = [(r.tier, r.kernel_key) for r in emulated.history() if r.event == "call"]
+        arch = emulated.arch
+    exact = [x.double().requires_grad_() for x in (a, b)]
+    ops = [x.t() if t == "t" else x for x, t in zip(exact, layout, strict=True)]
+    (ops[0] @ ops[1]).backward(grad_c.double())
+    tolerance = TOLERANCE_U * UNIT_ROUNDOFF[torch.float16]
+    assert out.shape == (m, n) and _normwise(out, (ops[0] @ ops[1]).detach()) <= tolerance
+    for mine, ref in zip(ours, exact, strict=True):
+        assert mine.grad.shape == ref.shape and _normwise(mine.grad, ref.grad) <= tolerance
+    assert [tier for tier, _ in calls] == [2, 2, 2]
+    assert calls[0][1] == GemmProblem(m, n, k, layout=layout).generic_key(arch)  # type: ignore[arg-type]
+    if layout == "nn":  # dA = dC Bᵀ and dB = Aᵀ dC read B and A as stored
+        assert [key for _, key in calls[1:]] == [
+            GemmProblem(m, k, n, layout="nt").generic_key(arch),
+            GemmProblem(k, n, m, layout="tn").generic_key(arch),
+        ]
+
+
 def test_the_backward_runs_through_the_runtime_as_its_own_signature(rt: Runtime) -> None:
     q, k, v = (x.requires_grad_() for x in _inputs(torch.float16, 24, 40))
     tt.attention(q, k, v, causal=True, runtime=rt).sum().backward()  # an expanded grad_out
@@ -161,14 +193,14 @@ def test_torch_compile_fullgraph_traces_both_ops_forward_and_backward(rt: Runtim
     assert ops == {"attention", "attention_bwd", "gemm"}
 
 
-def test_emulated_forward_kernel_trains_with_the_reference_backward() -> None:
+def test_emulated_forward_and_backward_kernels_train() -> None:
     config = RuntimeConfig(tier2_min_calls=0, tier3=False, tuning_workers=0)
     q, k, v = (x.requires_grad_() for x in _inputs(torch.float16, 19, 50, seed=4))
     with Runtime(device="emulator", config=config) as emulated:
         out = tt.attention(q, k, v, causal=True, runtime=emulated)
         out.float().square().sum().backward()
         calls = [(r.op, r.tier) for r in emulated.history() if r.event == "call"]
-    assert calls == [("attention", 2), ("attention_bwd", 1)]
+    assert calls == [("attention", 2), ("attention_bwd", 2)]  # both generic kernels
     exact = [x.detach().double().requires_grad_() for x in (q, k, v)]
     want = naive_attention(*exact, True, 32**-0.5)
     want.square().sum().backward()
@@ -187,7 +219,8 @@ def test_opcheck_schema_fake_autograd_and_aot_dispatch_of_every_op(rt: Runtime) 
     cases = [
         (tt.attention_fwd, (q, k, v, True, None, handle)),
         (tt.attention_bwd, (out, q.detach(), k.detach(), v.detach(), out, lse, True, 0.3, handle)),
-        (tt.gemm_op, (a.requires_grad_(), b.requires_grad_(), handle)),
+        (tt.gemm_op, (a.requires_grad_(), b.requires_grad_(), "nn", handle)),
+        (tt.gemm_op, (a.detach().t().contiguous().requires_grad_(), b, "tn", handle)),
     ]
     for op, args in cases:
         results = torch.library.opcheck(op, args)

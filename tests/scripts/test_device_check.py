@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-GPU_STAGES = ("gpu_tests", "correctness", "tune", "timings")
+GPU_STAGES = ("gpu_tests", "correctness", "tune", "timings", "backward")
 CPU_STAGES = ("toolchain", "compile", "model")
 
 

@@ -61,3 +61,12 @@ def test_every_config_larger_grid(d: int, causal: bool) -> None:
     problem = AttentionBackwardProblem(2, 2, 150, 211, d, dtype="fp16", causal=causal)
     for config in _configs(problem):
         _check(problem, config, seed=d)
+
+
+@pytest.mark.parametrize("head_dim", [96, 128])
+def test_the_wide_deterministic_tile_above_head_dim_64(head_dim: int) -> None:
+    # 64 x 64 tiles with 4 warps, admitted above the register estimate (SPILL_FREE_ABOVE_BUDGET).
+    problem = AttentionBackwardProblem(1, 2, 70, 45, head_dim, dtype="fp16", causal=True)
+    config = space.tile(64, 64, 4, 1, 1)
+    assert config in space.SPACE.valid_configs(problem, ARCH)
+    _check(problem, config)

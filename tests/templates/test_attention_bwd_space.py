@@ -18,9 +18,9 @@ PROBLEM = AttentionBackwardProblem(1, 2, 65, 97, 64, causal=True)
 
 def test_the_registry_serves_the_backward_family() -> None:
     assert "attention_bwd" in ALL_FAMILY_NAMES
-    assert "attention_bwd" not in FAMILY_NAMES  # not proposed for tuning until tune measures it
+    assert "attention_bwd" in FAMILY_NAMES  # tuned and proposed for tuning like the forward
     assert FAMILY.name == FAMILY.op == PROBLEM.family == "attention_bwd"
-    assert PROBLEM.kernel_key("sm_90").startswith("attention_bwd.fp16.")
+    assert PROBLEM.kernel_key("sm_90") == "attention_bwd.fp16.b1.h2.sq65.skv97.d64.causal.sm_90"
     assert get_family("attention").name == "attention_fwd"  # the forward is untouched
 
 
@@ -85,3 +85,14 @@ def test_the_emulator_names_missing_tensors() -> None:
     q = np.zeros((1, 2, 65, 64), np.float16)
     with pytest.raises(ValueError, match=r"missing \['lse', 'do'\]"):
         emulator.run_attention_backward_problem(PROBLEM, {"q": q, "k": q, "v": q, "o": q})
+
+
+def test_the_wide_deterministic_tile_is_admitted_above_the_estimate_by_name_only() -> None:
+    wide = AttentionBackwardProblem(1, 1, 256, 256, 128)
+    admitted, twin = space.tile(64, 64, 4, 1, 1), space.tile(64, 64, 4, 2, 1)
+    assert space.fragment_registers(wide, admitted) > space.FRAGMENT_REGISTER_BUDGET
+    assert not space.SPACE.violations(admitted, wide, "sm_90")
+    # Its neighbours that spill stay out: two stages, and the atomic kernel.
+    assert any(r.startswith("registers:") for r in space.SPACE.violations(twin, wide, "sm_90"))
+    atomic = space.tile(64, 64, 4, 1, 0)
+    assert any(r.startswith("registers:") for r in space.SPACE.violations(atomic, wide, "sm_90"))

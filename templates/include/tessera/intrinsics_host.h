@@ -6,7 +6,8 @@
 // Files: host/half.h (f16/bf16, RNE), host/fragments.h (the PTX fragment layouts, in one place),
 // host/state.h (fibers, warp slots, the launch, the fiber switch), host/sync.h (barriers and warp
 // collectives), host/async_copy.h (cp.async groups), host/scheduler.h (running a grid),
-// host/fault.h (memory faults become launch errors), host/hopper.h (the sm_90a block: wgmma, TMA,
+// host/fault.h (memory faults become launch errors), host/atomic_audit.h (atomic adds counted
+// per accumulator element), host/hopper.h (the sm_90a block: wgmma, TMA,
 // mbarrier; included at the end). This file maps the contract and the CUDA built-ins onto them.
 //
 // Execution model
@@ -35,6 +36,7 @@
 #pragma once
 
 #include "host/async_copy.h"
+#include "host/atomic_audit.h"
 #include "host/half.h"
 #include "host/scheduler.h"
 #include "host/state.h"
@@ -175,7 +177,11 @@ inline float fast_exp2(float x) { return exp2f(x); }
 
 // Blocks run one after another and a block's fibers switch only at barriers and collectives:
 // a plain read-modify-write is atomic here, and the order of the adds is the same every run.
-inline void atomic_add_f32(float* gmem, float v) { *gmem += v; }
+// Counted per element of an audited accumulator (host/atomic_audit.h).
+inline void atomic_add_f32(float* gmem, float v) {
+  *gmem += v;
+  host::count_atomic_add(gmem);
+}
 inline int atomic_add_i32(int* gmem, int v) {
   const int old = *gmem;
   *gmem = old + v;
