@@ -10,8 +10,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from autotune.cost_model import estimate
+from templates.family import launch_params
 from tessera_core.errors import IncorrectResultError, NoDeviceError
-from tessera_core.hardware import ceil_div
+from tessera_core.hardware import ceil_div, native_arch
 from tessera_core.types import AttentionProblem, Problem, TileConfig
 
 ObjectiveKind = Literal["model", "measured"]
@@ -38,10 +39,11 @@ class Objective(Protocol):
         ...
 
 
-def _family(problem: Problem) -> Any:
-    from templates.registry import get_family
+def _family(problem: Problem, arch: str) -> Any:
+    """The family serving `problem` on `arch` (gemm_sm90 for an aligned gemm on sm_90a)."""
+    from templates.registry import family_for
 
-    return get_family(problem.family)
+    return family_for(problem, arch)
 
 
 def main_loop_counts(compiled: Any) -> dict[str, int] | None:
@@ -77,7 +79,7 @@ class ModelObjective:
         self._read_sass = read_sass
 
     def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
-        family = self._family or _family(problem)
+        family = self._family or _family(problem, self.arch)
         cost = estimate(
             problem,
             config,
@@ -196,14 +198,14 @@ class MeasuredObjective:
     def _check(self, problem: Problem, config: TileConfig, kernel: Any, geometry: Any) -> None:
         from tessera_core.errors import LaunchError
 
-        family = self._family or _family(problem)
+        family = self._family or _family(problem, self.arch)
         buffers = self._buffers[0]
         outputs = _output_shapes(problem)
         for name, (_, dtype) in outputs.items():
             itemsize = np.dtype(dtype).itemsize
             buffers[name].poison(itemsize, "bfloat16" if problem.dtype == "bf16" else "float16")
         pointers = {name: buffer.ptr for name, buffer in buffers.items()}
-        kernel.launch(family.make_params(problem, pointers=pointers), geometry)
+        kernel.launch(launch_params(family, problem, pointers), geometry)
         try:
             kernel.device.sync()
         except Exception as exc:  # cuda.core's CUDAError: the kernel faulted on the device
@@ -224,7 +226,7 @@ class MeasuredObjective:
     def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
         from generator import device
 
-        family = self._family or _family(problem)
+        family = self._family or _family(problem, self.arch)
         self._prepare(problem)
         geometry = family.launch_geometry(problem, config)
         kernel = device.load(
@@ -232,7 +234,7 @@ class MeasuredObjective:
         )
         self._check(problem, config, kernel, geometry)
         params = [
-            family.make_params(problem, pointers={n: b.ptr for n, b in buffers.items()})
+            launch_params(family, problem, {n: b.ptr for n, b in buffers.items()})
             for buffers in self._buffers
         ]
         times_ms = device.time_kernel(
@@ -245,12 +247,17 @@ class MeasuredObjective:
         )
 
 
+def _runs(device_arch: str | None, arch: str) -> bool:
+    """Whether a device of `device_arch` runs `arch` natively (sm_90 runs sm_90 and sm_90a)."""
+    return device_arch is not None and arch in (device_arch, native_arch(device_arch))
+
+
 def choose_objective(arch: str) -> Objective:
     """Measured when a GPU of exactly `arch` is present, else the cost model."""
     from generator.gpu import probe
 
     gpu = probe()
-    if gpu.available and gpu.arch == arch:
+    if gpu.available and _runs(gpu.arch, arch):
         return MeasuredObjective(arch=arch)
     return ModelObjective(arch=arch)
 
@@ -260,7 +267,7 @@ def require_gpu(arch: str) -> MeasuredObjective:
     from generator.gpu import probe
 
     gpu = probe()
-    if not gpu.available or gpu.arch != arch:
+    if not gpu.available or not _runs(gpu.arch, arch):
         raise NoDeviceError(
             f"measured tuning for {arch} needs a {arch} GPU; found: {gpu.arch or gpu.reason}. "
             "Tune with the cost model instead (the default without a GPU)."

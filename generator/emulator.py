@@ -14,7 +14,7 @@ import numpy as np
 from generator import toolchain
 from generator.host_build import SCHEDULES, Schedule, build_host_library
 from generator.render import RenderedKernel, check_config, render
-from templates.registry import get_family
+from templates.registry import family_for, get_family
 from tessera_core.errors import EmulatorError, InvalidConfigError
 from tessera_core.types import (
     AttentionBackwardProblem,
@@ -58,13 +58,14 @@ def dtype_name(array: np.ndarray) -> DType:
 def resolve_config(
     problem: Problem, config: TileConfig | Mapping[str, int] | None, *, arch: str | None = None
 ) -> TileConfig:
-    """The family's default configuration, or `config` checked against the family's space.
+    """The default configuration of the family serving `problem` on `arch`
+    (templates.registry.family_for), or `config` checked against that family's space.
 
     Raises:
         InvalidConfigError: naming the field, value and rule `config` breaks.
     """
-    family = get_family(problem.family)
     target = arch or toolchain.default_arch()
+    family = family_for(problem, target)
     if config is None:
         return family.default_config(problem, target)
     if isinstance(config, TileConfig):
@@ -221,10 +222,11 @@ def _render(
     specialized: bool,
     arch: str | None,
 ) -> RenderedKernel:
-    """The family's kernel for `problem` with `config` (default: the family's) on `arch`."""
+    """The kernel of the family serving `problem` on `arch` (gemm_sm90 for an aligned gemm on
+    sm_90a) with `config` (default: the family's)."""
     target = arch or toolchain.default_arch()
     tile = resolve_config(problem, config, arch=target)
-    return render(get_family(problem.family), problem, tile, specialized=specialized, arch=target)
+    return render(family_for(problem, target), problem, tile, specialized=specialized, arch=target)
 
 
 def run_attention_problem(

@@ -123,8 +123,8 @@ def render(
     Raises:
         InvalidConfigError: listing every violated rule of the family's space.
     """
-    if problem.family not in (family.name, family.op):  # gemm_sm90 serves the gemm problem
-        raise ValueError(f"problem of family {problem.family!r} given to family {family.name!r}")
+    if problem.op != family.op:  # gemm_sm90 serves the gemm problem, attention_sm90 attention's
+        raise ValueError(f"a {problem.op} problem given to family {family.name!r} ({family.op})")
     check_config(family, problem, config, arch)
     context = family.template_context(problem, config, specialized=specialized)
     source = _environment(str(TEMPLATES_DIR)).get_template(family.template_path).render(**context)

@@ -166,6 +166,17 @@ ARCHS["sm_90a"] = dataclasses.replace(ARCHS["sm_90"], arch="sm_90a")
 
 DEFAULT_ARCH = "sm_90"
 
+# The arch-specific feature set a device of that compute capability runs natively: an sm_90
+# device (H100, H200) runs sm_90a cubins, so its kernels are built for sm_90a and the Hopper
+# families (wgmma, TMA) serve it. An explicit "sm_90" target keeps the mma.sync families.
+NATIVE_ARCH_SPECIFIC = {"sm_90": "sm_90a"}
+
+
+def native_arch(device_arch: str) -> str:
+    """The target a device of `device_arch` ("sm_90") runs best: its arch-specific feature
+    set when there is one ("sm_90a"), else `device_arch` itself."""
+    return NATIVE_ARCH_SPECIFIC.get(device_arch, device_arch)
+
 
 def arch_spec(arch: str) -> ArchSpec:
     """The figures of `arch`; raises ValueError naming the supported archs."""

@@ -147,17 +147,18 @@ class AttentionProblem:
         lse_bytes = self.batch * self.heads * self.seq_q * 4
         return elems * DTYPE_BYTES + lse_bytes
 
-    def kernel_key(self, arch: str) -> str:
+    def kernel_key(self, arch: str, *, family: str | None = None) -> str:
+        """`family` (default: the op's own) names the family serving it, first in the key."""
         mask = "causal" if self.causal else "noncausal"
         return (
-            f"{self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{self.seq_q}"
+            f"{family or self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{self.seq_q}"
             f".skv{self.seq_kv}.d{self.head_dim}.{mask}.{arch}"
         )
 
-    def generic_key(self, arch: str) -> str:
+    def generic_key(self, arch: str, *, family: str | None = None) -> str:
         """The key of the generic (runtime-shape) kernel serving this problem class."""
         mask = "causal" if self.causal else "noncausal"
-        return f"{self.family}.{self.dtype}.d{self.head_dim}.{mask}.{arch}.generic"
+        return f"{family or self.family}.{self.dtype}.d{self.head_dim}.{mask}.{arch}.generic"
 
     def shape_str(self) -> str:
         return f"{self.batch}x{self.heads}x{self.seq_q}x{self.seq_kv}x{self.head_dim}"
@@ -209,11 +210,15 @@ class GemmProblem:
     def io_bytes(self) -> int:
         return (self.m * self.k + self.k * self.n + self.m * self.n) * DTYPE_BYTES
 
-    def kernel_key(self, arch: str) -> str:
-        return f"{self.family}.{self.dtype}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+    def kernel_key(self, arch: str, *, family: str | None = None) -> str:
+        """`family` (default: gemm) names the family serving it, first in the key."""
+        return f"{family or self.family}.{self.dtype}.m{self.m}.n{self.n}.k{self.k}.{arch}"
 
-    def generic_key(self, arch: str) -> str:
-        return f"{self.family}.{self.dtype}.{arch}.generic"
+    def generic_key(self, arch: str, *, family: str | None = None) -> str:
+        """One generic kernel per family, dtype and arch. A family with alignment rules
+        (gemm_sm90: N and K multiples of 8) names itself, so its class holds aligned problems
+        only and the op's own family (gemm) serves the rest."""
+        return f"{family or self.family}.{self.dtype}.{arch}.generic"
 
     def shape_str(self) -> str:
         return f"{self.m}x{self.n}x{self.k}"
