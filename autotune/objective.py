@@ -87,6 +87,7 @@ class ModelObjective:
             dynamic_smem_bytes=family.smem_bytes(problem, config),
             arch=self.arch,
             loop_counts=main_loop_counts(compiled) if self._read_sass else None,
+            family=getattr(family, "name", None),
         )
         return Evaluation(cost.time_ms, "model", cost.to_dict())
 
