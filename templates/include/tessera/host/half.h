@@ -92,6 +92,24 @@ struct bf16 {
 
 static_assert(sizeof(f16) == 2 && sizeof(bf16) == 2, "16-bit storage types");
 
+// FP8 E4M3 (PTX ISA ".e4m3", the OCP float8 e4m3fn): 1 sign, 4 exponent (bias 7) and 3
+// mantissa bits; no infinities: S.1111.111 (0x7f, 0xff) is NaN and S.1111.110 is +-448, the
+// largest; exponent 0 holds zero and the subnormals m * 2^-9. Every value is exact in float.
+constexpr int E4M3_BIAS = 7;
+constexpr int E4M3_MANTISSA_BITS = 3;
+inline float e4m3_bits_to_float(uint8_t b) {
+  const uint32_t sign = static_cast<uint32_t>(b & 0x80u) << 24;
+  const uint32_t exp = (b >> E4M3_MANTISSA_BITS) & 0xfu;
+  const uint32_t mant = b & 0x7u;
+  if (exp == 0xfu && mant == 0x7u) return bits_float(sign | 0x7fc00000u);  // NaN
+  if (exp == 0) {  // zero or subnormal: mant * 2^-9
+    const float value = static_cast<float>(mant) * 0.001953125f;
+    return sign ? -value : value;
+  }
+  // Normal: 2^(exp - 7) * (1 + mant / 8); rebias to float's 127, widen the mantissa to 23 bits.
+  return bits_float(sign | ((exp + 127u - E4M3_BIAS) << 23) | (mant << (23 - E4M3_MANTISSA_BITS)));
+}
+
 }  // namespace host
 }  // namespace tessera
 

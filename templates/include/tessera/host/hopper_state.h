@@ -40,6 +40,7 @@ struct WgmmaOp {
   int n;
   bool trans_b, bf16, accumulate;
   int line;
+  bool e4m3 = false;  // FP8 e4m3 operands: k32, one byte an element, A and B K-major
   uint32_t lo[2], hi[2];  // shared bytes [lo, hi) that A (0) and B (1) read
   float* d[WARPGROUP_THREADS];
 };
@@ -63,7 +64,7 @@ struct Warpgroup {
   int param[WARPGROUP_THREADS];  // wait_group N; wgmma: N columns
   uint64_t desc_a[WARPGROUP_THREADS], desc_b[WARPGROUP_THREADS];
   float* d[WARPGROUP_THREADS];
-  int flags[WARPGROUP_THREADS];  // wgmma: bit 0 accumulate, bit 1 trans_b, bit 2 bf16
+  int flags[WARPGROUP_THREADS];  // wgmma: bit 0 accumulate, bit 1 trans_b, bit 2 bf16, bit 3 e4m3
   Buffer<WgmmaOp> ops;  // issue order; ops before `done` are complete
   Buffer<int> group_ends;  // one past the last op of each committed group
   int done = 0;

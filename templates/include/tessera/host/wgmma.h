@@ -31,6 +31,11 @@ namespace host {
 constexpr int WGMMA_M = 64;
 constexpr int WGMMA_K = 16;
 constexpr int WGMMA_MAX_N = 256;
+constexpr int WGMMA_K_E4M3 = 32;  // m64nNk32 for FP8: 32 one-byte elements of k
+constexpr int WGMMA_MAX_K = WGMMA_K_E4M3;
+
+inline int wgmma_k(const WgmmaOp& op) { return op.e4m3 ? WGMMA_K_E4M3 : WGMMA_K; }
+inline int wgmma_elem_bytes(const WgmmaOp& op) { return op.e4m3 ? 1 : 2; }
 
 inline int wgmma_d_row(int thread, int i) {
   const int lane = thread % 32;
@@ -40,31 +45,36 @@ inline int wgmma_d_col(int thread, int i) { return 8 * (i / 4) + 2 * (thread % 3
 
 inline float smem_element(uint32_t addr, bool bf16_type, const WgmmaOp& op, char operand) {
   const Launch& L = *active();
-  if (static_cast<size_t>(addr) + 2 > L.smem_bytes) {
+  const int bytes = wgmma_elem_bytes(op);
+  if (static_cast<size_t>(addr) + bytes > L.smem_bytes) {
     fail("wgmma.mma_async at line %d: operand %c reads shared offset %u, past the block's %zu "
          "bytes of dynamic shared memory (check the descriptor)",
          op.line, operand, addr, L.smem_bytes);
   }
+  if (op.e4m3) return e4m3_bits_to_float(static_cast<uint8_t>(L.smem[addr]));
   uint16_t bits;
   memcpy(&bits, L.smem + addr, 2);
   return bf16_type ? bf16_bits_to_float(bits) : f16_bits_to_float(bits);
 }
 
-// Performs one wgmma: reads A (64 x 16, K-major) and B (N x 16; K-major or N-major) through the
-// descriptors, then D = A * B + (accumulate ? D : 0) in every thread's registers. Products of
-// 16-bit values are exact in float; each output's 16 products are summed in double and rounded
-// once.
+// Performs one wgmma: reads A (64 x K, K-major) and B (N x K; K-major or N-major) through the
+// descriptors, K = 16 (f16/bf16) or 32 (e4m3), then D = A * B + (accumulate ? D : 0) in every
+// thread's registers. Products of 16-bit or 8-bit values are exact in float; each output's K
+// products are summed in double and rounded once.
 inline void perform_wgmma(const WgmmaOp& op) {
-  static float A[WGMMA_M][WGMMA_K], B[WGMMA_MAX_N][WGMMA_K];
+  static float A[WGMMA_M][WGMMA_MAX_K], B[WGMMA_MAX_N][WGMMA_MAX_K];
+  const int K = wgmma_k(op);
+  const int elem = wgmma_elem_bytes(op);
   for (int m = 0; m < WGMMA_M; ++m) {
-    for (int k = 0; k < WGMMA_K; ++k) {
-      A[m][k] = smem_element(descriptor_element_address(op.desc_a, m, k, true, 2), op.bf16, op, 'A');
+    for (int k = 0; k < K; ++k) {
+      A[m][k] =
+          smem_element(descriptor_element_address(op.desc_a, m, k, true, elem), op.bf16, op, 'A');
     }
   }
   for (int n = 0; n < op.n; ++n) {
-    for (int k = 0; k < WGMMA_K; ++k) {
-      B[n][k] = smem_element(descriptor_element_address(op.desc_b, n, k, !op.trans_b, 2), op.bf16,
-                             op, 'B');
+    for (int k = 0; k < K; ++k) {
+      B[n][k] = smem_element(descriptor_element_address(op.desc_b, n, k, !op.trans_b, elem),
+                             op.bf16, op, 'B');
     }
   }
   for (int t = 0; t < WARPGROUP_THREADS; ++t) {
@@ -73,7 +83,7 @@ inline void perform_wgmma(const WgmmaOp& op) {
       const int row = wgmma_d_row(t, i);
       const int col = wgmma_d_col(t, i);
       double acc = op.accumulate ? d[i] : 0.0;
-      for (int k = 0; k < WGMMA_K; ++k) acc += static_cast<double>(A[row][k] * B[col][k]);
+      for (int k = 0; k < K; ++k) acc += static_cast<double>(A[row][k] * B[col][k]);
       d[i] = static_cast<float>(acc);
     }
   }
@@ -86,11 +96,12 @@ inline void operand_footprint(WgmmaOp& op) {
     const bool k_major = which == 0 || !op.trans_b;
     const uint64_t desc = which == 0 ? op.desc_a : op.desc_b;
     uint32_t lo = UINT32_MAX, hi = 0;
+    const int elem = wgmma_elem_bytes(op);
     for (int r = 0; r < rows; ++r) {
-      for (int k = 0; k < WGMMA_K; ++k) {
-        const uint32_t addr = descriptor_element_address(desc, r, k, k_major, 2);
+      for (int k = 0; k < wgmma_k(op); ++k) {
+        const uint32_t addr = descriptor_element_address(desc, r, k, k_major, elem);
         lo = addr < lo ? addr : lo;
-        hi = addr + 2 > hi ? addr + 2 : hi;
+        hi = addr + elem > hi ? addr + elem : hi;
       }
     }
     op.lo[which] = lo;
@@ -109,14 +120,15 @@ inline void wgmma_fence(int line) {
 }
 
 inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate,
-                      bool trans_b, bool bf16_type, int line) {
+                      bool trans_b, bool bf16_type, int line, bool e4m3_type = false) {
   Warpgroup& wg = my_warpgroup();
   const int slot = active()->current % WARPGROUP_THREADS;
   wg.desc_a[slot] = desc_a;
   wg.desc_b[slot] = desc_b;
   wg.d[slot] = d;
   wg.param[slot] = n;
-  wg.flags[slot] = (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0);
+  wg.flags[slot] = (accumulate ? 1 : 0) | (trans_b ? 2 : 0) | (bf16_type ? 4 : 0) |
+                   (e4m3_type ? 8 : 0);
   warpgroup_arrive(wg, WarpgroupOp::Mma, line, [line](Warpgroup& g) {
     for (int t = 1; t < WARPGROUP_THREADS; ++t) {
       if (g.desc_a[t] != g.desc_a[0] || g.desc_b[t] != g.desc_b[0] || g.param[t] != g.param[0] ||
@@ -146,6 +158,7 @@ inline void wgmma_mma(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool ac
     op.accumulate = g.flags[0] & 1;
     op.trans_b = g.flags[0] & 2;
     op.bf16 = g.flags[0] & 4;
+    op.e4m3 = g.flags[0] & 8;
     op.line = line;
     operand_footprint(op);
     memcpy(op.d, g.d, sizeof op.d);
