@@ -143,7 +143,7 @@ def _output_shapes(problem: Problem) -> dict[str, tuple[tuple[int, ...], Any]]:
     if isinstance(problem, AttentionProblem):
         rows = (problem.batch, problem.heads, problem.seq_q)
         return {"o": ((*rows, problem.head_dim), dtype), "lse": (rows, np.float32)}
-    return {"c": ((problem.m, problem.n), dtype)}
+    return {"c": ((problem.m, problem.n), NUMPY_DTYPES[problem.output_dtype])}
 
 
 class MeasuredObjective:

@@ -20,14 +20,16 @@ from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionProblem,
     DType,
+    GemmDType,
     GemmProblem,
     Problem,
     TileConfig,
 )
 
-NUMPY_DTYPES: dict[DType, Any] = {
+NUMPY_DTYPES: dict[str, Any] = {
     "fp16": np.dtype(np.float16),
     "bf16": np.dtype(ml_dtypes.bfloat16),
+    "e4m3": np.dtype(ml_dtypes.float8_e4m3fn),  # GEMM inputs only (gemm_sm90)
 }
 # Each tensor sits between two guard zones of poison bytes; a kernel writing past either end of
 # a tensor changes them and the launch fails, instead of corrupting the Python heap.
@@ -49,10 +51,17 @@ class EmulatedRun:
 
 def dtype_name(array: np.ndarray) -> DType:
     """The project's dtype name of a float16 or ml_dtypes.bfloat16 array."""
-    for name, dtype in NUMPY_DTYPES.items():
-        if array.dtype == dtype:
+    for name in ("fp16", "bf16"):
+        if array.dtype == NUMPY_DTYPES[name]:
             return name
     raise TypeError(f"arrays must be float16 or ml_dtypes.bfloat16, got {array.dtype}")
+
+
+def gemm_dtype_name(array: np.ndarray) -> GemmDType:
+    """dtype_name, plus e4m3 for ml_dtypes.float8_e4m3fn or uint8 (raw e4m3 codes) arrays."""
+    if array.dtype == NUMPY_DTYPES["e4m3"] or array.dtype == np.uint8:
+        return "e4m3"
+    return dtype_name(array)
 
 
 def resolve_config(
@@ -205,14 +214,15 @@ def attention_problem(
     return AttentionProblem(b, h, sq, k.shape[2], d, dtype=dtype, causal=bool(causal))
 
 
-def gemm_problem(a: np.ndarray, b: np.ndarray) -> GemmProblem:
-    """The problem that a [M,K] and b [K,N] describe; ValueError on mismatch."""
+def gemm_problem(a: np.ndarray, b: np.ndarray, *, out_dtype: DType | None = None) -> GemmProblem:
+    """The problem that a [M,K] and b [K,N] describe; ValueError on mismatch. e4m3 inputs
+    (float8_e4m3fn or uint8 codes) write `out_dtype` (default bf16)."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"a {a.shape}, b {b.shape}: need a [M,K] and b [K,N]")
-    dtype = dtype_name(a)
-    if dtype_name(b) != dtype:
+    dtype = gemm_dtype_name(a)
+    if gemm_dtype_name(b) != dtype:
         raise TypeError(f"a and b must share one dtype, got {a.dtype}, {b.dtype}")
-    return GemmProblem(a.shape[0], b.shape[1], a.shape[1], dtype=dtype)
+    return GemmProblem(a.shape[0], b.shape[1], a.shape[1], dtype=dtype, out_dtype=out_dtype)
 
 
 def _render(
@@ -320,13 +330,24 @@ def run_gemm_problem(
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
+    scale: float | None = None,
 ) -> EmulatedRun:
-    """Render the GEMM kernel for `problem` and run it on a, b (output c)."""
+    """Render the GEMM kernel for `problem` and run it on a, b (output c).
+
+    e4m3 inputs go to gemm_sm90, whose FP8 wgmma reads B K-major: b [K,N] is passed transposed
+    ([N,K], as cuBLASLt's FP8 GEMMs take it); `scale` (the per-tensor descales' product,
+    scale_a * scale_b) multiplies the fp32 accumulators before the output rounding.
+    """
     rendered = _render(problem, config, specialized=specialized, arch=arch)
+    codes = problem.dtype == "e4m3"
+    a_in = a.view(np.uint8) if codes else a
+    b_in = np.ascontiguousarray(b.view(np.uint8).T) if codes else b
+    out = NUMPY_DTYPES[problem.output_dtype]
     return run_rendered(
         rendered,
-        inputs={"a": _c(a), "b": _c(b)},
-        outputs={"c": ((problem.m, problem.n), a.dtype)},
+        inputs={"a": _c(a_in), "b": _c(b_in)},
+        outputs={"c": ((problem.m, problem.n), out)},
+        scale=scale,
     )
 
 
@@ -337,16 +358,19 @@ def run_gemm(
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
+    out_dtype: DType | None = None,
+    scale: float | None = None,
 ) -> np.ndarray:
-    """C = A @ B on the emulator, in the input dtype.
+    """C = A @ B on the emulator, in the input dtype (e4m3 inputs: `out_dtype`, default bf16,
+    times `scale`; sm_90a only, gemm_sm90).
 
     Raises:
         InvalidConfigError: `config` is not valid for this problem.
         EmulatorError: the kernel faulted.
     """
-    problem = gemm_problem(a, b)
+    problem = gemm_problem(a, b, out_dtype=out_dtype)
     return run_gemm_problem(
-        problem, a, b, config=config, specialized=specialized, arch=arch
+        problem, a, b, config=config, specialized=specialized, arch=arch, scale=scale
     ).outputs["c"]
 
 

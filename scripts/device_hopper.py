@@ -29,12 +29,15 @@ from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfi
 ARCH = "sm_90a"
 MMA_SYNC_ARCH = "sm_90"  # the same device through the mma.sync families
 GEMM = GemmProblem(8192, 8192, 8192, dtype="bf16")
+GEMM_FP8 = GemmProblem(8192, 8192, 8192, dtype="e4m3")  # bf16 out; B^T [N, K] as _scaled_mm's
+GEMM_FP8_CHECK = GemmProblem(1000, 1504, 720, dtype="e4m3")
 GEMM_CHECK = GemmProblem(1000, 1504, 712, dtype="bf16")  # ragged M; N, K multiples of 8
 # Beside the default: the tiles the lent H200 measured fastest (benchmarks/device_gemm_sm90.py).
 GEMM_CONFIGS = (
     {"block_m": 192, "block_n": 128, "num_warps": 16, "num_stages": 4},
     {"block_m": 192, "block_n": 192, "num_warps": 16, "num_stages": 4},
 )
+FP8_E4M3_MAX = 448.0
 # The issue's attention target (fp16, non-causal), and a shape small enough for a float64 check.
 ATTENTION = AttentionProblem(8, 16, 8192, 8192, 128)
 ATTENTION_CHECK = AttentionProblem(2, 4, 1024, 1024, 128)
@@ -86,8 +89,11 @@ def _compiled_row(problem: Problem, config: TileConfig, arch: str) -> dict[str, 
         row["sass"] = {op: counts.get(op, 0) for op in HOPPER_OPCODES}
     except Exception as exc:  # no cuobjdump: the numbers above still stand
         row["sass"] = f"unavailable ({type(exc).__name__})"
-    # The wgmma families also get the model's e4m3 figure (k32 wgmma at twice the rate).
+    # A 16-bit wgmma kernel also gets the model's e4m3 figure on its tiles (k32 at twice the
+    # rate); an e4m3 kernel its own.
     dtypes = ("bf16", "e4m3") if family.name == "gemm_sm90" else (problem.dtype,)
+    if problem.dtype == "e4m3":
+        dtypes = ("e4m3",)
     for dtype in dtypes:
         cost = estimate(
             problem,
@@ -137,6 +143,42 @@ def _time_gemm(rows: list[dict[str, Any]], flush: Any) -> dict[str, Any]:
     torch.cuda.synchronize()
     baseline["check"] = {"problem": GEMM_CHECK.shape_str(), **_check(GEMM_CHECK, check)}
     return baseline
+
+
+def _fp8_tensors(problem: GemmProblem, seed: int) -> dict[str, Any]:
+    """e4m3 A [M, K] and B^T [N, K] (standard normals, well inside e4m3's +-448), C bf16/NaN."""
+    import torch
+
+    torch.manual_seed(seed)
+    fp8 = torch.float8_e4m3fn
+    return {
+        "a": torch.randn(problem.m, problem.k, device="cuda").to(fp8),
+        "b": torch.randn(problem.n, problem.k, device="cuda").to(fp8),
+        "c": torch.full((problem.m, problem.n), float("nan"), device="cuda", dtype=torch.bfloat16),
+    }
+
+
+def _time_fp8(rows: list[dict[str, Any]], flush: Any) -> dict[str, Any]:
+    """Ours in e4m3 (each config) at 8192^3, and a float64 check on the dequantized inputs."""
+    import torch
+
+    tensors = _fp8_tensors(GEMM_FP8, 1)
+    for row in rows:
+        config = TileConfig.from_dict(json.loads(row["config_json"]))
+        try:
+            kernel = OurKernel(GEMM_FP8, config, ARCH, tensors)
+            row["measured_tflops"] = _tflops(GEMM_FP8, _median_ms(kernel, flush))
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    check = _fp8_tensors(GEMM_FP8_CHECK, 2)
+    OurKernel(GEMM_FP8_CHECK, _configs(GEMM_FP8_CHECK)[0], ARCH, check)()
+    torch.cuda.synchronize()
+    want = check["a"].double() @ check["b"].double().T
+    got = check["c"].double()
+    rel = ((got - want).norm() / want.norm()).item()
+    bound = 2 * 2.0**-8  # C's bf16 rounding, twice: the inputs are exact (dequantized)
+    return {"problem": GEMM_FP8_CHECK.shape_str(), "rel_err": rel, "bound": bound,
+            "passed": rel <= bound}  # fmt: skip
 
 
 def _time_scaled_mm(flush: Any) -> dict[str, Any]:
@@ -205,7 +247,11 @@ def stage_hopper(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
     rows.append({**_compiled_row(GEMM, mma_sync, MMA_SYNC_ARCH), "config_json": mma_sync.key()})
     result: dict[str, Any] = {"problem": GEMM.shape_str(), "gemm": rows}
     fp8_family, fp8_reason = _fp8_family()
-    result["fp8"] = {"family": fp8_family, "reason": fp8_reason}
+    fp8_rows = [
+        {**_compiled_row(GEMM_FP8, config, ARCH), "config_json": config.key()}
+        for config in _configs(GEMM_FP8)[:2]
+    ]
+    result["fp8"] = {"family": fp8_family, "reason": fp8_reason, "rows": fp8_rows}
     attention_family, attention_reason = _family_and_reason(ATTENTION)
     result["attention"] = {"family": attention_family, "reason": attention_reason}
     (work / "hopper.json").write_text(json.dumps(result, default=str))
@@ -218,6 +264,7 @@ def stage_hopper(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device="cuda")
     result["gemm_baseline"] = _time_gemm(rows, flush)
     result["fp8"].update(_time_scaled_mm(flush))
+    result["fp8"]["check"] = _time_fp8(fp8_rows, flush)
     (work / "hopper.json").write_text(json.dumps(result, default=str))
     torch.cuda.empty_cache()
     result["attention"] = _time_attention(flush)

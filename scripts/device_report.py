@@ -63,13 +63,30 @@ def _hopper_lines(hopper: dict[str, Any]) -> list[str]:
             for r in rows
         ],
     )
+    fp8_rows = fp8.get("rows", [])
+    if fp8_rows:
+        lines += ["", "FP8 e4m3 (bf16 out, B^T [N, K]):", ""]
+        lines += _table(
+            ["family", "config", "measured", "model e4m3", "SASS", "spills"],
+            [
+                [
+                    r["family"],
+                    r["config"],
+                    r.get("measured_tflops", r.get("error")),
+                    r.get("model_e4m3_tflops"),
+                    r.get("sass"),
+                    r.get("spill_bytes"),
+                ]
+                for r in fp8_rows
+            ],
+        )
     lines += [
         "",
         f"- timing: {hopper.get('timing', 'measured')}",
         f"- torch.matmul bf16: {base.get('torch_matmul_tflops', '-')}; check "
         f"{base.get('check', '-')}",
         f"- fp8 e4m3: ours {fp8.get('family') or '-'} ({fp8.get('reason')}); "
-        f"torch._scaled_mm {fp8.get('torch_scaled_mm_tflops', '-')}",
+        f"torch._scaled_mm {fp8.get('torch_scaled_mm_tflops', '-')}; check {fp8.get('check', '-')}",
         f"- attention {attention.get('problem', '')} sm_90a: "
         + json_line({k: v for k, v in attention.items() if k != "problem"}),
     ]

@@ -12,6 +12,11 @@ from tessera_core.hardware import WARP_SIZE
 DType = Literal["fp16", "bf16"]
 DTYPES: tuple[DType, ...] = ("fp16", "bf16")
 DTYPE_BYTES = 2
+# GEMM inputs may also be FP8 e4m3 (gemm_sm90 on sm_90a: k32 wgmma), with an fp16 or bf16
+# output; 16-bit GEMMs write their input dtype.
+GemmDType = Literal["fp16", "bf16", "e4m3"]
+GEMM_DTYPES: tuple[GemmDType, ...] = ("fp16", "bf16", "e4m3")
+ELEM_BYTES: dict[str, int] = {"fp16": 2, "bf16": 2, "e4m3": 1}
 OPS = ("attention", "gemm")
 
 
@@ -189,12 +194,16 @@ class AttentionBackwardProblem(AttentionProblem):
 
 @dataclass(frozen=True)
 class GemmProblem:
-    """C[M,N] = A[M,K] @ B[K,N], row-major, output in the input dtype."""
+    """C[M,N] = A[M,K] @ B[K,N], row-major, output in the input dtype; e4m3 inputs write
+    `out_dtype` (bf16 unless fp16 is asked for)."""
 
     m: int
     n: int
     k: int
-    dtype: DType = "fp16"
+    dtype: GemmDType = "fp16"
+    # Only e4m3 inputs choose: "fp16", or None for bf16. Normalized to None whenever it is the
+    # default, so dataclasses.replace(problem, dtype=...) keeps a valid problem.
+    out_dtype: DType | None = None
 
     op: ClassVar[str] = "gemm"
     family: ClassVar[str] = "gemm"
@@ -202,29 +211,59 @@ class GemmProblem:
     def __post_init__(self) -> None:
         for name in ("m", "n", "k"):
             _check_positive_int("GemmProblem", name, getattr(self, name))
-        _check_dtype("GemmProblem", self.dtype)
+        if self.dtype not in GEMM_DTYPES:
+            raise ValueError(
+                f"GemmProblem.dtype={self.dtype!r}: must be one of {', '.join(GEMM_DTYPES)}"
+            )
+        default_out = "bf16" if self.dtype == "e4m3" else self.dtype
+        allowed = DTYPES if self.dtype == "e4m3" else (self.dtype,)
+        if self.out_dtype is not None and self.out_dtype not in allowed:
+            raise ValueError(
+                f"GemmProblem.out_dtype={self.out_dtype!r}: for {self.dtype} inputs one of "
+                f"{', '.join(allowed)} (or None: {default_out})"
+            )
+        if self.out_dtype == default_out:
+            object.__setattr__(self, "out_dtype", None)
+
+    @property
+    def output_dtype(self) -> DType:
+        """C's dtype: the input dtype, or for e4m3 inputs out_dtype (default bf16)."""
+        if self.dtype == "e4m3":
+            return self.out_dtype or "bf16"
+        return self.dtype
 
     def flops(self) -> float:
         return 2.0 * self.m * self.n * self.k
 
     def io_bytes(self) -> int:
-        return (self.m * self.k + self.k * self.n + self.m * self.n) * DTYPE_BYTES
+        inputs = (self.m * self.k + self.k * self.n) * ELEM_BYTES[self.dtype]
+        return inputs + self.m * self.n * ELEM_BYTES[self.output_dtype]
+
+    @property
+    def dtype_key(self) -> str:
+        """The dtype part of keys: 'bf16', or 'e4m3-bf16' when the output dtype differs."""
+        if self.output_dtype == self.dtype:
+            return self.dtype
+        return f"{self.dtype}-{self.output_dtype}"
 
     def kernel_key(self, arch: str, *, family: str | None = None) -> str:
         """`family` (default: gemm) names the family serving it, first in the key."""
-        return f"{family or self.family}.{self.dtype}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+        return f"{family or self.family}.{self.dtype_key}.m{self.m}.n{self.n}.k{self.k}.{arch}"
 
     def generic_key(self, arch: str, *, family: str | None = None) -> str:
         """One generic kernel per family, dtype and arch. A family with alignment rules
         (gemm_sm90: N and K multiples of 8) names itself, so its class holds aligned problems
         only and the op's own family (gemm) serves the rest."""
-        return f"{family or self.family}.{self.dtype}.{arch}.generic"
+        return f"{family or self.family}.{self.dtype_key}.{arch}.generic"
 
     def shape_str(self) -> str:
         return f"{self.m}x{self.n}x{self.k}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, **asdict(self)}
+        data = {"op": self.op, **asdict(self)}
+        if self.out_dtype is None:
+            del data["out_dtype"]  # 16-bit GEMMs read as before FP8 existed
+        return data
 
 
 Problem = AttentionProblem | GemmProblem

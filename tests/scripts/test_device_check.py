@@ -49,6 +49,11 @@ def test_dry_run_writes_the_report_skeleton(tmp_path):
     assert all(r["sass"]["UTMALDG"] > 0 and r["sass"]["SYNCS"] > 0 for r in hopper_rows)
     assert all(r["model_e4m3_tflops"] > r["model_bf16_tflops"] for r in hopper_rows)
     assert hopper["result"]["timing"] == "skipped: dry run"
+    fp8 = hopper["result"]["fp8"]
+    assert fp8["family"] == "gemm_sm90" and fp8["rows"]
+    for row in fp8["rows"]:
+        assert row["sass"]["QGMMA"] > 0 and row["sass"]["HGMMA"] == 0 and row["spill_bytes"] == 0
+        assert row["model_e4m3_tflops"] > 0
     attention = hopper["result"]["attention"]
     assert attention["family"] == "attention_fwd"  # until attention_sm90 is routed
     assert "no sm_90a attention family is routed" in attention["reason"]

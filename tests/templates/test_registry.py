@@ -59,7 +59,7 @@ def test_a_refused_route_falls_back_with_the_family_and_its_reason() -> None:
     assert selection.family.name == "gemm"
     assert selection.passed_over == (
         "gemm_sm90: tma_alignment: N=136, K=260: TMA needs rows of a multiple of 16 bytes "
-        "(N and K multiples of 8); use the mma.sync gemm family",
+        "(N a multiple of 8, K of 8 for fp16); use the mma.sync gemm family",
     )
     assert select(GemmProblem(100, 136, 264), "sm_90a").fallback_reason is None
 
