@@ -23,7 +23,7 @@ from typing import Any
 from tessera_core.cli import ArgumentParser, run_cli
 from tessera_core.errors import InvalidConfigError, TesseraError
 from tessera_core.hardware import ARCHS
-from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, TileConfig, parse_shape
+from tessera_core.types import GEMM_DTYPES, OPS, SHAPE_FORMS, Problem, TileConfig, parse_shape
 
 EXIT_USAGE = 2
 TOP_OPCODES = 25  # rows of each printed histogram (--json has them all)
@@ -209,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the family's default configuration)",
     )
     parser.add_argument("--arch", choices=sorted(ARCHS), help="target arch (default: sm_90...)")
-    parser.add_argument("--dtype", choices=DTYPES, default="fp16", help="input dtype")
+    parser.add_argument(
+        "--dtype",
+        choices=GEMM_DTYPES,
+        default="fp16",
+        help="input dtype (e4m3: gemm on sm_90a, bf16 output)",
+    )
     parser.add_argument("--causal", action="store_true", help="causal mask (attention)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

@@ -274,7 +274,7 @@ SHAPE_FORMS = {
 }
 
 
-def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = False) -> Problem:
+def parse_shape(op: str, shape: str, *, dtype: GemmDType = "fp16", causal: bool = False) -> Problem:
     """Parse a CLI shape such as '8x16x2048x64' into a problem; ValueError names the form."""
     if op not in SHAPE_FORMS:
         raise ValueError(f"op={op!r}: expected one of {', '.join(OPS)}")
@@ -288,10 +288,10 @@ def parse_shape(op: str, shape: str, *, dtype: DType = "fp16", causal: bool = Fa
     if op == "attention":
         if len(dims) == 4:
             b, h, s, d = dims
-            return AttentionProblem(b, h, s, s, d, dtype=dtype, causal=causal)
+            return AttentionProblem(b, h, s, s, d, dtype=dtype, causal=causal)  # type: ignore[arg-type]
         if len(dims) == 5:
             b, h, sq, skv, d = dims
-            return AttentionProblem(b, h, sq, skv, d, dtype=dtype, causal=causal)
+            return AttentionProblem(b, h, sq, skv, d, dtype=dtype, causal=causal)  # type: ignore[arg-type]
     elif len(dims) == 3:
         if causal:
             raise ValueError("--causal applies to attention only, not gemm")

@@ -114,3 +114,15 @@ def test_an_unaligned_sm90a_gemm_inspects_the_mma_sync_family_and_says_why():
     )
     assert report["family"] == "gemm" and "tma_alignment" in report["fallback_reason"]
     assert report["sass_base_counts"]["HMMA"] > 0
+
+
+def test_sm90a_fp8_gemm_reports_qgmma_and_attention_refuses_e4m3():
+    done = run("--op", "gemm", "--shape", "512x512x512", "--dtype", "e4m3", "--arch", "sm_90a",
+               "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["family"] == "gemm_sm90" and report["config"]["block_k"] == 128
+    assert report["sass_base_counts"]["QGMMA"] > 0 and "HGMMA" not in report["sass_base_counts"]
+    assert any(op.startswith("QGMMA") for op in report["main_loop_sass_counts"])
+    refused = run("--op", "attention", "--shape", "1x2x64x64", "--dtype", "e4m3")
+    assert refused.returncode == 2 and "AttentionProblem.dtype='e4m3'" in refused.stderr
