@@ -110,7 +110,9 @@ def default_arch() -> str:
 
     gpu = probe()
     if gpu.available and gpu.arch is not None:
-        return native_arch(clamp_arch(gpu.arch))  # an sm_90 device: sm_90a
+        clamped = clamp_arch(gpu.arch)
+        # An sm_90 device runs sm_90a cubins; a newer one clamped to sm_90 does not.
+        return native_arch(clamped) if clamped == gpu.arch else clamped
     knob = config.ARCH.get()
     if knob:
         if knob not in ARCHS:
