@@ -108,6 +108,7 @@ def test_sm90a_gemm_reports_the_hopper_family_and_its_opcodes():
     assert any(op.startswith("SYNCS") for op in loop)  # it waits on the stage's mbarrier
 
 
+@pytest.mark.slow  # the registry tests cover the fallback; this one costs a compile
 def test_an_unaligned_sm90a_gemm_inspects_the_mma_sync_family_and_says_why():
     report = json.loads(
         run("--op", "gemm", "--shape", "128x130x64", "--arch", "sm_90a", "--json").stdout
