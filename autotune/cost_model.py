@@ -27,18 +27,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from autotune.loop_structure import MMA_SYNC, LoopStructure, structure_of
 from autotune.occupancy import occupancy
 from autotune.tile_work import TileWork, tile_work, with_sass
 from tessera_core.hardware import (
     MUFU_LANES_PER_SM,
     SCHEDULERS_PER_SM,
     SMEM_BYTES_PER_CLOCK_PER_SM,
+    TENSOR_RATE_MULTIPLE_BY_DTYPE,
+    WGMMA_PEAK_FRACTION,
     arch_spec,
     calibration,
     ceil_div,
+    tensor_tflops,
 )
 from tessera_core.types import Problem, TileConfig
 
@@ -50,7 +54,8 @@ FACTOR_NAMES = ("tensor", "smem", "issue", "overlap", "latency", "memory", "over
 # ~190 TFLOP/s (61% of peak) on A100, 318 on H100 (H100's tensor rate doubled, its MUFU and
 # FP32 rates per SM did not, so more of the softmax shows). sm_86/sm_89 take A100's (same mma.sync
 # generation). Calibration corrects it per arch through the `overlap` factor.
-EXPOSED_SHARE = {"sm_80": 0.33, "sm_86": 0.33, "sm_89": 0.33, "sm_90": 0.9}
+# sm_90a is the same H100 (its mma.sync families behave as on sm_90).
+EXPOSED_SHARE = {"sm_80": 0.33, "sm_86": 0.33, "sm_89": 0.33, "sm_90": 0.9, "sm_90a": 0.9}
 # Global-memory latency of a cp.async tile load, in clocks: an assumption (microbenchmarks of
 # A100/H100 put DRAM latency at several hundred clocks); fitted via `latency`.
 GLOBAL_LATENCY_CLOCKS = 600
@@ -133,10 +138,25 @@ class CostEstimate:
         return {**self.__dict__, "pipe_clocks": dict(self.pipe_clocks)}
 
 
-def pipe_clocks(work: TileWork, arch: str, factors: Factors) -> dict[str, float]:
+def tensor_flops_per_clock(arch: str, structure: LoopStructure, dtype: str) -> float:
+    """Dense tensor FLOP a clock per SM: wgmma's full rate or the arch's mma.sync ceiling,
+    doubled for e4m3 inputs (tessera_core.hardware.tensor_tflops, cited there)."""
+    spec = arch_spec(arch)
+    fraction = WGMMA_PEAK_FRACTION if structure.wgmma else spec.mma_sync_peak_fraction
+    return spec.tensor_flops_per_clock_per_sm * fraction * TENSOR_RATE_MULTIPLE_BY_DTYPE[dtype]
+
+
+def pipe_clocks(
+    work: TileWork,
+    arch: str,
+    factors: Factors,
+    *,
+    structure: LoopStructure = MMA_SYNC,
+    dtype: str = "fp16",
+) -> dict[str, float]:
     """SM clocks each pipe needs for one iteration of one block."""
     spec = arch_spec(arch)
-    tensor_rate = spec.tensor_flops_per_clock_per_sm * spec.mma_sync_peak_fraction
+    tensor_rate = tensor_flops_per_clock(arch, structure, dtype)
     return {
         "tensor": work.iteration_flops / tensor_rate * factors.tensor,
         "smem": work.iteration_smem_bytes / SMEM_BYTES_PER_CLOCK_PER_SM * factors.smem,
@@ -147,15 +167,20 @@ def pipe_clocks(work: TileWork, arch: str, factors: Factors) -> dict[str, float]
 
 
 def _busy_clocks(
-    pipes: Mapping[str, float], resident_warps: int, arch: str, factors: Factors
+    pipes: Mapping[str, float],
+    resident_warps: int,
+    arch: str,
+    factors: Factors,
+    structure: LoopStructure = MMA_SYNC,
 ) -> tuple[float, str]:
     """(SM clocks of one block-iteration, bottleneck pipe) with `resident_warps` on the SM."""
     bound = max(pipes, key=lambda name: pipes[name])
     execution = [pipes[name] for name in ("tensor", "smem", "mufu", "fp32")]
     warps_per_scheduler = max(1.0, resident_warps / SCHEDULERS_PER_SM)
+    share = structure.exposed_share
     exposed = (
         (sum(execution) - max(execution))
-        * EXPOSED_SHARE.get(arch, 0.4)
+        * (EXPOSED_SHARE.get(arch, 0.4) if share is None else share)
         * factors.overlap
         / warps_per_scheduler
     )
@@ -189,6 +214,8 @@ def estimate(
     arch: str,
     loop_counts: Mapping[str, int] | None = None,
     factors: Factors | None = None,
+    family: str | None = None,
+    input_dtype: str | None = None,
 ) -> CostEstimate:
     """Model the kernel time of `config` for `problem` on `arch` from its ptxas resources.
 
@@ -197,6 +224,11 @@ def estimate(
             (generator.sass.kernel_and_loop_counts); None falls back to the analytical
             instruction mix of autotune.tile_work (stated there).
         factors: efficiency factors; default the arch's stored calibration, else all 1.0.
+        family: the family the config belongs to (default: the op's own); its loop structure
+            (autotune.loop_structure: mma.sync, or wgmma fed by a TMA producer) sets the
+            tensor rate, the barriers and the overlap.
+        input_dtype: the tensor inputs' dtype when it is not `problem.dtype` (e4m3 doubles
+            the tensor rate).
 
     Raises:
         OutOfResourcesError: the block does not fit on an SM of `arch` at all.
@@ -210,12 +242,18 @@ def estimate(
         static_smem_bytes=resources.static_smem_bytes,
         dynamic_smem_bytes=dynamic_smem_bytes,
     )
-    work = tile_work(problem, config)
+    structure = structure_of(family)
+    dtype = input_dtype or problem.dtype
+    work = tile_work(problem, config, family=family, dtype=dtype)
     if loop_counts:
         work = with_sass(work, config, loop_counts)
+    if structure.barriers_per_iteration is not None:
+        work = replace(work, iteration_barriers=structure.barriers_per_iteration)
     spill_bytes = resources.spill_store_bytes + resources.spill_load_bytes
     spill = 1.0 + SPILL_SLOWDOWN_PER_BYTE * spill_bytes
-    pipes = pipe_clocks(work, arch, factors)
+    pipes = pipe_clocks(work, arch, factors, structure=structure, dtype=dtype)
+    # Only consumer warps hide each other's dependent work; a producer warpgroup only loads.
+    math_warps = structure.consumer_warps(occ.warps_per_block)
 
     # The busiest SM runs ceil(blocks / SMs) blocks, `active` at a time; causal grids mix
     # light and heavy blocks, and the scheduler balances all but the heaviest one.
@@ -224,7 +262,7 @@ def estimate(
     block_iterations = max(mean_iterations, work.max_block_iterations / max(1, blocks_per_sm))
 
     def round_clocks(resident: int) -> tuple[float, str]:
-        busy, bound = _busy_clocks(pipes, resident * occ.warps_per_block, arch, factors)
+        busy, bound = _busy_clocks(pipes, resident * math_warps, arch, factors, structure)
         busy *= spill
         own, latency_bound = _own_iteration_clocks(
             busy, resident, config.num_stages, work.iteration_barriers, factors
@@ -248,7 +286,8 @@ def estimate(
     overhead_s = (LAUNCH_OVERHEAD_US + BLOCK_OVERHEAD_US * rounds) * 1e-6 * factors.overhead
     time_s = max(compute_s, memory_s) + overhead_s
     useful = problem.flops()
-    busy_full = _busy_clocks(pipes, occ.resident_warps, arch, factors)[0] * spill
+    resident_math_warps = occ.active_blocks * math_warps
+    busy_full = _busy_clocks(pipes, resident_math_warps, arch, factors, structure)[0] * spill
     return CostEstimate(
         time_ms=time_s * 1e3,
         compute_ms=compute_s * 1e3,
@@ -258,7 +297,7 @@ def estimate(
         blocks=work.blocks,
         occupancy=occ.occupancy,
         active_blocks_per_sm=occ.active_blocks,
-        efficiency=useful / time_s / (spec.tensor_tflops * 1e12),
+        efficiency=useful / time_s / (tensor_tflops(arch, dtype, wgmma=True) * 1e12),
         wasted_fraction=1.0 - useful / work.executed_flops,
         limiter=occ.limiter,
         bound=bound if compute_s >= memory_s else "memory",

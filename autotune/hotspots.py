@@ -27,7 +27,8 @@ from tessera_core.types import (
 
 log = logging.getLogger("tessera.autotune.hotspots")
 
-EVENTS = ("call", "promote", "demote", "tune")
+# "select": an arch-specific family refused a signature (runtime.dispatcher), with its reason.
+EVENTS = ("call", "promote", "demote", "tune", "select")
 PROG = "python -m autotune.hotspots"
 
 

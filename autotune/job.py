@@ -134,12 +134,13 @@ def _from_metadata(
 def run(request: TuneRequest) -> JobResult:
     """Serve `request` from the cache unless `retune`; otherwise tune, store and return."""
     from generator.render import template_hash
-    from templates.registry import get_family
+    from templates.registry import select
 
     start = time.perf_counter()
     problem, arch = request.problem, request.arch
-    family = get_family(problem.family)
-    kernel_key = problem.kernel_key(arch)
+    selection = select(problem, arch)  # the key names the family: gemm_sm90.… on sm_90a
+    family = selection.family
+    kernel_key = selection.kernel_key(problem)
     cache = KernelCache(cache_dir=request.cache_dir)
     current_template = template_hash(family)
     if not request.retune:

@@ -10,8 +10,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from autotune.cost_model import estimate
+from templates.family import launch_params
 from tessera_core.errors import IncorrectResultError, NoDeviceError
-from tessera_core.hardware import ceil_div
+from tessera_core.hardware import ceil_div, native_arch
 from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionDecodeProblem,
@@ -44,10 +45,11 @@ class Objective(Protocol):
         ...
 
 
-def _family(problem: Problem) -> Any:
-    from templates.registry import get_family
+def _family(problem: Problem, arch: str) -> Any:
+    """The family serving `problem` on `arch` (gemm_sm90 for an aligned gemm on sm_90a)."""
+    from templates.registry import family_for
 
-    return get_family(problem.family)
+    return family_for(problem, arch)
 
 
 def main_loop_counts(compiled: Any) -> dict[str, int] | None:
@@ -109,7 +111,7 @@ class ModelObjective:
             prefetch_main_loop_counts(outcomes, jobs=jobs)
 
     def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
-        family = self._family or _family(problem)
+        family = self._family or _family(problem, self.arch)
         cost = estimate(
             problem,
             config,
@@ -117,6 +119,7 @@ class ModelObjective:
             dynamic_smem_bytes=family.smem_bytes(problem, config),
             arch=self.arch,
             loop_counts=main_loop_counts(compiled) if self._read_sass else None,
+            family=getattr(family, "name", None),
         )
         return Evaluation(cost.time_ms, "model", cost.to_dict())
 
@@ -197,7 +200,7 @@ def _output_shapes(problem: Problem) -> dict[str, tuple[tuple[int, ...], Any]]:
     if isinstance(problem, AttentionProblem):
         rows = (problem.batch, problem.heads, problem.seq_q)
         return {"o": ((*rows, problem.head_dim), dtype), "lse": (rows, np.float32)}
-    return {"c": ((problem.m, problem.n), dtype)}
+    return {"c": ((problem.m, problem.n), NUMPY_DTYPES[problem.output_dtype])}
 
 
 class MeasuredObjective:
@@ -253,7 +256,7 @@ class MeasuredObjective:
     def _check(self, problem: Problem, config: TileConfig, kernel: Any, geometry: Any) -> None:
         from tessera_core.errors import LaunchError
 
-        family = self._family or _family(problem)
+        family = self._family or _family(problem, self.arch)
         buffers = self._buffers[0]
         outputs = _output_shapes(problem)
         for name, (_, dtype) in outputs.items():
@@ -262,7 +265,7 @@ class MeasuredObjective:
         if _accumulates_dq(problem, config):
             buffers["dq"].zero()  # fp32 atomics add into it
         pointers = {name: buffer.ptr for name, buffer in buffers.items()}
-        kernel.launch(family.make_params(problem, pointers=pointers), geometry)
+        kernel.launch(launch_params(family, problem, pointers), geometry)
         try:
             kernel.device.sync()
         except Exception as exc:  # cuda.core's CUDAError: the kernel faulted on the device
@@ -283,7 +286,7 @@ class MeasuredObjective:
     def evaluate(self, problem: Problem, config: TileConfig, compiled: Any) -> Evaluation:
         from generator import device
 
-        family = self._family or _family(problem)
+        family = self._family or _family(problem, self.arch)
         self._prepare(problem)
         geometry = family.launch_geometry(problem, config)
         kernel = device.load(
@@ -291,7 +294,7 @@ class MeasuredObjective:
         )
         self._check(problem, config, kernel, geometry)
         params = [
-            family.make_params(problem, pointers={n: b.ptr for n, b in buffers.items()})
+            launch_params(family, problem, {n: b.ptr for n, b in buffers.items()})
             for buffers in self._buffers
         ]
         times_ms = device.time_kernel(
@@ -304,12 +307,17 @@ class MeasuredObjective:
         )
 
 
+def _runs(device_arch: str | None, arch: str) -> bool:
+    """Whether a device of `device_arch` runs `arch` natively (sm_90 runs sm_90 and sm_90a)."""
+    return device_arch is not None and arch in (device_arch, native_arch(device_arch))
+
+
 def choose_objective(arch: str) -> Objective:
     """Measured when a GPU of exactly `arch` is present, else the cost model."""
     from generator.gpu import probe
 
     gpu = probe()
-    if gpu.available and gpu.arch == arch:
+    if gpu.available and _runs(gpu.arch, arch):
         return MeasuredObjective(arch=arch)
     return ModelObjective(arch=arch)
 
@@ -319,7 +327,7 @@ def require_gpu(arch: str) -> MeasuredObjective:
     from generator.gpu import probe
 
     gpu = probe()
-    if not gpu.available or gpu.arch != arch:
+    if not gpu.available or not _runs(gpu.arch, arch):
         raise NoDeviceError(
             f"measured tuning for {arch} needs a {arch} GPU; found: {gpu.arch or gpu.reason}. "
             "Tune with the cost model instead (the default without a GPU)."

@@ -285,9 +285,9 @@ def tune(
     start = time.perf_counter()
     family = None
     if space is None or compile_fn is None:
-        from templates.registry import get_family
+        from templates.registry import family_for
 
-        family = get_family(problem.family)
+        family = family_for(problem, arch)  # gemm_sm90 for an aligned gemm on sm_90a
         space = space or family.space
     compile_fn = compile_fn or _default_compile(family)
     owned = objective is None  # an objective made here is closed here (device buffers)

@@ -46,6 +46,13 @@ BACKWARD_MATMULS = 5
 QUERY_BLOCK_MATMULS = 3
 # Barriers a main-loop iteration waits at, without SASS: one (the templates since issue 9).
 DEFAULT_BARRIERS_PER_ITERATION = 1
+# wgmma: m64 rows a warpgroup, 32 bytes of k an instruction (k16 for 16-bit, k32 for e4m3).
+WGMMA_M = 64
+WGMMA_K_BYTES = 32
+# Per consumer warp and k-step beyond its wgmmas: mbarrier try_wait, fence, commit, wait,
+# the empty-barrier arrive, stage advance and branch (the sm_90a SASS loop: about a dozen).
+WGMMA_LOOP_INSTRUCTIONS = 12
+TMA_PRODUCER_INSTRUCTIONS = 12  # per producer warp and stage: wait, expect_tx, 2 UTMALDG, ...
 FP32_PIPE_OPCODES = ("FFMA", "FADD", "FMUL", "FMNMX", "FSEL", "FSETP", "FCHK")
 
 
@@ -182,7 +189,7 @@ def _attention_bwd(problem: AttentionBackwardProblem, config: TileConfig) -> Til
     )
 
 
-def _gemm(problem: GemmProblem, config: TileConfig) -> TileWork:
+def _gemm(problem: GemmProblem, config: TileConfig, *, group_m: int | None = None) -> TileWork:
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     m_tiles, n_tiles = ceil_div(problem.m, bm), ceil_div(problem.n, bn)
     k_steps = ceil_div(problem.k, bk)
@@ -205,7 +212,7 @@ def _gemm(problem: GemmProblem, config: TileConfig) -> TileWork:
     # Row-major block order streams all of B past every tile row; grouping group_m tile rows
     # (the GEMM's `group_m` option) keeps a group's B columns in L2 for group_m rows, so B's
     # re-reads that miss L2 shrink by that factor (A's are unchanged).
-    group_m = max(1, config.option("group_m", 1))
+    group_m = max(1, group_m or config.option("group_m", 1))
     l2_misses = max(0.0, a_reads + b_reads / min(group_m, m_tiles) - unique)
     return TileWork(
         blocks=blocks,
@@ -274,14 +281,50 @@ def _decode(problem: AttentionDecodeProblem, config: TileConfig) -> TileWork:
     )
 
 
-def tile_work(problem: Problem, config: TileConfig) -> TileWork:
-    """The analytical work of `config` on `problem` (instruction mix estimated, not read)."""
+def _gemm_sm90(problem: GemmProblem, config: TileConfig, dtype: str) -> TileWork:
+    """gemm_sm90: TMA fills a stage (no thread copies it); each 64-row wgmma reads its A rows
+    and the whole B tile straight from shared memory (no ldmatrix); tiles run in groups of
+    GROUP_M row blocks."""
+    from templates.gemm_sm90.space import GROUP_M, consumers
+
+    work = _gemm(problem, config, group_m=GROUP_M)
+    elem = elem_bytes(dtype)
+    bm, bn, bk = config.block_m, config.block_n, config.block_k
+    n_consumers = max(1, consumers(config))
+    fill = (bm + bn) * bk * elem
+    reads = (bm + (bm // WGMMA_M) * bn) * bk * elem
+    # Per consumer warp: its warpgroup's wgmma (m64 x bn x k WGMMA_K each), the fence,
+    # commit and wait; the producer's one elected thread issues two TMA loads and an
+    # expect_tx per stage.
+    wgmma_k = WGMMA_K_BYTES // elem
+    wgmmas = (bm // n_consumers // WGMMA_M) * (bk // wgmma_k)
+    consumer_instructions = 4 * n_consumers * (wgmmas + WGMMA_LOOP_INSTRUCTIONS)
+    producer_instructions = 4 * TMA_PRODUCER_INSTRUCTIONS
+    return replace(
+        work,
+        iteration_smem_bytes=float(fill + reads),
+        iteration_warp_instructions=float(consumer_instructions + producer_instructions),
+    )
+
+
+def elem_bytes(dtype: str) -> int:
+    """Bytes per element of a tensor-core input dtype (e4m3: 1; fp16, bf16: 2)."""
+    return 1 if dtype == "e4m3" else DTYPE_BYTES
+
+
+def tile_work(
+    problem: Problem, config: TileConfig, *, family: str | None = None, dtype: str | None = None
+) -> TileWork:
+    """The analytical work of `config` on `problem` in `family` (default: the op's own) with
+    tensor inputs of `dtype` (default: the problem's) (instruction mix estimated, not read)."""
     if isinstance(problem, AttentionDecodeProblem):
         return _decode(problem, config)
     if isinstance(problem, AttentionBackwardProblem):
         return _attention_bwd(problem, config)
     if isinstance(problem, AttentionProblem):
         return _attention(problem, config)
+    if family == "gemm_sm90":
+        return _gemm_sm90(problem, config, dtype or problem.dtype)
     return _gemm(problem, config)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from generator import toolchain
 from generator.host_build import SCHEDULES, Schedule, build_host_library
 from generator.render import RenderedKernel, check_config, render
-from templates.registry import get_family
+from templates.registry import family_for, get_family
 from tessera_core.errors import EmulatorError, InvalidConfigError
 from tessera_core.types import (
     GEMM_LAYOUTS,
@@ -22,6 +22,7 @@ from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionProblem,
     DType,
+    GemmDType,
     GemmLayout,
     GemmProblem,
     Layout,
@@ -29,9 +30,10 @@ from tessera_core.types import (
     TileConfig,
 )
 
-NUMPY_DTYPES: dict[DType, Any] = {
+NUMPY_DTYPES: dict[str, Any] = {
     "fp16": np.dtype(np.float16),
     "bf16": np.dtype(ml_dtypes.bfloat16),
+    "e4m3": np.dtype(ml_dtypes.float8_e4m3fn),  # GEMM inputs only (gemm_sm90)
 }
 # Each tensor sits between two guard zones of poison bytes; a kernel writing past either end of
 # a tensor changes them and the launch fails, instead of corrupting the Python heap.
@@ -53,22 +55,30 @@ class EmulatedRun:
 
 def dtype_name(array: np.ndarray) -> DType:
     """The project's dtype name of a float16 or ml_dtypes.bfloat16 array."""
-    for name, dtype in NUMPY_DTYPES.items():
-        if array.dtype == dtype:
+    for name in ("fp16", "bf16"):
+        if array.dtype == NUMPY_DTYPES[name]:
             return name
     raise TypeError(f"arrays must be float16 or ml_dtypes.bfloat16, got {array.dtype}")
+
+
+def gemm_dtype_name(array: np.ndarray) -> GemmDType:
+    """dtype_name, plus e4m3 for ml_dtypes.float8_e4m3fn or uint8 (raw e4m3 codes) arrays."""
+    if array.dtype == NUMPY_DTYPES["e4m3"] or array.dtype == np.uint8:
+        return "e4m3"
+    return dtype_name(array)
 
 
 def resolve_config(
     problem: Problem, config: TileConfig | Mapping[str, int] | None, *, arch: str | None = None
 ) -> TileConfig:
-    """The family's default configuration, or `config` checked against the family's space.
+    """The default configuration of the family serving `problem` on `arch`
+    (templates.registry.family_for), or `config` checked against that family's space.
 
     Raises:
         InvalidConfigError: naming the field, value and rule `config` breaks.
     """
-    family = get_family(problem.family)
     target = arch or toolchain.default_arch()
+    family = family_for(problem, target)
     if config is None:
         return family.default_config(problem, target)
     if isinstance(config, TileConfig):
@@ -259,9 +269,16 @@ def attention_problem(
     )  # fmt: skip
 
 
-def gemm_problem(a: np.ndarray, b: np.ndarray, layout: GemmLayout = "nn") -> GemmProblem:
+def gemm_problem(
+    a: np.ndarray,
+    b: np.ndarray,
+    layout: GemmLayout = "nn",
+    *,
+    out_dtype: DType | None = None,
+) -> GemmProblem:
     """The problem that a and b describe as stored in `layout` (nn: a [M,K], b [K,N]; a
-    transposed a is [K,M], a transposed b [N,K]); ValueError on mismatch."""
+    transposed a is [K,M], a transposed b [N,K]); ValueError on mismatch. e4m3 inputs
+    (float8_e4m3fn or uint8 codes) write `out_dtype` (default bf16)."""
     if layout not in GEMM_LAYOUTS:
         raise ValueError(f"layout={layout!r}: expected one of {', '.join(GEMM_LAYOUTS)}")
     a_form = "[K,M]" if layout[0] == "t" else "[M,K]"
@@ -272,10 +289,10 @@ def gemm_problem(a: np.ndarray, b: np.ndarray, layout: GemmLayout = "nn") -> Gem
     k_b, n = b.shape[::-1] if layout[1] == "t" else b.shape
     if k != k_b:
         raise ValueError(f"a {a.shape}, b {b.shape}: need a {a_form} and b {b_form} ({layout})")
-    dtype = dtype_name(a)
-    if dtype_name(b) != dtype:
+    dtype = gemm_dtype_name(a)
+    if gemm_dtype_name(b) != dtype:
         raise TypeError(f"a and b must share one dtype, got {a.dtype}, {b.dtype}")
-    return GemmProblem(m, n, k, dtype=dtype, layout=layout)
+    return GemmProblem(m, n, k, dtype=dtype, layout=layout, out_dtype=out_dtype)
 
 
 def _render(
@@ -285,10 +302,11 @@ def _render(
     specialized: bool,
     arch: str | None,
 ) -> RenderedKernel:
-    """The family's kernel for `problem` with `config` (default: the family's) on `arch`."""
+    """The kernel of the family serving `problem` on `arch` (gemm_sm90 for an aligned gemm on
+    sm_90a) with `config` (default: the family's)."""
     target = arch or toolchain.default_arch()
     tile = resolve_config(problem, config, arch=target)
-    return render(get_family(problem.family), problem, tile, specialized=specialized, arch=target)
+    return render(family_for(problem, target), problem, tile, specialized=specialized, arch=target)
 
 
 def run_attention_problem(
@@ -493,13 +511,24 @@ def run_gemm_problem(
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
+    scale: float | None = None,
 ) -> EmulatedRun:
-    """Render the GEMM kernel for `problem` and run it on a, b (output c)."""
+    """Render the GEMM kernel for `problem` and run it on a, b (output c).
+
+    e4m3 inputs go to gemm_sm90, whose FP8 wgmma reads B K-major: b [K,N] is passed transposed
+    ([N,K], as cuBLASLt's FP8 GEMMs take it); `scale` (the per-tensor descales' product,
+    scale_a * scale_b) multiplies the fp32 accumulators before the output rounding.
+    """
     rendered = _render(problem, config, specialized=specialized, arch=arch)
+    codes = problem.dtype == "e4m3"
+    a_in = a.view(np.uint8) if codes else a
+    b_in = np.ascontiguousarray(b.view(np.uint8).T) if codes else b
+    out = NUMPY_DTYPES[problem.output_dtype]
     return run_rendered(
         rendered,
-        inputs={"a": _c(a), "b": _c(b)},
-        outputs={"c": ((problem.m, problem.n), a.dtype)},
+        inputs={"a": _c(a_in), "b": _c(b_in)},
+        outputs={"c": ((problem.m, problem.n), out)},
+        scale=scale,
     )
 
 
@@ -511,16 +540,19 @@ def run_gemm(
     config: TileConfig | Mapping[str, int] | None = None,
     specialized: bool = False,
     arch: str | None = None,
+    out_dtype: DType | None = None,
+    scale: float | None = None,
 ) -> np.ndarray:
-    """C = op(A) @ op(B) on the emulator, in the input dtype (`layout`: see gemm_problem).
+    """C = op(A) @ op(B) on the emulator, in the input dtype (`layout`: see gemm_problem; e4m3
+    inputs: `out_dtype`, default bf16, times `scale`; sm_90a only, gemm_sm90).
 
     Raises:
         InvalidConfigError: `config` is not valid for this problem.
         EmulatorError: the kernel faulted.
     """
-    problem = gemm_problem(a, b, layout)
+    problem = gemm_problem(a, b, layout, out_dtype=out_dtype)
     return run_gemm_problem(
-        problem, a, b, config=config, specialized=specialized, arch=arch
+        problem, a, b, config=config, specialized=specialized, arch=arch, scale=scale
     ).outputs["c"]
 
 

@@ -3,7 +3,9 @@
 Like Triton's `n_regs` / `n_spills` / `asm`: registers, shared memory, spills and stack from
 ptxas, and the SASS opcode histogram of the whole kernel and of its main loop. The main loop
 is found in the SASS as the body of the backward branch (`BRA` to a lower address) holding the
-most HMMA, the innermost such loop on a tie (generator.sass.main_loop). A partial `--config`
+most tensor MMAs (HMMA, HGMMA, QGMMA), the innermost such loop on a tie (generator.sass.main_loop).
+The family is the one serving the problem on the arch (templates.registry.select): on sm_90a
+the Hopper families, whose SASS shows HGMMA, UTMALDG and SYNCS. A partial `--config`
 is completed from the family's valid configurations: the valid one agreeing with every given
 field that is closest to the family's default (sum of |log2| differences over the fields;
 ties go to the space's own order), so the same input always gives the same kernel.
@@ -21,7 +23,7 @@ from typing import Any
 from tessera_core.cli import ArgumentParser, run_cli
 from tessera_core.errors import InvalidConfigError, TesseraError
 from tessera_core.hardware import ARCHS
-from tessera_core.types import DTYPES, OPS, SHAPE_FORMS, Problem, TileConfig, parse_shape
+from tessera_core.types import GEMM_DTYPES, OPS, SHAPE_FORMS, Problem, TileConfig, parse_shape
 
 EXIT_USAGE = 2
 TOP_OPCODES = 25  # rows of each printed histogram (--json has them all)
@@ -102,9 +104,10 @@ def inspect_kernel(
     from generator import sass
     from generator.compile import compile_kernel
     from generator.render import render
-    from templates.registry import get_family
+    from templates.registry import select
 
-    family = get_family(problem.family)
+    selection = select(problem, arch)  # sm_90a: the Hopper family when it takes the problem
+    family = selection.family
     given = dict(given or {})
     if given:
         config, completed = complete_config(family, problem, arch, given)
@@ -115,6 +118,8 @@ def inspect_kernel(
     dynamic = family.smem_bytes(problem, config)
     report: dict[str, Any] = {
         "kernel_name": compiled.kernel_name,
+        "family": family.name,
+        "fallback_reason": selection.fallback_reason,
         "problem": problem.to_dict(),
         "arch": arch,
         "nvrtc_version": compiled.nvrtc_version,
@@ -132,9 +137,16 @@ def inspect_kernel(
     try:
         listing = sass.disassemble(compiled.cubin)
     except TesseraError as exc:
-        report.update(sass_counts=None, main_loop_sass_counts=None, sass_error=str(exc))
+        report.update(
+            sass_counts=None, sass_base_counts=None, main_loop_sass_counts=None, sass_error=str(exc)
+        )
         return report
     report["sass_counts"] = sass.opcode_counts(listing)
+    # Base mnemonics too: HGMMA, QGMMA, UTMALDG, SYNCS whatever their modifiers.
+    base: dict[str, int] = {}
+    for opcode, count in report["sass_counts"].items():
+        base[opcode.split(".", 1)[0]] = base.get(opcode.split(".", 1)[0], 0) + count
+    report["sass_base_counts"] = base
     report["main_loop_sass_counts"] = sass.opcode_counts(
         "\n".join(f"/*{a:04x}*/ {op} {rest};" for a, op, rest in sass.main_loop(listing))
     )
@@ -158,7 +170,10 @@ def _print(report: Mapping[str, Any]) -> None:
     if report["completed_from"] is not None:
         given = json.dumps(report["completed_from"], sort_keys=True)
         print(f"completed {given} -> {json.dumps(report['config'], sort_keys=True)}")
-    print(f"{report['kernel_name']} for {report['arch']}, config {report['config']}")
+    name, family, arch = report["kernel_name"], report["family"], report["arch"]
+    print(f"{name} ({family}) for {arch}, config {report['config']}")
+    if report["fallback_reason"]:
+        print(f"  fallback      {report['fallback_reason']}")
     print(f"  registers     {report['registers']}")
     print(
         f"  shared memory {report['smem_bytes']} bytes "
@@ -194,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the family's default configuration)",
     )
     parser.add_argument("--arch", choices=sorted(ARCHS), help="target arch (default: sm_90...)")
-    parser.add_argument("--dtype", choices=DTYPES, default="fp16", help="input dtype")
+    parser.add_argument(
+        "--dtype",
+        choices=GEMM_DTYPES,
+        default="fp16",
+        help="input dtype (e4m3: gemm on sm_90a, bf16 output)",
+    )
     parser.add_argument("--causal", action="store_true", help="causal mask (attention)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

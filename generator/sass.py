@@ -77,15 +77,21 @@ def instructions(sass: str) -> list[tuple[int, str, str]]:
     ]
 
 
+# The tensor-core MMA opcodes a main loop is recognised by: HMMA (mma.sync), HGMMA (wgmma,
+# fp16/bf16) and QGMMA (wgmma, FP8).
+TENSOR_OPCODES = frozenset({"HMMA", "HGMMA", "QGMMA"})
+
+
 def main_loop(sass: str) -> list[tuple[int, str, str]]:
     """The instructions of the kernel's main loop: its SASS body, one trip of the loop as compiled.
 
     A loop in SASS is a backward branch: `BRA target` at address a with target <= a; its body
-    is every instruction from target to a. The main loop is the body holding the most HMMA
-    (the tensor-core MMAs of the KV or k loop); on a tie the shortest such body (the innermost
-    loop). If ptxas unrolled the loop, the body holds several source iterations; callers
-    divide by the unroll factor they infer (HMMA count / HMMA per iteration). Empty when the
-    kernel has no backward branch with an HMMA in its body.
+    is every instruction from target to a. The main loop is the body holding the most tensor
+    MMAs (TENSOR_OPCODES: mma.sync's HMMA, wgmma's HGMMA and, for FP8, QGMMA: the KV or k
+    loop, the consumers' loop of a warp-specialized kernel); on a tie the shortest such body
+    (the innermost loop). If ptxas unrolled the loop, the body holds several source
+    iterations; callers divide by the unroll factor they infer (MMAs in the body / MMAs per
+    iteration). Empty when the kernel has no backward branch with a tensor MMA in its body.
     """
     listing = instructions(sass)
     best: tuple[int, int, int, int] | None = None  # (-hmma, length, start, end)
@@ -97,7 +103,7 @@ def main_loop(sass: str) -> list[tuple[int, str, str]]:
             continue
         start = next(i for i, ins in enumerate(listing) if ins[0] >= int(target.group(1), 16))
         body = listing[start : index + 1]
-        hmma = sum(op.startswith("HMMA") for _, op, _ in body)
+        hmma = sum(op.split(".", 1)[0] in TENSOR_OPCODES for _, op, _ in body)
         if hmma == 0:
             continue
         key = (-hmma, len(body), start, index)

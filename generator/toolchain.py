@@ -10,7 +10,7 @@ from typing import Any
 
 from tessera_core import config
 from tessera_core.errors import CudaError
-from tessera_core.hardware import ARCHS, DEFAULT_ARCH
+from tessera_core.hardware import ARCHS, DEFAULT_ARCH, native_arch
 
 # Headers NVRTC reads from the CUDA runtime include directory; their contents go into the
 # compile-cache key so a different toolkit's fp16/bf16 headers never reuse a stale binary.
@@ -104,12 +104,15 @@ def supported_archs() -> tuple[str, ...]:
 
 
 def default_arch() -> str:
-    """The present GPU's arch (clamped to a supported one), else TESSERA_ARCH, else sm_90."""
+    """The present GPU's native target (clamped to a supported arch; sm_90a on an sm_90 device),
+    else TESSERA_ARCH, else sm_90."""
     from generator.gpu import probe
 
     gpu = probe()
     if gpu.available and gpu.arch is not None:
-        return clamp_arch(gpu.arch)
+        clamped = clamp_arch(gpu.arch)
+        # An sm_90 device runs sm_90a cubins; a newer one clamped to sm_90 does not.
+        return native_arch(clamped) if clamped == gpu.arch else clamped
     knob = config.ARCH.get()
     if knob:
         if knob not in ARCHS:

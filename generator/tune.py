@@ -169,14 +169,15 @@ def _problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
 
 def _check_supported(problems: Sequence[Problem], args: argparse.Namespace) -> None:
     """A shape no configuration can run is refused with its one reason, before any search."""
-    from templates.registry import get_family
+    from templates.registry import family_for
 
     for problem in problems:
-        reason = get_family(problem.family).space.unsupported(problem, args.arch)
+        family = family_for(problem, args.arch)
+        reason = family.space.unsupported(problem, args.arch)
         if reason is not None:
             where = f"--shape {args.shape}" if args.shape else f"--from-trace {args.from_trace}"
             raise UsageError(
-                f"{where}: {problem.family} {problem.shape_str()} is not supported on "
+                f"{where}: {family.name} {problem.shape_str()} is not supported on "
                 f"{args.arch}: {reason}"
             )
 
@@ -235,7 +236,9 @@ def _run_workers(request: TuneRequest, workers: int) -> JobResult:
     from autotune.study import open_study
 
     assert request.storage is not None
-    open_study(request.storage, request.study_name or request.problem.kernel_key(request.arch))
+    from templates.registry import kernel_key
+
+    open_study(request.storage, request.study_name or kernel_key(request.problem, request.arch))
     context = multiprocessing.get_context("spawn")  # no inherited threads or open connections
     processes = [
         context.Process(

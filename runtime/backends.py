@@ -12,7 +12,7 @@ from runtime.specialized import SpecializedKernel, load_specialized
 from runtime.tiers import Backends, Kernel, Tier
 from tessera_core.config import ARCH
 from tessera_core.errors import CacheMissError, NoDeviceError
-from tessera_core.hardware import DEFAULT_ARCH
+from tessera_core.hardware import DEFAULT_ARCH, native_arch
 from tessera_core.types import GemmProblem, Problem, TileConfig
 
 if TYPE_CHECKING:
@@ -208,10 +208,11 @@ class HostBackends:
         return ReferenceKernel(op, layout)
 
     def generic(self, problem: Problem) -> Kernel:
-        from templates.registry import get_family
+        from templates.registry import select
 
-        config = get_family(problem.op).default_config(problem, self.arch)
-        key = problem.generic_key(self.arch)
+        selection = select(problem, self.arch)
+        config = selection.family.default_config(problem, self.arch)
+        key = selection.generic_key(problem)
         if not self.executes_compiled:
             compile_for_arch(problem, config, self.arch, specialized=False)
             return PrewarmedKernel(tier=Tier.GENERIC, config=config, kernel_key=key)
@@ -225,7 +226,9 @@ class HostBackends:
                 "config= runs a compiled kernel; device='cpu' executes tier 1 only: "
                 "use device='emulator' or 'cuda'"
             )
-        key = problem.generic_key(self.arch)
+        from templates.registry import generic_key
+
+        key = generic_key(problem, self.arch)
         return EmulatedKernel(
             tier=Tier.GENERIC, problem=problem, config=config, kernel_key=key, arch=self.arch
         )
@@ -253,8 +256,10 @@ def cached_specialized(
     problem: Problem, *, arch: str, config: RuntimeConfig
 ) -> SpecializedKernel | None:
     """The tuned kernel of exactly `problem` for `arch` in the runtime's cache, else None."""
+    from templates.registry import kernel_key
+
     try:
-        return load_specialized(problem.kernel_key(arch), cache_dirs=config.cache_dirs)
+        return load_specialized(kernel_key(problem, arch), cache_dirs=config.cache_dirs)
     except CacheMissError:
         return None
 
@@ -284,17 +289,22 @@ def tune_into_cache(problem: Problem, *, arch: str, config: RuntimeConfig) -> st
 def compile_for_arch(
     problem: Problem, config: TileConfig, arch: str, *, specialized: bool
 ) -> CompiledKernel:
-    """NVRTC-compile one kernel for `arch` (no GPU needed); the compile cache keeps it."""
+    """NVRTC-compile the kernel of the family serving `problem` on `arch` (no GPU needed); the
+    compile cache keeps it."""
     from generator.compile import compile_kernel
     from generator.render import render
-    from templates.registry import get_family
+    from templates.registry import family_for
 
-    rendered = render(get_family(problem.op), problem, config, specialized=specialized, arch=arch)
+    rendered = render(
+        family_for(problem, arch), problem, config, specialized=specialized, arch=arch
+    )
     return compile_kernel(rendered, arch=arch)
 
 
 def resolve_device(config: RuntimeConfig) -> tuple[str, str]:
-    """(device, arch): 'auto' is 'cuda' with a usable GPU, else 'cpu'."""
+    """(device, arch): 'auto' is 'cuda' with a usable GPU, else 'cpu'. The arch is
+    config.arch, else the GPU's native target (an sm_90 device: sm_90a, the Hopper families),
+    else TESSERA_ARCH, else sm_90."""
     from generator.gpu import probe
 
     gpu = probe()
@@ -305,7 +315,8 @@ def resolve_device(config: RuntimeConfig) -> tuple[str, str]:
         raise NoDeviceError(
             f"device='cuda' but no usable GPU ({gpu.reason}); use device='emulator' or 'cpu'"
         )
-    arch = config.arch or (gpu.arch if device == "cuda" else None) or ARCH.get() or DEFAULT_ARCH
+    device_arch = native_arch(gpu.arch) if device == "cuda" and gpu.arch else None
+    arch = config.arch or device_arch or ARCH.get() or DEFAULT_ARCH
     return device, arch
 
 

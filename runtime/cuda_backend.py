@@ -27,6 +27,7 @@ from runtime.config import RuntimeConfig
 from runtime.signature import MAX_SEQLEN, Variant, problem_fields
 from runtime.tiers import Kernel, Tier
 from templates.attention_bwd.space import deterministic
+from templates.family import Family, launch_params
 from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionProblem,
@@ -126,14 +127,22 @@ class CudaKernel:
     """A loaded kernel of one problem class (tier 2) or one problem (tier 3)."""
 
     def __init__(
-        self, *, tier: Tier, problem: Problem, config: TileConfig, kernel_key: str, loaded: Any
+        self,
+        *,
+        tier: Tier,
+        problem: Problem,
+        config: TileConfig,
+        kernel_key: str,
+        loaded: Any,
+        family: Family | None = None,
     ) -> None:
+        """`family`: the one serving `problem` on the backend's arch (default: the op's)."""
         from templates.registry import get_family
 
         self.tier = tier
         self.config: TileConfig | None = config
         self.kernel_key: str | None = kernel_key
-        self._family = get_family(problem.op)
+        self._family = family or get_family(problem.op)
         self._loaded = loaded
         self._op = problem.op
         self._layout: GemmLayout = getattr(problem, "layout", "nn")  # a gemm kernel: one layout
@@ -169,7 +178,7 @@ class CudaKernel:
                 pointers[name] = buffers[name].ptr
             if self._op == "attention_bwd" and not deterministic(self.config):
                 buffers["dq"].zero()  # the kernel adds into dQ with fp32 atomics
-            params = self._family.make_params(io.problem, pointers=pointers, scale=scale)
+            params = launch_params(self._family, io.problem, pointers, scale=scale)
             geometry = self._family.launch_geometry(io.problem, self.config)
             self._loaded.launch(params, geometry)
             # Before the input copies are freed and the outputs read or handed over.
@@ -280,33 +289,42 @@ class CudaBackends:
 
     def _build(self, problem: Problem, config: TileConfig, tier: Tier, key: str) -> Kernel:
         from generator import device
-        from templates.registry import get_family
+        from templates.registry import family_for
 
+        family = family_for(problem, self.arch)
         compiled = compile_for_arch(
             problem, config, self.arch, specialized=tier is Tier.SPECIALIZED
         )
         loaded = device.load(
             compiled.cubin,
             compiled.kernel_name,
-            _max_smem_bytes(get_family(problem.op), problem, config),
+            _max_smem_bytes(family, problem, config),
             ptx=compiled.ptx,
         )
-        return CudaKernel(tier=tier, problem=problem, config=config, kernel_key=key, loaded=loaded)
+        return CudaKernel(
+            tier=tier, problem=problem, config=config, kernel_key=key, loaded=loaded, family=family
+        )
 
     def generic(self, problem: Problem) -> Kernel:
-        from templates.registry import get_family
+        from templates.registry import select
 
-        config = get_family(problem.op).default_config(problem, self.arch)
-        return self._build(problem, config, Tier.GENERIC, problem.generic_key(self.arch))
+        selection = select(problem, self.arch)
+        config = selection.family.default_config(problem, self.arch)
+        return self._build(problem, config, Tier.GENERIC, selection.generic_key(problem))
 
     def forced(self, problem: Problem, config: TileConfig) -> Kernel:
-        return self._build(problem, config, Tier.GENERIC, problem.generic_key(self.arch))
+        from templates.registry import generic_key
+
+        return self._build(problem, config, Tier.GENERIC, generic_key(problem, self.arch))
 
     def specialized(self, problem: Problem) -> Kernel | None:
         loaded = cached_specialized(problem, arch=self.arch, config=self._config)
         if loaded is None or loaded.kernel is None:
             return None
+        from templates.registry import family_for
+
         return CudaKernel(
+            family=family_for(problem, self.arch),
             tier=Tier.SPECIALIZED,
             problem=problem,
             config=loaded.config,

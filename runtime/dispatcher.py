@@ -15,6 +15,7 @@ from runtime.stats import RuntimeStats, TierTimes
 from runtime.tiers import OPS, Backends, Kernel, Tier
 from runtime.trace import Tracer
 from runtime.tuning_queue import TuningQueue
+from templates.registry import select
 from tessera_core.config import process_rank
 from tessera_core.errors import TesseraError
 from tessera_core.types import Problem, TileConfig
@@ -43,6 +44,7 @@ class SignatureState:
         "generic_tried",
         "kernel",
         "problem",
+        "selection_traced",
         "settled",
         "signature",
         "tier",
@@ -62,6 +64,7 @@ class SignatureState:
         self.tune_state = NOT_TUNED
         self.tune_retry_at = 0  # call count before which a refused tune is not retried
         self.settled = False  # nothing left to promote to: skip the checks
+        self.selection_traced = False  # a refused arch-specific family is traced once
 
 
 class Dispatcher:
@@ -188,6 +191,9 @@ class Dispatcher:
             return
         cfg = self.config
         compiled = self.backends.executes_compiled
+        if not state.selection_traced:
+            state.selection_traced = True
+            self._trace_fallback(state)
         if (
             cfg.tier2
             and not state.generic_tried
@@ -254,7 +260,7 @@ class Dispatcher:
             state.tune_state = FAILED
             state.kernel = self._below_specialized(state)
         else:
-            self._generic[state.problem.generic_key(self.backends.arch)] = None
+            self._generic[self._generic_key(state.problem)] = None
             state.kernel = None
         state.tier = state.kernel.tier if state.kernel is not None else Tier.REFERENCE
         state.settled = self._settled(state)
@@ -264,14 +270,36 @@ class Dispatcher:
     def _below_specialized(self, state: SignatureState) -> Kernel | None:
         """What a signature leaving tier 3 runs: its generic kernel if built and executable,
         else None (tier 1)."""
-        generic = self._generic.get(state.problem.generic_key(self.backends.arch))
+        generic = self._generic.get(self._generic_key(state.problem))
         return generic if generic is not None and self.backends.executes_compiled else None
 
     # -- kernels -------------------------------------------------------------------------
 
+    # Keys name the family serving the problem on the backend's arch (templates.registry): on
+    # sm_90a an aligned gemm is gemm_sm90's, an unaligned one the mma.sync gemm's.
+    def _generic_key(self, problem: Problem) -> str:
+        return select(problem, self.backends.arch).generic_key(problem)
+
+    def _kernel_key(self, problem: Problem) -> str:
+        return select(problem, self.backends.arch).kernel_key(problem)
+
+    def _trace_fallback(self, state: SignatureState) -> None:
+        """A 'select' event when an arch-specific family refused the problem (say gemm_sm90
+        for N % 8 != 0 on sm_90a), naming the family and its reason; nothing otherwise."""
+        if state.problem.op not in self.backends.compiled_ops:
+            return
+        selection = select(state.problem, self.backends.arch)
+        if selection.fallback_reason is not None:
+            self._trace_event(
+                state,
+                "select",
+                ok=True,
+                detail=f"{selection.family.name} serves it: {selection.fallback_reason}",
+            )
+
     def _generic_kernel(self, problem: Problem) -> Kernel | None:
         """The problem class's generic kernel, built once; None if building it failed."""
-        key = problem.generic_key(self.backends.arch)
+        key = self._generic_key(problem)
         if key not in self._generic:
             try:
                 self._generic[key] = self.backends.generic(problem)
@@ -281,7 +309,7 @@ class Dispatcher:
         return self._generic[key]
 
     def _specialized_kernel(self, problem: Problem) -> Kernel | None:
-        key = problem.kernel_key(self.backends.arch)
+        key = self._kernel_key(problem)
         kernel = self._loaded.get(key)
         if kernel is not None:
             return kernel
@@ -309,7 +337,7 @@ class Dispatcher:
                 self._trace_event(state, "demote", detail="evicted from the loaded-kernel LRU")
 
     def _forced_kernel(self, problem: Problem, config: TileConfig) -> Kernel:
-        key = (problem.generic_key(self.backends.arch), config.key())
+        key = (self._generic_key(problem), config.key())
         kernel = self._forced.get(key)
         if kernel is None:
             kernel = self._forced[key] = self.backends.forced(problem, config)
@@ -319,7 +347,7 @@ class Dispatcher:
 
     def _queue_tuning(self, state: SignatureState) -> None:
         problem = state.problem
-        key = problem.kernel_key(self.backends.arch)
+        key = self._kernel_key(problem)
 
         outcome = ["finished"]
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tessera_core import config
 from tessera_core.errors import CacheMissError
+from tessera_core.hardware import native_arch
 from tessera_core.types import Problem, TileConfig, problem_from_dict
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def _load(kernel_key: str, cache_dirs: Sequence[str | Path] | None) -> Specializ
         arch=arch,
         problem=problem,
         source=str(entry.layer),
-        kernel=_launchable(entry.cubin, entry.ptx, metadata, arch, config, problem),
+        kernel=_launchable(kernel_key, entry.cubin, entry.ptx, metadata, arch, config, problem),
     )
 
 
@@ -143,6 +144,7 @@ def _template_hash(kernel_key: str) -> str | None:
 
 
 def _launchable(
+    kernel_key: str,
     cubin: bytes | None,
     ptx: str | None,
     metadata: dict[str, Any],
@@ -159,11 +161,13 @@ def _launchable(
     from generator.gpu import probe
 
     gpu = probe()
-    if not gpu.available or gpu.arch != arch or problem is None or (cubin is None and ptx is None):
+    # An sm_90 device runs its own sm_90 entries and the sm_90a ones it is natively tuned with.
+    runs_here = gpu.arch is not None and arch in (gpu.arch, native_arch(gpu.arch))
+    if not gpu.available or not runs_here or problem is None or (cubin is None and ptx is None):
         return None
     from generator import device
     from templates.registry import get_family
 
-    family = get_family(problem.op)
+    family = get_family(kernel_key.split(".", 1)[0])  # the serving family leads the key
     name = str(metadata.get("kernel_name") or family.kernel_name)
     return device.load(cubin or b"", name, family.smem_bytes(problem, config), ptx=ptx)

@@ -191,7 +191,7 @@ def gemm_key(a: Any, b: Any, layout: Any = "nn") -> SignatureKey:
 
 def tile_config(config: Mapping[str, Any] | TileConfig, problem: Problem, arch: str) -> TileConfig:
     """A forced configuration checked against the family's space (InvalidConfigError if not)."""
-    from templates.registry import get_family
+    from templates.registry import family_for
 
     if not isinstance(config, (TileConfig, Mapping)):
         raise InvalidConfigError(
@@ -202,7 +202,7 @@ def tile_config(config: Mapping[str, Any] | TileConfig, problem: Problem, arch: 
         tile = config if isinstance(config, TileConfig) else TileConfig.from_dict(dict(config))
     except (TypeError, ValueError) as exc:
         raise InvalidConfigError(f"config={config!r}: {exc}") from None
-    reasons = get_family(problem.op).space.violations(tile, problem, arch)
+    reasons = family_for(problem, arch).space.violations(tile, problem, arch)
     if reasons:
         raise InvalidConfigError(
             f"config {tile.to_dict()} is invalid for {problem.op} {problem.shape_str()} "

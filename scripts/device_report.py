@@ -7,13 +7,8 @@ from typing import Any
 
 FORMAT = "tessera-device-report/1"
 SECTIONS = (
-    "toolchain",
-    "compile",
-    "gpu_tests",
-    "correctness",
-    "tune",
-    "timings",
-    "backward",
+    *("toolchain", "compile", "gpu_tests", "correctness", "tune", "timings", "backward"),
+    "hopper",
     "model",
 )
 
@@ -42,6 +37,65 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return lines
+
+
+def _hopper_lines(hopper: dict[str, Any]) -> list[str]:
+    """The Hopper stage: gemm_sm90 and the mma.sync GEMM at 8192^3, model and measured."""
+    rows = hopper.get("gemm", [])
+    if not rows:
+        return []
+    base = hopper.get("gemm_baseline", {})
+    fp8 = hopper.get("fp8", {})
+    attention = hopper.get("attention", {})
+    lines = ["", f"## Hopper (sm_90a) GEMM {hopper.get('problem')} bf16, TFLOP/s", ""]
+    lines += _table(
+        ["family", "arch", "config", "measured", "model bf16", "model e4m3", "SASS", "spills"],
+        [
+            [
+                r["family"],
+                r["arch"],
+                r["config"],
+                r.get("measured_tflops", r.get("error")),
+                r.get("model_bf16_tflops"),
+                r.get("model_e4m3_tflops"),
+                r.get("sass"),
+                r.get("spill_bytes"),
+            ]
+            for r in rows
+        ],
+    )
+    fp8_rows = fp8.get("rows", [])
+    if fp8_rows:
+        lines += ["", "FP8 e4m3 (bf16 out, B^T [N, K]):", ""]
+        lines += _table(
+            ["family", "config", "measured", "model e4m3", "SASS", "spills"],
+            [
+                [
+                    r["family"],
+                    r["config"],
+                    r.get("measured_tflops", r.get("error")),
+                    r.get("model_e4m3_tflops"),
+                    r.get("sass"),
+                    r.get("spill_bytes"),
+                ]
+                for r in fp8_rows
+            ],
+        )
+    lines += [
+        "",
+        f"- timing: {hopper.get('timing', 'measured')}",
+        f"- torch.matmul bf16: {base.get('torch_matmul_tflops', '-')}; check "
+        f"{base.get('check', '-')}",
+        f"- fp8 e4m3: ours {fp8.get('family') or '-'} ({fp8.get('reason')}); "
+        f"torch._scaled_mm {fp8.get('torch_scaled_mm_tflops', '-')}; check {fp8.get('check', '-')}",
+        f"- attention {attention.get('problem', '')} sm_90a: "
+        + json_line({k: v for k, v in attention.items() if k != "problem"}),
+    ]
+    return lines
+
+
+def json_line(data: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in data.items())
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -129,6 +183,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             ],
         )
     lines += _backward_lines(stages.get("backward", {}).get("result", {}))
+    lines += _hopper_lines(stages.get("hopper", {}).get("result", {}))
     model = stages["model"].get("result", {})
     if model.get("table"):
         lines += ["", f"## Model predictions vs published ({model['config_source']})", ""]

@@ -56,9 +56,9 @@ def _arch(dry_run: bool) -> str:
 def _compile(problem: Problem, config: TileConfig, arch: str) -> Any:
     from generator.compile import compile_kernel
     from generator.render import render
-    from templates.registry import get_family
+    from templates.registry import family_for
 
-    return compile_kernel(render(get_family(problem.family), problem, config, arch=arch), arch=arch)
+    return compile_kernel(render(family_for(problem, arch), problem, config, arch=arch), arch=arch)
 
 
 def _nvrtc_library() -> str:
@@ -168,16 +168,17 @@ class OurKernel:
 
     def __init__(self, problem: Problem, config: TileConfig, arch: str, tensors: dict) -> None:
         from generator import device
-        from templates.registry import get_family
+        from templates.family import launch_params
+        from templates.registry import family_for
 
-        family = get_family(problem.family)
+        family = family_for(problem, arch)  # sm_90a: gemm_sm90 for an aligned gemm
         compiled = _compile(problem, config, arch)
         self.geometry = family.launch_geometry(problem, config)
         self.kernel = device.load(
             compiled.cubin, compiled.kernel_name, self.geometry.smem_bytes, ptx=compiled.ptx
         )
         pointers = {name: tensor.data_ptr() for name, tensor in tensors.items()}
-        self.params = family.make_params(problem, pointers=pointers)
+        self.params = launch_params(family, problem, pointers)  # TMA maps by the driver
         self.stream = _torch_stream()
 
     def __call__(self) -> None:

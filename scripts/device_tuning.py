@@ -26,7 +26,7 @@ from device_stages import (
 from benchmarks import published
 from tessera_core.types import AttentionProblem, Problem, TileConfig
 
-TUNE_STAGE_S = 95  # stop starting new tuning runs after this (the stage's budget is 120 s)
+TUNE_STAGE_S = 80  # stop starting new tuning runs after this (the stage's budget is 100 s)
 MAIN_TIMEOUT_S = 75
 GEMM_TRIALS, GEMM_TIMEOUT_S = 12, 20
 OTHER_TIMEOUT_S = 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -97,3 +98,16 @@ def checked_pointers(
             "pass contiguous tensors that start at an aligned address (copy the view)"
         )
     return {n: pointers[n] for n in names}
+
+
+def launch_params(
+    family: Family, problem: Problem, pointers: Mapping[str, int], *, scale: float | None = None
+) -> ctypes.Structure:
+    """The family's Params for a GPU launch. A TMA family (its make_params takes
+    `tensor_map_encoding`, as gemm_sm90's does) gets its tensor maps encoded by the CUDA driver;
+    its default encodes them for the emulator."""
+    make_params: Any = family.make_params  # the Family protocol does not name the keyword
+    extra: dict[str, Any] = {} if scale is None else {"scale": scale}
+    if "tensor_map_encoding" in inspect.signature(make_params).parameters:
+        extra["tensor_map_encoding"] = "driver"
+    return make_params(problem, pointers=pointers, **extra)

@@ -166,6 +166,35 @@ ARCHS["sm_90a"] = dataclasses.replace(ARCHS["sm_90"], arch="sm_90a")
 
 DEFAULT_ARCH = "sm_90"
 
+# wgmma (sm_90a) issues at the tensor cores' full dense rate, which mma.sync cannot reach on
+# sm_90 (mma_sync_peak_fraction): hardware.md's 989.4 TFLOP/s fp16/bf16 on H100 SXM is
+# tensor_flops_per_clock_per_sm x 132 SMs x 1.83 GHz. FP8 (e4m3/e5m2, wgmma k32) doubles it:
+# the NVIDIA H100 datasheet quotes 3958 TFLOP/s FP8 with 2:4 sparsity, 1979 dense, twice the
+# 989.4 (as issue 10 restates: "989 dense fp16, 1979 fp8").
+WGMMA_PEAK_FRACTION = 1.0
+TENSOR_RATE_MULTIPLE_BY_DTYPE = {"fp16": 1, "bf16": 1, "e4m3": 2}
+
+
+def tensor_tflops(arch: str, dtype: str = "fp16", *, wgmma: bool = False) -> float:
+    """The dense tensor peak of `arch` for `dtype` inputs (fp32 accumulate), in TFLOP/s, for
+    wgmma (the full rate; sm_90a) or mma.sync (the arch's mma.sync ceiling)."""
+    spec = arch_spec(arch)
+    fraction = WGMMA_PEAK_FRACTION if wgmma else spec.mma_sync_peak_fraction
+    multiple = TENSOR_RATE_MULTIPLE_BY_DTYPE.get(dtype, 1)
+    return spec.tensor_tflops * fraction * multiple
+
+
+# The arch-specific feature set a device of that compute capability runs natively: an sm_90
+# device (H100, H200) runs sm_90a cubins, so its kernels are built for sm_90a and the Hopper
+# families (wgmma, TMA) serve it. An explicit "sm_90" target keeps the mma.sync families.
+NATIVE_ARCH_SPECIFIC = {"sm_90": "sm_90a"}
+
+
+def native_arch(device_arch: str) -> str:
+    """The target a device of `device_arch` ("sm_90") runs best: its arch-specific feature
+    set when there is one ("sm_90a"), else `device_arch` itself."""
+    return NATIVE_ARCH_SPECIFIC.get(device_arch, device_arch)
+
 
 def arch_spec(arch: str) -> ArchSpec:
     """The figures of `arch`; raises ValueError naming the supported archs."""

@@ -10,12 +10,12 @@ from typing import Any, ClassVar, Literal
 
 from tessera_core.hardware import WARP_SIZE
 
-DType = Literal["fp16", "bf16", "fp8_e4m3"]
+DType = Literal["fp16", "bf16", "e4m3"]
 DTYPES: tuple[DType, ...] = ("fp16", "bf16")  # the 16-bit dtypes every family serves
 DTYPE_BYTES = 2  # of DTYPES
 # FP8 e4m3 inputs (ml_dtypes.float8_e4m3fn bits) with a bf16 output: forward attention only, and
 # only its Hopper family (attention_sm90) serves it; the other families refuse it in their spaces.
-FP8_DTYPE: DType = "fp8_e4m3"
+FP8_DTYPE: DType = "e4m3"
 ATTENTION_DTYPES: tuple[DType, ...] = (*DTYPES, FP8_DTYPE)
 AlibiForm = Literal["none", "heads", "batch_heads"]  # ALiBi slopes: none, [heads], [batch, heads]
 ALIBI_FORMS: tuple[AlibiForm, ...] = ("none", "heads", "batch_heads")
@@ -24,10 +24,15 @@ LAYOUTS: tuple[Layout, ...] = ("bhsd", "bshd")
 
 
 def dtype_bytes(dtype: DType) -> int:
-    """Bytes per input element: 1 for fp8_e4m3, 2 for fp16 and bf16."""
+    """Bytes per input element: 1 for e4m3, 2 for fp16 and bf16."""
     return 1 if dtype == FP8_DTYPE else DTYPE_BYTES
 
 
+# GEMM inputs may also be FP8 e4m3 (gemm_sm90 on sm_90a: k32 wgmma), with an fp16 or bf16
+# output; 16-bit GEMMs write their input dtype.
+GemmDType = Literal["fp16", "bf16", "e4m3"]
+GEMM_DTYPES: tuple[GemmDType, ...] = ("fp16", "bf16", "e4m3")
+ELEM_BYTES: dict[str, int] = {"fp16": 2, "bf16": 2, "e4m3": 1}
 OPS = ("attention", "attention_bwd", "gemm")
 
 
@@ -249,21 +254,24 @@ class AttentionProblem:
             words.append("varlen")
         return "".join(f".{w}" for w in words)
 
-    def kernel_key(self, arch: str) -> str:
+    def kernel_key(self, arch: str, *, family: str | None = None) -> str:
+        """`family` (default: the op's own) names the family serving it, first in the key."""
         mask = "causal" if self.causal else "noncausal"
         seq_q, seq_kv = self.seq_q, self.seq_kv
         if self.varlen:  # the length bucket: lengths are read at run time
             seq_q, seq_kv = length_bucket(seq_q), length_bucket(seq_kv)
         return (
-            f"{self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{seq_q}"
+            f"{family or self.family}.{self.dtype}.b{self.batch}.h{self.heads}.sq{seq_q}"
             f".skv{seq_kv}.d{self.head_dim}.{mask}{self.variant_suffix()}.{arch}"
         )
 
-    def generic_key(self, arch: str) -> str:
+    def generic_key(self, arch: str, *, family: str | None = None) -> str:
         """The key of the generic (runtime-shape) kernel serving this problem class."""
         mask = "causal" if self.causal else "noncausal"
         variants = self.variant_suffix(generic=True)
-        return f"{self.family}.{self.dtype}.d{self.head_dim}.{mask}{variants}.{arch}.generic"
+        return (
+            f"{family or self.family}.{self.dtype}.d{self.head_dim}.{mask}{variants}.{arch}.generic"
+        )
 
     def shape_str(self) -> str:
         return f"{self.batch}x{self.heads}x{self.seq_q}x{self.seq_kv}x{self.head_dim}"
@@ -387,17 +395,17 @@ class AttentionDecodeProblem(AttentionProblem):
     def _page(self) -> str:
         return f"page{self.page_size}" if self.page_size else "pagenone"
 
-    def kernel_key(self, arch: str) -> str:
+    def kernel_key(self, arch: str, *, family: str | None = None) -> str:
         mask = "causal" if self.causal else "noncausal"
         return (
-            f"{self.family}.{self.dtype}.b{self.batch}.hq{self.heads}.hkv{self.heads_kv}"
+            f"{family or self.family}.{self.dtype}.b{self.batch}.hq{self.heads}.hkv{self.heads_kv}"
             f".sq{self.seq_q}.kv{self.seq_kv}.d{self.head_dim}.{self._page()}.{mask}.{arch}"
         )
 
-    def generic_key(self, arch: str) -> str:
+    def generic_key(self, arch: str, *, family: str | None = None) -> str:
         """One generic kernel per dtype, head_dim and cache kind (paged or not)."""
         paged = "paged" if self.page_size else "pagenone"
-        return f"{self.family}.{self.dtype}.d{self.head_dim}.{paged}.{arch}.generic"
+        return f"{family or self.family}.{self.dtype}.d{self.head_dim}.{paged}.{arch}.generic"
 
     def shape_str(self) -> str:
         """BxHQxHKVxSQxKVxD[xP]: the generator.tune --op attention_decode --shape form."""
@@ -413,7 +421,8 @@ GEMM_LAYOUTS: tuple[GemmLayout, ...] = ("nn", "nt", "tn", "tt")
 
 @dataclass(frozen=True)
 class GemmProblem:
-    """C[M,N] = op(A) @ op(B), row-major C, output in the input dtype.
+    """C[M,N] = op(A) @ op(B), row-major C, output in the input dtype; e4m3 inputs write
+    `out_dtype` (bf16 unless fp16 is asked for).
 
     `layout` names A's then B's storage, BLAS style: n = as given (A [M,K], B [K,N]),
     t = transposed (A stored [K,M], C = Aᵀ...; B stored [N,K], C = ...Bᵀ).
@@ -422,8 +431,11 @@ class GemmProblem:
     m: int
     n: int
     k: int
-    dtype: DType = "fp16"
+    dtype: GemmDType = "fp16"
     layout: GemmLayout = "nn"
+    # Only e4m3 inputs choose: "fp16", or None for bf16. Normalized to None whenever it is the
+    # default, so dataclasses.replace(problem, dtype=...) keeps a valid problem.
+    out_dtype: DType | None = None
 
     op: ClassVar[str] = "gemm"
     family: ClassVar[str] = "gemm"
@@ -431,30 +443,62 @@ class GemmProblem:
     def __post_init__(self) -> None:
         for name in ("m", "n", "k"):
             _check_positive_int("GemmProblem", name, getattr(self, name))
-        _check_dtype("GemmProblem", self.dtype)
+        if self.dtype not in GEMM_DTYPES:
+            raise ValueError(
+                f"GemmProblem.dtype={self.dtype!r}: must be one of {', '.join(GEMM_DTYPES)}"
+            )
         if self.layout not in GEMM_LAYOUTS:
             raise ValueError(
                 f"GemmProblem.layout={self.layout!r}: must be one of {', '.join(GEMM_LAYOUTS)} "
                 "(A's then B's storage: n as given, t transposed)"
             )
+        default_out = "bf16" if self.dtype == "e4m3" else self.dtype
+        allowed = DTYPES if self.dtype == "e4m3" else (self.dtype,)
+        if self.out_dtype is not None and self.out_dtype not in allowed:
+            raise ValueError(
+                f"GemmProblem.out_dtype={self.out_dtype!r}: for {self.dtype} inputs one of "
+                f"{', '.join(allowed)} (or None: {default_out})"
+            )
+        if self.out_dtype == default_out:
+            object.__setattr__(self, "out_dtype", None)
+
+    @property
+    def output_dtype(self) -> DType:
+        """C's dtype: the input dtype, or for e4m3 inputs out_dtype (default bf16)."""
+        if self.dtype == "e4m3":
+            return self.out_dtype or "bf16"
+        return self.dtype
 
     def flops(self) -> float:
         return 2.0 * self.m * self.n * self.k
 
     def io_bytes(self) -> int:
-        return (self.m * self.k + self.k * self.n + self.m * self.n) * DTYPE_BYTES
+        inputs = (self.m * self.k + self.k * self.n) * ELEM_BYTES[self.dtype]
+        return inputs + self.m * self.n * ELEM_BYTES[self.output_dtype]
+
+    @property
+    def dtype_key(self) -> str:
+        """The dtype part of keys: 'bf16', or 'e4m3-bf16' when the output dtype differs."""
+        if self.output_dtype == self.dtype:
+            return self.dtype
+        return f"{self.dtype}-{self.output_dtype}"
 
     def _layout_part(self) -> str:
         # NN keeps the key it had before layouts existed: its cached kernels stay valid.
         return "" if self.layout == "nn" else f".{self.layout}"
 
-    def kernel_key(self, arch: str) -> str:
+    def kernel_key(self, arch: str, *, family: str | None = None) -> str:
+        """`family` (default: gemm) names the family serving it, first in the key."""
         return (
-            f"{self.family}.{self.dtype}{self._layout_part()}.m{self.m}.n{self.n}.k{self.k}.{arch}"
+            f"{family or self.family}.{self.dtype_key}{self._layout_part()}"
+            f".m{self.m}.n{self.n}.k{self.k}.{arch}"
         )
 
-    def generic_key(self, arch: str) -> str:
-        return f"{self.family}.{self.dtype}{self._layout_part()}.{arch}.generic"
+    def generic_key(self, arch: str, *, family: str | None = None) -> str:
+        """One generic kernel per family, dtype, layout and arch. A family with alignment rules
+        (gemm_sm90: N and K multiples of 8) names itself, so its class holds aligned problems
+        only and the op's own family (gemm) serves the rest."""
+        return f"{family or self.family}.{self.dtype_key}{self._layout_part()}.{arch}.generic"
 
     def shape_str(self) -> str:
         return f"{self.m}x{self.n}x{self.k}"
@@ -463,6 +507,8 @@ class GemmProblem:
         data = {"op": self.op, **asdict(self)}
         if self.layout == "nn":
             del data["layout"]  # as before layouts existed
+        if self.out_dtype is None:
+            del data["out_dtype"]  # 16-bit GEMMs read as before FP8 existed
         return data
 
 
@@ -489,7 +535,7 @@ def parse_shape(
     op: str,
     shape: str,
     *,
-    dtype: DType = "fp16",
+    dtype: DType | GemmDType = "fp16",
     causal: bool = False,
     layout: GemmLayout = "nn",
 ) -> Problem:
@@ -518,7 +564,15 @@ def parse_shape(
             b, hq, hkv, sq, kv, d = dims[:6]
             page = dims[6] if len(dims) == 7 else 0
             return AttentionDecodeProblem(
-                b, hq, sq, decode_kv_bucket(kv), d, dtype, causal, heads_kv=hkv, page_size=page
+                b,
+                hq,
+                sq,
+                decode_kv_bucket(kv),
+                d,
+                dtype,
+                causal,
+                heads_kv=hkv,
+                page_size=page,
             )
     elif len(dims) == 3:
         if causal:

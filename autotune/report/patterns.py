@@ -18,6 +18,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from autotune.hotspots import Pattern, TraceRecord, patterns
 from autotune.report.inputs import TunedEntry
@@ -123,7 +124,7 @@ def candidates(
             other_dtype = [
                 e
                 for e in entries
-                if e.arch == arch and replace(e.problem, dtype=problem.dtype) == problem
+                if e.arch == arch and replace(cast(Any, e.problem), dtype=problem.dtype) == problem
             ]
             same_op = [
                 e

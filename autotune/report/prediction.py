@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from autotune.cost_model import CostEstimate, estimate
+from templates.registry import family_for, kernel_key
 from tessera_core.errors import TesseraError
 from tessera_core.types import Problem, TileConfig
 
@@ -48,9 +49,8 @@ def compiled_resources(problem: Problem, config: TileConfig, arch: str) -> Any:
     """Render and NVRTC-compile `config` for `problem` (the compile cache answers repeats)."""
     from generator.compile import compile_kernel
     from generator.render import render
-    from templates.registry import get_family
 
-    rendered = render(get_family(problem.family), problem, config, arch=arch)
+    rendered = render(family_for(problem, arch), problem, config, arch=arch)
     return compile_kernel(rendered, arch=arch).resources
 
 
@@ -110,7 +110,7 @@ class ModelOracle:
         resources: dict[str, Any] | None = None,
     ) -> CostEstimate | None:
         """The model's estimate, or None (and a reason in `failures`) when it has none."""
-        memo_key = (problem.kernel_key(arch), config.key(), arch)
+        memo_key = (kernel_key(problem, arch), config.key(), arch)
         if memo_key in self._memo:
             return self._memo[memo_key]
         result: CostEstimate | None = None
@@ -123,15 +123,14 @@ class ModelOracle:
                 usage = None
                 self.failures[f"{memo_key[0]} {config}"] = "no stored resources (--no-compile)"
             if usage is not None:
-                from templates.registry import get_family
-
-                family = get_family(problem.family)
+                family = family_for(problem, arch)
                 result = estimate(
                     problem,
                     config,
                     usage,
                     dynamic_smem_bytes=family.smem_bytes(problem, config),
                     arch=arch,
+                    family=family.name,
                 )
         except (TesseraError, ValueError, KeyError) as exc:
             self.failures[f"{memo_key[0]} {config}"] = f"{type(exc).__name__}: {exc}"
@@ -146,6 +145,4 @@ class ModelOracle:
 
 def default_config(problem: Problem, arch: str) -> TileConfig:
     """The configuration the generic (tier 2) kernel runs: the family's heuristic default."""
-    from templates.registry import get_family
-
-    return get_family(problem.family).default_config(problem, arch)
+    return family_for(problem, arch).default_config(problem, arch)

@@ -24,7 +24,7 @@ PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="seq_q", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="seq_kv", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="softmax_scale", c_type="float", ctype=ctypes.c_float),
-    # fp8_e4m3: the per-tensor factors the e4m3 values are multiplied by (1.0 for 16-bit).
+    # e4m3: the per-tensor factors the e4m3 values are multiplied by (1.0 for 16-bit).
     ParamField(name="descale_q", c_type="float", ctype=ctypes.c_float),
     ParamField(name="descale_k", c_type="float", ctype=ctypes.c_float),
     ParamField(name="descale_v", c_type="float", ctype=ctypes.c_float),
@@ -40,7 +40,7 @@ def tensor_maps(
 ) -> tuple[TensorMap3D, TensorMap3D, TensorMap3D]:
     """The TMA descriptions of Q, K and V as (head_dim, seq, batch * heads) tensors, read in
     boxes of 64 rows of 128 bytes: a box hanging over a head's end reads zeros there. For
-    fp8_e4m3, `v` is the permuted V^T (fp8.transpose_v): (padded keys, head_dim, heads)."""
+    e4m3, `v` is the permuted V^T (fp8.transpose_v): (padded keys, head_dim, heads)."""
     d, heads = problem.head_dim, problem.batch * problem.heads
     elem = dtype_bytes(problem.dtype)
 
@@ -112,8 +112,8 @@ class AttentionSm90Family:
         tensor_map_encoding: TensorMapEncoding = "host",
     ) -> ctypes.Structure:
         """Params by value; `scale` defaults to 1/sqrt(head_dim). Pointers: q, k, v, o, lse
-        (fp8_e4m3: v is fp8.transpose_v's V^T, o is bf16); `descale` the (q, k, v) factors of
-        fp8_e4m3 inputs.
+        (e4m3: v is fp8.transpose_v's V^T, o is bf16); `descale` the (q, k, v) factors of
+        e4m3 inputs.
         The tensor maps are encoded for the emulator ("host", the default: what
         generator.emulator runs) or by the CUDA driver ("driver": a GPU launch must pass it)."""
         p = space.as_problem(problem)

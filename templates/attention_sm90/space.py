@@ -109,7 +109,7 @@ def serves(problem: Problem) -> bool:
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
     d = as_problem(problem).head_dim
     if is_fp8(problem) and d != FP8_HEAD_DIM:
-        return f"head_dim={d}: attention_sm90 serves fp8_e4m3 at head_dim {FP8_HEAD_DIM}"
+        return f"head_dim={d}: attention_sm90 serves e4m3 at head_dim {FP8_HEAD_DIM}"
     if d not in HEAD_DIMS:
         return (
             f"head_dim={d}: attention_sm90 serves {', '.join(map(str, HEAD_DIMS))}; use the "
@@ -141,7 +141,7 @@ def _tile(config: TileConfig, problem: Problem, arch: str) -> str | None:
     if config.block_n % TMA_BOX:
         return f"block_n={config.block_n}: a multiple of {TMA_BOX} (the S wgmma's N)"
     if is_fp8(problem) and config.block_n != FP8_BLOCK_N:
-        return f"block_n={config.block_n}: fp8_e4m3 takes {FP8_BLOCK_N} (V^T rows of 128 bytes)"
+        return f"block_n={config.block_n}: e4m3 takes {FP8_BLOCK_N} (V^T rows of 128 bytes)"
     return None
 
 

@@ -157,6 +157,13 @@ def _group_m_changes_the_order(config: TileConfig, problem: Problem, arch: str) 
     return None
 
 
+def _dtype(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    dtype = as_problem(problem).dtype
+    if dtype not in ("fp16", "bf16"):
+        return f"dtype={dtype}: mma.sync m16n8k16 takes fp16 or bf16 (e4m3: gemm_sm90, sm_90a)"
+    return None
+
+
 def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     regs = fragment_registers(config)
     if regs > FRAGMENT_REGISTER_BUDGET:
@@ -179,6 +186,7 @@ SPACE = Space(
         Param("group_m", GROUP_M_CHOICES, default=DEFAULT_GROUP_M),
     ),
     constraints=(
+        Constraint("dtype", _dtype),
         Constraint("block_k_multiple_of_16", _block_k),
         Constraint("warps_tile_block", _warps_tile_block),
         Constraint("shared_memory", smem_within_arch(smem_bytes)),

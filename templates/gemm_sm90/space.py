@@ -11,16 +11,17 @@ from tessera_core.space import (
     smem_within_arch,
     threads_within_arch,
 )
-from tessera_core.types import GemmProblem, Problem, TileConfig
+from tessera_core.types import ELEM_BYTES, GemmProblem, Problem, TileConfig
 
 ARCH = "sm_90a"  # wgmma and setmaxnreg exist only in the arch-specific feature set
 WGMMA_M = 64
-TMA_BOX = 64  # elements per box side: 64 x 64 16-bit elements, 128-byte rows
+TMA_BOX = 64  # rows per box; a box row is ROW_BYTES: 64 16-bit or 128 e4m3 elements of k
 ROW_BYTES = 128
 WARPGROUP_WARPS = 4
 SMEM_ALIGN_SLACK_BYTES = 1024  # the 128B swizzle pattern starts on a 1024-byte boundary
 BARRIER_BYTES = 8
-TMA_ALIGN_ELEMS = 8  # TMA global strides are multiples of 16 bytes
+TMA_ALIGN_BYTES = 16  # TMA global strides are multiples of 16 bytes
+TMA_ALIGN_ELEMS = 8  # ... 8 16-bit elements (e4m3: K a multiple of 16, N of 8 for C's rows)
 # f32 accumulator registers per consumer thread: BLOCK_N / 2 per 64-row tile, at most 128 and
 # leaving REGISTER_HEADROOM of the per-thread cap ptxas compiles under (65536 / threads, at most
 # 255, from __launch_bounds__(threads, 1)) to descriptors, addresses and the loop. Measured: N=256
@@ -74,21 +75,27 @@ def _arch(config: TileConfig, problem: Problem, arch: str) -> str | None:
     return None
 
 
+def block_k_elems(problem: Problem) -> int:
+    """Elements of k in one 128-byte swizzled row: 64 (fp16, bf16) or 128 (e4m3)."""
+    return ROW_BYTES // ELEM_BYTES[as_problem(problem).dtype]
+
+
 def serves(problem: Problem) -> bool:
-    """Whether TMA can read this gemm's operands: rows of A and B are multiples of 16 bytes."""
-    return (
-        isinstance(problem, GemmProblem)
-        and problem.n % TMA_ALIGN_ELEMS == 0
-        and problem.k % TMA_ALIGN_ELEMS == 0
-    )
+    """Whether TMA can read this gemm's operands: rows of A and B (B^T for e4m3) are multiples
+    of 16 bytes, and e4m3's 16-bit output rows are too."""
+    if not isinstance(problem, GemmProblem):
+        return False
+    k_align = TMA_ALIGN_BYTES // ELEM_BYTES[problem.dtype]
+    return problem.n % TMA_ALIGN_ELEMS == 0 and problem.k % k_align == 0
 
 
 def _tma_alignment(config: TileConfig, problem: Problem, arch: str) -> str | None:
     p = as_problem(problem)
     if not serves(p):
+        k_align = TMA_ALIGN_BYTES // ELEM_BYTES[p.dtype]
         return (
-            f"N={p.n}, K={p.k}: TMA needs rows of a multiple of 16 bytes (N and K multiples of "
-            f"{TMA_ALIGN_ELEMS}); use the mma.sync gemm family"
+            f"N={p.n}, K={p.k}: TMA needs rows of a multiple of 16 bytes (N a multiple of "
+            f"{TMA_ALIGN_ELEMS}, K of {k_align} for {p.dtype}); use the mma.sync gemm family"
         )
     return None
 
@@ -106,8 +113,9 @@ def _warpgroups(config: TileConfig, problem: Problem, arch: str) -> str | None:
 
 
 def _tile(config: TileConfig, problem: Problem, arch: str) -> str | None:
-    if config.block_k != TMA_BOX:
-        return f"block_k={config.block_k}: one 128-byte swizzled row of k, {TMA_BOX}"
+    row_k = block_k_elems(problem)
+    if config.block_k != row_k:
+        return f"block_k={config.block_k}: one 128-byte swizzled row of k, {row_k}"
     if config.block_m % TMA_BOX or config.block_n % TMA_BOX:
         return f"block_m, block_n={config.block_m}, {config.block_n}: multiples of {TMA_BOX}"
     return None
@@ -134,7 +142,7 @@ SPACE = Space(
     params=(
         Param("block_m", (64, 128, 192)),
         Param("block_n", (64, 128, 192, 256)),
-        Param("block_k", (64,)),
+        Param("block_k", (64, 128)),  # 64 for 16-bit inputs, 128 for e4m3
         Param("num_warps", (8, 16)),
         Param("num_stages", (2, 3, 4, 5)),
     ),
@@ -153,8 +161,9 @@ SPACE = Space(
 
 def default_config(problem: Problem, arch: str) -> TileConfig:
     """128 x 128 (one consumer of two 64-row tiles) with 4 stages; 64 x 64 for thin problems."""
+    bk = block_k_elems(problem)
     preferred = [
-        TileConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=4),
-        TileConfig(block_m=64, block_n=64, block_k=64, num_warps=8, num_stages=4),
+        TileConfig(block_m=128, block_n=128, block_k=bk, num_warps=8, num_stages=4),
+        TileConfig(block_m=64, block_n=64, block_k=bk, num_warps=8, num_stages=4),
     ]
     return SPACE.first_valid(preferred, problem, arch)

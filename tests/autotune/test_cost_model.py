@@ -262,3 +262,82 @@ def test_stored_calibration_is_used(monkeypatch, tmp_path):
 def test_a_loop_with_a_fraction_of_an_iterations_mmas_is_not_the_main_loop():
     partial = model(loop_counts={"HMMA": 8, "IMAD": 5000})
     assert partial.instruction_source == "analytic"
+
+
+# -- sm_90a: wgmma fed by a TMA producer warpgroup (autotune.loop_structure) -----------------
+
+SM90_GEMM = GemmProblem(8192, 8192, 8192, dtype="bf16")
+SM90_CONFIG = TileConfig(block_m=192, block_n=128, block_k=64, num_warps=16, num_stages=4)
+
+
+def sm90_model(config=SM90_CONFIG, **kwargs):
+    from templates.gemm_sm90.space import smem_bytes
+
+    kwargs.setdefault("factors", Factors())
+    return estimate(
+        SM90_GEMM,
+        config,
+        FakeResources(registers=128),
+        dynamic_smem_bytes=smem_bytes(SM90_GEMM, config),
+        arch="sm_90a",
+        **kwargs,
+    )
+
+
+def test_gemm_sm90_issues_wgmma_at_the_full_rate_and_mma_sync_at_two_thirds():
+    from autotune.cost_model import tensor_flops_per_clock
+    from autotune.loop_structure import MMA_SYNC, WARP_SPECIALIZED, structure_of
+
+    assert structure_of("gemm_sm90") is WARP_SPECIALIZED and structure_of("gemm") is MMA_SYNC
+    assert tensor_flops_per_clock("sm_90a", WARP_SPECIALIZED, "bf16") == 4096
+    assert tensor_flops_per_clock("sm_90a", MMA_SYNC, "bf16") == pytest.approx(4096 * 2 / 3)
+    assert tensor_flops_per_clock("sm_90a", WARP_SPECIALIZED, "e4m3") == 8192
+    cost = sm90_model(family="gemm_sm90")
+    assert cost.pipe_clocks["tensor"] == 2 * 192 * 128 * 64 / 4096
+
+
+def test_fp8_inputs_halve_the_tensor_pipe_and_the_shared_memory_bytes():
+    bf16 = sm90_model(family="gemm_sm90")
+    fp8 = sm90_model(family="gemm_sm90", input_dtype="e4m3")
+    assert fp8.pipe_clocks["tensor"] == bf16.pipe_clocks["tensor"] / 2
+    assert fp8.pipe_clocks["smem"] == bf16.pipe_clocks["smem"] / 2
+    assert fp8.time_ms < bf16.time_ms
+
+
+def test_gemm_sm90_shared_memory_is_the_tma_fill_plus_each_wgmma_row_tiles_operands():
+    from autotune.tile_work import tile_work
+
+    work = tile_work(SM90_GEMM, SM90_CONFIG, family="gemm_sm90")
+    bm, bn, bk = 192, 128, 64
+    fill = (bm + bn) * bk * 2
+    reads = (bm + (bm // 64) * bn) * bk * 2  # three 64-row wgmma tiles, each reads all of B
+    assert work.iteration_smem_bytes == fill + reads
+
+
+def test_gemm_sm90_instructions_are_the_consumers_wgmmas_and_the_producers_tma():
+    from autotune.tile_work import TMA_PRODUCER_INSTRUCTIONS, WGMMA_LOOP_INSTRUCTIONS, tile_work
+
+    assert (WGMMA_LOOP_INSTRUCTIONS, TMA_PRODUCER_INSTRUCTIONS) == (12, 12)
+    work = tile_work(SM90_GEMM, SM90_CONFIG, family="gemm_sm90")
+    consumers, wgmmas = 3, 1 * (64 // 16)  # 64 rows each, k16 steps over block_k=64
+    assert work.iteration_warp_instructions == 4 * consumers * (wgmmas + 12) + 4 * 12
+
+
+def test_a_warp_specialized_loop_waits_at_no_barrier_and_exposes_a_tenth_of_the_rest():
+    from autotune.cost_model import _busy_clocks
+    from autotune.loop_structure import WARP_SPECIALIZED, WARP_SPECIALIZED_EXPOSED_SHARE
+
+    assert WARP_SPECIALIZED_EXPOSED_SHARE == 0.1
+    assert WARP_SPECIALIZED.barriers_per_iteration == 0.0
+    assert WARP_SPECIALIZED.consumer_warps(16) == 12  # one producer warpgroup only loads
+    pipes = {"tensor": 100.0, "smem": 60.0, "mufu": 0.0, "fp32": 0.0, "issue": 10.0}
+    busy, bound = _busy_clocks(pipes, 4, "sm_90a", Factors(), WARP_SPECIALIZED)
+    assert bound == "tensor" and busy == pytest.approx(100.0 + 60.0 * 0.1)
+    mma_sync, _ = _busy_clocks(pipes, 4, "sm_90a", Factors())
+    assert mma_sync == pytest.approx(100.0 + 60.0 * 0.9)  # sm_90a's mma.sync share is sm_90's
+
+
+def test_the_hopper_gemm_models_faster_than_the_same_tiles_on_mma_sync():
+    hopper = sm90_model(family="gemm_sm90")
+    assert hopper.time_ms < sm90_model(family=None).time_ms
+    assert 0.6 < hopper.efficiency <= 1.0  # within the 989 TFLOP/s peak

@@ -189,7 +189,9 @@ def _fake_probe(monkeypatch: pytest.MonkeyPatch, probe: GpuProbe) -> None:
 
 @pytest.mark.parametrize(
     ("gpu_arch", "expected"),
-    [("sm_86", "sm_86"), ("sm_90", "sm_90"), ("sm_87", "sm_86"), ("sm_100", "sm_90")],
+    # An sm_90 device targets sm_90a (the Hopper families); an sm_100 one clamps to plain sm_90,
+    # since arch-specific sm_90a cubins run on compute capability 9.0 only.
+    [("sm_86", "sm_86"), ("sm_90", "sm_90a"), ("sm_87", "sm_86"), ("sm_100", "sm_90")],
 )
 def test_default_arch_follows_the_gpu_clamped(
     gpu_arch: str, expected: str, monkeypatch: pytest.MonkeyPatch

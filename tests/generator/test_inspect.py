@@ -91,3 +91,39 @@ def test_completion_is_the_valid_config_closest_to_the_default():
             "sm_90",
             {"block_m": 128, "block_n": 128, "block_k": 16, "num_warps": 1, "num_stages": 2},
         )
+
+
+def test_sm90a_gemm_reports_the_hopper_family_and_its_opcodes():
+    done = run("--op", "gemm", "--shape", "512x512x512", "--dtype", "bf16", "--arch", "sm_90a",
+               "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["family"] == "gemm_sm90" and report["fallback_reason"] is None
+    assert report["kernel_name"] == "tessera_gemm_sm90"
+    base = report["sass_base_counts"]
+    assert base["HGMMA"] > 0 and base["UTMALDG"] > 0 and base["SYNCS"] > 0
+    assert "HMMA" not in base
+    loop = report["main_loop_sass_counts"]
+    assert sum(n for op, n in loop.items() if op.startswith("HGMMA")) > 0  # the consumers' loop
+    assert any(op.startswith("SYNCS") for op in loop)  # it waits on the stage's mbarrier
+
+
+@pytest.mark.slow  # the registry tests cover the fallback; this one costs a compile
+def test_an_unaligned_sm90a_gemm_inspects_the_mma_sync_family_and_says_why():
+    report = json.loads(
+        run("--op", "gemm", "--shape", "128x130x64", "--arch", "sm_90a", "--json").stdout
+    )
+    assert report["family"] == "gemm" and "tma_alignment" in report["fallback_reason"]
+    assert report["sass_base_counts"]["HMMA"] > 0
+
+
+def test_sm90a_fp8_gemm_reports_qgmma_and_attention_refuses_e4m3():
+    done = run("--op", "gemm", "--shape", "512x512x512", "--dtype", "e4m3", "--arch", "sm_90a",
+               "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["family"] == "gemm_sm90" and report["config"]["block_k"] == 128
+    assert report["sass_base_counts"]["QGMMA"] > 0 and "HGMMA" not in report["sass_base_counts"]
+    assert any(op.startswith("QGMMA") for op in report["main_loop_sass_counts"])
+    refused = run("--op", "attention", "--shape", "1x2x64x64", "--dtype", "e4m3")
+    assert refused.returncode == 2 and "AttentionProblem.dtype='e4m3'" in refused.stderr

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from runtime.tiers import Kernel, Tier
+from templates.registry import generic_key, kernel_key
 from tessera_core.errors import CompileError, EmulatorError
 from tessera_core.types import Problem, TileConfig
 
@@ -68,7 +69,10 @@ class FakeKernel:
 
 
 class FakeBackends:
-    """Tier backends whose cache is a set of kernel keys and whose tuner can block or fail."""
+    """Tier backends whose cache is a set of kernel keys and whose tuner can block or fail.
+
+    Keys come from templates.registry, as the real backends' do (the family serving the
+    problem on `arch` names them)."""
 
     def __init__(
         self,
@@ -98,7 +102,7 @@ class FakeBackends:
         return FakeKernel(Tier.REFERENCE, clock=self.clock, run_ms=self.run_ms)
 
     def generic(self, problem: Problem) -> Kernel:
-        key = problem.generic_key(self.arch)
+        key = generic_key(problem, self.arch)
         self.generic_builds[key] += 1
         if self.generic_fails:
             raise CompileError("injected compile failure", log="error: injected")
@@ -108,10 +112,10 @@ class FakeBackends:
         return kernel
 
     def forced(self, problem: Problem, config: TileConfig) -> Kernel:
-        return FakeKernel(Tier.GENERIC, kernel_key=problem.generic_key(self.arch), config=config)
+        return FakeKernel(Tier.GENERIC, kernel_key=generic_key(problem, self.arch), config=config)
 
     def specialized(self, problem: Problem) -> Kernel | None:
-        key = problem.kernel_key(self.arch)
+        key = kernel_key(problem, self.arch)
         if key not in self.cached:
             return None
         kernel = self.kernels[key] = FakeKernel(
@@ -123,7 +127,7 @@ class FakeBackends:
         self.tune_threads.append(threading.get_ident())
         if self.tune_gate is not None:
             self.tune_gate.wait(30)
-        key = problem.kernel_key(self.arch)
+        key = kernel_key(problem, self.arch)
         self.tuned.append(key)
         if self.tune_fails:
             raise CompileError("injected tuning failure", log="error: injected")

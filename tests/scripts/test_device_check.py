@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_STAGES = ("gpu_tests", "correctness", "tune", "timings", "backward")
-CPU_STAGES = ("toolchain", "compile", "model")
+CPU_STAGES = ("toolchain", "compile", "hopper", "model")
 
 
 def test_dry_run_writes_the_report_skeleton(tmp_path):
@@ -37,11 +37,37 @@ def test_dry_run_writes_the_report_skeleton(tmp_path):
     assert len(kernels) == 3
     for kernel in kernels:
         assert kernel["main_loop"]["HMMA"] > 0
+    hopper = stages["hopper"]
+    assert hopper["status"] == "ok", (out / "stages.log").read_text()[-3000:]
+    rows = hopper["result"]["gemm"]
+    assert {(r["family"], r["arch"]) for r in rows} == {("gemm_sm90", "sm_90a"), ("gemm", "sm_90")}
+    for row in rows:
+        tensor_op = "HGMMA" if row["family"] == "gemm_sm90" else "HMMA"
+        assert row["sass"][tensor_op] > 0 and row["spill_bytes"] == 0
+        assert row["model_bf16_tflops"] > 0
+    hopper_rows = [r for r in rows if r["family"] == "gemm_sm90"]
+    assert all(r["sass"]["UTMALDG"] > 0 and r["sass"]["SYNCS"] > 0 for r in hopper_rows)
+    assert all(r["model_e4m3_tflops"] > r["model_bf16_tflops"] for r in hopper_rows)
+    assert hopper["result"]["timing"] == "skipped: dry run"
+    fp8 = hopper["result"]["fp8"]
+    assert fp8["family"] == "gemm_sm90" and fp8["rows"]
+    for row in fp8["rows"]:
+        assert row["sass"]["QGMMA"] > 0 and row["sass"]["HGMMA"] == 0 and row["spill_bytes"] == 0
+        assert row["model_e4m3_tflops"] > 0
+    attention = hopper["result"]["attention"]
+    assert attention["family"] == "attention_fwd"  # until attention_sm90 is routed
+    assert "no sm_90a attention family is routed" in attention["reason"]
     model = stages["model"]["result"]
     assert len(model["rows"]) == 8
     assert all(row["tuned"] > 0 and row["fa2_tiles"] > 0 for row in model["rows"])
     markdown = (out / "device_report.md").read_text()
-    for heading in ("# Device check (dry run)", "## Toolchain", "## Model predictions"):
+    headings = (
+        "# Device check (dry run)",
+        "## Toolchain",
+        "## Hopper (sm_90a)",
+        "## Model predictions",
+    )
+    for heading in headings:
         assert heading in markdown
     assert "| sm_90 | 8x16x2048x2048x64 | False |" in markdown
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back

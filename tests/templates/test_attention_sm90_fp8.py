@@ -26,8 +26,8 @@ from tessera_core.types import AttentionProblem, TileConfig
 
 ARCH = "sm_90a"
 FAMILY = get_family("attention_sm90")
-RAGGED = AttentionProblem(1, 2, 136, 200, 128, dtype="fp8_e4m3")
-CAUSAL = AttentionProblem(1, 2, 200, 136, 128, dtype="fp8_e4m3", causal=True)
+RAGGED = AttentionProblem(1, 2, 136, 200, 128, dtype="e4m3")
+CAUSAL = AttentionProblem(1, 2, 200, 136, 128, dtype="e4m3", causal=True)
 BF16 = np.dtype(ml_dtypes.bfloat16)
 LSE_TOLERANCE = 1e-4  # Q K^T of e4m3 values: exact products, fp32 sums
 
@@ -45,13 +45,13 @@ def test_fp8_space_takes_head_dim_128_and_128_key_tiles() -> None:
     configs = valid_configs(RAGGED)
     assert len(configs) == 9  # block_m 64 (no ping-pong) and 128, 2-4 stages; 192 spills
     assert {c.block_n for c in configs} == {128}
-    head_64 = AttentionProblem(1, 2, 64, 64, 64, dtype="fp8_e4m3")
+    head_64 = AttentionProblem(1, 2, 64, 64, 64, dtype="e4m3")
     assert FAMILY.space.unsupported(head_64, ARCH) == (
-        "head_dim: head_dim=64: attention_sm90 serves fp8_e4m3 at head_dim 128"
+        "head_dim: head_dim=64: attention_sm90 serves e4m3 at head_dim 128"
     )
     assert FAMILY.space.violations(tile(128, 2, 1), RAGGED, ARCH) == []
     narrow = TileConfig(128, 64, 64, 12, 2)
-    assert any("fp8_e4m3 takes 128" in r for r in FAMILY.space.violations(narrow, RAGGED, ARCH))
+    assert any("e4m3 takes 128" in r for r in FAMILY.space.violations(narrow, RAGGED, ARCH))
     assert space.smem_bytes(RAGGED, tile(128, 2, 1)) == 1024 + 128 * 128 + 2 * 2 * 128 * 128 + 56
     assert get_family("attention").space.unsupported(RAGGED, "sm_90") is not None
 

@@ -120,3 +120,34 @@ def test_calibration_is_empty_without_a_file_and_read_per_arch(tmp_path) -> None
     path.write_text("[1]")
     with pytest.raises(ValueError, match=r"c\.json"):
         calibration("sm_90", path)
+
+
+def test_wgmma_reaches_the_full_h100_peak_of_989_tflops_bf16() -> None:
+    """hardware.md: 989.4 dense fp16/bf16 TFLOP/s on H100 SXM; wgmma is what reaches it."""
+    from tessera_core.hardware import WGMMA_PEAK_FRACTION, tensor_tflops
+
+    assert WGMMA_PEAK_FRACTION == 1.0
+    for dtype in ("fp16", "bf16"):
+        assert tensor_tflops("sm_90a", dtype, wgmma=True) == pytest.approx(989.4, rel=0.002)
+        assert tensor_tflops("sm_90", dtype) == pytest.approx(989.4 * 2 / 3, rel=0.002)
+
+
+def test_fp8_doubles_the_tensor_rate_to_1979_tflops_on_h100() -> None:
+    """NVIDIA H100 datasheet: 3958 FP8 TFLOP/s with 2:4 sparsity, 1979 dense (issue 10)."""
+    from tessera_core.hardware import TENSOR_RATE_MULTIPLE_BY_DTYPE, tensor_tflops
+
+    assert TENSOR_RATE_MULTIPLE_BY_DTYPE == {"fp16": 1, "bf16": 1, "e4m3": 2}
+    assert tensor_tflops("sm_90a", "e4m3", wgmma=True) == pytest.approx(1979, rel=0.002)
+
+
+def test_an_sm90_device_targets_sm90a_and_every_other_its_own_arch() -> None:
+    from tessera_core.hardware import NATIVE_ARCH_SPECIFIC, native_arch
+
+    assert NATIVE_ARCH_SPECIFIC == {"sm_90": "sm_90a"}
+    assert native_arch("sm_90") == "sm_90a"
+    assert [native_arch(a) for a in ("sm_80", "sm_86", "sm_89", "sm_90a")] == [
+        "sm_80",
+        "sm_86",
+        "sm_89",
+        "sm_90a",
+    ]

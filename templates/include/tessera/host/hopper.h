@@ -49,6 +49,15 @@ inline void wgmma_m64k16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, bo
   host::wgmma_mma(d, N, desc_a, desc_b, accumulate, TRANS_B == 1, __is_same(T, bf16_t), line);
 }
 
+// FP8 e4m3, m64nNk32: A and B K-major (no transpose for 8-bit types in the ISA).
+template <int N>
+inline void wgmma_m64k32_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
+                              bool accumulate, int line = __builtin_LINE()) {
+  static_assert(N == 64 || N == 128 || N == 192 || N == 256,
+                "wgmma_m64k32_e4m3: N is 64, 128, 192 or 256");
+  host::wgmma_mma(d, N, desc_a, desc_b, accumulate, false, false, line, nullptr, true);
+}
+
 inline void mbarrier_init(uint64_t* bar, uint32_t count, int line = __builtin_LINE()) {
   host::mbarrier_init(bar, static_cast<int>(count), line);
 }
@@ -88,13 +97,6 @@ inline void wgmma_m64k16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t 
   static_assert(__is_same(T, f16_t) || __is_same(T, bf16_t), "wgmma_m64k16_rs: f16_t or bf16_t");
   static_assert(TRANS_B == 0 || TRANS_B == 1, "wgmma_m64k16_rs: TRANS_B is 0 or 1");
   host::wgmma_mma(d, N, 0, desc_b, accumulate, TRANS_B == 1, __is_same(T, bf16_t), line, a);
-}
-
-template <int N>
-inline void wgmma_m64k32_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
-                              bool accumulate, int line = __builtin_LINE()) {
-  static_assert(N == 128, "wgmma_m64k32_e4m3: N is 128");
-  host::wgmma_mma(d, N, desc_a, desc_b, accumulate, false, false, line, nullptr, true);
 }
 
 template <int N>
