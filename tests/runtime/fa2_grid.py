@@ -206,8 +206,8 @@ FORWARD_SAMPLE: tuple[Cell, ...] = (
     ),
 )
 # Cells today's runtime supported when this grid was written: refusing one is a regression.
-FORWARD_BASELINE: frozenset[str] = frozenset(
-    cell.id
+FORWARD_BASELINE: frozenset[Cell] = frozenset(
+    cell
     for cell in FORWARD_SAMPLE
     if cell.heads == "mha"
     and cell.d in (32, 64, 80, 128)

@@ -26,6 +26,7 @@ from runtime import Runtime
 FORWARD_MULTIPLE = 2.0  # FA2: "at most twice the numerical error of a Pytorch implementation"
 KVCACHE_MULTIPLE = 3.0  # FA2's test_flash_attn_kvcache: mult = 3 if not alibi else 5
 KVCACHE_ALIBI_MULTIPLE = 5.0
+VARLEN_KEYWORDS = ("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k", "causal")
 
 
 # -- asking the runtime ------------------------------------------------------------------------
@@ -47,27 +48,35 @@ def _variant_keywords(variant: Variant, slopes: np.ndarray | None) -> dict[str, 
     return keywords
 
 
-def ask(
-    rt: Runtime, method: str, args: tuple[Any, ...], keywords: dict[str, Any], *, baseline: bool
-) -> Any:
-    """Call rt.<method>(*args, **keywords) and check that its emulated kernel ran; skip with the
-    runtime's reason if it has no such method or keyword or refuses the arguments up front."""
-    call: Callable[..., Any] | None = getattr(rt, method, None)
+def supported(rt: Runtime, method: str, cell: Cell, keywords: tuple[str, ...]) -> Any:
+    """rt.<method>, if the runtime has it and it takes `keywords` and the cell's variant
+    keywords; else skip with that reason (checked before any input is drawn: cheap)."""
+    baseline = cell in FORWARD_BASELINE
+    call = getattr(rt, method, None)
     if call is None:
         _unsupported(f"Runtime has no {method}() yet", baseline=baseline)
-    assert call is not None
+    uses = {"window_size": cell.local, "softcap": cell.softcap > 0, "alibi_slopes": cell.alibi}
+    names = (*keywords, *(name for name, used in uses.items() if used))
     parameters = inspect.signature(call).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    missing = [] if takes_any else [name for name in keywords if name not in parameters]
+    missing = [] if takes_any else [name for name in names if name not in parameters]
     if missing:
         _unsupported(f"Runtime.{method} takes no {', '.join(missing)} yet", baseline=baseline)
+    return call
+
+
+def ask(rt: Runtime, call: Any, cell: Cell, args: tuple[Any, ...], keywords: dict[str, Any]) -> Any:
+    """call(*args, **keywords), checking that an emulated kernel ran it; skip with the runtime's
+    reason if it refuses the arguments up front (a ValueError before anything was traced)."""
     traced = _traced_calls(rt)
     try:
         result = call(*args, **keywords)
     except ValueError as exc:
         if _traced_calls(rt) != traced:
             raise  # it ran and failed: a defect, never a skip
-        _unsupported(f"Runtime.{method} refuses it: {exc}", baseline=baseline)
+        _unsupported(
+            f"Runtime.{call.__name__} refuses it: {exc}", baseline=cell in FORWARD_BASELINE
+        )
     record = rt.history()[-1]
     assert record.event == "call" and record.tier >= 2, (
         f"served at tier {record.tier} ({record.detail or 'the NumPy reference'}), "
@@ -96,6 +105,7 @@ def _assert_fa2_rule(
 # -- the three kinds of cell -------------------------------------------------------------------
 def run_forward(rt: Runtime, cell: Cell) -> None:
     """flash_attn_func's cell: q [b, heads_q, seq_q, d], k/v [b, heads_kv, seq_k, d]."""
+    call = supported(rt, "attention", cell, ("causal",))
     rng = cell.rng()
     variant = cell.variant(rng)
     b, d = cell.batch, cell.d
@@ -103,7 +113,7 @@ def run_forward(rt: Runtime, cell: Cell) -> None:
     k, v = (normals(rng, (b, cell.heads_kv, cell.seq_k, d), cell.dtype) for _ in range(2))
     slopes = alibi_slopes(cell, rng)
     keywords = {"causal": cell.causal, **_variant_keywords(variant, slopes)}
-    out = ask(rt, "attention", (q, k, v), keywords, baseline=cell.id in FORWARD_BASELINE)
+    out = ask(rt, call, cell, (q, k, v), keywords)
     want = attention64(q, k, v, variant, slopes)
     low = attention_low_precision(q, k, v, variant, slopes)
     _assert_fa2_rule(out, low, want, multiple=FORWARD_MULTIPLE, dtype=q.dtype)
@@ -134,6 +144,7 @@ def _per_sequence(
 
 def run_varlen(rt: Runtime, cell: Cell) -> None:
     """flash_attn_varlen_func's cell: q [total_q, heads_q, d], k/v [total_k, heads_kv, d]."""
+    call = supported(rt, "attention_varlen", cell, VARLEN_KEYWORDS)
     rng = cell.rng()
     variant = cell.variant(rng)
     lengths_q = varlen_lengths(rng, cell.seq_q, cell.batch)
@@ -150,7 +161,7 @@ def run_varlen(rt: Runtime, cell: Cell) -> None:
         "causal": cell.causal,
         **_variant_keywords(variant, slopes),
     }
-    out = ask(rt, "attention_varlen", (q, k, v), keywords, baseline=False)
+    out = ask(rt, call, cell, (q, k, v), keywords)
     want = _per_sequence(attention64, q, k, v, cu_q, cu_k, variant, slopes)
     low = _per_sequence(attention_low_precision, q, k, v, cu_q, cu_k, variant, slopes)
     _assert_fa2_rule(out, low, want, multiple=FORWARD_MULTIPLE, dtype=q.dtype)
@@ -160,6 +171,10 @@ def run_kvcache(rt: Runtime, cell: Cell) -> None:
     """flash_attn_with_kvcache's cell: q [b, seq_q, heads_q, d] against a cache of capacity
     seq_k ([b, seq_k, heads_kv, d], or pages [blocks, page, heads_kv, d] and a block table)
     holding cache_seqlens keys, after appending seq_q new ones in place when new_kv."""
+    names = ["cache_seqlens", "causal"]
+    names += ["block_table"] if cell.page is not None else []
+    names += ["k", "v"] if cell.new_kv else []
+    call = supported(rt, "attention_with_kvcache", cell, tuple(names))
     rng = cell.rng()
     variant = cell.variant(rng)
     b, sq, sk, hkv, d = cell.batch, cell.seq_q, cell.seq_k, cell.heads_kv, cell.d
@@ -189,7 +204,7 @@ def run_kvcache(rt: Runtime, cell: Cell) -> None:
             want_k[i, start : start + sq], want_v[i, start : start + sq] = new_k[i], new_v[i]
     slopes = alibi_slopes(cell, rng)
     keywords.update(_variant_keywords(variant, slopes))
-    out = ask(rt, "attention_with_kvcache", (q, k_cache, v_cache), keywords, baseline=False)
+    out = ask(rt, call, cell, (q, k_cache, v_cache), keywords)
     if cell.new_kv:
         assert np.array_equal(logical(k_cache), want_k), "new k not appended in place"
         assert np.array_equal(logical(v_cache), want_v), "new v not appended in place"

@@ -9,7 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fa2_grid import KVCACHE_SAMPLE, VARLEN_SAMPLE, Cell, alibi_slopes, normals, query
+from fa2_grid import (
+    FORWARD_BASELINE,
+    FORWARD_SAMPLE,
+    KVCACHE_SAMPLE,
+    VARLEN_SAMPLE,
+    Cell,
+    alibi_slopes,
+    normals,
+    query,
+)
 from fa2_reference import (
     DTYPES,
     Variant,
@@ -262,3 +271,28 @@ def test_kvcache_runner_catches_a_planted_defect(defect: str, cell: Cell) -> Non
 def test_a_runtime_without_a_call_skips_with_its_reason() -> None:
     with pytest.raises(pytest.skip.Exception, match="no attention_varlen"):
         run_varlen(object(), VARLEN_SAMPLE[0])  # type: ignore[arg-type]
+
+
+class _Refusing(FakeFA2Runtime):
+    """Raises a ValueError from `attention`, before (refusal) or after (a failed run) tracing."""
+
+    def __init__(self, *, traced: bool) -> None:
+        super().__init__()
+        self.traced = traced
+
+    def attention(self, q: Any, k: Any, v: Any, causal: bool = False, **kw: Any) -> np.ndarray:
+        self.calls += self.traced
+        raise ValueError("q, k, v head_dim=64 is not supported")
+
+
+def test_a_refusal_skips_a_new_cell_but_fails_a_baseline_one() -> None:
+    with pytest.raises(pytest.skip.Exception, match="refuses it: q, k, v head_dim=64"):
+        run_forward(_Refusing(traced=False), replace(FORWARD_SAMPLE[0], heads="gqa"))  # type: ignore[arg-type]
+    assert FORWARD_SAMPLE[0] in FORWARD_BASELINE
+    with pytest.raises(pytest.fail.Exception, match="supported when the grid was written"):
+        run_forward(_Refusing(traced=False), FORWARD_SAMPLE[0])  # type: ignore[arg-type]
+
+
+def test_a_value_error_after_the_call_was_traced_is_a_failure_not_a_skip() -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        run_forward(_Refusing(traced=True), replace(FORWARD_SAMPLE[0], heads="gqa"))  # type: ignore[arg-type]
