@@ -1,12 +1,12 @@
 """Counts a FlashAttention-2 grid run's outcomes per test, per axis value and per skip reason.
 
     python -m pytest tests/runtime/test_fa2_grid.py -m slow -p no:randomly --junitxml=grid.xml
-    python scripts/fa2_grid_summary.py grid.xml [--json]
+    python scripts/fa2_grid_summary.py grid.xml [more.xml ...] [--json]
 
-Reads pytest's JUnit XML, keeps the test_fa2_* cases, and reads each cell's axes from its id
-(key=value parts joined by '-', as tests/runtime/fa2_grid.py writes them). Skip reasons are
-grouped with their numbers masked ("head_dim=N is not supported"), one example kept. Exit status:
-0, 1 if any cell failed, 2 for an unreadable report.
+Reads pytest's JUnit XML reports (several runs add up), keeps the test_fa2_* cases, and reads
+each cell's axes from its id (key=value parts joined by '-', as tests/runtime/fa2_grid.py writes
+them). Skip reasons are grouped with their numbers masked ("head_dim=N is not supported"), one
+example kept. Exit status: 0, 1 if any cell failed, 2 for an unreadable report.
 """
 
 from __future__ import annotations
@@ -33,6 +33,17 @@ def _outcome(case: ET.Element) -> tuple[str, str]:
     return "passed", ""
 
 
+class ReportError(Exception):
+    """A report cannot be read or is not XML."""
+
+
+def _cases(report: Path) -> list[ET.Element]:
+    try:
+        return list(ET.parse(report).getroot().iter("testcase"))
+    except (OSError, ET.ParseError) as exc:
+        raise ReportError(f"report {report}: {exc}") from None
+
+
 def _natural(text: str) -> list[Any]:
     """Sort key that orders d=32 before d=128."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
@@ -42,16 +53,16 @@ def _axes(cell: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in cell.split("-") if "=" in part)
 
 
-def summarize(report: Path) -> dict[str, Any]:
-    """Counts of one JUnit XML report: totals, per test, per axis value, skip reasons, failures."""
-    root = ET.parse(report).getroot()
+def summarize(reports: list[Path]) -> dict[str, Any]:
+    """Counts of JUnit XML reports: totals, per test, per axis value, skip reasons, failures."""
     totals: Counter[str] = Counter()
     per_test: dict[str, Counter[str]] = defaultdict(Counter)
     per_axis: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
     reasons: Counter[str] = Counter()
     examples: dict[str, str] = {}
     failures: list[dict[str, str]] = []
-    for case in root.iter("testcase"):
+    cases = [case for report in reports for case in _cases(report)]
+    for case in cases:
         match = _CASE.match(case.get("name", ""))
         if match is None:
             continue
@@ -105,13 +116,13 @@ def render(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report", type=Path, help="pytest --junitxml output of a grid run")
+    parser.add_argument("reports", type=Path, nargs="+", help="pytest --junitxml output(s)")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     args = parser.parse_args(argv)
     try:
-        summary = summarize(args.report)
-    except (OSError, ET.ParseError) as exc:
-        print(f"fa2_grid_summary: report {args.report}: {exc}; pass pytest's --junitxml file",
+        summary = summarize(args.reports)
+    except ReportError as exc:
+        print(f"fa2_grid_summary: {exc}; pass pytest's --junitxml files",
               file=sys.stderr)  # fmt: skip
         return 2
     print(json.dumps(summary, indent=1) if args.json else render(summary))
