@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 from tessera_core.hardware import WARP_SIZE
@@ -432,6 +432,7 @@ class GemmProblem:
     n: int
     k: int
     dtype: GemmDType = "fp16"
+    _: KW_ONLY  # the layout and the FP8 output dtype are named, never positional
     layout: GemmLayout = "nn"
     # Only e4m3 inputs choose: "fp16", or None for bf16. Normalized to None whenever it is the
     # default, so dataclasses.replace(problem, dtype=...) keeps a valid problem.

@@ -242,12 +242,12 @@ def test_a_transposed_gemm_layout_travels_through_the_trace_to_its_tune_command(
 
     record = TraceRecord(
         time_s=1.0, event="call", op="gemm", dtype="bf16", shape=(64, 32, 16), causal=False,
-        scale=None, tier=1, wall_ms=1.0, layout="tn",
+        scale=None, tier=1, wall_ms=1.0, variant={"layout": "tn"},
     )  # fmt: skip
     again = TraceRecord.from_dict(json.loads(record.to_json()))
     assert again.problem() == GemmProblem(64, 32, 16, dtype="bf16", layout="tn")
     assert tune_command(again.problem()) == (
         "python -m generator.tune --op gemm --shape 64x32x16 --dtype bf16 --layout tn"
     )
-    nn = dataclasses.replace(record, layout="nn")
-    assert "layout" not in json.loads(nn.to_json())  # NN lines read as before layouts existed
+    nn = dataclasses.replace(record, variant=None)
+    assert "variant" not in json.loads(nn.to_json())  # NN lines read as before layouts existed

@@ -200,4 +200,4 @@ def test_cli_verifies_a_transposed_gemm_layout() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("PASS gemm fp16 67x45x93 tn ")
+    assert result.stdout.startswith("PASS gemm fp16 67x45x93 --layout tn ")

@@ -53,7 +53,7 @@ def test_e4m3_space_key_and_selection() -> None:
     )
     assert select(RAGGED, ARCH).family is FAMILY
     assert kernel_key(RAGGED, ARCH) == "gemm_sm90.e4m3-bf16.m200.n136.k272.sm_90a"
-    assert kernel_key(GemmProblem(64, 64, 64, "e4m3", "fp16"), ARCH).startswith(
+    assert kernel_key(GemmProblem(64, 64, 64, "e4m3", out_dtype="fp16"), ARCH).startswith(
         "gemm_sm90.e4m3-fp16."
     )
     configs = all_configs()
@@ -66,7 +66,7 @@ def test_e4m3_space_key_and_selection() -> None:
     assert "dtype: dtype=e4m3" in str(family_for(ragged_k, ARCH).space.unsupported(ragged_k, ARCH))
     with pytest.raises(ValueError, match="out_dtype"):
         GemmProblem(8, 8, 8, dtype="bf16", out_dtype="fp16")
-    assert GemmProblem(8, 8, 8, "e4m3", "bf16") == GemmProblem(8, 8, 8, "e4m3")
+    assert GemmProblem(8, 8, 8, "e4m3", out_dtype="bf16") == GemmProblem(8, 8, 8, "e4m3")
     assert dataclasses.replace(RAGGED, dtype="bf16").output_dtype == "bf16"
 
 
