@@ -200,3 +200,21 @@ def test_varlen_attention_is_refused_by_attention_sm90() -> None:
     plain = AttentionProblem(3, 2, 64, 64, 64)
     assert registry.select(plain, ARCH).family.name == "attention_sm90"
     assert registry.select(plain, "sm_90").family.name == "attention_fwd"
+
+
+def test_the_cuda_kernel_refuses_e4m3_in_one_line_until_it_transposes_v_on_the_gpu() -> None:
+    from runtime.cuda_backend import CudaKernel
+    from runtime.tiers import Tier
+
+    x, _ = _e4m3_inputs(seed=2, seq_q=8, seq_kv=8)
+    problem = AttentionProblem(1, 2, 8, 8, 128, dtype="e4m3")
+    kernel = CudaKernel(
+        tier=Tier.GENERIC,
+        problem=problem,
+        config=get_family("attention_sm90").default_config(problem, ARCH),
+        kernel_key=registry.generic_key(problem, ARCH),
+        loaded=None,
+        family=get_family("attention_sm90"),
+    )
+    with pytest.raises(NotImplementedError, match="e4m3 attention on device='cuda'"):
+        kernel.run((x["q"], x["k"], x["v"], DESCALE), causal=False, scale=None)
