@@ -242,7 +242,7 @@ def estimate(
         static_smem_bytes=resources.static_smem_bytes,
         dynamic_smem_bytes=dynamic_smem_bytes,
     )
-    structure = structure_of(family)
+    structure = structure_of(family).for_config(config)
     dtype = input_dtype or problem.dtype
     work = tile_work(problem, config, family=family, dtype=dtype)
     if loop_counts:

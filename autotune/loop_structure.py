@@ -11,7 +11,9 @@ and no barrier stops the block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from tessera_core.types import TileConfig
 
 # Share of the non-bottleneck pipes' work a warp-specialized loop leaves exposed (divided by
 # the warps per scheduler, as for the mma.sync loops): the wgmma.wait_group between k-steps
@@ -32,9 +34,19 @@ class LoopStructure:
     barriers_per_iteration: float | None  # None: the tile work's (bar.sync per iteration)
     exposed_share: float | None  # None: the arch's mma.sync EXPOSED_SHARE
 
+    # The exposed share when the config's consumer warpgroups take turns (option pingpong=1):
+    # one's softmax runs under the other's GEMMs. None: exposed_share regardless.
+    pingpong_exposed_share: float | None = None
+
     def consumer_warps(self, num_warps: int) -> int:
         """The warps issuing tensor instructions."""
         return max(1, num_warps - self.producer_warps)
+
+    def for_config(self, config: TileConfig) -> LoopStructure:
+        """This structure as `config` runs it: ping-pong's share when it takes turns."""
+        if self.pingpong_exposed_share is not None and config.option("pingpong", 0) == 1:
+            return replace(self, exposed_share=self.pingpong_exposed_share)
+        return self
 
 
 MMA_SYNC = LoopStructure(
@@ -48,8 +60,24 @@ WARP_SPECIALIZED = LoopStructure(
     barriers_per_iteration=0.0,
     exposed_share=WARP_SPECIALIZED_EXPOSED_SHARE,
 )
-# A new sm_90a family adds one line here (attention_sm90: WARP_SPECIALIZED).
-STRUCTURES: dict[str, LoopStructure] = {"gemm_sm90": WARP_SPECIALIZED}
+# FlashAttention-3's forward: besides the GEMMs, every KV tile's softmax (exponentials on the
+# MUFU, FP32 lane-ops) must hide under the tensor pipe. Within a warpgroup it overlaps the next
+# S GEMM and the previous P V only in part; with ping-pong one warpgroup's softmax runs while
+# the other's GEMMs do. Assumptions anchored on FlashAttention-3's ablation (hardware.md's
+# table; Shah et al. 2024, d128 non-causal: about 570 TFLOP/s without ping-pong, 620-660
+# with), corrected per arch by the `overlap` factor.
+ATTENTION_EXPOSED_SHARE = 1.0
+ATTENTION_PINGPONG_EXPOSED_SHARE = 0.6
+ATTENTION_WARP_SPECIALIZED = replace(
+    WARP_SPECIALIZED,
+    exposed_share=ATTENTION_EXPOSED_SHARE,
+    pingpong_exposed_share=ATTENTION_PINGPONG_EXPOSED_SHARE,
+)
+# A new sm_90a family adds one line here.
+STRUCTURES: dict[str, LoopStructure] = {
+    "gemm_sm90": WARP_SPECIALIZED,
+    "attention_sm90": ATTENTION_WARP_SPECIALIZED,
+}
 
 
 def structure_of(family: str | None) -> LoopStructure:

@@ -307,6 +307,37 @@ def _gemm_sm90(problem: GemmProblem, config: TileConfig, dtype: str) -> TileWork
     )
 
 
+def _attention_sm90(problem: AttentionProblem, config: TileConfig, dtype: str) -> TileWork:
+    """attention_sm90 (FlashAttention-3's forward): TMA fills a K and a V tile per stage; each
+    64-row consumer warpgroup's S = Q K^T wgmmas read its Q rows and the K tile from shared
+    memory, its O += P V wgmmas the V tile (P stays in registers); the softmax is
+    FlashAttention-2's per score. Iteration counts (causal tiles skipped) are _attention's."""
+    from templates.attention_sm90.space import consumers
+
+    work = _attention(problem, config)
+    elem = elem_bytes(dtype)
+    bm, bn, d = config.block_m, config.block_n, problem.head_dim
+    n_consumers = max(1, consumers(config))
+    kv_tile_bytes = 2.0 * bn * d * elem
+    reads = bm * d * elem + n_consumers * kv_tile_bytes
+    scores = bm * bn
+    # Per consumer warp and KV tile: the S wgmmas (m64 n=bn, k WGMMA_K_BYTES / elem each) and
+    # the P V wgmmas (m64 n=d), the fences, commits and waits; the softmax lane-ops and
+    # exponentials of its rows, and the packing of P (two 16-bit or four e4m3 per register).
+    wgmma_k = WGMMA_K_BYTES // elem
+    wgmmas = d // wgmma_k + bn // wgmma_k
+    softmax = (work.iteration_fp32_ops + work.iteration_exps + scores * elem / 4) / WARP_SIZE
+    consumer_instructions = 4 * n_consumers * (wgmmas + 2 * WGMMA_LOOP_INSTRUCTIONS) + softmax
+    producer_instructions = 4 * TMA_PRODUCER_INSTRUCTIONS
+    unique_kv = problem.batch * problem.heads * 2.0 * problem.seq_kv * d * elem
+    return replace(
+        work,
+        iteration_smem_bytes=float(kv_tile_bytes + reads),
+        iteration_warp_instructions=float(consumer_instructions + producer_instructions),
+        l2_bytes=max(0.0, work.iterations * kv_tile_bytes - unique_kv),
+    )
+
+
 def elem_bytes(dtype: str) -> int:
     """Bytes per element of a tensor-core input dtype (e4m3: 1; fp16, bf16: 2)."""
     return 1 if dtype == "e4m3" else DTYPE_BYTES
@@ -321,6 +352,8 @@ def tile_work(
         return _decode(problem, config)
     if isinstance(problem, AttentionBackwardProblem):
         return _attention_bwd(problem, config)
+    if isinstance(problem, AttentionProblem) and family == "attention_sm90":
+        return _attention_sm90(problem, config, dtype or problem.dtype)
     if isinstance(problem, AttentionProblem):
         return _attention(problem, config)
     if family == "gemm_sm90":

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import ml_dtypes
 import numpy as np
 
 from runtime.config import RuntimeConfig
 from runtime.signature import MAX_SEQLEN, Variant, attention_options
 from runtime.specialized import SpecializedKernel, load_specialized
 from runtime.tiers import Backends, Kernel, Tier
+from runtime.validate_fp8 import is_fp8
 from tessera_core.config import ARCH
 from tessera_core.errors import CacheMissError, NoDeviceError
 from tessera_core.hardware import DEFAULT_ARCH, native_arch
-from tessera_core.types import GemmProblem, Problem, TileConfig
+from tessera_core.types import FP8_DTYPE, GemmProblem, Problem, TileConfig
 
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel
@@ -51,6 +53,8 @@ class ReferenceKernel:
                 max_seqlen_k=dict(variant)[MAX_SEQLEN][1],
             )  # fmt: skip
             return np.asarray(o).astype(q.dtype, copy=False), lse
+        if self.op == "attention" and is_fp8(inputs[0]):
+            return fp8_reference(inputs, causal=causal, scale=scale)
         if self.op == "attention":
             from templates.attention.reference import attention_reference
 
@@ -85,6 +89,20 @@ class ReferenceKernel:
         return np.asarray(gemm_reference(a_op, b_op)).astype(a.dtype, copy=False), None
 
 
+def fp8_reference(inputs: tuple[Any, ...], *, causal: bool, scale: float | None) -> tuple[Any, Any]:
+    """Tier 1 of e4m3 attention: the reference on the dequantized q, k, v; O in bf16."""
+    from templates.attention.reference import attention_reference
+    from templates.attention_sm90.fp8 import dequantize
+
+    q, k, v, descale = inputs
+    values = [
+        dequantize(np.ascontiguousarray(x).view(np.uint8), factor).astype(np.float32)
+        for x, factor in zip((q, k, v), descale, strict=True)
+    ]
+    o, lse = attention_reference(*values, causal=causal, scale=scale)
+    return np.asarray(o).astype(ml_dtypes.bfloat16), lse
+
+
 class EmulatedKernel:
     """Tiers 2 and 3 on the host emulator: the real kernel source, run on the CPU."""
 
@@ -112,6 +130,14 @@ class EmulatedKernel:
                 max_seqlen_k=max_k, causal=causal, scale=scale,
                 window_size=options["window_size"], softcap=options["softcap"],
                 alibi_slopes=inputs[5] if len(inputs) > 5 else None, config=config,
+                specialized=self._specialized, arch=self.arch,
+            )  # fmt: skip
+        if self.problem.op == "attention" and self.problem.dtype == FP8_DTYPE:
+            from generator.emulate_attention_fp8 import run_attention_fp8
+
+            q, k, v, descale = inputs
+            return run_attention_fp8(
+                q, k, v, descale=descale, causal=causal, scale=scale, config=config,
                 specialized=self._specialized, arch=self.arch,
             )  # fmt: skip
         if self.problem.op == "attention":

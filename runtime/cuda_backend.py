@@ -26,6 +26,7 @@ from runtime.backends import (
 from runtime.config import RuntimeConfig
 from runtime.signature import MAX_SEQLEN, Variant, problem_fields
 from runtime.tiers import Kernel, Tier
+from runtime.validate_fp8 import is_fp8
 from templates.attention_bwd.space import deterministic
 from templates.family import Family, launch_params
 from tessera_core.types import (
@@ -153,6 +154,11 @@ class CudaKernel:
         from generator import device
 
         assert self.config is not None
+        if self._op == "attention" and is_fp8(inputs[0]):
+            raise NotImplementedError(
+                "e4m3 attention on device='cuda': V's permuted transpose is built on the host "
+                "only so far; use device='emulator' (tier 1 serves this call)"
+            )
         on_host = isinstance(inputs[0], np.ndarray)
         shapes = [x.shape if on_host else device_array(x).shape for x in inputs]
         dtype = inputs[0].dtype if on_host else NUMPY_DTYPES[device_array(inputs[0]).dtype or ""]

@@ -18,6 +18,7 @@ from runtime.tiers import Backends
 from runtime.validate import attention_key, gemm_key, tile_config
 from runtime.validate_backward import attention_backward_key
 from runtime.validate_decode import decode_call
+from runtime.validate_fp8 import attention_fp8_key, descale_factors, is_fp8
 from tessera_core.types import TileConfig
 
 
@@ -75,8 +76,10 @@ class Runtime:
         softcap: float = 0.0,
         alibi_slopes: Any = None,
         layout: str = "bhsd",
+        descale: tuple[float, float, float] | None = None,
     ) -> Any:
-        """softmax(q kᵀ · scale) v over [batch, heads, seq, head_dim] arrays (fp16 or bf16).
+        """softmax(q kᵀ · scale) v over [batch, heads, seq, head_dim] arrays (fp16, bf16, or
+        FP8 e4m3: ml_dtypes.float8_e4m3fn NumPy arrays at head_dim 128, plain or causal).
 
         The variants are FlashAttention-2's: k and v may have fewer heads than q, a divisor of
         them (GQA/MQA: query head h reads KV head h // (heads // heads_kv)); head_dim is any
@@ -97,20 +100,34 @@ class Runtime:
                 generic kernel; InvalidConfigError (a ValueError) says why one is invalid.
             return_lse: also return the log-sum-exp of each query row, float32
                 [batch, heads, seq_q] (natural log, of the scaled scores).
+            descale: e4m3 inputs only: (dq, dk, dv), the per-tensor factors the e4m3 values
+                of q, k and v stand for (None: 1.0 each); they are run-time values, not part
+                of the signature. V's transpose, which the FP8 kernel reads, is built here.
 
         Returns:
-            O in the input dtype, or (O, lse) with `return_lse`.
+            O in the input dtype (bf16 for e4m3 inputs), or (O, lse) with `return_lse`.
         """
-        key = attention_key(
-            q, k, v, causal, scale, window_size=window_size, softcap=softcap,
-            alibi_slopes=alibi_slopes, layout=layout,
-        )  # fmt: skip
+        inputs: tuple[Any, ...]
+        if is_fp8(q):  # attention_sm90 on sm_90a; tier 1 dequantizes
+            plain = window_size == (-1, -1) and softcap == 0.0 and alibi_slopes is None
+            key = attention_fp8_key(q, k, v, causal, scale, plain=plain, layout=layout)
+            inputs = (q, k, v, descale_factors(descale))
+        elif descale is not None:
+            raise ValueError(
+                f"descale={descale!r}: only for e4m3 (ml_dtypes.float8_e4m3fn) q, k, v; "
+                "leave it None for fp16 and bf16"
+            )
+        else:
+            key = attention_key(
+                q, k, v, causal, scale, window_size=window_size, softcap=softcap,
+                alibi_slopes=alibi_slopes, layout=layout,
+            )  # fmt: skip
+            inputs = (q, k, v) if alibi_slopes is None else (q, k, v, alibi_slopes)
         if self._host_only and not isinstance(q, np.ndarray):
             raise ValueError(_HOST_ONLY.format(name="q, k, v", device=self.device))
         if return_lse is not False and return_lse is not True:
             raise ValueError(f"return_lse={return_lse!r}: expected a bool")
         forced = None if config is None else self._forced(config, key)
-        inputs = (q, k, v) if alibi_slopes is None else (q, k, v, alibi_slopes)
         out, lse = self._dispatcher.call(key, inputs, forced)
         return (out, lse) if return_lse else out
 

@@ -15,6 +15,7 @@ FAMILY_NAMES = (
     "attention_bwd",
     "gemm",
     "gemm_sm90",
+    "attention_sm90",
     "attention_decode",
 )
 ALL_FAMILY_NAMES = (
@@ -80,7 +81,10 @@ class Route:
 # Arch-specific families, tried in order before the op's own (mma.sync) family. sm_90a is the
 # arch-specific feature set of compute capability 9.0 (wgmma, setmaxnreg); plain sm_90 keeps
 # the mma.sync families, which run forward on later GPUs.
-ROUTES: tuple[Route, ...] = (Route(op="gemm", arch="sm_90a", family="gemm_sm90"),)
+ROUTES: tuple[Route, ...] = (
+    Route(op="gemm", arch="sm_90a", family="gemm_sm90"),
+    Route(op="attention", arch="sm_90a", family="attention_sm90"),
+)
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,9 @@ def select(problem: Problem, arch: str) -> Selection:
 
 def family_for(problem: Problem, arch: str) -> Family:
     """The family that serves `problem` on `arch` (see select): on sm_90a the Hopper gemm for
-    gemms TMA can read (N and K multiples of 8), else the op's mma.sync family."""
+    gemms TMA can read (N and K multiples of 8) and the Hopper attention for plain [batch,
+    heads, seq, head_dim] attention at head_dim 64 or 128 (e4m3: 128), else the op's mma.sync
+    family."""
     return select(problem, arch).family
 
 

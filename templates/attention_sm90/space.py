@@ -100,8 +100,9 @@ def _arch(config: TileConfig, problem: Problem, arch: str) -> str | None:
 
 
 def serves(problem: Problem) -> bool:
-    """Whether this family computes `problem`: attention with head_dim 64 or 128 (fp8: 128)."""
-    if not isinstance(problem, AttentionProblem):
+    """Whether this family computes `problem`: plain or causal bhsd attention with head_dim 64
+    or 128 (fp8: 128)."""
+    if not isinstance(problem, AttentionProblem) or variant_refusal(problem) is not None:
         return False
     return problem.head_dim == FP8_HEAD_DIM if is_fp8(problem) else problem.head_dim in HEAD_DIMS
 
@@ -116,6 +117,34 @@ def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
             "mma.sync attention family"
         )
     return None
+
+
+def variant_refusal(problem: AttentionProblem) -> str | None:
+    """Why the kernel cannot compute this variant of attention (it reads one K/V head per query
+    head from [batch, heads, seq, head_dim] tensors, with a plain or causal mask), else None."""
+    found = []
+    if problem.kv_heads != problem.heads:
+        found.append(f"heads_kv={problem.kv_heads} (GQA/MQA)")
+    if problem.has_window:
+        found.append(f"window_size=({problem.window_left}, {problem.window_right})")
+    if problem.softcap:
+        found.append(f"softcap={problem.softcap:g}")
+    if problem.alibi != "none":
+        found.append(f"alibi={problem.alibi}")
+    if problem.varlen:
+        found.append("varlen")
+    elif problem.layout != "bhsd":
+        found.append(f"layout={problem.layout}")
+    if not found:
+        return None
+    return (
+        f"{', '.join(found)}: attention_sm90 serves plain or causal bhsd attention; use the "
+        "mma.sync attention family"
+    )
+
+
+def _variant(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    return variant_refusal(as_problem(problem))
 
 
 def _warpgroups(config: TileConfig, problem: Problem, arch: str) -> str | None:
@@ -170,6 +199,7 @@ SPACE = Space(
     constraints=(
         Constraint("sm_90a", _arch),
         Constraint("head_dim", _head_dim),
+        Constraint("variant", _variant),
         Constraint("warpgroups", _warpgroups),
         Constraint("tile", _tile),
         Constraint("shared_memory", smem_within_arch(smem_bytes)),

@@ -125,5 +125,19 @@ def test_sm90a_fp8_gemm_reports_qgmma_and_attention_refuses_e4m3():
     assert report["family"] == "gemm_sm90" and report["config"]["block_k"] == 128
     assert report["sass_base_counts"]["QGMMA"] > 0 and "HGMMA" not in report["sass_base_counts"]
     assert any(op.startswith("QGMMA") for op in report["main_loop_sass_counts"])
-    refused = run("--op", "attention", "--shape", "1x2x64x64", "--dtype", "e4m3")
-    assert refused.returncode == 2 and "AttentionProblem.dtype='e4m3'" in refused.stderr
+    refused = run("--op", "attention", "--shape", "1x2x64x64", "--dtype", "e4m3")  # sm_90
+    assert refused.returncode == 2
+    assert "dtype=e4m3: the mma.sync attention takes fp16 or bf16" in refused.stderr
+
+
+def test_sm90a_attention_reports_attention_sm90_and_its_hopper_opcodes():
+    done = run("--op", "attention", "--arch", "sm_90a", "--shape", "8x16x2048x128", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["family"] == "attention_sm90" and report["fallback_reason"] is None
+    assert report["kernel_name"] == "tessera_attention_sm90"
+    assert report["spill_bytes"] == 0
+    for opcode in ("HGMMA", "UTMALDG", "SYNCS"):
+        assert sum(n for op, n in report["sass_counts"].items() if op.startswith(opcode)) > 0
+    assert not any(op.startswith("HMMA") for op in report["sass_counts"])
+    assert any(op.startswith("HGMMA") for op in report["main_loop_sass_counts"])

@@ -155,6 +155,7 @@ def test_a_registered_sm90a_attention_family_is_what_the_dispatcher_builds_and_k
                 (*q.shape[:3], k.shape[2], head_dim),
                 False,
                 None,
+                (),
             )
             for _ in range(2):
                 dispatcher.call(key, (q, k, v))

@@ -55,8 +55,7 @@ def test_dry_run_writes_the_report_skeleton(tmp_path):
         assert row["sass"]["QGMMA"] > 0 and row["sass"]["HGMMA"] == 0 and row["spill_bytes"] == 0
         assert row["model_e4m3_tflops"] > 0
     attention = hopper["result"]["attention"]
-    assert attention["family"] == "attention_fwd"  # until attention_sm90 is routed
-    assert "no sm_90a attention family is routed" in attention["reason"]
+    assert attention["family"] == "attention_sm90" and attention["reason"] is None
     model = stages["model"]["result"]
     assert len(model["rows"]) == 8
     assert all(row["tuned"] > 0 and row["fa2_tiles"] > 0 for row in model["rows"])

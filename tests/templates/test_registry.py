@@ -31,7 +31,8 @@ def test_family_for_picks_the_hopper_gemm_on_sm90a_when_tma_can_read_it() -> Non
     assert family_for(aligned, "sm_90a").name == "gemm_sm90"
     assert family_for(ragged, "sm_90a").name == "gemm"  # N % 8 != 0: no TMA
     assert family_for(aligned, "sm_90").name == "gemm"
-    assert family_for(AttentionProblem(1, 2, 64, 64, 64), "sm_90a").name == "attention_fwd"
+    assert family_for(AttentionProblem(1, 2, 64, 64, 64), "sm_90a").name == "attention_sm90"
+    assert family_for(AttentionProblem(1, 2, 64, 64, 64), "sm_90").name == "attention_fwd"
 
 
 def test_sm80_to_sm89_and_plain_sm90_keep_the_mma_sync_gemm() -> None:
@@ -50,7 +51,10 @@ def test_sm90a_keys_name_the_serving_family_so_aligned_and_ragged_never_share_on
     assert kernel_key(ragged, "sm_90a") == "gemm.fp16.m100.n130.k264.sm_90a"
     assert generic_key(ragged, "sm_90a") == "gemm.fp16.sm_90a.generic"
     assert kernel_key(AttentionProblem(1, 2, 64, 64, 64), "sm_90a") == (
-        "attention_fwd.fp16.b1.h2.sq64.skv64.d64.noncausal.sm_90a"
+        "attention_sm90.fp16.b1.h2.sq64.skv64.d64.noncausal.sm_90a"
+    )
+    assert kernel_key(AttentionProblem(1, 2, 64, 64, 96), "sm_90a") == (
+        "attention_fwd.fp16.b1.h2.sq64.skv64.d96.noncausal.sm_90a"
     )
 
 
@@ -94,9 +98,8 @@ def fake_route(monkeypatch: pytest.MonkeyPatch) -> Any:
         return fake if name == fake.name else real_get_family(name)
 
     monkeypatch.setattr(registry, "get_family", get_family_with_fake)
-    monkeypatch.setattr(
-        registry, "ROUTES", (*registry.ROUTES, Route("attention", "sm_90a", fake.name))
-    )
+    others = tuple(r for r in registry.ROUTES if r.op != "attention")  # the fake replaces
+    monkeypatch.setattr(registry, "ROUTES", (*others, Route("attention", "sm_90a", fake.name)))
     registry.select.cache_clear()
     yield fake
     registry.select.cache_clear()
