@@ -120,6 +120,9 @@ class _GuardedBuffer:
                 )
 
 
+_ACCUMULATOR_DTYPES = (np.dtype(np.float32), np.dtype(np.int32))
+
+
 def run_rendered(
     rendered: RenderedKernel,
     *,
@@ -137,8 +140,9 @@ def run_rendered(
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
     as NaN so elements the kernel never writes show up in any comparison, except the outputs
     named in `accumulators`, which the kernel adds into (atomics): they start as zeros, must be
-    float32, and every element that changes must have been added into by atomic_add_f32 (a
-    plain store or += there loses updates on a GPU, where the blocks run at once).
+    float32 (atomic_add_f32) or int32 (atomic_add_i32, decode's split counters), and every
+    element that changes must have been added into by an atomic (a plain store or += there
+    loses updates on a GPU, where the blocks run at once).
     Inputs named in `updated_inputs` (a cache the kernel writes into) come back among the
     outputs with their contents after the launch; `params_extra` goes to the family's
     make_params as keywords (attention_sm90: descale; attention_decode: run-time values).
@@ -151,8 +155,11 @@ def run_rendered(
     """
     family = get_family(rendered.family)
     for name in accumulators:
-        if np.dtype(outputs[name][1]) != np.float32:
-            raise ValueError(f"accumulator {name!r}: expected a float32 output")
+        if np.dtype(outputs[name][1]) not in _ACCUMULATOR_DTYPES:
+            raise ValueError(
+                f"accumulator {name!r} is {np.dtype(outputs[name][1])}: expected a float32 or "
+                "int32 output (the element types the atomic adds count)"
+            )
     problem, config = rendered.problem, rendered.config
     library = build_host_library(rendered.source)
     kernel = library.kernel(rendered.kernel_name)
@@ -209,7 +216,7 @@ def _check_atomic(
             f"kernel {rendered.kernel_name} ({rendered.config}): {written} elements of "
             f"accumulator {name!r} were written without an atomic add (a plain store or +=): on a "
             "GPU the blocks adding into them run at once and lose updates; use "
-            "tessera::atomic_add_f32"
+            "tessera::atomic_add_f32 (or atomic_add_i32)"
         )
 
 

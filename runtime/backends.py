@@ -158,13 +158,19 @@ class EmulatedKernel:
     ) -> tuple[Any, Any]:
         """The decode kernel on copies of the caches; the appended rows are copied back into
         the caller's caches only once the run has succeeded (a failure that falls back to
-        tier 1 must not append twice)."""
-        from generator.emulate_decode import run_attention_decode_problem
+        tier 1 must not append twice). The problem is this call's: one generic kernel serves
+        every shape of its key, so the problem it was built for is only the first of them."""
+        from generator.emulate_decode import decode_problem, run_attention_decode_problem
 
         q, k_cache, v_cache, k, v, lengths, table, options = inputs
         tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "k": k, "v": v}
+        seq_new = 0 if k is None else int(k.shape[1])
+        problem = decode_problem(
+            q, k_cache, cache_seqlens=lengths, seq_new=seq_new, paged=table is not None,
+            causal=causal,
+        )  # fmt: skip
         result = run_attention_decode_problem(
-            self.problem,  # type: ignore[arg-type]
+            problem,
             {**tensors, "cache_seqlens": lengths, "block_table": table},
             scale=scale,
             window_size=options.window_size,
