@@ -151,6 +151,14 @@ BAD_CALLS = [
     ({"softcap": -1.0}, "softcap"),
     ({"num_splits": -2}, "num_splits"),
     ({"v_cache": np.zeros((16, 16, 2, 32), np.float32)}, "expected float16 or bfloat16"),
+    (  # head_dim 24: a multiple of 8 that attention serves, but not of the decode mma's 16
+        {
+            "q": np.zeros((2, 2, 4, 24), np.float16),
+            **{n: np.zeros((16, 16, 2, 24), np.float16) for n in ("k_cache", "v_cache")},
+            **{n: np.zeros((2, 2, 2, 24), np.float16) for n in ("k", "v")},
+        },
+        "head_dim=24 is not supported by attention_with_kvcache",
+    ),
 ]
 
 
