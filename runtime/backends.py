@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from runtime.tiers import Backends, Kernel, Tier
 from tessera_core.config import ARCH
 from tessera_core.errors import CacheMissError, NoDeviceError
 from tessera_core.hardware import DEFAULT_ARCH, native_arch
-from tessera_core.types import GemmProblem, Problem, TileConfig
+from tessera_core.types import AttentionDecodeProblem, GemmProblem, Problem, TileConfig
 
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel
@@ -176,13 +177,31 @@ class EmulatedKernel:
             window_size=options.window_size,
             softcap=options.softcap,
             num_splits=options.num_splits,
-            config=self.config,
+            config=_splits_for(problem, self.config, self.arch),
             specialized=self._specialized,
             arch=self.arch,
         )
         k_cache[...] = result.k_cache
         v_cache[...] = result.v_cache
         return result.o, result.lse
+
+
+def _splits_for(
+    problem: AttentionDecodeProblem, config: TileConfig | None, arch: str
+) -> TileConfig | None:
+    """`config`, or its tiles with the heuristic split count of this call's problem where its
+    own count would leave splits without keys (a generic kernel's configuration was chosen for
+    the first problem of its key; the split count is a run-time value of the same binary)."""
+    from templates.attention_decode import space as decode_space
+
+    if config is None:
+        return None
+    tiles = -(-problem.seq_kv // config.block_n)
+    if decode_space.num_splits(config) <= tiles:
+        return config
+    splits = decode_space.heuristic_splits(problem, config, arch)
+    options = {**dict(config.options), decode_space.NUM_SPLITS: splits}
+    return dataclasses.replace(config, options=tuple(options.items()))
 
 
 class PrewarmedKernel:

@@ -189,11 +189,12 @@ def test_a_hot_decode_signature_becomes_a_tune_command_that_parses_back() -> Non
 
 def test_one_generic_kernel_serves_a_second_shape_of_its_key() -> None:
     # The generic kernel is built for the key's first call; a later call of another batch,
-    # head grouping and cache bucket must run on its own shape (not the first call's grid).
+    # head grouping and cache bucket must run on its own shape (not the first call's grid),
+    # and a short cache gets no more splits than it has key tiles (the first call's 2 > 1).
     config = RuntimeConfig(device="emulator", arch=ARCH, tier2_min_calls=0, tuning_workers=0)
     rng = np.random.default_rng(9)
     with Runtime(config=config) as rt:
-        for batch, heads_q, heads_kv, length in ((2, 2, 2, 100), (3, 4, 2, 170)):
+        for batch, heads_q, heads_kv, length in ((2, 2, 2, 100), (3, 4, 2, 170), (1, 2, 1, 10)):
             q = rng.standard_normal((batch, 1, heads_q, 32)).astype(np.float16)
             k_cache, v_cache = (
                 rng.standard_normal((batch, 200, heads_kv, 32)).astype(np.float16) for _ in range(2)
