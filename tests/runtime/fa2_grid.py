@@ -206,10 +206,11 @@ FORWARD_SAMPLE: tuple[Cell, ...] = (
     replace(_FWD, alibi=True),
     replace(_FWD, heads="mqa"),
     replace(_FWD, heads="gqa"),
-    # FA2's own layout, with rows of whole tiles (a K/V tile copy with the bhsd row stride in
-    # bshd read other heads' rows) and a padded head dim (80: 5 of 6 16-byte chunks per row).
+    # FA2's own layout with whole K/V tiles (a whole-tile copy with bhsd's row stride read
+    # other heads' rows in bshd), and a head dim the mmas pad (40 to 48: the padding columns
+    # of whole Q and K tiles must be zero-filled).
     replace(_FWD, layout="bshd", heads="gqa", seq_q=256, seq_k=512, causal=True),
-    replace(_FWD, layout="bshd", d=80, dtype="bf16", local=True, softcap=50.0),
+    replace(_FWD, d=40, dtype="bf16", seq_q=256, seq_k=512, local=True, softcap=50.0),
     replace(
         _FWD, heads="gqa", d=128, dtype="bf16", causal=True, local=True, softcap=50.0, alibi=True
     ),
