@@ -120,6 +120,9 @@ class _GuardedBuffer:
                 )
 
 
+_ACCUMULATOR_DTYPES = (np.dtype(np.float32), np.dtype(np.int32))
+
+
 def run_rendered(
     rendered: RenderedKernel,
     *,
@@ -136,9 +139,10 @@ def run_rendered(
     The kernel runs once per schedule on fresh buffers; a race-free kernel computes every output
     element in the same order under all of them, so outputs must agree bit for bit. Outputs start
     as NaN so elements the kernel never writes show up in any comparison, except the outputs
-    named in `accumulators`, which the kernel adds into (atomics): they start as zeros, and every
-    element of a float32 one that changes must have been added into by atomic_add_f32 (a plain
-    store or += there loses updates on a GPU, where the blocks run at once).
+    named in `accumulators`, which the kernel adds into (atomics): they start as zeros, must be
+    float32 (atomic_add_f32) or int32 (atomic_add_i32, decode's split counters), and every
+    element that changes must have been added into by an atomic (a plain store or += there
+    loses updates on a GPU, where the blocks run at once).
     Inputs named in `updated_inputs` (a cache the kernel writes into) come back among the
     outputs with their contents after the launch; `params_extra` goes to the family's
     make_params as keywords (attention_sm90: descale; attention_decode: run-time values).
@@ -150,9 +154,12 @@ def run_rendered(
             atomic.
     """
     family = get_family(rendered.family)
-    # float32 accumulators are audited (atomic_add_f32 counts its adds); integer ones, such as
-    # decode's split counters that the last block resets, are not.
-    audited = [name for name in accumulators if np.dtype(outputs[name][1]) == np.float32]
+    for name in accumulators:
+        if np.dtype(outputs[name][1]) not in _ACCUMULATOR_DTYPES:
+            raise ValueError(
+                f"accumulator {name!r} is {np.dtype(outputs[name][1])}: expected a float32 or "
+                "int32 output (the element types the atomic adds count)"
+            )
     problem, config = rendered.problem, rendered.config
     library = build_host_library(rendered.source)
     kernel = library.kernel(rendered.kernel_name)
@@ -172,7 +179,7 @@ def run_rendered(
         params: ctypes.Structure = family.make_params(
             problem, pointers=pointers, scale=scale, **(params_extra or {})
         )
-        counts = {name: np.zeros(buffers[name].array.size, np.uint32) for name in audited}
+        counts = {name: np.zeros(buffers[name].array.size, np.uint32) for name in accumulators}
         start = time.perf_counter()
         kernel.launch(
             params,
@@ -181,12 +188,12 @@ def run_rendered(
             smem_bytes=geometry.smem_bytes,
             schedule=schedule,
             regions=[(buf.address, buf.array.nbytes) for buf in buffers.values()],
-            atomic_counts=[(buffers[name].address, counts[name]) for name in audited],
+            atomic_counts=[(buffers[name].address, counts[name]) for name in accumulators],
         )
         run_time_s += time.perf_counter() - start
         for buf in buffers.values():
             buf.check_guards(rendered.kernel_name)
-        for name in audited:
+        for name in accumulators:
             _check_atomic(rendered, name, buffers[name].array, counts[name])
         results.append({name: buffers[name].array.copy() for name in (*outputs, *updated_inputs)})
         _check_same(rendered, results[0], results[-1], schedules[0], schedule)
@@ -209,7 +216,7 @@ def _check_atomic(
             f"kernel {rendered.kernel_name} ({rendered.config}): {written} elements of "
             f"accumulator {name!r} were written without an atomic add (a plain store or +=): on a "
             "GPU the blocks adding into them run at once and lose updates; use "
-            "tessera::atomic_add_f32"
+            "tessera::atomic_add_f32 (or atomic_add_i32)"
         )
 
 

@@ -171,8 +171,9 @@ class HostKernel:
 
         `regions` are the (address, nbytes) of the launch's tensors: when given, a cp.async
         reading outside all of them is an error (an illegal address on a GPU).
-        `atomic_counts` pairs the address of each fp32 accumulator with a zeroed uint32 array
-        of one counter per element, which atomic_add_f32 increments (host/atomic_audit.h).
+        `atomic_counts` pairs the address of each fp32 or int32 accumulator with a zeroed
+        uint32 array of one counter per element, which atomic_add_f32 / atomic_add_i32
+        increment (host/atomic_audit.h).
         """
         mode = (schedule or Schedule()).mode
         bounds = [edge for address, nbytes in regions for edge in (address, address + nbytes)]

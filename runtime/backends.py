@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
@@ -15,7 +16,7 @@ from runtime.validate_fp8 import is_fp8
 from tessera_core.config import ARCH
 from tessera_core.errors import CacheMissError, NoDeviceError
 from tessera_core.hardware import DEFAULT_ARCH, native_arch
-from tessera_core.types import FP8_DTYPE, GemmProblem, Problem, TileConfig
+from tessera_core.types import FP8_DTYPE, AttentionDecodeProblem, GemmProblem, Problem, TileConfig
 
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel
@@ -184,25 +185,49 @@ class EmulatedKernel:
     ) -> tuple[Any, Any]:
         """The decode kernel on copies of the caches; the appended rows are copied back into
         the caller's caches only once the run has succeeded (a failure that falls back to
-        tier 1 must not append twice)."""
-        from generator.emulate_decode import run_attention_decode_problem
+        tier 1 must not append twice). The problem is this call's: one generic kernel serves
+        every shape of its key, so the problem it was built for is only the first of them."""
+        from generator.emulate_decode import decode_problem, run_attention_decode_problem
 
         q, k_cache, v_cache, k, v, lengths, table, options = inputs
         tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "k": k, "v": v}
+        seq_new = 0 if k is None else int(k.shape[1])
+        problem = decode_problem(
+            q, k_cache, cache_seqlens=lengths, seq_new=seq_new, paged=table is not None,
+            causal=causal,
+        )  # fmt: skip
         result = run_attention_decode_problem(
-            self.problem,  # type: ignore[arg-type]
+            problem,
             {**tensors, "cache_seqlens": lengths, "block_table": table},
             scale=scale,
             window_size=options.window_size,
             softcap=options.softcap,
             num_splits=options.num_splits,
-            config=self.config,
+            config=_splits_for(problem, self.config, self.arch),
             specialized=self._specialized,
             arch=self.arch,
         )
         k_cache[...] = result.k_cache
         v_cache[...] = result.v_cache
         return result.o, result.lse
+
+
+def _splits_for(
+    problem: AttentionDecodeProblem, config: TileConfig | None, arch: str
+) -> TileConfig | None:
+    """`config`, or its tiles with the heuristic split count of this call's problem where its
+    own count would leave splits without keys (a generic kernel's configuration was chosen for
+    the first problem of its key; the split count is a run-time value of the same binary)."""
+    from templates.attention_decode import space as decode_space
+
+    if config is None:
+        return None
+    tiles = -(-problem.seq_kv // config.block_n)
+    if decode_space.num_splits(config) <= tiles:
+        return config
+    splits = decode_space.heuristic_splits(problem, config, arch)
+    options = {**dict(config.options), decode_space.NUM_SPLITS: splits}
+    return dataclasses.replace(config, options=tuple(options.items()))
 
 
 class PrewarmedKernel:

@@ -11,6 +11,7 @@ import numpy as np
 from runtime.arrays import DTYPE_NAMES
 from runtime.signature import SignatureKey
 from runtime.validate import DTYPE_FORM, _scale
+from templates.attention_decode.space import MAX_HEAD_DIM, MMA_K
 from tessera_core.types import decode_kv_bucket
 
 Q_FORM = "[batch, seq_q, heads_q, head_dim]"
@@ -98,6 +99,11 @@ def decode_call(
         raise ValueError(
             f"k_cache has shape {k_cache.shape}, q {q.shape}: expected {CACHE_FORM} with "
             f"head_dim={head_dim} and heads_kv dividing heads_q={heads_q}"
+        )
+    if head_dim % MMA_K or head_dim > MAX_HEAD_DIM:
+        raise ValueError(
+            f"q head_dim={head_dim} is not supported by attention_with_kvcache; expected a "
+            f"multiple of {MMA_K} up to {MAX_HEAD_DIM} (the decode kernel's 16-deep mma steps)"
         )
     seq_new = _new_tokens(k, v, q, batch, heads_kv, head_dim)
     lengths = _cache_seqlens(cache_seqlens, batch)

@@ -42,6 +42,8 @@ DTYPE_NAMES: tuple[str, ...] = ("fp16", "bf16")
 HEAD_LAYOUTS: dict[str, tuple[int, int]] = {"mha": (2, 2), "mqa": (2, 1), "gqa": (4, 2)}
 NEW_KV: tuple[bool, ...] = (False, True)
 PAGED_KV_BLOCK_SIZES: tuple[int | None, ...] = (None, 256)
+# flash_attn_func's [batch, seq, heads, d] ("bshd") and the runtime's native [batch, heads, seq, d].
+LAYOUTS: tuple[str, ...] = ("bhsd", "bshd")
 KINDS = ("fwd", "varlen", "kvcache")
 
 ALIBI_SLOPE_MAX = 0.3  # FA2: torch.rand(batch, nheads) * 0.3
@@ -67,6 +69,7 @@ class Cell:
     alibi: bool = False
     new_kv: bool = False  # kvcache only: append seq_q new keys and values in place
     page: int | None = None  # kvcache only: paged KV block size (None: a contiguous cache)
+    layout: str = "bhsd"  # fwd only: how q, k, v and o are stored (LAYOUTS)
 
     @property
     def id(self) -> str:
@@ -82,6 +85,8 @@ class Cell:
         ]
         if self.kind == "kvcache":
             parts += [f"new_kv={int(self.new_kv)}", f"page={self.page}"]
+        if self.kind == "fwd":
+            parts.append(f"layout={self.layout}")
         return "-".join(parts)
 
     @property
@@ -150,10 +155,10 @@ def page_table(rng: np.random.Generator, seq_k: int, page: int, batch: int) -> n
 
 # -- the full grids (behind the slow marker) ---------------------------------------------------
 def full_forward_grid() -> Iterator[Cell]:
-    for dtype, heads, d, (sq, sk), causal, local, softcap, alibi in itertools.product(
-        DTYPE_NAMES, HEAD_LAYOUTS, HEAD_DIMS, SEQLEN_PAIRS, CAUSAL, LOCAL, SOFTCAPS, ALIBI
+    for dtype, heads, d, (sq, sk), causal, local, softcap, alibi, layout in itertools.product(
+        DTYPE_NAMES, HEAD_LAYOUTS, HEAD_DIMS, SEQLEN_PAIRS, CAUSAL, LOCAL, SOFTCAPS, ALIBI, LAYOUTS
     ):
-        yield Cell("fwd", dtype, heads, d, sq, sk, causal, local, softcap, alibi)
+        yield Cell("fwd", dtype, heads, d, sq, sk, causal, local, softcap, alibi, layout=layout)
 
 
 def full_varlen_grid() -> Iterator[Cell]:
@@ -201,6 +206,11 @@ FORWARD_SAMPLE: tuple[Cell, ...] = (
     replace(_FWD, alibi=True),
     replace(_FWD, heads="mqa"),
     replace(_FWD, heads="gqa"),
+    # FA2's own layout with whole K/V tiles (a whole-tile copy with bhsd's row stride read
+    # other heads' rows in bshd), and a head dim the mmas pad (40 to 48: the padding columns
+    # of whole Q and K tiles must be zero-filled).
+    replace(_FWD, layout="bshd", heads="gqa", seq_q=256, seq_k=512, causal=True),
+    replace(_FWD, d=40, dtype="bf16", seq_q=256, seq_k=512, local=True, softcap=50.0),
     replace(
         _FWD, heads="gqa", d=128, dtype="bf16", causal=True, local=True, softcap=50.0, alibi=True
     ),
@@ -211,6 +221,7 @@ FORWARD_BASELINE: frozenset[Cell] = frozenset(
     for cell in FORWARD_SAMPLE
     if cell.heads == "mha"
     and cell.d in (32, 64, 80, 128)
+    and cell.layout == "bhsd"
     and not (cell.local or cell.softcap or cell.alibi)
 )
 _VARLEN = Cell("varlen")

@@ -104,8 +104,10 @@ def _assert_fa2_rule(
 
 # -- the three kinds of cell -------------------------------------------------------------------
 def run_forward(rt: Runtime, cell: Cell) -> None:
-    """flash_attn_func's cell: q [b, heads_q, seq_q, d], k/v [b, heads_kv, seq_k, d]."""
-    call = supported(rt, "attention", cell, ("causal",))
+    """flash_attn_func's cell: q [b, heads_q, seq_q, d], k/v [b, heads_kv, seq_k, d], or
+    [b, seq, heads, d] each (FA2's own layout) with layout="bshd"."""
+    bshd = cell.layout == "bshd"
+    call = supported(rt, "attention", cell, ("causal", "layout") if bshd else ("causal",))
     rng = cell.rng()
     variant = cell.variant(rng)
     b, d = cell.batch, cell.d
@@ -113,7 +115,13 @@ def run_forward(rt: Runtime, cell: Cell) -> None:
     k, v = (normals(rng, (b, cell.heads_kv, cell.seq_k, d), cell.dtype) for _ in range(2))
     slopes = alibi_slopes(cell, rng)
     keywords = {"causal": cell.causal, **_variant_keywords(variant, slopes)}
-    out = ask(rt, call, cell, (q, k, v), keywords)
+    args = (q, k, v)
+    if bshd:  # the same numbers, stored as FA2 stores them
+        args = tuple(np.ascontiguousarray(np.swapaxes(x, 1, 2)) for x in args)
+        keywords["layout"] = "bshd"
+    out = ask(rt, call, cell, args, keywords)
+    if bshd:
+        out = np.swapaxes(np.asarray(out), 1, 2)
     want = attention64(q, k, v, variant, slopes)
     low = attention_low_precision(q, k, v, variant, slopes)
     _assert_fa2_rule(out, low, want, multiple=FORWARD_MULTIPLE, dtype=q.dtype)

@@ -151,6 +151,14 @@ BAD_CALLS = [
     ({"softcap": -1.0}, "softcap"),
     ({"num_splits": -2}, "num_splits"),
     ({"v_cache": np.zeros((16, 16, 2, 32), np.float32)}, "expected float16 or bfloat16"),
+    (  # head_dim 24: a multiple of 8 that attention serves, but not of the decode mma's 16
+        {
+            "q": np.zeros((2, 2, 4, 24), np.float16),
+            **{n: np.zeros((16, 16, 2, 24), np.float16) for n in ("k_cache", "v_cache")},
+            **{n: np.zeros((2, 2, 2, 24), np.float16) for n in ("k", "v")},
+        },
+        "head_dim=24 is not supported by attention_with_kvcache",
+    ),
 ]
 
 
@@ -177,3 +185,24 @@ def test_a_hot_decode_signature_becomes_a_tune_command_that_parses_back() -> Non
     shape = command[command.index("--shape") + 1]
     assert parse_shape("attention_decode", shape, causal=True) == problem
     assert problem.kernel_key(ARCH).startswith("attention_decode.fp16.b2.hq4.hkv2.sq2.kv64.")
+
+
+def test_one_generic_kernel_serves_a_second_shape_of_its_key() -> None:
+    # The generic kernel is built for the key's first call; a later call of another batch,
+    # head grouping and cache bucket must run on its own shape (not the first call's grid),
+    # and a short cache gets no more splits than it has key tiles (the first call's 2 > 1).
+    config = RuntimeConfig(device="emulator", arch=ARCH, tier2_min_calls=0, tuning_workers=0)
+    rng = np.random.default_rng(9)
+    with Runtime(config=config) as rt:
+        for batch, heads_q, heads_kv, length in ((2, 2, 2, 100), (3, 4, 2, 170), (1, 2, 1, 10)):
+            q = rng.standard_normal((batch, 1, heads_q, 32)).astype(np.float16)
+            k_cache, v_cache = (
+                rng.standard_normal((batch, 200, heads_kv, 32)).astype(np.float16) for _ in range(2)
+            )
+            lengths = np.full(batch, length, dtype=np.int32)
+            want, _ = attention_decode_reference(q, k_cache, v_cache, cache_seqlens=lengths)
+            o = rt.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=lengths)
+            assert rt.history()[-1].tier == Tier.GENERIC
+            assert _rel_err(o, want) <= TOLERANCE
+        keys = {r.kernel_key for r in rt.history() if r.event == "call"}
+    assert len(keys) == 1

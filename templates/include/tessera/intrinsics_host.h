@@ -177,7 +177,7 @@ inline float fast_exp2(float x) { return exp2f(x); }
 
 // Blocks run one after another and a block's fibers switch only at barriers and collectives:
 // a plain read-modify-write is atomic here, and the order of the adds is the same every run.
-// Counted per element of an audited accumulator (host/atomic_audit.h).
+// Both are counted per element of an audited accumulator (host/atomic_audit.h).
 inline void atomic_add_f32(float* gmem, float v) {
   *gmem += v;
   host::count_atomic_add(gmem);
@@ -185,6 +185,7 @@ inline void atomic_add_f32(float* gmem, float v) {
 inline int atomic_add_i32(int* gmem, int v) {
   const int old = *gmem;
   *gmem = old + v;
+  host::count_atomic_add(gmem);
   return old;
 }
 // Blocks run in order on one OS thread: every earlier write is already visible.

@@ -3,8 +3,8 @@
 // Blocks run one after another here, so a plain store or a plain `+=` into an accumulator that
 // several blocks add into computes the same sum as atomic_add_f32 does; on a GPU the blocks run
 // at once and such a write loses updates. To catch it, the Python side names each accumulator
-// (address range, one uint32 counter per 4-byte element) before a launch; atomic_add_f32
-// counts every add it performs into it, and after the launch an element that changed from its
+// (address range, one uint32 counter per 4-byte element) before a launch; atomic_add_f32 and
+// atomic_add_i32 (float32 or int32 accumulators) count every add they perform into it, and after the launch an element that changed from its
 // zero start with a count of zero was written by something other than an atomic.
 #pragma once
 
@@ -30,7 +30,7 @@ inline void count_atomic_add(const void* address) {
   const uint64_t at = reinterpret_cast<uint64_t>(address);
   for (int i = 0; i < atomic_audit.size; ++i) {
     if (at >= atomic_audit.begin[i] && at < atomic_audit.end[i]) {
-      ++atomic_audit.counts[i][(at - atomic_audit.begin[i]) / sizeof(float)];
+      ++atomic_audit.counts[i][(at - atomic_audit.begin[i]) / sizeof(uint32_t)];
       return;
     }
   }
