@@ -1,8 +1,9 @@
 """The device check's Hopper stage: gemm_sm90 beside the mma.sync GEMM, torch.matmul and
-torch._scaled_mm at 8192^3, and the sm_90a attention family beside SDPA once it is registered.
+torch._scaled_mm at 8192^3, and the sm_90a attention family (attention_sm90) beside the
+mma.sync attention and SDPA's flash and cuDNN backends.
 
-Which family runs is templates.registry's choice on sm_90a, so a family registered there later
-(attention_sm90: one Route line) is timed here with no change; until then its rows say why not.
+Which family runs is templates.registry's choice on sm_90a (its ROUTES); a problem the routed
+family refuses is reported with the reason instead of timed.
 Without a device of compute capability 9.0 (or in a dry run) the stage compiles the kernels,
 counts their Hopper opcodes and reports the model's predictions only.
 """
