@@ -22,6 +22,7 @@ from tessera_core.types import (
     GemmProblem,
     Problem,
     TileConfig,
+    dtype_bytes,
 )
 
 MMA_FLOPS = 2 * 16 * 8 * 16  # one HMMA.16816: mma.sync.m16n8k16
@@ -288,7 +289,7 @@ def _gemm_sm90(problem: GemmProblem, config: TileConfig, dtype: str) -> TileWork
     from templates.gemm_sm90.space import GROUP_M, consumers
 
     work = _gemm(problem, config, group_m=GROUP_M)
-    elem = elem_bytes(dtype)
+    elem = dtype_bytes(dtype)  # type: ignore[arg-type]
     bm, bn, bk = config.block_m, config.block_n, config.block_k
     n_consumers = max(1, consumers(config))
     fill = (bm + bn) * bk * elem
@@ -315,7 +316,7 @@ def _attention_sm90(problem: AttentionProblem, config: TileConfig, dtype: str) -
     from templates.attention_sm90.space import consumers
 
     work = _attention(problem, config)
-    elem = elem_bytes(dtype)
+    elem = dtype_bytes(dtype)  # type: ignore[arg-type]
     bm, bn, d = config.block_m, config.block_n, problem.head_dim
     n_consumers = max(1, consumers(config))
     kv_tile_bytes = 2.0 * bn * d * elem
@@ -336,11 +337,6 @@ def _attention_sm90(problem: AttentionProblem, config: TileConfig, dtype: str) -
         iteration_warp_instructions=float(consumer_instructions + producer_instructions),
         l2_bytes=max(0.0, work.iterations * kv_tile_bytes - unique_kv),
     )
-
-
-def elem_bytes(dtype: str) -> int:
-    """Bytes per element of a tensor-core input dtype (e4m3: 1; fp16, bf16: 2)."""
-    return 1 if dtype == "e4m3" else DTYPE_BYTES
 
 
 def tile_work(

@@ -25,7 +25,7 @@ LAYOUTS: tuple[Layout, ...] = ("bhsd", "bshd")
 
 def dtype_bytes(dtype: DType) -> int:
     """Bytes per input element: 1 for e4m3, 2 for fp16 and bf16."""
-    return 1 if dtype == FP8_DTYPE else DTYPE_BYTES
+    return ELEM_BYTES[dtype]
 
 
 # GEMM inputs may also be FP8 e4m3 (gemm_sm90 on sm_90a: k32 wgmma), with an fp16 or bf16
