@@ -32,15 +32,20 @@ def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got64 - want) / np.linalg.norm(want))
 
 
-def _put_specialized(cache_dir: Path, arch: str) -> str:
+def _put_specialized(cache_dir: Path, arch: str) -> tuple[str, TileConfig]:
+    """Put the specialized kernel of SHAPE for `arch` where the runtime looks: the family the
+    registry selects there (attention_sm90 on sm_90a, FA2's otherwise), under its key."""
     from generator.compile import compile_kernel
     from generator.render import render
-    from templates.registry import get_family
+    from templates.registry import select
 
     problem = AttentionProblem(*SHAPE[:3], SHAPE[2], SHAPE[3])
-    rendered = render(get_family("attention"), problem, CONFIG, specialized=True)
+    selection = select(problem, arch)
+    family = selection.family
+    config = CONFIG if family.name == "attention_fwd" else family.default_config(problem, arch)
+    rendered = render(family, problem, config, specialized=True)
     compiled = compile_kernel(rendered, arch=arch)
-    key = problem.kernel_key(arch)
+    key = selection.kernel_key(problem)
     open_cache([cache_dir]).put(
         key,
         cubin=compiled.cubin,
@@ -48,13 +53,13 @@ def _put_specialized(cache_dir: Path, arch: str) -> str:
         metadata={
             "arch": arch,
             "problem": problem.to_dict(),
-            "config": CONFIG.to_dict(),
+            "config": config.to_dict(),
             "kernel_name": rendered.kernel_name,
             # load_specialized serves only entries of the current template source.
             "template_hash": rendered.template_hash,
         },
     )
-    return key
+    return key, config
 
 
 def _runtime(tmp_path: Path) -> Runtime:
@@ -105,9 +110,18 @@ def test_device_arrays_are_used_in_place_and_returned_on_the_device(tmp_path: Pa
 def test_the_specialized_entry_put_here_is_served(tmp_path: Path) -> None:
     """Runs everywhere: the GPU tests' tier 3 depends on load_specialized accepting this entry."""
     clear_memo()
-    key = _put_specialized(tmp_path, "sm_80")
+    key, config = _put_specialized(tmp_path, "sm_80")
     loaded = load_specialized(key, cache_dirs=[tmp_path])
-    assert loaded.config == CONFIG and loaded.cubin and loaded.ptx
+    assert config == CONFIG and loaded.config == CONFIG and loaded.cubin and loaded.ptx
+
+
+def test_the_specialized_entry_put_for_hopper_is_the_routed_family(tmp_path: Path) -> None:
+    """Runs everywhere: on an H100 the runtime's arch is sm_90a, where attention routes to
+    attention_sm90; an FA2 entry under an `attention_fwd` key would never reach tier 3."""
+    clear_memo()
+    key, config = _put_specialized(tmp_path, "sm_90a")
+    loaded = load_specialized(key, cache_dirs=[tmp_path])
+    assert key.startswith("attention_sm90.") and loaded.config == config != CONFIG
 
 
 @pytest.mark.gpu
@@ -117,9 +131,9 @@ def test_load_specialized_gives_a_launchable_kernel_on_the_gpu(tmp_path: Path) -
     clear_memo()
     arch = probe().arch
     assert arch is not None
-    key = _put_specialized(tmp_path, arch)
+    key, config = _put_specialized(tmp_path, arch)
     loaded = load_specialized(key, cache_dirs=[tmp_path])
-    assert loaded.kernel is not None and loaded.config == CONFIG
+    assert loaded.kernel is not None and loaded.config == config
 
 
 class _FakeBuffer:

@@ -95,9 +95,10 @@ def test_tensor_maps_are_per_head_3d_boxes_of_64_by_64() -> None:
     assert map_q.box_bytes == 64 * 128
 
 
-def test_default_config_is_fa3s_two_consumer_pingpong_tile() -> None:
-    assert FAMILY.default_config(RAGGED[128], ARCH) == tile(128, 128, 2, 1)
-    assert FAMILY.default_config(RAGGED[64], ARCH) == tile(128, 128, 2, 1)
+def test_default_config_is_fa3s_two_consumer_pingpong_tile_with_three_stages() -> None:
+    """Three stages: faster than two on an H100 in 7 of 8 shapes (the device report)."""
+    assert FAMILY.default_config(RAGGED[128], ARCH) == tile(128, 128, 3, 1)
+    assert FAMILY.default_config(RAGGED[64], ARCH) == tile(128, 128, 3, 1)
 
 
 # ---------------------------------------------------------------- NVRTC and SASS
