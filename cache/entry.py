@@ -121,7 +121,7 @@ def parse_header(head: bytes, path: str) -> tuple[int, int, str]:
         raise CacheCorruptError(path, "no header line (truncated or not an entry file)")
     parts = head[:end].split(b" ")
     if len(parts) != 4 or parts[0] != MAGIC:
-        raise CacheCorruptError(path, f"bad header line {bytes(head[:min(end, 64)])!r}")
+        raise CacheCorruptError(path, f"bad header line {bytes(head[: min(end, 64)])!r}")
     if parts[1] != b"v%d" % FORMAT_VERSION:
         raise CacheCorruptError(path, f"format {parts[1]!r}, expected v{FORMAT_VERSION}")
     if not parts[2].isdigit() or int(parts[2]) > MAX_METADATA_BYTES:

@@ -222,5 +222,10 @@ def default_config(problem: Problem, arch: str) -> TileConfig:
         warps = WARPGROUP_WARPS * (1 + block_m // WGMMA_M)
         return TileConfig(block_m, block_n, TMA_BOX, warps, stages, ((PINGPONG, ping),))
 
-    preferred = [tile(128, 128, 3, 1), tile(128, 128, 2, 1), tile(128, 64, 2, 1), tile(64, 64, 2, 0)]
+    preferred = [
+        tile(128, 128, 3, 1),
+        tile(128, 128, 2, 1),
+        tile(128, 64, 2, 1),
+        tile(64, 64, 2, 0),
+    ]
     return SPACE.first_valid(preferred, problem, arch)
