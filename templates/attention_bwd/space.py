@@ -23,6 +23,7 @@ MMA_K = 16  # reduction depth of one mma (block_k is fixed to it: the kernel has
 MMA_N = 8  # columns of one mma accumulator tile
 ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hit distinct banks
 MAX_HEAD_DIM = 128
+HEAD_DIM_STEP = 8  # one 16-byte chunk: the copies move whole chunks; the mmas pad to MMA_K
 FLOAT_BYTES = 4
 SMEM_ALIGN_BYTES = 16
 # Per-thread registers the live fragments may take (see fragment_registers); above it ptxas
@@ -60,6 +61,11 @@ def deterministic(config: TileConfig) -> bool:
     return bool(config.option("deterministic", 0))
 
 
+def padded_head_dim(head_dim: int) -> int:
+    """head_dim rounded up to the mma depth: the columns the kernel's mmas run over."""
+    return ceil_div(head_dim, MMA_K) * MMA_K
+
+
 def kv_blocks(problem: Problem, config: TileConfig) -> int:
     return ceil_div(as_problem(problem).seq_kv, config.block_n)
 
@@ -80,7 +86,7 @@ def floats_offset_bytes(problem: Problem, config: TileConfig) -> int:
     KV block: K and V tiles, num_stages (Q, dO) tile pairs, dS [block_m][block_n + pad] (atomic
     dQ only). Query block (deterministic only): Q and dO tiles, num_stages (K, V) tile pairs.
     """
-    row_bytes = (as_problem(problem).head_dim + ROW_PAD_ELEMS) * DTYPE_BYTES
+    row_bytes = (padded_head_dim(as_problem(problem).head_dim) + ROW_PAD_ELEMS) * DTYPE_BYTES
     bm, bn, stages = config.block_m, config.block_n, config.num_stages
     kv_block = (2 * bn + 2 * stages * bm) * row_bytes
     if deterministic(config):
@@ -105,21 +111,47 @@ def fragment_registers(problem: Problem, config: TileConfig) -> int:
     (block_m / 4, hoisted by ptxas). Query block (deterministic only): S, dP (query_tiles *
     block_n), dQ (query_tiles * d / 2), Q and dO A fragments (8 per query tile), one B pair.
     """
-    d = as_problem(problem).head_dim
+    p = as_problem(problem)
+    d = padded_head_dim(p.head_dim)
     bm, bn, warps = config.block_m, config.block_n, config.num_warps
     key_tiles = max(1, bn // (MMA_M * warps))
     query_tiles = max(1, bm // (MMA_M * warps))
     kv_block = key_tiles * (d + bm) + 16 * key_tiles + 8 + bm // 4
-    if not deterministic(config):
-        return kv_block
-    q_block = query_tiles * (bn + d // 2) + 8 * query_tiles + 8
-    return max(kv_block, q_block)
+    q_block = query_tiles * (bn + d // 2) + 8 * query_tiles + 8 if deterministic(config) else 0
+    return max(kv_block, q_block) + variant_registers(p)
+
+
+# Registers the variants add next to the fragments: softcap's tanh temporaries or the ALiBi
+# slope and bias indices, the padded columns' predicates (the window's bounds stay in the
+# constant bank). ptxas (NVRTC 13), the default and the largest deterministic configuration of
+# each variant alone and all together (GQA, bshd, window, softcap, ALiBi) at head_dim 64 and 128,
+# and head_dim 40, 72, 120, on sm_80 and sm_90: 190-255 registers, 0 spill bytes; with 8 for the
+# logits head_dim 128 would have no valid tile although 32 x 32 compiles without spills.
+WINDOW_REGISTERS = 0
+LOGITS_REGISTERS = 4
+PADDED_REGISTERS = 4
+
+
+def variant_registers(problem: AttentionBackwardProblem) -> int:
+    """Registers the variants add to fragment_registers (plain, unpadded attention: 0)."""
+    regs = WINDOW_REGISTERS if problem.has_window else 0
+    regs += LOGITS_REGISTERS if problem.softcap > 0.0 or problem.alibi != "none" else 0
+    return regs + (PADDED_REGISTERS if problem.head_dim % MMA_K else 0)
 
 
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
     d = as_problem(problem).head_dim
-    if d % MMA_K or d > MAX_HEAD_DIM:
-        return f"head_dim={d} must be a multiple of {MMA_K} and at most {MAX_HEAD_DIM}"
+    if d % HEAD_DIM_STEP or d > MAX_HEAD_DIM:
+        return (
+            f"head_dim={d} must be a multiple of {HEAD_DIM_STEP} and at most {MAX_HEAD_DIM} "
+            "(each warp holds whole rows of dK and dV in registers)"
+        )
+    return None
+
+
+def _not_varlen(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    if as_problem(problem).varlen:
+        return "varlen=True: the attention backward takes padded [batch, ...] tensors only"
     return None
 
 
@@ -138,7 +170,8 @@ def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     regs = fragment_registers(problem, config)
     p = as_problem(problem)
     shape = (p.head_dim, config.block_m, config.block_n, config.num_warps, config.num_stages)
-    if (*shape, int(deterministic(config))) in SPILL_FREE_ABOVE_BUDGET:
+    plain = p.kv_heads == p.heads and p.layout == "bhsd" and variant_registers(p) == 0
+    if plain and (*shape, int(deterministic(config))) in SPILL_FREE_ABOVE_BUDGET:
         return None
     if regs > FRAGMENT_REGISTER_BUDGET:
         return (
@@ -161,6 +194,7 @@ SPACE = Space(
     ),
     constraints=(
         Constraint("head_dim", _head_dim),
+        Constraint("not_varlen", _not_varlen),
         Constraint("warps_tile_blocks", _warps_tile),
         Constraint("shared_memory", smem_within_arch(smem_bytes)),
         Constraint("threads", threads_within_arch),
