@@ -454,10 +454,22 @@ def run_attention_backward_problem(
     forward produced them, and alibi_slopes (float32) when the problem has ALiBi. dq comes back
     in float32 and q's shape; dk and dv in the input dtype and k's shape (GQA: heads_kv heads).
     """
+    rendered = _render(problem, config, specialized=specialized, arch=arch)
+    return run_rendered_backward(rendered, problem, tensors, scale=scale)
+
+
+def run_rendered_backward(
+    rendered: RenderedKernel,
+    problem: AttentionBackwardProblem,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    scale: float | None = None,
+) -> EmulatedRun:
+    """Run an already rendered attention backward kernel (run_attention_backward_problem's
+    tensors and outputs); the planted-defect tests run edited sources through it."""
     from templates.attention.family import ALIBI_POINTER, tensor_shapes
     from templates.attention_bwd.space import deterministic
 
-    rendered = _render(problem, config, specialized=specialized, arch=arch)
     missing = [n for n in ("q", "k", "v", "o", "lse", "do") if n not in tensors]
     if missing:
         raise ValueError(f"attention backward tensors: missing {missing}")
