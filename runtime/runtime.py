@@ -209,7 +209,7 @@ class Runtime:
             o, do: like q, in q's layout and dtype.
             lse: float32 [batch, heads, seq_q], -inf for rows that saw no key.
             causal, scale, window_size, softcap, alibi_slopes, layout: as given to the
-                forward (head_dim up to 128 here).
+                forward.
 
         Returns:
             (dq like q, dk like k, dv like v) in the inputs' dtype: with GQA/MQA dk and dv have

@@ -34,8 +34,8 @@ Differences from torch.nn.functional.scaled_dot_product_attention:
     attention(q[..., :seq_kv, :], k, v, causal=True) and attention(q[..., seq_kv:, :], k, v).
   - A query row that sees no key (causal, seq_q > seq_kv) outputs 0 and gets zero gradients;
     SDPA outputs NaN there.
-  - No attn_mask or dropout_p; fp16 or bf16, head_dim a multiple of 8 up to 256 (the
-    backward: up to 128); scale defaults to 1/sqrt(head_dim) like SDPA's. k, v with fewer
+  - No attn_mask or dropout_p; fp16 or bf16, head_dim a multiple of 8 up to 256; scale
+    defaults to 1/sqrt(head_dim) like SDPA's. k, v with fewer
     heads than q is GQA (SDPA's enable_gqa: their gradients keep k's and v's shapes);
     window_size, softcap, alibi_slopes and layout="bshd" are FlashAttention-2's, forward and
     backward.
@@ -216,7 +216,7 @@ def attention(
             Runtime.attention takes them (k, v with fewer heads than q is GQA/MQA). The
             backward (Runtime.attention_backward) takes the same variants; with GQA the
             gradients of k and v have k's and v's own shapes (summed over each KV head's
-            query heads); head_dim up to 128.
+            query heads).
     """
     _check("q, k, v", q, k, v)
     if causal is not True and causal is not False:

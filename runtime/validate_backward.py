@@ -9,7 +9,6 @@ import numpy as np
 from runtime.arrays import device_array, is_device_array
 from runtime.signature import SignatureKey
 from runtime.validate import NO_WINDOW, QKV_FORMS, _describe, attention_key
-from templates.attention_bwd.space import MAX_HEAD_DIM
 
 LSE_FORM = "float32 [batch, heads, seq_q] (the forward's return_lse=True output, either layout)"
 
@@ -43,11 +42,6 @@ def attention_backward_key(
     )  # fmt: skip
     on_device = not isinstance(q, np.ndarray)
     b, h, sq, _, d = shape
-    if d > MAX_HEAD_DIM:
-        raise ValueError(
-            f"q has head_dim={d}; the attention backward takes head_dim up to {MAX_HEAD_DIM} "
-            "(a multiple of 8)"
-        )
     q_shape = (b, sq, h, d) if layout == "bshd" else (b, h, sq, d)
     form = QKV_FORMS[layout]
     for name, x in (("o", o), ("do", do)):

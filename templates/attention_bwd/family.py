@@ -77,6 +77,7 @@ class AttentionBackwardFamily:
             "causal": p.causal,
             "head_dim": p.head_dim,
             "head_dim_pad": space.padded_head_dim(p.head_dim),
+            "d_split": space.d_split(p),
             "is_gqa": p.kv_heads != p.heads,
             "has_window": p.has_window,
             "has_softcap": p.softcap > 0.0,

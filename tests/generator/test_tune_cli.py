@@ -245,14 +245,13 @@ def test_attention_bwd_tune_stores_the_kernel_the_runtime_serves_at_tier_3(tmp_p
 
 def test_an_unsupported_attention_bwd_shape_exits_2_with_its_one_reason(tmp_path: Path) -> None:
     result = _tune(
-        "--op", "attention_bwd", "--shape", "1x1x64x144", "--arch", "sm_90",
+        "--op", "attention_bwd", "--shape", "1x1x64x264", "--arch", "sm_90",
         "--cache-dir", str(tmp_path),
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "python -m generator.tune: error: --shape 1x1x64x144: attention_bwd 1x1x64x64x144 is "
-        "not supported on sm_90: head_dim: head_dim=144 must be a multiple of 8 and at most 128 "
-        "(each warp holds whole rows of dK and dV in registers)"
+        "python -m generator.tune: error: --shape 1x1x64x264: attention_bwd 1x1x64x64x264 is "
+        "not supported on sm_90: head_dim: head_dim=264 must be a multiple of 8 and at most 256"
     ]
 
 

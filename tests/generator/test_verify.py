@@ -189,7 +189,7 @@ def test_every_valid_gemm_configuration_passes() -> None:
         (("--alibi", "rows"), "--alibi: invalid choice: 'rows'"),
         (("--layout", "sbhd"), "--layout: invalid choice: 'sbhd'"),
         (("--op", "gemm", "--shape", "64x64x64", "--softcap", "30"), "--softcap applies to"),
-        (("--op", "attention_bwd", "--shape", "1x1x64x144"), "attention_bwd 1x1x64x64x144 is"),
+        (("--op", "attention_bwd", "--shape", "1x1x64x264"), "attention_bwd 1x1x64x64x264 is"),
         (("--layout", "tn"), "--layout tn: attention takes bhsd, bshd"),
         (("--layout", "xy"), "--layout: invalid choice: 'xy'"),
         ((), "the compile cache directory (TESSERA_COMPILE_CACHE_DIR) /proc/tessera-cannot-create"),
