@@ -23,7 +23,6 @@ from tessera_core.types import (
     AttentionBackwardProblem,
     AttentionProblem,
     DType,
-    GemmDType,
     GemmLayout,
     GemmProblem,
     Layout,
@@ -62,7 +61,7 @@ def dtype_name(array: np.ndarray) -> DType:
     raise TypeError(f"arrays must be float16 or ml_dtypes.bfloat16, got {array.dtype}")
 
 
-def gemm_dtype_name(array: np.ndarray) -> GemmDType:
+def gemm_dtype_name(array: np.ndarray) -> DType:
     """dtype_name, plus e4m3 for ml_dtypes.float8_e4m3fn or uint8 (raw e4m3 codes) arrays."""
     if array.dtype == NUMPY_DTYPES["e4m3"] or array.dtype == np.uint8:
         return "e4m3"

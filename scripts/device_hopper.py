@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import device_hopper_attention
 from device_stages import (
     L2_FLUSH_BYTES,
     OurKernel,
@@ -269,6 +270,8 @@ def stage_hopper(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
     (work / "hopper.json").write_text(json.dumps(result, default=str))
     torch.cuda.empty_cache()
     result["attention"] = _time_attention(flush)
+    (work / "hopper.json").write_text(json.dumps(result, default=str))
+    result["attention_sweep"] = device_hopper_attention.sweep(flush)
     return result
 
 

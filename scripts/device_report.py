@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import device_hopper_attention
+
 FORMAT = "tessera-device-report/1"
 SECTIONS = (
     *("toolchain", "compile", "gpu_tests", "correctness", "tune", "timings", "backward"),
@@ -91,7 +93,7 @@ def _hopper_lines(hopper: dict[str, Any]) -> list[str]:
         f"- attention {attention.get('problem', '')} sm_90a: "
         + json_line({k: v for k, v in attention.items() if k != "problem"}),
     ]
-    return lines
+    return lines + device_hopper_attention.report_lines(hopper.get("attention_sweep", []))
 
 
 def json_line(data: dict[str, Any]) -> str:

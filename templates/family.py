@@ -53,6 +53,38 @@ class Family(Protocol):
         ...
 
 
+class TileRules(Protocol):
+    """What a family's space module answers about one tile configuration (templates/*/space.py)."""
+
+    def grid(self, problem: Problem, config: TileConfig) -> tuple[int, int, int]: ...
+
+    def smem_bytes(self, problem: Problem, config: TileConfig) -> int: ...
+
+    def default_config(self, problem: Problem, arch: str) -> TileConfig: ...
+
+
+class SpaceFamily:
+    """The part of a Family that its space module decides: launch geometry (the space's grid,
+    num_warps warps per block, the space's shared memory), shared memory and the default
+    configuration. A family subclasses it and names its space module as `tiles`."""
+
+    tiles: TileRules
+
+    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
+        return LaunchGeometry(
+            grid=self.tiles.grid(problem, config),
+            block=(config.num_threads, 1, 1),
+            smem_bytes=self.smem_bytes(problem, config),
+        )
+
+    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
+        return self.tiles.smem_bytes(problem, config)
+
+    def default_config(self, problem: Problem, arch: str) -> TileConfig:
+        """The heuristic configuration of the generic (tier 2) kernel for this problem class."""
+        return self.tiles.default_config(problem, arch)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ParamField:
     """One field of a kernel's by-value Params struct: the single source of its C and ctypes forms.

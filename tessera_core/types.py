@@ -30,8 +30,7 @@ def dtype_bytes(dtype: DType) -> int:
 
 # GEMM inputs may also be FP8 e4m3 (gemm_sm90 on sm_90a: k32 wgmma), with an fp16 or bf16
 # output; 16-bit GEMMs write their input dtype.
-GemmDType = Literal["fp16", "bf16", "e4m3"]
-GEMM_DTYPES: tuple[GemmDType, ...] = ("fp16", "bf16", "e4m3")
+GEMM_DTYPES: tuple[DType, ...] = (*DTYPES, FP8_DTYPE)
 ELEM_BYTES: dict[str, int] = {"fp16": 2, "bf16": 2, "e4m3": 1}
 OPS = ("attention", "attention_bwd", "gemm")
 
@@ -431,7 +430,7 @@ class GemmProblem:
     m: int
     n: int
     k: int
-    dtype: GemmDType = "fp16"
+    dtype: DType = "fp16"
     _: KW_ONLY  # the layout and the FP8 output dtype are named, never positional
     layout: GemmLayout = "nn"
     # Only e4m3 inputs choose: "fp16", or None for bf16. Normalized to None whenever it is the
@@ -536,7 +535,7 @@ def parse_shape(
     op: str,
     shape: str,
     *,
-    dtype: DType | GemmDType = "fp16",
+    dtype: DType = "fp16",
     causal: bool = False,
     layout: GemmLayout = "nn",
 ) -> Problem:

@@ -8,7 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from templates.attention import space
-from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
+from templates.family import (
+    ParamField,
+    SpaceFamily,
+    checked_pointers,
+    params_structure,
+)
 from tessera_core.types import Problem, TileConfig
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
@@ -38,13 +43,14 @@ CU_SEQLENS = ("cu_seqlens_q", "cu_seqlens_k")  # int32 [batch + 1] each, with pr
 POINTER_ALIGN_BYTES = {"q": 16, "k": 16, "v": 16, "o": 16, "lse": 4}
 
 
-class AttentionFamily:
+class AttentionFamily(SpaceFamily):
     """FlashAttention-2-style forward attention (GQA, windows, softcap, ALiBi, two layouts)."""
 
     name = "attention_fwd"
     op = "attention"
     kernel_name = "tessera_attention_fwd"
     template_path = "attention/attention_fwd.cu.j2"
+    tiles = space  # grid, smem_bytes, default_config (SpaceFamily); before the rebinding
     space = space.SPACE
     params_fields = PARAMS_FIELDS
     params_type = params_structure("AttentionParams", PARAMS_FIELDS)
@@ -74,20 +80,6 @@ class AttentionFamily:
             "row_pad_elems": space.ROW_PAD_ELEMS,
             "smem_bytes": self.smem_bytes(problem, config),
         }
-
-    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """Grid (query blocks, heads, batch); one block of num_warps warps per block_m rows."""
-        return LaunchGeometry(
-            grid=space.grid(problem, config),
-            block=(config.num_threads, 1, 1),
-            smem_bytes=self.smem_bytes(problem, config),
-        )
-
-    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
-        return space.smem_bytes(problem, config)
-
-    def default_config(self, problem: Problem, arch: str) -> TileConfig:
-        return space.default_config(problem, arch)
 
     def make_params(
         self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None

@@ -9,7 +9,12 @@ from typing import Any, Literal
 from templates.attention.family import default_scale
 from templates.attention_sm90 import space
 from templates.attention_sm90.fp8 import padded_keys
-from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
+from templates.family import (
+    ParamField,
+    SpaceFamily,
+    checked_pointers,
+    params_structure,
+)
 from templates.tma import TensorMap3D, TensorMapBytes
 from tessera_core.types import AttentionProblem, Problem, TileConfig, dtype_bytes
 
@@ -59,13 +64,14 @@ def tensor_maps(
     return tensor(q, d, problem.seq_q), tensor(k, d, problem.seq_kv), map_v
 
 
-class AttentionSm90Family:
+class AttentionSm90Family(SpaceFamily):
     """Forward attention over [batch, heads, seq, head_dim] with TMA, wgmma and ping-pong."""
 
     name = "attention_sm90"
     op = "attention"
     kernel_name = "tessera_attention_sm90"
     template_path = "attention_sm90/attention_sm90.cu.j2"
+    tiles = space  # grid, smem_bytes, default_config (SpaceFamily); before the rebinding
     space = space.SPACE
     params_fields = PARAMS_FIELDS
     params_type = params_structure("AttentionSm90Params", PARAMS_FIELDS)
@@ -87,20 +93,6 @@ class AttentionSm90Family:
             **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages, pingpong
             "pingpong": int(space.pingpong(config)),
         }
-
-    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """Grid (query blocks, heads, batch); a producer and block_m / 64 consumer warpgroups."""
-        return LaunchGeometry(
-            grid=space.grid(problem, config),
-            block=(config.num_threads, 1, 1),
-            smem_bytes=self.smem_bytes(problem, config),
-        )
-
-    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
-        return space.smem_bytes(problem, config)
-
-    def default_config(self, problem: Problem, arch: str) -> TileConfig:
-        return space.default_config(problem, arch)
 
     def make_params(
         self,

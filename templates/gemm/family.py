@@ -6,7 +6,12 @@ import ctypes
 from collections.abc import Mapping
 from typing import Any
 
-from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
+from templates.family import (
+    ParamField,
+    SpaceFamily,
+    checked_pointers,
+    params_structure,
+)
 from templates.gemm import space
 from tessera_core.types import Problem, TileConfig
 
@@ -21,7 +26,7 @@ PARAMS_FIELDS: tuple[ParamField, ...] = (
 POINTER_NAMES = ("a", "b", "c")
 
 
-class GemmFamily:
+class GemmFamily(SpaceFamily):
     """C[M,N] = op(A) @ op(B), fp32 accumulation, output in the input dtype; the problem's
     layout (nn, nt, tn, tt) says which operand is stored transposed (GemmProblem)."""
 
@@ -29,6 +34,7 @@ class GemmFamily:
     op = "gemm"
     kernel_name = "tessera_gemm"
     template_path = "gemm/gemm.cu.j2"
+    tiles = space  # grid, smem_bytes, default_config (SpaceFamily); before the rebinding
     space = space.SPACE
     params_fields = PARAMS_FIELDS
     params_type = params_structure("GemmParams", PARAMS_FIELDS)
@@ -56,20 +62,6 @@ class GemmFamily:
             "row_pad_elems": space.ROW_PAD_ELEMS,
             "smem_bytes": self.smem_bytes(problem, config),
         }
-
-    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """One block of num_warps warps per output tile, a 1-D grid the kernel orders."""
-        return LaunchGeometry(
-            grid=space.grid(problem, config),
-            block=(config.num_threads, 1, 1),
-            smem_bytes=self.smem_bytes(problem, config),
-        )
-
-    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
-        return space.smem_bytes(problem, config)
-
-    def default_config(self, problem: Problem, arch: str) -> TileConfig:
-        return space.default_config(problem, arch)
 
     def make_params(
         self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None

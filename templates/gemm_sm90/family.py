@@ -6,7 +6,12 @@ import ctypes
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
+from templates.family import (
+    ParamField,
+    SpaceFamily,
+    checked_pointers,
+    params_structure,
+)
 from templates.gemm_sm90 import space
 from templates.tma import TensorMap2D, TensorMapBytes
 from tessera_core.types import ELEM_BYTES, GemmProblem, Problem, TileConfig
@@ -57,7 +62,7 @@ def tensor_maps(problem: GemmProblem, a: int, b: int) -> tuple[TensorMap2D, Tens
     return map_a, map_b
 
 
-class GemmSm90Family:
+class GemmSm90Family(SpaceFamily):
     """C[M,N] = alpha * A[M,K] @ B[K,N] with TMA and wgmma; fp32 accumulation; output in the
     input dtype, or fp16/bf16 for e4m3 inputs (whose B arrives transposed, [N, K])."""
 
@@ -65,6 +70,7 @@ class GemmSm90Family:
     op = "gemm"
     kernel_name = "tessera_gemm_sm90"
     template_path = "gemm_sm90/gemm_sm90.cu.j2"
+    tiles = space  # grid, smem_bytes, default_config (SpaceFamily); before the rebinding
     space = space.SPACE
     params_fields = PARAMS_FIELDS
     params_type = params_structure("GemmSm90Params", PARAMS_FIELDS)
@@ -85,20 +91,6 @@ class GemmSm90Family:
             **config.to_dict(),  # block_m, block_n, block_k, num_warps, num_stages
             "group_m": space.GROUP_M,
         }
-
-    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """One block per output tile (grouped order); a producer and the consumer warpgroups."""
-        return LaunchGeometry(
-            grid=space.grid(problem, config),
-            block=(config.num_threads, 1, 1),
-            smem_bytes=self.smem_bytes(problem, config),
-        )
-
-    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
-        return space.smem_bytes(problem, config)
-
-    def default_config(self, problem: Problem, arch: str) -> TileConfig:
-        return space.default_config(problem, arch)
 
     def make_params(
         self,
