@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autotune.hotspots import propose_tasks, rank, tune_command
 from cache.store import KernelCache
 from generator.grad_check import GRAD_TOL_ULPS, backward_inputs, grad_errors_ulps, reference_grads
 from generator.render import template_hash
@@ -107,3 +108,20 @@ def test_bad_variant_arguments_are_one_line_errors() -> None:
     bshd = [np.ascontiguousarray(np.swapaxes(x, 1, 2)) for x in args[:3]]
     with pytest.raises(ValueError, match="o has shape"):
         attention_backward_key(*bshd, args[3], args[4], args[5], False, None, layout="bshd")
+
+
+def test_a_traced_variant_backward_becomes_its_own_tuning_task() -> None:
+    inputs = backward_inputs(PROBLEM, seed=4)
+    config = RuntimeConfig(device="cpu", tuning_workers=0)
+    with Runtime(config=config) as rt:
+        for _ in range(2):
+            rt.attention_backward(
+                *_args(inputs), causal=True, alibi_slopes=inputs["alibi_slopes"], **OPTIONS
+            )
+        records = [r for r in rt.history() if r.event == "call"]
+    (problem,) = propose_tasks(rank(records, min_count=2), 1)
+    assert problem == PROBLEM
+    assert tune_command(problem).endswith(
+        "--op attention_bwd --shape 2x4x45x70x24 --dtype bf16 --causal --gqa 4:2 --window 20,-1 "
+        "--softcap 4 --alibi batch_heads --layout bshd"
+    )
