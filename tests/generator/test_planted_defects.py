@@ -288,17 +288,13 @@ VARLEN = AttentionProblem(3, 2, 65, 97, 64, layout="bshd", varlen=True, causal=T
 VARIANT_DEFECTS: dict[str, tuple[Problem, Mutation]] = {
     "window-left-edge-off-by-one": (
         WINDOW,
-        replace_once(
-            "col < row + causal_offset - p.window_left)",
-            "col < row + causal_offset - p.window_left - 1)",
+        replace_once(  # the mask (tessera/attention_mask.h) sees one key more on the left
+            "p.window_left, p.window_right)) {", "p.window_left + 1, p.window_right)) {"
         ),
     ),
     "window-right-edge-off-by-one": (
         WINDOW,
-        replace_once(
-            "col > row + causal_offset + p.window_right)",
-            "col > row + causal_offset + p.window_right + 1)",
-        ),
+        replace_once("p.window_left, p.window_right)) {", "p.window_left, p.window_right + 1)) {"),
     ),
     "window-skips-one-tile-too-many": (
         WINDOW,
@@ -323,7 +319,10 @@ VARIANT_DEFECTS: dict[str, tuple[Problem, Mutation]] = {
     ),
     "alibi-top-left-aligned": (
         ALIBI,
-        replace_once("fabsf(float(row + causal_offset - col))", "fabsf(float(row - col))"),
+        replace_once(
+            "alibi_bias(alibi_slope, row, col, causal_offset)",
+            "alibi_bias(alibi_slope, row, col, 0)",
+        ),
     ),
     "varlen-keys-start-at-the-query-offset": (
         VARLEN,
@@ -490,15 +489,15 @@ BACKWARD_DEFECTS: dict[str, tuple[TileConfig, Mutation]] = {
     "no-barrier-after-row-stats": (
         BACKWARD_CONFIG,
         replace_once(
-            "    load_row_stats(m0, do_tile);\n    __syncthreads();",
-            "    load_row_stats(m0, do_tile);",
+            "do_tile, p.o + q_offset, lse_of(q_head));\n    __syncthreads();",
+            "do_tile, p.o + q_offset, lse_of(q_head));",
         ),
     ),
     "causal-mask-off-by-one": (
         BACKWARD_CONFIG,
-        replace_once(
-            "(CAUSAL && key > m0 + c + causal_offset)",
-            "(CAUSAL && key > m0 + c + causal_offset + 1)",
+        replace_once(  # the diagonal of tessera/attention_mask.h's key_hidden one key right
+            "key_hidden<CAUSAL, HAS_WINDOW>(m0 + c, key, seq_kv,",
+            "key_hidden<CAUSAL, HAS_WINDOW>(m0 + c + 1, key, seq_kv,",
         ),
     ),
 }
