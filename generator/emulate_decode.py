@@ -13,11 +13,12 @@ from generator.render import RenderedKernel
 from templates.attention_decode import space
 from templates.attention_decode.family import DecodeRun
 from tessera_core.errors import EmulatorError
-from tessera_core.types import AttentionDecodeProblem, TileConfig, decode_kv_bucket
+from tessera_core.types import AlibiForm, AttentionDecodeProblem, TileConfig, decode_kv_bucket
 
 INT32 = np.dtype(np.int32)
 CHUNK_ELEMS = 8  # one 16-byte chunk of 16-bit elements
 FLOAT32 = np.dtype(np.float32)
+ALIBI_SLOPE_MAX = 0.3  # FlashAttention-2's tests: torch.rand(batch, heads) * 0.3
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,11 @@ def decode_problem(
     seq_new: int = 0,
     paged: bool,
     causal: bool = False,
+    alibi_slopes: np.ndarray | None = None,
 ) -> AttentionDecodeProblem:
     """The problem q [B, Sq, Hq, D] and a cache describe; seq_kv is the cache-length bucket of
-    the longest sequence after the append, page_size the cache's second extent when paged."""
+    the longest sequence after the append, page_size the cache's second extent when paged,
+    alibi the slopes' form ([Hq]: "heads", [B, Hq]: "batch_heads")."""
     batch, seq_q, heads_q, head_dim = q.shape
     longest = int(np.max(cache_seqlens)) + seq_new if len(cache_seqlens) else seq_new
     return AttentionDecodeProblem(
@@ -55,7 +58,15 @@ def decode_problem(
         causal,
         heads_kv=k_cache.shape[2],
         page_size=k_cache.shape[1] if paged else 0,
+        alibi=alibi_form(alibi_slopes),
     )
+
+
+def alibi_form(slopes: np.ndarray | None) -> AlibiForm:
+    """ "none", "heads" ([heads_q]) or "batch_heads" ([batch, heads_q]) for ALiBi slopes."""
+    if slopes is None:
+        return "none"
+    return "heads" if np.ndim(slopes) == 1 else "batch_heads"
 
 
 def run_attention_decode_problem(
@@ -72,9 +83,10 @@ def run_attention_decode_problem(
 ) -> DecodeResult:
     """Render the decode kernel for `problem` and run it.
 
-    `tensors`: q, k_cache, v_cache, cache_seqlens (int32), and optionally k, v (new tokens) and
-    block_table (int32). `num_splits` > 0 overrides the configuration's split count (the
-    binary does not depend on it); causal is window right 0, as in FlashAttention-2.
+    `tensors`: q, k_cache, v_cache, cache_seqlens (int32), and optionally k, v (new tokens),
+    block_table (int32) and alibi_slopes (float32, needed when problem.alibi is not "none").
+    `num_splits` > 0 overrides the configuration's split count (the binary does not depend on
+    it); causal is window right 0, as in FlashAttention-2.
     """
     rendered = _render(problem, config, specialized=specialized, arch=arch)
     return run_rendered_decode(
@@ -117,17 +129,20 @@ def run_rendered_decode(
         window_right=0 if problem.causal else right,
         softcap=softcap,
     )
+    inputs = {
+        "q": q,
+        "k_cache": k_cache,
+        "v_cache": v_cache,
+        "k_new": np.ascontiguousarray(k_new),
+        "v_new": np.ascontiguousarray(v_new),
+        "cache_seqlens": np.ascontiguousarray(tensors["cache_seqlens"], dtype=INT32),
+        "block_table": np.ascontiguousarray(table, dtype=INT32),
+    }
+    if problem.alibi != "none":
+        inputs["alibi_slopes"] = np.ascontiguousarray(tensors["alibi_slopes"], dtype=FLOAT32)
     emulated = run_rendered(
         rendered,
-        inputs={
-            "q": q,
-            "k_cache": k_cache,
-            "v_cache": v_cache,
-            "k_new": np.ascontiguousarray(k_new),
-            "v_new": np.ascontiguousarray(v_new),
-            "cache_seqlens": np.ascontiguousarray(tensors["cache_seqlens"], dtype=INT32),
-            "block_table": np.ascontiguousarray(table, dtype=INT32),
-        },
+        inputs=inputs,
         outputs={
             "o": (q.shape, q.dtype),
             "lse": ((batch, heads_q, seq_q), FLOAT32),
@@ -154,7 +169,8 @@ def full_cache_inputs(
 ) -> dict[str, np.ndarray]:
     """Inputs of a tuning or verification launch: every sequence fills the bucket (seq_kv
     keys), paged caches through a shuffled block table; no new tokens (k_new, v_new are
-    16-byte placeholders) and zeroed split counters for the most row blocks any tile makes.
+    16-byte placeholders), zeroed split counters for the most row blocks any tile makes, and
+    ALiBi slopes when the problem has them.
     The names are the kernel's pointers (make_params' default DecodeRun matches them)."""
     dtype = NUMPY_DTYPES[problem.dtype]
     b, hkv, d = problem.batch, problem.heads_kv, problem.head_dim
@@ -179,7 +195,19 @@ def full_cache_inputs(
         "cache_seqlens": np.full(b, problem.seq_kv, INT32),
         "block_table": table,
         "counters": np.zeros(space.counters(problem, smallest_tile), INT32),
+        **alibi_inputs(problem, rng),
     }
+
+
+def alibi_inputs(
+    problem: AttentionDecodeProblem, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """{"alibi_slopes": float32 slopes drawn from U[0, 0.3) as FlashAttention-2's tests draw
+    them, [heads_q] or [batch, heads_q]} for a problem with ALiBi, else {}."""
+    if problem.alibi == "none":
+        return {}
+    shape = (problem.heads,) if problem.alibi == "heads" else (problem.batch, problem.heads)
+    return {"alibi_slopes": (rng.random(shape) * ALIBI_SLOPE_MAX).astype(FLOAT32)}
 
 
 def output_shapes(problem: AttentionDecodeProblem) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -205,7 +233,8 @@ def verify_run(
     arch: str,
 ) -> EmulatedRun:
     """generator.verify's run of one configuration on full_cache_inputs."""
-    tensors = {n: inputs[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens")}
+    names = ("q", "k_cache", "v_cache", "cache_seqlens", "alibi_slopes")
+    tensors = {n: inputs[n] for n in names if n in inputs}
     table = inputs["block_table"] if problem.page_size else None
     result = run_attention_decode_problem(
         problem, {**tensors, "block_table": table}, config=config, specialized=specialized,

@@ -69,11 +69,11 @@ class ReferenceKernel:
         if self.op == "attention_decode":
             from templates.attention_decode.reference import attention_decode_reference
 
-            q, k_cache, v_cache, k, v, lengths, table, options = inputs
+            q, k_cache, v_cache, k, v, lengths, table, slopes, options = inputs
             o, lse = attention_decode_reference(
                 q, k_cache, v_cache, cache_seqlens=lengths, k=k, v=v, block_table=table,
                 causal=causal, scale=scale, window_size=options.window_size,
-                softcap=options.softcap,
+                softcap=options.softcap, alibi_slopes=slopes,
             )  # fmt: skip
             return o.astype(q.dtype), lse.astype(np.float32)
         if self.op == "attention_bwd":
@@ -189,12 +189,13 @@ class EmulatedKernel:
         every shape of its key, so the problem it was built for is only the first of them."""
         from generator.emulate_decode import decode_problem, run_attention_decode_problem
 
-        q, k_cache, v_cache, k, v, lengths, table, options = inputs
-        tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "k": k, "v": v}
+        q, k_cache, v_cache, k, v, lengths, table, slopes, options = inputs
+        tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "k": k, "v": v,
+                   "alibi_slopes": slopes}  # fmt: skip
         seq_new = 0 if k is None else int(k.shape[1])
         problem = decode_problem(
             q, k_cache, cache_seqlens=lengths, seq_new=seq_new, paged=table is not None,
-            causal=causal,
+            causal=causal, alibi_slopes=slopes,
         )  # fmt: skip
         result = run_attention_decode_problem(
             problem,

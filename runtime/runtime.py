@@ -232,6 +232,7 @@ class Runtime:
         window_size: tuple[int, int] = (-1, -1),
         softcap: float = 0.0,
         num_splits: int = 0,
+        alibi_slopes: Any = None,
         config: Mapping[str, int] | TileConfig | None = None,
         return_lse: bool = False,
     ) -> Any:
@@ -242,7 +243,9 @@ class Runtime:
         cache_seqlens int32 [batch] (or an int); k, v [batch, seq_new, heads_kv, d] are written
         into the caches at cache_seqlens (in place) before attending. heads_q is a multiple of
         heads_kv (GQA/MQA); causal and window_size (left, right; -1 unbounded) are bottom-right
-        aligned; softcap > 0 caps scores with softcap * tanh(score / softcap). Pages may hold
+        aligned; softcap > 0 caps scores with softcap * tanh(score / softcap); alibi_slopes,
+        float32 [heads_q] or [batch, heads_q], add -slope * |s + seqlen_k - seq_q - j| with each
+        sequence's own seqlen_k = cache_seqlens[b] + seq_new (FA2's ALiBi). Pages may hold
         any multiple of 16 keys (FlashAttention-2 requires multiples of 256).
 
         Args:
@@ -257,7 +260,7 @@ class Runtime:
         call = decode_call(
             q, k_cache, v_cache, k=k, v=v, cache_seqlens=cache_seqlens, block_table=block_table,
             causal=causal, scale=scale, window_size=window_size, softcap=softcap,
-            num_splits=num_splits,
+            num_splits=num_splits, alibi_slopes=alibi_slopes,
         )  # fmt: skip
         if return_lse is not False and return_lse is not True:
             raise ValueError(f"return_lse={return_lse!r}: expected a bool")

@@ -34,16 +34,19 @@ def attention_with_kvcache(
     window_size: tuple[int, int] = (-1, -1),
     softcap: float = 0.0,
     num_splits: int = 0,
+    alibi_slopes: torch.Tensor | None = None,
     runtime: Runtime | None = None,
 ) -> torch.Tensor:
-    """O [batch, seq_q, heads_q, d] of decoding q against the caches (CPU tensors).
+    """O [batch, seq_q, heads_q, d] of decoding q against the caches (CPU tensors);
+    alibi_slopes: float32 [heads_q] or [batch, heads_q], FA2's ALiBi.
 
     Raises:
         ValueError: one line naming the argument (the runtime's checks, plus: CPU tensors).
     """
     _check("q, k_cache, v_cache", q, k_cache, v_cache)
     for name, tensor in (("k", k), ("v", v), ("cache_seqlens", cache_seqlens),
-                         ("block_table", block_table), ("q", q)):  # fmt: skip
+                         ("block_table", block_table), ("alibi_slopes", alibi_slopes),
+                         ("q", q)):  # fmt: skip
         if tensor is not None and (not isinstance(tensor, torch.Tensor) or tensor.is_cuda):
             raise ValueError(
                 f"{name} must be a CPU torch.Tensor: attention_with_kvcache runs on host arrays"
@@ -53,7 +56,7 @@ def attention_with_kvcache(
     return kvcache_op(
         q, k_cache, v_cache, k, v, cache_seqlens, block_table, bool(causal), _scale(scale),
         int(window_size[0]), int(window_size[1]), float(softcap), int(num_splits),
-        handle_of(runtime),
+        alibi_slopes, handle_of(runtime),
     )  # fmt: skip
 
 
@@ -72,6 +75,7 @@ def kvcache_op(
     window_right: int,
     softcap: float,
     num_splits: int,
+    alibi_slopes: torch.Tensor | None,
     runtime: int,
 ) -> torch.Tensor:
     """O through Runtime.attention_with_kvcache; the caches are updated in place."""
@@ -84,7 +88,7 @@ def kvcache_op(
         host(q), host(k_cache), host(v_cache), k=host(k), v=host(v),
         cache_seqlens=host(cache_seqlens), block_table=host(block_table), causal=causal,
         scale=scale, window_size=(window_left, window_right), softcap=softcap,
-        num_splits=num_splits,
+        num_splits=num_splits, alibi_slopes=host(alibi_slopes),
     )  # fmt: skip
     return _from_runtime(out, q, q.dtype)
 

@@ -38,7 +38,8 @@ class DecodeCall:
     """A checked decode call: its signature key and the inputs tuple the tiers run."""
 
     key: SignatureKey
-    inputs: tuple[Any, ...]  # q, k_cache, v_cache, k, v, cache_seqlens, block_table, options
+    # q, k_cache, v_cache, k, v, cache_seqlens, block_table, alibi_slopes, options
+    inputs: tuple[Any, ...]
 
 
 def _array(name: str, x: Any, ndim: int, form: str) -> np.ndarray:
@@ -74,11 +75,13 @@ def decode_call(
     window_size: Any,
     softcap: Any,
     num_splits: Any,
+    alibi_slopes: Any = None,
 ) -> DecodeCall:
     """Check every argument of Runtime.attention_with_kvcache and build its call.
 
     The signature's shape is (batch, heads_q, heads_kv, seq_q, cache-length bucket, head_dim,
-    page_size or 0): every call of one bucket shares a signature, hence a tuned kernel.
+    page_size or 0): every call of one bucket shares a signature, hence a tuned kernel; ALiBi
+    slopes add ("alibi", "heads" or "batch_heads") to its variant (a compile-time flag).
     """
     q = _array("q", q, 4, Q_FORM)
     k_cache = _array("k_cache", k_cache, 4, CACHE_FORM)
@@ -118,8 +121,24 @@ def decode_call(
         raise ValueError(f"causal={causal!r}: expected a bool")
     options = DecodeOptions(_window(window_size), _softcap(softcap), _splits(num_splits))
     shape = (batch, heads_q, heads_kv, seq_q, decode_kv_bucket(longest), head_dim, page_size)
-    key: SignatureKey = ("attention_decode", dtype, shape, causal, _scale(scale), ())
-    return DecodeCall(key, (q, k_cache, v_cache, k, v, lengths, block_table, options))
+    variant = () if alibi_slopes is None else (("alibi", _alibi(alibi_slopes, batch, heads_q)),)
+    key: SignatureKey = ("attention_decode", dtype, shape, causal, _scale(scale), variant)
+    inputs = (q, k_cache, v_cache, k, v, lengths, block_table, alibi_slopes, options)
+    return DecodeCall(key, inputs)
+
+
+def _alibi(slopes: Any, batch: int, heads_q: int) -> str:
+    """'heads' or 'batch_heads' for float32 slopes [heads_q] or [batch, heads_q]."""
+    form = f"float32 [heads_q={heads_q}] or [batch={batch}, heads_q={heads_q}]"
+    if not isinstance(slopes, np.ndarray):
+        raise ValueError(f"alibi_slopes is a {type(slopes).__name__}; expected a NumPy {form}")
+    if slopes.dtype != np.float32 or slopes.shape not in ((heads_q,), (batch, heads_q)):
+        raise ValueError(
+            f"alibi_slopes has shape {slopes.shape} and dtype {slopes.dtype}; expected {form}"
+        )
+    if not slopes.flags.c_contiguous or not np.all(np.isfinite(slopes)):
+        raise ValueError(f"alibi_slopes must be a contiguous, finite {form}")
+    return "heads" if slopes.ndim == 1 else "batch_heads"
 
 
 def _new_tokens(k: Any, v: Any, q: np.ndarray, batch: int, heads_kv: int, head_dim: int) -> int:
