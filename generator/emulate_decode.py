@@ -11,7 +11,12 @@ import numpy as np
 from generator.emulator import NUMPY_DTYPES, EmulatedRun, _render, dtype_name, run_rendered
 from generator.render import RenderedKernel
 from templates.attention_decode import space
-from templates.attention_decode.family import DecodeRun
+from templates.attention_decode.launch import (
+    UPDATED_INPUTS,
+    ZEROED_OUTPUTS,
+    decode_launch,
+    with_splits,
+)
 from tessera_core.errors import EmulatorError
 from tessera_core.types import AlibiForm, AttentionDecodeProblem, TileConfig, decode_kv_bucket
 
@@ -107,53 +112,18 @@ def run_rendered_decode(
     """Run an already rendered decode kernel (tests plant defects in its source) on `tensors`,
     as run_attention_decode_problem describes."""
     problem = space.as_problem(rendered.problem)
-    if num_splits > 0:
-        options = {**dict(rendered.config.options), space.NUM_SPLITS: num_splits}
-        tile = dataclasses.replace(rendered.config, options=tuple(options.items()))
-        rendered = dataclasses.replace(rendered, config=tile)
-    q, k_cache, v_cache = (np.ascontiguousarray(tensors[n]) for n in ("q", "k_cache", "v_cache"))
-    batch, seq_q, heads_q, head_dim = q.shape
-    k_new, v_new, block_table = tensors.get("k"), tensors.get("v"), tensors.get("block_table")
-    heads_kv = k_cache.shape[2]
-    if k_new is None or v_new is None:
-        k_new = v_new = np.zeros((batch, 0, heads_kv, head_dim), dtype=q.dtype)
-    paged = block_table is not None
-    table = np.zeros((batch, 0), INT32) if block_table is None else block_table
-    splits = space.num_splits(rendered.config)
-    left, right = window_size
-    run = DecodeRun(
-        seq_new=k_new.shape[1],
-        max_pages=table.shape[1],
-        cache_capacity=0 if paged else k_cache.shape[1],
-        window_left=left,
-        window_right=0 if problem.causal else right,
-        softcap=softcap,
+    rendered = dataclasses.replace(rendered, config=with_splits(rendered.config, num_splits))
+    launch = decode_launch(
+        problem, rendered.config, tensors, window_size=window_size, softcap=softcap
     )
-    inputs = {
-        "q": q,
-        "k_cache": k_cache,
-        "v_cache": v_cache,
-        "k_new": np.ascontiguousarray(k_new),
-        "v_new": np.ascontiguousarray(v_new),
-        "cache_seqlens": np.ascontiguousarray(tensors["cache_seqlens"], dtype=INT32),
-        "block_table": np.ascontiguousarray(table, dtype=INT32),
-    }
-    if problem.alibi != "none":
-        inputs["alibi_slopes"] = np.ascontiguousarray(tensors["alibi_slopes"], dtype=FLOAT32)
     emulated = run_rendered(
         rendered,
-        inputs=inputs,
-        outputs={
-            "o": (q.shape, q.dtype),
-            "lse": ((batch, heads_q, seq_q), FLOAT32),
-            "o_part": ((splits, *q.shape) if splits > 1 else (1,), FLOAT32),
-            "lse_part": ((splits, batch, heads_q, seq_q) if splits > 1 else (1,), FLOAT32),
-            "counters": ((space.counters(problem, rendered.config),), INT32),
-        },
+        inputs=launch.inputs,
+        outputs=launch.outputs,
         scale=scale,
-        accumulators=("counters",),
-        updated_inputs=("k_cache", "v_cache"),
-        params_extra={"run": run},
+        accumulators=ZEROED_OUTPUTS,
+        updated_inputs=UPDATED_INPUTS,
+        params_extra={"run": launch.run},
     )
     out = emulated.outputs
     if np.any(out["counters"]):

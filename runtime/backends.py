@@ -21,11 +21,10 @@ from tessera_core.types import FP8_DTYPE, AttentionDecodeProblem, GemmProblem, P
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel
 
-# Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3).
-COMPILED_OPS = frozenset({"attention", "attention_bwd", "gemm"})
-# attention_decode's kernel runs on the host emulator; on a GPU it stays at tier 1 until the
-# CUDA backend allocates its split workspaces.
-HOST_COMPILED_OPS = COMPILED_OPS | {"attention_decode"}
+# Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3);
+# attention_decode's CUDA launch is runtime.cuda_decode's.
+COMPILED_OPS = frozenset({"attention", "attention_bwd", "gemm", "attention_decode"})
+HOST_COMPILED_OPS = COMPILED_OPS
 
 
 class ReferenceKernel:
@@ -204,7 +203,7 @@ class EmulatedKernel:
             window_size=options.window_size,
             softcap=options.softcap,
             num_splits=options.num_splits,
-            config=_splits_for(problem, self.config, self.arch),
+            config=splits_for(problem, self.config, self.arch),
             specialized=self._specialized,
             arch=self.arch,
         )
@@ -213,7 +212,7 @@ class EmulatedKernel:
         return result.o, result.lse
 
 
-def _splits_for(
+def splits_for(
     problem: AttentionDecodeProblem, config: TileConfig | None, arch: str
 ) -> TileConfig | None:
     """`config`, or its tiles with the heuristic split count of this call's problem where its
