@@ -1,5 +1,5 @@
 """device='cuda': tiers 2 and 3 launch on the GPU; NumPy inputs are copied, device arrays are not
-(attention_with_kvcache: runtime.cuda_decode, NumPy inputs only).
+(attention_with_kvcache: runtime.cuda_decode).
 
 UNVERIFIED on hardware beyond the gpu-marked tests: written against generator.device. Not yet
 run: the CUDA array interface / DLPack path with real torch or cupy tensors (the producer's
@@ -117,6 +117,10 @@ class DeviceReferenceKernel:
     ) -> tuple[Any, Any]:
         if isinstance(inputs[0], np.ndarray):
             return self._host.run(inputs, causal=causal, scale=scale, variant=variant)
+        if self._host.op == "attention_decode":  # the caches are appended on the device
+            from runtime.cuda_decode import reference_on_device
+
+            return reference_on_device(inputs, causal=causal, scale=scale)
         host_inputs = tuple(to_host(x) for x in inputs)
         out, lse = self._host.run(host_inputs, causal=causal, scale=scale, variant=variant)
         lse_out = None if lse is None else to_device_output(np.asarray(lse, dtype=_LSE_DTYPE))

@@ -236,7 +236,7 @@ class Runtime:
         config: Mapping[str, int] | TileConfig | None = None,
         return_lse: bool = False,
     ) -> Any:
-        """Decoding against a KV cache, in flash_attn_with_kvcache's convention (NumPy arrays).
+        """Decoding against a KV cache, in flash_attn_with_kvcache's convention.
 
         q [batch, seq_q, heads_q, d]; k_cache, v_cache [num_pages, page_size, heads_kv, d]
         with block_table int32 [batch, max_pages], or [batch, capacity, heads_kv, d] without;
@@ -255,13 +255,18 @@ class Runtime:
             return_lse: also return the log-sum-exp, float32 [batch, heads_q, seq_q].
 
         Returns:
-            O [batch, seq_q, heads_q, d] in q's dtype, or (O, lse) with `return_lse`.
+            O [batch, seq_q, heads_q, d] in q's dtype, or (O, lse) with `return_lse`. On
+            device='cuda' every array may instead be a CUDA array (the caches are appended in
+            place on the device, O and lse come back as DeviceOutputs; cache_seqlens and
+            block_table are read back to pick the kernel).
         """
         call = decode_call(
             q, k_cache, v_cache, k=k, v=v, cache_seqlens=cache_seqlens, block_table=block_table,
             causal=causal, scale=scale, window_size=window_size, softcap=softcap,
             num_splits=num_splits, alibi_slopes=alibi_slopes,
         )  # fmt: skip
+        if self._host_only and not isinstance(q, np.ndarray):
+            raise ValueError(_HOST_ONLY.format(name="q, k_cache, v_cache", device=self.device))
         if return_lse is not False and return_lse is not True:
             raise ValueError(f"return_lse={return_lse!r}: expected a bool")
         forced = None if config is None else self._forced(config, call.key)

@@ -43,6 +43,42 @@ class DecodeLaunch:
     splits: int
 
 
+def launch_values(
+    problem: AttentionDecodeProblem,
+    config: TileConfig,
+    *,
+    q_shape: tuple[int, ...],
+    cache_shape: tuple[int, ...],
+    seq_new: int,
+    max_pages: int | None,
+    dtype: np.dtype,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+) -> tuple[DecodeRun, dict[str, OutputSpec]]:
+    """make_params' run-time values and the output buffers of a launch of `config` on q of
+    `q_shape` against a cache of `cache_shape` (max_pages: the block table's second extent, None
+    without one). Causal is window right 0, as in FlashAttention-2."""
+    batch, seq_q, heads_q, _ = q_shape
+    splits = space.num_splits(config)
+    left, right = window_size
+    run = DecodeRun(
+        seq_new=seq_new,
+        max_pages=max_pages or 0,
+        cache_capacity=0 if max_pages is not None else cache_shape[1],
+        window_left=left,
+        window_right=0 if problem.causal else right,
+        softcap=softcap,
+    )
+    outputs = {
+        "o": (tuple(q_shape), np.dtype(dtype)),
+        "lse": ((batch, heads_q, seq_q), FLOAT32),
+        "o_part": ((splits, *q_shape) if splits > 1 else (1,), FLOAT32),
+        "lse_part": ((splits, batch, heads_q, seq_q) if splits > 1 else (1,), FLOAT32),
+        "counters": ((space.counters(problem, config),), INT32),
+    }
+    return run, outputs
+
+
 def decode_launch(
     problem: AttentionDecodeProblem,
     config: TileConfig,
@@ -53,25 +89,19 @@ def decode_launch(
 ) -> DecodeLaunch:
     """The launch of `config` (its split count included) on `tensors`: q, k_cache, v_cache,
     cache_seqlens, and optionally k, v (new tokens), block_table and alibi_slopes (required
-    when problem.alibi is not "none"). Causal is window right 0, as in FlashAttention-2."""
+    when problem.alibi is not "none")."""
     q, k_cache, v_cache = (np.ascontiguousarray(tensors[n]) for n in ("q", "k_cache", "v_cache"))
-    batch, seq_q, heads_q, head_dim = q.shape
+    batch, _, _, head_dim = q.shape
     k_new, v_new, block_table = tensors.get("k"), tensors.get("v"), tensors.get("block_table")
     heads_kv = k_cache.shape[2]
     if k_new is None or v_new is None:
         k_new = v_new = np.zeros((batch, 0, heads_kv, head_dim), dtype=q.dtype)
-    paged = block_table is not None
     table = np.zeros((batch, 0), INT32) if block_table is None else block_table
-    splits = space.num_splits(config)
-    left, right = window_size
-    run = DecodeRun(
-        seq_new=k_new.shape[1],
-        max_pages=table.shape[1],
-        cache_capacity=0 if paged else k_cache.shape[1],
-        window_left=left,
-        window_right=0 if problem.causal else right,
-        softcap=softcap,
-    )
+    run, outputs = launch_values(
+        problem, config, q_shape=q.shape, cache_shape=k_cache.shape, seq_new=k_new.shape[1],
+        max_pages=None if block_table is None else table.shape[1], dtype=q.dtype,
+        window_size=window_size, softcap=softcap,
+    )  # fmt: skip
     inputs = {
         "q": q,
         "k_cache": k_cache,
@@ -86,11 +116,4 @@ def decode_launch(
         if slopes is None:
             raise ValueError(f"problem alibi={problem.alibi!r} needs the alibi_slopes tensor")
         inputs[ALIBI_POINTER] = np.ascontiguousarray(slopes, dtype=FLOAT32)
-    outputs = {
-        "o": (q.shape, q.dtype),
-        "lse": ((batch, heads_q, seq_q), FLOAT32),
-        "o_part": ((splits, *q.shape) if splits > 1 else (1,), FLOAT32),
-        "lse_part": ((splits, batch, heads_q, seq_q) if splits > 1 else (1,), FLOAT32),
-        "counters": ((space.counters(problem, config),), INT32),
-    }
-    return DecodeLaunch(inputs, outputs, run, splits)
+    return DecodeLaunch(inputs, outputs, run, space.num_splits(config))

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cuda_fakes import EmulatedLaunch, fake_device
 
-from generator.host_build import SCHEDULES, build_host_library
 from generator.render import render
 from runtime import Runtime, RuntimeConfig
 from runtime.cuda_backend import CudaBackends
@@ -29,7 +29,6 @@ from tessera_core.types import AttentionDecodeProblem
 
 FP16_TOLERANCE = 4e-3  # O against float64, normwise relative
 LSE_TOLERANCE = 1e-3
-POISON = 0xFF  # fresh fake device memory: NaN floats, -1 counters (a missed zeroing shows)
 # Ragged, paged by 16, GQA 8:2, two new tokens, causal, per-(batch, head) ALiBi slopes.
 BATCH, SEQ_Q, HEADS_Q, HEADS_KV, HEAD_DIM, PAGE = 3, 2, 8, 2, 64, 16
 LENGTHS = (5, 150, 77)
@@ -152,72 +151,25 @@ def test_cuda_decode_tiers_agree_with_float64(tmp_path: Path) -> None:
         _check(before, o, lse, "tier 3, 3 splits")
 
 
+@pytest.mark.gpu
+def test_cuda_decode_on_device_arrays_appends_on_the_device() -> None:
+    from runtime.cuda_backend import DeviceOutput, to_device_output
+
+    clear_memo()
+    config = RuntimeConfig(device="cuda", tier2_min_calls=1, tier3=False, tuning_workers=0)
+    with Runtime(config=config) as rt:
+        for seed in (5, 6):  # tier 1 (host copies), then the kernel on the caller's memory
+            before = _inputs(seed)
+            on_device = {n: to_device_output(x) for n, x in before.items()}
+            o, lse = _call(rt, on_device)
+            assert isinstance(o, DeviceOutput) and isinstance(lse, DeviceOutput)
+            _check(before, o.numpy(), lse.numpy(), f"call {seed}")
+            after = {n: x.numpy() for n, x in on_device.items()}
+            assert _appended(before, after), f"call {seed}: not appended on the device"
+        assert [r.tier for r in rt.history() if r.event == "call"] == [1, 2]
+
+
 # -- everywhere: the CUDA path with a fake device that emulates the launch ----------------------
-class HostBuffer:
-    """Fake device memory: 256-byte aligned host bytes, poisoned when allocated."""
-
-    def __init__(self, nbytes: int, memory: list[HostBuffer]) -> None:
-        self._raw = np.full(nbytes + 256, POISON, dtype=np.uint8)
-        offset = (-self._raw.ctypes.data) % 256
-        self.view = self._raw[offset : offset + nbytes]
-        self.ptr, self.nbytes, self.freed, self.zeroed = self.view.ctypes.data, nbytes, False, False
-        memory.append(self)
-
-    def upload(self, array: np.ndarray) -> None:
-        data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-        assert data.nbytes <= self.nbytes
-        self.view[: data.nbytes] = data
-
-    def download(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        count = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        return self.view[:count].copy().view(dtype).reshape(shape)
-
-    def zero(self) -> None:
-        self.view[:] = 0
-        self.zeroed = True
-
-    def free(self) -> None:
-        self.freed = True
-
-
-class EmulatedLaunch:
-    """A 'loaded kernel' whose launch runs `source` on the host emulator over the fake memory."""
-
-    def __init__(self, source: str, kernel_name: str, memory: list[HostBuffer]) -> None:
-        self._kernel = build_host_library(source).kernel(kernel_name)
-        self._memory = memory
-        self.device = types.SimpleNamespace(sync=lambda: None)
-        self.geometries: list[Any] = []
-
-    def launch(self, params: Any, geometry: Any) -> None:
-        self.geometries.append(geometry)
-        self._kernel.launch(
-            params, grid=geometry.grid, block=geometry.block, smem_bytes=geometry.smem_bytes,
-            schedule=SCHEDULES[0],
-            regions=[(b.ptr, b.nbytes) for b in self._memory if not b.freed],
-        )  # fmt: skip
-
-
-def _fake_device(monkeypatch: pytest.MonkeyPatch) -> list[HostBuffer]:
-    import generator
-
-    memory: list[HostBuffer] = []
-
-    def to_device(array: np.ndarray) -> HostBuffer:
-        buffer = HostBuffer(array.nbytes, memory)
-        buffer.upload(array)
-        return buffer
-
-    def load(cubin: bytes, kernel_name: str, smem_bytes: int, *, ptx: str | None = None) -> Any:
-        return EmulatedLaunch(cubin.decode(), kernel_name, memory)  # the fake 'cubin' is source
-
-    fake = types.SimpleNamespace(
-        allocate=lambda nbytes: HostBuffer(nbytes, memory), to_device=to_device, load=load
-    )
-    monkeypatch.setattr(generator, "device", fake, raising=False)
-    return memory
-
-
 def _decode_inputs(inputs: dict[str, Any], num_splits: int = 0) -> tuple[Any, ...]:
     return decode_call(
         inputs["q"], inputs["k_cache"], inputs["v_cache"], k=inputs["k"], v=inputs["v"],
@@ -231,7 +183,7 @@ def _decode_inputs(inputs: dict[str, Any], num_splits: int = 0) -> tuple[Any, ..
 def test_the_cuda_launch_packs_zeroes_appends_and_frees(
     monkeypatch: pytest.MonkeyPatch, tier: Tier
 ) -> None:
-    memory = _fake_device(monkeypatch)
+    memory = fake_device(monkeypatch)
     inputs = _inputs(5)
     before = {n: np.copy(x) for n, x in inputs.items()}
     call_inputs = _decode_inputs(inputs, num_splits=4)
@@ -258,7 +210,7 @@ def test_the_cuda_launch_packs_zeroes_appends_and_frees(
 
 
 def test_the_cuda_backend_serves_decode_at_tiers_1_and_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    memory = _fake_device(monkeypatch)
+    memory = fake_device(monkeypatch)
 
     def compile_for_arch(problem: Any, config: Any, arch: str, *, specialized: bool) -> Any:
         rendered = render(select(problem, arch).family, problem, config, specialized=specialized,
@@ -283,7 +235,7 @@ def test_the_cuda_backend_serves_decode_at_tiers_1_and_2(monkeypatch: pytest.Mon
 def test_a_failed_decode_launch_frees_everything_and_appends_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    memory = _fake_device(monkeypatch)
+    memory = fake_device(monkeypatch)
 
     def launch(params: object, geometry: object) -> None:
         raise LaunchError("cuLaunchKernel failed", kernel="decode", grid=(1, 1, 1), block=(1, 1, 1))
@@ -300,3 +252,39 @@ def test_a_failed_decode_launch_frees_everything_and_appends_nothing(
         kernel.run(_decode_inputs(inputs), causal=True, scale=None)
     assert len(memory) == 13 and all(b.freed for b in memory)  # 8 inputs, 5 outputs
     assert np.array_equal(inputs["k_cache"], k_cache)
+
+
+def test_cuda_arrays_are_used_in_place_at_tiers_1_and_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every argument a CUDA array: tier 1 reads host copies and writes the appended caches
+    # back to the device; tier 2 launches on the caller's memory (the kernel appends there)
+    # and hands O and LSE over as DeviceOutputs.
+    from cuda_fakes import FakeCudaArray, fake_cuda_arrays
+
+    from runtime.cuda_backend import DeviceOutput
+
+    memory = fake_device(monkeypatch)
+    fake_cuda_arrays(monkeypatch, memory)
+    monkeypatch.setattr("runtime.cuda_backend.compile_for_arch", _compile_to_source)
+    config = RuntimeConfig(device="cuda", arch="sm_80", tier2_min_calls=1, tuning_workers=0)
+    with Runtime(config=config, backends=CudaBackends(config, arch="sm_80")) as rt:
+        for seed in (9, 10):
+            before = _inputs(seed)
+            on_device = {n: FakeCudaArray(x, memory) for n, x in before.items()}
+            o, lse = _call(rt, on_device)
+            assert isinstance(o, DeviceOutput) and isinstance(lse, DeviceOutput)
+            _check(before, o.numpy(), lse.numpy(), f"call {seed}")
+            after = {n: x.host() for n, x in on_device.items()}
+            assert _appended(before, after), f"call {seed}: not appended on the device"
+        assert [r.tier for r in rt.history() if r.event == "call"] == [1, 2]
+        with pytest.raises(ValueError, match="block_table must live where q does"):
+            _call(rt, {**on_device, "block_table": before["block_table"]})
+        kept = {id(o.buffer), id(lse.buffer)}  # the last call's, handed over
+        assert all(b.freed for b in memory if not b.caller and id(b) not in kept)
+
+
+def _compile_to_source(problem: Any, config: Any, arch: str, *, specialized: bool) -> Any:
+    rendered = render(select(problem, arch).family, problem, config, specialized=specialized,
+                      arch=arch)  # fmt: skip
+    return types.SimpleNamespace(
+        cubin=rendered.source.encode(), kernel_name=rendered.kernel_name, ptx=None
+    )
