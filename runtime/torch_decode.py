@@ -6,8 +6,9 @@
 
 flash_attn_with_kvcache's convention (see Runtime.attention_with_kvcache): the new k, v are
 written into k_cache and v_cache in place (the op declares both as mutated, so torch.compile
-orders it), CPU tensors only (the runtime reads NumPy views of them, without copies); decoding
-has no backward. The runtime handle travels as in runtime.torch.
+orders it); CPU tensors are read as NumPy views, without copies, and CUDA tensors (a runtime on
+device='cuda') through DLPack, in place, after the current stream's work; decoding has no
+backward. The runtime handle travels as in runtime.torch.
 """
 
 from __future__ import annotations
@@ -37,20 +38,21 @@ def attention_with_kvcache(
     alibi_slopes: torch.Tensor | None = None,
     runtime: Runtime | None = None,
 ) -> torch.Tensor:
-    """O [batch, seq_q, heads_q, d] of decoding q against the caches (CPU tensors);
+    """O [batch, seq_q, heads_q, d] of decoding q against the caches (all on q's device);
     alibi_slopes: float32 [heads_q] or [batch, heads_q], FA2's ALiBi.
 
     Raises:
-        ValueError: one line naming the argument (the runtime's checks, plus: CPU tensors).
+        ValueError: one line naming the argument (the runtime's checks, plus: every tensor on
+            q's device).
     """
     _check("q, k_cache, v_cache", q, k_cache, v_cache)
     for name, tensor in (("k", k), ("v", v), ("cache_seqlens", cache_seqlens),
                          ("block_table", block_table), ("alibi_slopes", alibi_slopes),
                          ("q", q)):  # fmt: skip
-        if tensor is not None and (not isinstance(tensor, torch.Tensor) or tensor.is_cuda):
-            raise ValueError(
-                f"{name} must be a CPU torch.Tensor: attention_with_kvcache runs on host arrays"
-            )
+        if tensor is not None and (
+            not isinstance(tensor, torch.Tensor) or tensor.device != q.device
+        ):
+            raise ValueError(f"{name} must be a torch.Tensor on q's device ({q.device})")
     if not isinstance(window_size, tuple | list) or len(window_size) != 2:
         raise ValueError(f"window_size={window_size!r}: expected (left, right)")
     return kvcache_op(
@@ -84,6 +86,9 @@ def kvcache_op(
     def host(tensor: torch.Tensor | None) -> Any:
         return None if tensor is None else _to_runtime(tensor)
 
+    if q.is_cuda:  # the runtime's launches do not wait on torch's stream
+        with torch.cuda.device(q.device):
+            torch.cuda.current_stream().synchronize()
     out = rt.attention_with_kvcache(
         host(q), host(k_cache), host(v_cache), k=host(k), v=host(v),
         cache_seqlens=host(cache_seqlens), block_table=host(block_table), causal=causal,
