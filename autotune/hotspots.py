@@ -115,9 +115,10 @@ class TraceRecord:
             b, h, sq, skv, d = self.shape
             variant = {k: v for k, v in (self.variant or {}).items() if k != "max_seqlen"}
             return AttentionProblem(b, h, sq, skv, d, self.dtype, self.causal, **variant)  # type: ignore[arg-type]
-        if self.op == "attention_bwd":
+        if self.op == "attention_bwd":  # the forward's variants, as the signature carries them
             b, h, sq, skv, d = self.shape
-            return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)  # type: ignore[arg-type]
+            variant = dict(self.variant or {})
+            return AttentionBackwardProblem(b, h, sq, skv, d, self.dtype, self.causal, **variant)  # type: ignore[arg-type]
         if self.op == "attention_decode":
             b, hq, hkv, sq, kv, d, page = self.shape
             return AttentionDecodeProblem(

@@ -3,9 +3,12 @@ inputs, float64 reference gradients, normwise errors in units of the dtype's rou
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from generator import emulator
+from templates.attention.family import ALIBI_POINTER, tensor_shapes
 from templates.attention.reference import attention_reference
 from templates.attention_bwd.reference import attention_bwd_reference
 from tessera_core.types import AttentionBackwardProblem, TileConfig
@@ -23,23 +26,32 @@ GRADS = ("dq", "dk", "dv")
 def backward_inputs(
     problem: AttentionBackwardProblem, seed: int | np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Fresh q, k, v, do and the forward's o, lse (float64-accurate, o rounded to the dtype);
-    `seed` may be a generator to draw from."""
+    """Fresh q, k, v, do (and alibi_slopes with ALiBi) in the problem's shapes and layout, and
+    the forward's o, lse (float64-accurate, o rounded to the dtype); `seed` may be a generator."""
     rng = np.random.default_rng(seed)
     dtype = emulator.NUMPY_DTYPES[problem.dtype]
-    b, h, d = problem.batch, problem.heads, problem.head_dim
-
-    def draw(seq: int) -> np.ndarray:
-        return rng.standard_normal((b, h, seq, d)).astype(dtype)
-
-    q, k, v, do = (
-        draw(problem.seq_q),
-        draw(problem.seq_kv),
-        draw(problem.seq_kv),
-        draw(problem.seq_q),
+    shapes = tensor_shapes(problem)
+    q, k, v, do = (rng.standard_normal(shapes[n]).astype(dtype) for n in ("q", "k", "v", "o"))
+    inputs = {"q": q, "k": k, "v": v, "do": do}
+    if ALIBI_POINTER in shapes:  # FA2's slopes for 8 heads span 2^-1 .. 2^-8
+        inputs[ALIBI_POINTER] = rng.uniform(2.0**-8, 0.5, shapes[ALIBI_POINTER]).astype(np.float32)
+    o, lse = attention_reference(
+        q, k, v, accum_dtype=np.float64, **variant_options(problem, inputs)
     )
-    o, lse = attention_reference(q, k, v, causal=problem.causal, accum_dtype=np.float64)
-    return {"q": q, "k": k, "v": v, "do": do, "o": o.astype(dtype), "lse": lse.astype(np.float32)}
+    return {**inputs, "o": o.astype(dtype), "lse": lse.astype(np.float32)}
+
+
+def variant_options(
+    problem: AttentionBackwardProblem, inputs: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The problem's mask and variants as keywords of the references (GQA follows from k)."""
+    return {
+        "causal": problem.causal,
+        "window_size": (problem.window_left, problem.window_right),
+        "softcap": problem.softcap,
+        "alibi_slopes": inputs.get(ALIBI_POINTER),
+        "layout": problem.layout,
+    }
 
 
 def reference_grads(
@@ -47,7 +59,7 @@ def reference_grads(
 ) -> dict[str, np.ndarray]:
     grads = attention_bwd_reference(
         inputs["q"], inputs["k"], inputs["v"], inputs["o"], inputs["lse"], inputs["do"],
-        causal=problem.causal, accum_dtype=np.float64,
+        accum_dtype=np.float64, **variant_options(problem, inputs),
     )  # fmt: skip
     return dict(zip(GRADS, grads, strict=True))
 

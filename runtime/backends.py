@@ -78,8 +78,11 @@ class ReferenceKernel:
         if self.op == "attention_bwd":
             from templates.attention_bwd.reference import attention_bwd_reference
 
-            q, k, v, o, lse, do = inputs
-            grads = attention_bwd_reference(q, k, v, o, lse, do, causal=causal, scale=scale)
+            q, k, v, o, lse, do = inputs[:6]
+            grads = attention_bwd_reference(
+                q, k, v, o, lse, do, causal=causal, scale=scale,
+                alibi_slopes=inputs[6] if len(inputs) > 6 else None, **attention_options(variant),
+            )  # fmt: skip
             return tuple(g.astype(q.dtype, copy=False) for g in grads), None
         from templates.gemm.reference import gemm_reference
 
@@ -157,20 +160,12 @@ class EmulatedKernel:
         if self.problem.op == "attention_decode":
             return self._run_decode(inputs, causal=causal, scale=scale)
         if self.problem.op == "attention_bwd":
-            q, k, v, o, lse, do = inputs
+            q, k, v, o, lse, do = inputs[:6]
             grads = emulator.run_attention_backward(
-                q,
-                k,
-                v,
-                o,
-                lse,
-                do,
-                causal=causal,
-                scale=scale,
-                config=config,
-                specialized=self._specialized,
-                arch=self.arch,
-            )
+                q, k, v, o, lse, do, causal=causal, scale=scale, config=config,
+                specialized=self._specialized, arch=self.arch,
+                alibi_slopes=inputs[6] if len(inputs) > 6 else None, **attention_options(variant),
+            )  # fmt: skip
             return grads, None
         a, b = inputs
         assert isinstance(self.problem, GemmProblem)

@@ -244,14 +244,7 @@ def _launch_io(
     if op == "attention":
         return _attention_io(shapes, dtype, dtype_id, causal, variant)
     if op == "attention_bwd":
-        (b, h, sq, d), (_, _, skv, _) = shapes[0], shapes[1]
-        problem: Problem = AttentionBackwardProblem(b, h, sq, skv, d, dtype=dtype_id, causal=causal)
-        outputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {
-            "dq": ((b, h, sq, d), _LSE_DTYPE),  # fp32
-            "dk": ((b, h, skv, d), dtype),
-            "dv": ((b, h, skv, d), dtype),
-        }
-        return _LaunchIO(op, problem, ("q", "k", "v", "o", "lse", "dout"), outputs)
+        return _attention_bwd_io(shapes, dtype, dtype_id, causal, variant)
     m, k = shapes[0][::-1] if layout[0] == "t" else shapes[0]
     n = shapes[1][0] if layout[1] == "t" else shapes[1][1]
     problem = GemmProblem(m, n, k, dtype=dtype_id, layout=layout)
@@ -282,6 +275,28 @@ def _attention_io(
     lse_shape = tensor_shapes(problem, totals=totals)["lse"]
     outputs = {"o": (tuple(shapes[0]), dtype), "lse": (lse_shape, _LSE_DTYPE)}
     return _LaunchIO("attention", problem, names, outputs)
+
+
+def _attention_bwd_io(
+    shapes: list[tuple[int, ...]], dtype: np.dtype, dtype_id: DType, causal: bool, variant: Variant
+) -> _LaunchIO:
+    """The backward's problem, inputs (q, k, v, o, lse, dO[, alibi_slopes]) and outputs: dQ
+    (fp32) in q's shape, dK and dV in k's (GQA: k's heads), either layout."""
+    fields = problem_fields(variant)
+    seq_axis, head_axis = (1, 2) if fields.get("layout") == "bshd" else (2, 1)
+    q_shape, k_shape = tuple(shapes[0]), tuple(shapes[1])
+    b, h, sq, d = q_shape[0], q_shape[head_axis], q_shape[seq_axis], q_shape[3]
+    problem = AttentionBackwardProblem(
+        b, h, sq, k_shape[seq_axis], d, dtype=dtype_id, causal=causal, **fields
+    )
+    names: tuple[str, ...] = ("q", "k", "v", "o", "lse", "dout")
+    names += ("alibi_slopes",) if len(shapes) == len(names) + 1 else ()
+    outputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+        "dq": (q_shape, _LSE_DTYPE),  # fp32
+        "dk": (k_shape, dtype),
+        "dv": (k_shape, dtype),
+    }
+    return _LaunchIO("attention_bwd", problem, names, outputs)
 
 
 class CudaBackends:

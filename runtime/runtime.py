@@ -191,6 +191,10 @@ class Runtime:
         *,
         causal: bool = False,
         scale: float | None = None,
+        window_size: tuple[int, int] = (-1, -1),
+        softcap: float = 0.0,
+        alibi_slopes: Any = None,
+        layout: str = "bhsd",
     ) -> tuple[Any, Any, Any]:
         """(dq, dk, dv) of `attention` given its output o, its log-sum-exp and the gradient do.
 
@@ -198,22 +202,30 @@ class Runtime:
         `return_lse=True` output is all it needs. Dispatched as signature op "attention_bwd"
         through the tiers like the forward: its NumPy reference, the generic kernel
         (kernel key `attention_bwd.<dtype>.d<head_dim>.<mask>.<arch>.generic`), then the tuned
-        one (`attention_bwd.<dtype>.b.h.sq.skv.d.<mask>.<arch>`), traced and counted.
+        one (`attention_bwd.<dtype>.b.h.sq.skv.d.<mask>.<arch>`), traced and counted. The
+        variants, as given to the forward, are part of the signature and the kernel keys.
 
         Args:
-            o, do: like q, [batch, heads, seq_q, head_dim] in q's dtype.
+            o, do: like q, in q's layout and dtype.
             lse: float32 [batch, heads, seq_q], -inf for rows that saw no key.
-            causal, scale: as given to the forward.
+            causal, scale, window_size, softcap, alibi_slopes, layout: as given to the
+                forward.
 
         Returns:
-            (dq, dk, dv) in the inputs' dtype; rows that saw no key get zero gradients. On
-            device='cuda' with device-array inputs, a compiled tier's dq is the kernel's float32
-            accumulator (a DeviceOutput; round it on the device, as runtime.torch does).
+            (dq like q, dk like k, dv like v) in the inputs' dtype: with GQA/MQA dk and dv have
+            k's heads, each the sum over its query heads; rows that saw no key get zero
+            gradients. On device='cuda' with device-array inputs, a compiled tier's dq is the
+            kernel's float32 accumulator (a DeviceOutput; round it on the device, as
+            runtime.torch does).
         """
-        key = attention_backward_key(q, k, v, o, lse, do, causal, scale)
+        key = attention_backward_key(
+            q, k, v, o, lse, do, causal, scale, window_size=window_size, softcap=softcap,
+            alibi_slopes=alibi_slopes, layout=layout,
+        )  # fmt: skip
         if self._host_only and not isinstance(q, np.ndarray):
             raise ValueError(_HOST_ONLY.format(name="q, k, v, o, lse, do", device=self.device))
-        grads, _ = self._dispatcher.call(key, (q, k, v, o, lse, do))
+        inputs = (q, k, v, o, lse, do) + (() if alibi_slopes is None else (alibi_slopes,))
+        grads, _ = self._dispatcher.call(key, inputs)
         dq, dk, dv = grads
         return dq, dk, dv
 

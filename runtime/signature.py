@@ -68,7 +68,16 @@ class Signature:
             )
         if self.op == "attention_bwd":
             b, h, sq, skv, d = self.shape
-            return AttentionBackwardProblem(b, h, sq, skv, d, dtype=self.dtype, causal=self.causal)
+            return AttentionBackwardProblem(
+                b,
+                h,
+                sq,
+                skv,
+                d,
+                dtype=self.dtype,
+                causal=self.causal,
+                **problem_fields(self.variant),
+            )
         if self.op == "attention_decode":
             b, hq, hkv, sq, kv, d, page = self.shape
             return AttentionDecodeProblem(

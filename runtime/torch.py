@@ -35,9 +35,10 @@ Differences from torch.nn.functional.scaled_dot_product_attention:
   - A query row that sees no key (causal, seq_q > seq_kv) outputs 0 and gets zero gradients;
     SDPA outputs NaN there.
   - No attn_mask or dropout_p; fp16 or bf16, head_dim a multiple of 8 up to 256; scale
-    defaults to 1/sqrt(head_dim) like SDPA's. k, v with fewer heads than q is GQA (SDPA's
-    enable_gqa); window_size, softcap, alibi_slopes and layout="bshd" are FlashAttention-2's
-    (forward only: the backward covers plain attention).
+    defaults to 1/sqrt(head_dim) like SDPA's. k, v with fewer
+    heads than q is GQA (SDPA's enable_gqa: their gradients keep k's and v's shapes);
+    window_size, softcap, alibi_slopes and layout="bshd" are FlashAttention-2's, forward and
+    backward.
 GEMM backward: dA = dC Bᵀ and dB = Aᵀ dC run through the same gemm op with the transposed
 operand's layout (NT, TN: a compile-time choice of the GEMM template), so nothing is copied.
 """
@@ -213,7 +214,9 @@ def attention(
         runtime: the Runtime to run on; None, the process default.
         window_size, softcap, alibi_slopes, layout: FlashAttention-2's variants, as
             Runtime.attention takes them (k, v with fewer heads than q is GQA/MQA). The
-            backward covers plain attention only: a variant's output does not require grad.
+            backward (Runtime.attention_backward) takes the same variants; with GQA the
+            gradients of k and v have k's and v's own shapes (summed over each KV head's
+            query heads).
     """
     _check("q, k, v", q, k, v)
     if causal is not True and causal is not False:
@@ -297,15 +300,27 @@ def attention_bwd(
     causal: bool,
     scale: float | None,
     runtime: int,
+    window_left: int = -1,
+    window_right: int = -1,
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
+    layout: str = "bhsd",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dQ, dK, dV) through Runtime.attention_backward, in the inputs' dtype."""
+    """(dQ like q, dK like k, dV like v) through Runtime.attention_backward, in the inputs'
+    dtype, with the forward's variants."""
     rt = _runtime(runtime)
 
     def call(*a: Any) -> Any:
-        q_, k_, v_, o_, lse_, do_ = a
-        return rt.attention_backward(q_, k_, v_, o_, lse_, do_, causal=causal, scale=scale)
+        q_, k_, v_, o_, lse_, do_, *slopes = a
+        return rt.attention_backward(
+            q_, k_, v_, o_, lse_, do_, causal=causal, scale=scale,
+            window_size=(window_left, window_right), softcap=softcap,
+            alibi_slopes=slopes[0] if slopes else None, layout=layout,
+        )  # fmt: skip
 
-    dq_out, dk_out, dv_out = _run((q, k, v, o, lse, do), call)
+    tensors = (q, k, v, o, lse, do)
+    tensors += () if alibi_slopes is None else (alibi_slopes.contiguous(),)
+    dq_out, dk_out, dv_out = _run(tensors, call)
     if getattr(dq_out, "dtype", None) == np.float32:
         # A compiled tier on CUDA tensors leaves dQ as the kernel's fp32 accumulator: round it
         # on the device.
@@ -326,6 +341,11 @@ def _attention_bwd_fake(
     causal: bool,
     scale: Any,
     runtime: int,
+    window_left: int = -1,
+    window_right: int = -1,
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
+    layout: str = "bhsd",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
@@ -333,22 +353,22 @@ def _attention_bwd_fake(
 def _attention_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     q, k, v, causal, scale, runtime, *variants = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse)  # FlashAttention-2's set: P is recomputed
+    # (window_left, window_right, softcap, alibi_slopes, layout), the defaults where not given.
+    defaults: tuple[Any, ...] = (-1, -1, 0.0, None, "bhsd")
+    left, right, cap, slopes, layout = (*variants, *defaults[len(variants) :])
+    # FlashAttention-2's set (P is recomputed), and the ALiBi slopes the forward used.
+    ctx.save_for_backward(q, k, v, out, lse, *(() if slopes is None else (slopes,)))
     ctx.causal, ctx.scale, ctx.runtime = causal, scale, runtime
-    plain = (-1, -1, 0.0, None, "bhsd")[: len(variants)]
-    ctx.variant = None if tuple(variants) == plain and k.shape[1] == q.shape[1] else variants
+    ctx.variant = (left, right, cap, layout)
 
 
 def _attention_backward(ctx: Any, grad_out: torch.Tensor, _grad_lse: Any) -> tuple[Any, ...]:
-    if ctx.variant is not None:
-        raise NotImplementedError(
-            "the attention backward covers plain attention (equal heads, no window, softcap or "
-            "ALiBi, layout bhsd); detach the inputs of a variant's forward"
-        )
-    q, k, v, out, lse = ctx.saved_tensors
+    q, k, v, out, lse, *slopes = ctx.saved_tensors
+    left, right, cap, layout = ctx.variant
     dq, dk, dv = attention_bwd(
-        grad_out.contiguous(), q, k, v, out, lse, ctx.causal, ctx.scale, ctx.runtime
-    )
+        grad_out.contiguous(), q, k, v, out, lse, ctx.causal, ctx.scale, ctx.runtime, left, right,
+        cap, slopes[0] if slopes else None, layout,
+    )  # fmt: skip
     return dq, dk, dv, None, None, None, None, None, None, None, None
 
 

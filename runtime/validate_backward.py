@@ -8,37 +8,52 @@ import numpy as np
 
 from runtime.arrays import device_array, is_device_array
 from runtime.signature import SignatureKey
-from runtime.validate import QKV_FORM, _describe, attention_key
+from runtime.validate import NO_WINDOW, QKV_FORMS, _describe, attention_key
 
-LSE_FORM = "float32 [batch, heads, seq_q] (the forward's return_lse=True output)"
+LSE_FORM = "float32 [batch, heads, seq_q] (the forward's return_lse=True output, either layout)"
 
 
 def attention_backward_key(
-    q: Any, k: Any, v: Any, o: Any, lse: Any, do: Any, causal: Any, scale: Any
+    q: Any,
+    k: Any,
+    v: Any,
+    o: Any,
+    lse: Any,
+    do: Any,
+    causal: Any,
+    scale: Any,
+    *,
+    window_size: Any = NO_WINDOW,
+    softcap: Any = 0.0,
+    alibi_slopes: Any = None,
+    layout: Any = "bhsd",
 ) -> SignatureKey:
     """The signature key ("attention_bwd", ...) of a backward call, after checking every argument.
+
+    The variants are the forward's (attention_key): the key carries them, so a variant's
+    kernels never share a cache entry with another's.
 
     Raises:
         ValueError: one line naming the argument and the expected form.
     """
-    _, dtype, shape, causal, scale, variant = attention_key(q, k, v, causal, scale)
-    if variant:  # the forward's GQA: k and v with fewer heads than q
-        raise ValueError(
-            f"k has shape {k.shape}, q has {q.shape}: the attention backward needs k and v "
-            "with q's heads (no GQA/MQA yet)"
-        )
+    _, dtype, shape, causal, scale, variant = attention_key(
+        q, k, v, causal, scale, window_size=window_size, softcap=softcap,
+        alibi_slopes=alibi_slopes, layout=layout,
+    )  # fmt: skip
     on_device = not isinstance(q, np.ndarray)
     b, h, sq, _, d = shape
+    q_shape = (b, sq, h, d) if layout == "bshd" else (b, h, sq, d)
+    form = QKV_FORMS[layout]
     for name, x in (("o", o), ("do", do)):
-        x_shape, x_dtype, x_device = _describe(name, x, 4, QKV_FORM)
+        x_shape, x_dtype, x_device = _describe(name, x, 4, form)
         if x_device != on_device:
             raise ValueError(f"{name} and q must both be host (NumPy) arrays or both device arrays")
-        if x_shape != (b, h, sq, d):
-            raise ValueError(f"{name} has shape {x_shape}; it must equal q's shape {(b, h, sq, d)}")
+        if x_shape != q_shape:
+            raise ValueError(f"{name} has shape {x_shape}; it must equal q's shape {q_shape}")
         if x_dtype != dtype:
             raise ValueError(f"{name} is {x_dtype} and q is {dtype}; expected the same dtype")
     _check_lse(lse, (b, h, sq), on_device)
-    return ("attention_bwd", dtype, shape, causal, scale, ())
+    return ("attention_bwd", dtype, shape, causal, scale, variant)
 
 
 def _check_lse(lse: Any, shape: tuple[int, int, int], on_device: bool) -> None:

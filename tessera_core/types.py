@@ -329,7 +329,7 @@ class AttentionBackwardProblem(AttentionProblem):
     def io_bytes(self) -> int:
         """Reads Q, K, V, O, dO and LSE; writes dQ, dK and dV."""
         q_elems = self.batch * self.heads * self.seq_q * self.head_dim
-        kv_elems = self.batch * self.heads * self.seq_kv * self.head_dim
+        kv_elems = self.batch * self.kv_heads * self.seq_kv * self.head_dim  # GQA: heads_kv
         lse_bytes = self.batch * self.heads * self.seq_q * 4
         return (4 * q_elems + 4 * kv_elems) * DTYPE_BYTES + lse_bytes
 

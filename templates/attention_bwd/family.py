@@ -24,8 +24,16 @@ PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="seq_q", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="seq_kv", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="softmax_scale", c_type="float", ctype=ctypes.c_float),
+    # The variants' run-time values (read only by kernels compiled with the variant).
+    ParamField(name="heads_kv", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="window_left", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="window_right", c_type="int", ctype=ctypes.c_int32),
+    ParamField(name="softcap", c_type="float", ctype=ctypes.c_float),
+    ParamField(name="alibi_slopes", c_type="const float*", ctype=ctypes.c_void_p),
+    ParamField(name="alibi_batch_stride", c_type="int", ctype=ctypes.c_int32),
 )
 POINTER_NAMES = ("q", "k", "v", "o", "lse", "dout", "dq", "dk", "dv")
+ALIBI_POINTER = "alibi_slopes"  # float32 [heads] or [batch, heads], with problem.alibi
 # Q, K, V and dO move by cp.async in 16-byte chunks; dK, dV are stored as 4-byte pairs; O, LSE
 # and dQ are read or written one element at a time.
 POINTER_ALIGN_BYTES = {
@@ -42,7 +50,8 @@ POINTER_ALIGN_BYTES = {
 
 
 class AttentionBackwardFamily:
-    """FlashAttention-2's backward over [batch, heads, seq, head_dim] tensors.
+    """FlashAttention-2's backward with the forward's variants (GQA, windows, softcap, ALiBi,
+    layouts bhsd and bshd, head_dim any multiple of 8 the space admits).
 
     With the option deterministic=0 the kernel adds into dQ with fp32 atomics, so dQ must be
     zero-filled before the launch; with deterministic=1 it writes every dQ element once.
@@ -67,6 +76,13 @@ class AttentionBackwardFamily:
             "dtype": p.dtype,
             "causal": p.causal,
             "head_dim": p.head_dim,
+            "head_dim_pad": space.padded_head_dim(p.head_dim),
+            "d_split": space.d_split(p),
+            "is_gqa": p.kv_heads != p.heads,
+            "has_window": p.has_window,
+            "has_softcap": p.softcap > 0.0,
+            "has_alibi": p.alibi != "none",
+            "layout": p.layout,
             "seq_q": p.seq_q,
             "seq_kv": p.seq_kv,
             "block_m": config.block_m,
@@ -98,18 +114,26 @@ class AttentionBackwardFamily:
     ) -> ctypes.Structure:
         """Params by value; `scale` defaults to 1/sqrt(head_dim).
 
-        Pointers: q, k, v, o, lse, dout (dO), dq (fp32), dk, dv.
+        Pointers: q, k, v, o, lse, dout (dO), dq (fp32), dk, dv, and alibi_slopes (float32)
+        when the problem has ALiBi.
         """
         p = space.as_problem(problem)
         softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
         if not softmax_scale > 0.0:
             raise ValueError(f"softmax scale={softmax_scale}: must be positive")
-        checked = checked_pointers(self.name, pointers, POINTER_NAMES, POINTER_ALIGN_BYTES)
+        names = POINTER_NAMES + ((ALIBI_POINTER,) if p.alibi != "none" else ())
+        align = {**POINTER_ALIGN_BYTES, **dict.fromkeys(names[len(POINTER_NAMES) :], 4)}
+        checked = checked_pointers(self.name, pointers, names, align)
         return self.params_type(
             **checked,
             seq_q=p.seq_q,
             seq_kv=p.seq_kv,
             softmax_scale=softmax_scale,
+            heads_kv=p.kv_heads,
+            window_left=p.window_left,
+            window_right=p.window_right,
+            softcap=p.softcap,
+            alibi_batch_stride=p.heads if p.alibi == "batch_heads" else 0,
         )
 
 

@@ -22,7 +22,15 @@ MMA_M = 16  # rows of one mma.m16n8k16 tile
 MMA_K = 16  # reduction depth of one mma (block_k is fixed to it: the kernel has no K chunking)
 MMA_N = 8  # columns of one mma accumulator tile
 ROW_PAD_ELEMS = 8  # 16 bytes of padding per shared-memory row: ldmatrix rows hit distinct banks
-MAX_HEAD_DIM = 128
+MAX_HEAD_DIM = 256
+# Padded head_dim columns of dK and dV one KV block keeps in registers: above it the columns are
+# split over D_SPLIT blocks per key tile (each recomputes S and dP, FlashAttention-2's head_dim
+# 256 backward splits its warps over head_dim instead).
+PART_HEAD_DIM = 128
+# With softcap or ALiBi (their temporaries next to S) 128 columns spill at head_dim 256 (8-16
+# bytes, atomic dQ, every variant at once on sm_80 and sm_90): such problems take 96.
+LOGITS_PART_HEAD_DIM = 96
+HEAD_DIM_STEP = 8  # one 16-byte chunk: the copies move whole chunks; the mmas pad to MMA_K
 FLOAT_BYTES = 4
 SMEM_ALIGN_BYTES = 16
 # Per-thread registers the live fragments may take (see fragment_registers); above it ptxas
@@ -60,14 +68,34 @@ def deterministic(config: TileConfig) -> bool:
     return bool(config.option("deterministic", 0))
 
 
+def padded_head_dim(head_dim: int) -> int:
+    """head_dim rounded up to the mma depth: the columns the kernel's mmas run over."""
+    return ceil_div(head_dim, MMA_K) * MMA_K
+
+
+def d_split(problem: Problem) -> int:
+    """KV blocks per key tile, each owning a part of head_dim's columns of dK, dV (and dQ)."""
+    p = as_problem(problem)
+    logits = p.softcap > 0.0 or p.alibi != "none"
+    d = padded_head_dim(p.head_dim)
+    return ceil_div(d, LOGITS_PART_HEAD_DIM if logits and d > PART_HEAD_DIM else PART_HEAD_DIM)
+
+
+def part_head_dim(problem: Problem) -> int:
+    """Columns of dK and dV one KV block accumulates (whole 16-column pairs)."""
+    pairs = padded_head_dim(as_problem(problem).head_dim) // MMA_K
+    return ceil_div(pairs, d_split(problem)) * MMA_K
+
+
 def kv_blocks(problem: Problem, config: TileConfig) -> int:
     return ceil_div(as_problem(problem).seq_kv, config.block_n)
 
 
 def grid(problem: Problem, config: TileConfig) -> tuple[int, int, int]:
-    """Launch grid: (KV blocks [+ query blocks when deterministic], heads, batch)."""
+    """Launch grid: (KV blocks x head_dim parts [+ query blocks when deterministic], heads,
+    batch)."""
     p = as_problem(problem)
-    blocks = kv_blocks(p, config)
+    blocks = kv_blocks(p, config) * d_split(p)
     if deterministic(config):
         blocks += ceil_div(p.seq_q, config.block_m)
     return (blocks, p.heads, p.batch)
@@ -80,7 +108,7 @@ def floats_offset_bytes(problem: Problem, config: TileConfig) -> int:
     KV block: K and V tiles, num_stages (Q, dO) tile pairs, dS [block_m][block_n + pad] (atomic
     dQ only). Query block (deterministic only): Q and dO tiles, num_stages (K, V) tile pairs.
     """
-    row_bytes = (as_problem(problem).head_dim + ROW_PAD_ELEMS) * DTYPE_BYTES
+    row_bytes = (padded_head_dim(as_problem(problem).head_dim) + ROW_PAD_ELEMS) * DTYPE_BYTES
     bm, bn, stages = config.block_m, config.block_n, config.num_stages
     kv_block = (2 * bn + 2 * stages * bm) * row_bytes
     if deterministic(config):
@@ -99,27 +127,63 @@ def smem_bytes(problem: Problem, config: TileConfig) -> int:
 def fragment_registers(problem: Problem, config: TileConfig) -> int:
     """32-bit registers per thread held by live fragments, the larger of the two block kinds.
 
-    KV block: dK and dV accumulators and S^T, dP^T of its key tiles (key_tiles * (d + block_m)),
+    KV block: dK and dV accumulators (of its part of head_dim) and S^T, dP^T of its key tiles
+    (key_tiles * (part_head_dim + block_m)),
     the K, V A fragments of one step and the packed P^T, dS^T of one step (16 per key tile),
     one pair of B fragments (8), and the LSE and D of the query columns the lane touches
     (block_m / 4, hoisted by ptxas). Query block (deterministic only): S, dP (query_tiles *
     block_n), dQ (query_tiles * d / 2), Q and dO A fragments (8 per query tile), one B pair.
     """
-    d = as_problem(problem).head_dim
+    p = as_problem(problem)
+    d = padded_head_dim(p.head_dim)
     bm, bn, warps = config.block_m, config.block_n, config.num_warps
     key_tiles = max(1, bn // (MMA_M * warps))
     query_tiles = max(1, bm // (MMA_M * warps))
-    kv_block = key_tiles * (d + bm) + 16 * key_tiles + 8 + bm // 4
-    if not deterministic(config):
-        return kv_block
-    q_block = query_tiles * (bn + d // 2) + 8 * query_tiles + 8
-    return max(kv_block, q_block)
+    kv_block = key_tiles * (part_head_dim(p) + bm) + 16 * key_tiles + 8 + bm // 4
+    q_block = 0
+    if deterministic(config):
+        q_block = query_tiles * (bn + d // 2) + 8 * query_tiles + 8
+        # A query block's softcap/ALiBi transform runs next to all of dQ (not split).
+        q_block += Q_BLOCK_SOFTCAP_REGISTERS if p.softcap > 0.0 else 0
+        q_block += Q_BLOCK_ALIBI_REGISTERS if p.softcap == 0.0 and p.alibi != "none" else 0
+    return max(kv_block, q_block) + variant_registers(p)
+
+
+# Registers the variants add next to the fragments: softcap's tanh temporaries or the ALiBi
+# slope and bias indices, the padded columns' predicates (the window's bounds stay in the
+# constant bank). ptxas (NVRTC 13), the default and the largest deterministic configuration of
+# each variant alone and all together (GQA, bshd, window, softcap, ALiBi) at head_dim 64 and 128,
+# and head_dim 40, 72, 120, on sm_80 and sm_90: 190-255 registers, 0 spill bytes; with 8 for the
+# logits head_dim 128 would have no valid tile although 32 x 32 compiles without spills.
+WINDOW_REGISTERS = 0
+# A query block (deterministic) transforms S next to all of dQ. ptxas, 32 x 32 tiles, 2 warps,
+# one stage, softcap: head_dim 136-160 (estimated 120-132 without this) 250-255 registers, no
+# spills; 176-240 (136-172) spill 80-424 bytes on sm_80 and sm_90, so softcap counts 64 (160
+# sits at the budget). ALiBi alone:
+# head_dim 200 compiles clean at 32 x 32; 64 x 64 with 4 warps (estimated 172) spills 40 bytes.
+Q_BLOCK_SOFTCAP_REGISTERS = 64
+Q_BLOCK_ALIBI_REGISTERS = 16
+LOGITS_REGISTERS = 4
+PADDED_REGISTERS = 4
+
+
+def variant_registers(problem: AttentionBackwardProblem) -> int:
+    """Registers the variants add to fragment_registers (plain, unpadded attention: 0)."""
+    regs = WINDOW_REGISTERS if problem.has_window else 0
+    regs += LOGITS_REGISTERS if problem.softcap > 0.0 or problem.alibi != "none" else 0
+    return regs + (PADDED_REGISTERS if problem.head_dim % MMA_K else 0)
 
 
 def _head_dim(config: TileConfig, problem: Problem, arch: str) -> str | None:
     d = as_problem(problem).head_dim
-    if d % MMA_K or d > MAX_HEAD_DIM:
-        return f"head_dim={d} must be a multiple of {MMA_K} and at most {MAX_HEAD_DIM}"
+    if d % HEAD_DIM_STEP or d > MAX_HEAD_DIM:
+        return f"head_dim={d} must be a multiple of {HEAD_DIM_STEP} and at most {MAX_HEAD_DIM}"
+    return None
+
+
+def _not_varlen(config: TileConfig, problem: Problem, arch: str) -> str | None:
+    if as_problem(problem).varlen:
+        return "varlen=True: the attention backward takes padded [batch, ...] tensors only"
     return None
 
 
@@ -138,7 +202,8 @@ def _registers(config: TileConfig, problem: Problem, arch: str) -> str | None:
     regs = fragment_registers(problem, config)
     p = as_problem(problem)
     shape = (p.head_dim, config.block_m, config.block_n, config.num_warps, config.num_stages)
-    if (*shape, int(deterministic(config))) in SPILL_FREE_ABOVE_BUDGET:
+    plain = p.kv_heads == p.heads and p.layout == "bhsd" and variant_registers(p) == 0
+    if plain and (*shape, int(deterministic(config))) in SPILL_FREE_ABOVE_BUDGET:
         return None
     if regs > FRAGMENT_REGISTER_BUDGET:
         return (
@@ -161,6 +226,7 @@ SPACE = Space(
     ),
     constraints=(
         Constraint("head_dim", _head_dim),
+        Constraint("not_varlen", _not_varlen),
         Constraint("warps_tile_blocks", _warps_tile),
         Constraint("shared_memory", smem_within_arch(smem_bytes)),
         Constraint("threads", threads_within_arch),

@@ -245,11 +245,56 @@ def test_attention_bwd_tune_stores_the_kernel_the_runtime_serves_at_tier_3(tmp_p
 
 def test_an_unsupported_attention_bwd_shape_exits_2_with_its_one_reason(tmp_path: Path) -> None:
     result = _tune(
-        "--op", "attention_bwd", "--shape", "1x1x64x72", "--arch", "sm_90",
+        "--op", "attention_bwd", "--shape", "1x1x64x264", "--arch", "sm_90",
         "--cache-dir", str(tmp_path),
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "python -m generator.tune: error: --shape 1x1x64x72: attention_bwd 1x1x64x64x72 is "
-        "not supported on sm_90: head_dim: head_dim=72 must be a multiple of 16 and at most 128"
+        "python -m generator.tune: error: --shape 1x1x64x264: attention_bwd 1x1x64x64x264 is "
+        "not supported on sm_90: head_dim: head_dim=264 must be a multiple of 8 and at most 256"
     ]
+
+
+def test_attention_bwd_tune_takes_the_variant_flags_and_the_runtime_serves_them(
+    tmp_path: Path,
+) -> None:
+    from generator.grad_check import (
+        GRAD_TOL_ULPS,
+        backward_inputs,
+        grad_errors_ulps,
+        reference_grads,
+    )
+    from runtime import Runtime, RuntimeConfig
+    from tessera_core.types import AttentionBackwardProblem
+
+    cache_dir = tmp_path / "kernels"
+    result = _tune(
+        "--op", "attention_bwd", "--shape", "1x4x45x70x24", "--gqa", "4:2", "--window", "20,7",
+        "--softcap", "3", "--alibi", "--layout", "bshd", "--arch", "sm_80", "--trials", "2",
+        "--jobs", "2", "--cache-dir", str(cache_dir), "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tuned = json.loads(result.stdout)
+    problem = AttentionBackwardProblem(
+        1, 4, 45, 70, 24, heads_kv=2, window_left=20, window_right=7, softcap=3.0,
+        alibi="heads", layout="bshd",
+    )  # fmt: skip
+    assert tuned["kernel_key"] == problem.kernel_key("sm_80")
+    assert tuned["kernel_key"].endswith(".hkv2.win20_7.cap3.alibi_heads.bshd.sm_80")
+
+    inputs = backward_inputs(problem, seed=3)
+    args = [inputs[n] for n in ("q", "k", "v", "o", "lse", "do")]
+    config = RuntimeConfig(
+        device="emulator", arch="sm_80", tier2=False, tier3_min_calls=0, tuning_workers=0,
+        cache_dirs=(cache_dir,),
+    )  # fmt: skip
+    with Runtime(config=config) as rt:
+        grads = rt.attention_backward(
+            *args, window_size=(20, 7), softcap=3.0, alibi_slopes=inputs["alibi_slopes"],
+            layout="bshd",
+        )  # fmt: skip
+        (call,) = [r for r in rt.history() if r.event == "call"]
+    assert (call.tier, call.kernel_key) == (3, tuned["kernel_key"])
+    got = dict(zip(("dq", "dk", "dv"), grads, strict=True))
+    errors = grad_errors_ulps(problem, got, reference_grads(problem, inputs))
+    assert all(err <= GRAD_TOL_ULPS for err in errors.values()), errors

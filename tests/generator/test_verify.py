@@ -71,6 +71,22 @@ def test_cli_verifies_the_attention_backward_at_a_ragged_causal_shape() -> None:
     assert lines[1] == "1/1 configurations passed"
 
 
+def test_cli_verifies_the_attention_backward_with_every_variant_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.verify", "--op", "attention_bwd", "--shape",
+         "1x4x77x131x40", "--gqa", "4:2", "--window", "20,7", "--softcap", "2", "--alibi",
+         "batch_heads", "--layout", "bshd", "--arch", ARCH],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        "PASS attention_bwd fp16 1x4x77x131x40 --gqa 4:2 --window 20,7 --softcap 2 --alibi "
+        "batch_heads --layout bshd "
+    ), lines[0]
+    assert lines[1] == "1/1 configurations passed"
+
+
 def test_backward_compare_fails_a_perturbed_gradient_and_an_unwritten_one() -> None:
     from tessera_core.types import AttentionBackwardProblem
 
@@ -173,7 +189,7 @@ def test_every_valid_gemm_configuration_passes() -> None:
         (("--alibi", "rows"), "--alibi: invalid choice: 'rows'"),
         (("--layout", "sbhd"), "--layout: invalid choice: 'sbhd'"),
         (("--op", "gemm", "--shape", "64x64x64", "--softcap", "30"), "--softcap applies to"),
-        (("--op", "attention_bwd", "--shape", "1x1x64x72"), "attention_bwd 1x1x64x64x72 is not"),
+        (("--op", "attention_bwd", "--shape", "1x1x64x264"), "attention_bwd 1x1x64x64x264 is"),
         (("--layout", "tn"), "--layout tn: attention takes bhsd, bshd"),
         (("--layout", "xy"), "--layout: invalid choice: 'xy'"),
         ((), "the compile cache directory (TESSERA_COMPILE_CACHE_DIR) /proc/tessera-cannot-create"),

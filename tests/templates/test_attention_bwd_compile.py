@@ -53,7 +53,7 @@ def test_the_deterministic_kernel_has_no_atomics(arch: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("head_dim", [16, 32, 48, 64, 80, 96, 112, 128])
+@pytest.mark.parametrize("head_dim", [16, 32, 40, 48, 64, 80, 96, 112, 128, 136, 192, 256])
 def test_every_valid_config_compiles_without_spills(head_dim: int, arch: str) -> None:
     problem = AttentionBackwardProblem(1, 2, 300, 300, head_dim, dtype="bf16", causal=True)
     configs = space.SPACE.valid_configs(problem, arch)

@@ -38,9 +38,12 @@ def test_rules_name_the_values_they_reject() -> None:
     assert any("block_m=32" in r and "num_warps=4 = 64" in r for r in reasons), reasons
     reasons = space.SPACE.violations(space.tile(128, 128, 2, 2), PROBLEM, "sm_90")
     assert any(r.startswith("registers:") and "would spill" in r for r in reasons), reasons
-    odd = AttentionBackwardProblem(1, 1, 32, 32, 72)
+    odd = AttentionBackwardProblem(1, 1, 32, 32, 76)
     reasons = space.SPACE.violations(space.tile(32, 32, 2, 1), odd, "sm_90")
-    assert any("head_dim=72 must be a multiple of 16" in r for r in reasons), reasons
+    assert any("head_dim=76 must be a multiple of 8" in r for r in reasons), reasons
+    varlen = AttentionBackwardProblem(2, 1, 32, 32, 64, layout="bshd", varlen=True)
+    reasons = space.SPACE.violations(space.tile(32, 32, 2, 1), varlen, "sm_90")
+    assert any(r.startswith("not_varlen:") for r in reasons), reasons
 
 
 def test_the_forward_problem_is_refused() -> None:
