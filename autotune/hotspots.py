@@ -131,6 +131,7 @@ class TraceRecord:
                 self.causal,
                 heads_kv=hkv,
                 page_size=page,
+                alibi=(self.variant or {}).get("alibi", "none"),
             )
         m, n, k = self.shape
         return GemmProblem(m, n, k, dtype=self.dtype, layout=self.layout)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from tessera_core.types import (
     ALIBI_FORMS,
     GEMM_LAYOUTS,
     LAYOUTS,
+    AttentionDecodeProblem,
     AttentionProblem,
     GemmProblem,
     Problem,
@@ -22,7 +23,8 @@ HELP = {
     "window": "sliding window LEFT,RIGHT in keys, -1 unbounded, e.g. 256,0 (FlashAttention-2's); "
     "a LEFT of -1 needs the = form: --window=-1,0",
     "softcap": "cap the scaled scores as X * tanh(s / X), X > 0 (Gemma-2's 30 or 50)",
-    "alibi": "ALiBi slopes per head (default) or per batch and head: heads | batch_heads",
+    "alibi": "ALiBi slopes per head (default) or per batch and head: heads | batch_heads "
+    "(attention and attention_decode)",
     "layout": "attention: q, k, v, o as bhsd [batch, heads, seq, d] (default) or bshd "
     "(FlashAttention's); gemm: operand storage, A's then B's, n as given, t transposed: "
     "nn (default), nt, tn, tt",
@@ -67,7 +69,8 @@ def _softcap(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --gqa, --window, --softcap, --alibi (attention only) and --layout to `parser`."""
+    """Add --gqa, --window, --softcap, --alibi (attention; --alibi also attention_decode) and
+    --layout to `parser`."""
     group = parser.add_argument_group("attention variants (FlashAttention-2 semantics)")
     group.add_argument("--gqa", type=_gqa, metavar="HQ:HKV", help=HELP["gqa"])
     group.add_argument("--window", type=_window, metavar="LEFT,RIGHT", help=HELP["window"])
@@ -97,6 +100,14 @@ def apply(problem: Problem, args: argparse.Namespace) -> Problem:
         return dataclasses.replace(problem, layout=args.layout)
     if not isinstance(problem, AttentionProblem):
         raise ValueError(f"--{given[0]} applies to attention only, not {problem.op}")
+    if isinstance(problem, AttentionDecodeProblem):
+        other = [f for f in given if f != "alibi"]
+        if other:
+            raise ValueError(
+                f"--{other[0]} does not apply to attention_decode: "
+                "its --shape names heads_kv, and windows and softcap are run-time values"
+            )
+        return dataclasses.replace(problem, alibi=args.alibi)
     fields: dict[str, object] = {}
     if args.gqa is not None:
         heads, heads_kv = args.gqa
@@ -126,6 +137,8 @@ def flags(problem: Problem) -> str:
     """The flags that recreate `problem`'s variants ('' for plain attention and gemm nn)."""
     if isinstance(problem, GemmProblem):
         return "" if problem.layout == "nn" else f" --layout {problem.layout}"
+    if isinstance(problem, AttentionDecodeProblem):
+        return "" if problem.alibi == "none" else f" --alibi {problem.alibi}"
     if not isinstance(problem, AttentionProblem):
         return ""
     text = ""

@@ -11,13 +11,19 @@ import numpy as np
 from generator.emulator import NUMPY_DTYPES, EmulatedRun, _render, dtype_name, run_rendered
 from generator.render import RenderedKernel
 from templates.attention_decode import space
-from templates.attention_decode.family import DecodeRun
+from templates.attention_decode.launch import (
+    UPDATED_INPUTS,
+    ZEROED_OUTPUTS,
+    decode_launch,
+    with_splits,
+)
 from tessera_core.errors import EmulatorError
-from tessera_core.types import AttentionDecodeProblem, TileConfig, decode_kv_bucket
+from tessera_core.types import AlibiForm, AttentionDecodeProblem, TileConfig, decode_kv_bucket
 
 INT32 = np.dtype(np.int32)
 CHUNK_ELEMS = 8  # one 16-byte chunk of 16-bit elements
 FLOAT32 = np.dtype(np.float32)
+ALIBI_SLOPE_MAX = 0.3  # FlashAttention-2's tests: torch.rand(batch, heads) * 0.3
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,11 @@ def decode_problem(
     seq_new: int = 0,
     paged: bool,
     causal: bool = False,
+    alibi_slopes: np.ndarray | None = None,
 ) -> AttentionDecodeProblem:
     """The problem q [B, Sq, Hq, D] and a cache describe; seq_kv is the cache-length bucket of
-    the longest sequence after the append, page_size the cache's second extent when paged."""
+    the longest sequence after the append, page_size the cache's second extent when paged,
+    alibi the slopes' form ([Hq]: "heads", [B, Hq]: "batch_heads")."""
     batch, seq_q, heads_q, head_dim = q.shape
     longest = int(np.max(cache_seqlens)) + seq_new if len(cache_seqlens) else seq_new
     return AttentionDecodeProblem(
@@ -55,7 +63,15 @@ def decode_problem(
         causal,
         heads_kv=k_cache.shape[2],
         page_size=k_cache.shape[1] if paged else 0,
+        alibi=alibi_form(alibi_slopes),
     )
+
+
+def alibi_form(slopes: np.ndarray | None) -> AlibiForm:
+    """ "none", "heads" ([heads_q]) or "batch_heads" ([batch, heads_q]) for ALiBi slopes."""
+    if slopes is None:
+        return "none"
+    return "heads" if np.ndim(slopes) == 1 else "batch_heads"
 
 
 def run_attention_decode_problem(
@@ -72,9 +88,10 @@ def run_attention_decode_problem(
 ) -> DecodeResult:
     """Render the decode kernel for `problem` and run it.
 
-    `tensors`: q, k_cache, v_cache, cache_seqlens (int32), and optionally k, v (new tokens) and
-    block_table (int32). `num_splits` > 0 overrides the configuration's split count (the
-    binary does not depend on it); causal is window right 0, as in FlashAttention-2.
+    `tensors`: q, k_cache, v_cache, cache_seqlens (int32), and optionally k, v (new tokens),
+    block_table (int32) and alibi_slopes (float32, needed when problem.alibi is not "none").
+    `num_splits` > 0 overrides the configuration's split count (the binary does not depend on
+    it); causal is window right 0, as in FlashAttention-2.
     """
     rendered = _render(problem, config, specialized=specialized, arch=arch)
     return run_rendered_decode(
@@ -95,50 +112,18 @@ def run_rendered_decode(
     """Run an already rendered decode kernel (tests plant defects in its source) on `tensors`,
     as run_attention_decode_problem describes."""
     problem = space.as_problem(rendered.problem)
-    if num_splits > 0:
-        options = {**dict(rendered.config.options), space.NUM_SPLITS: num_splits}
-        tile = dataclasses.replace(rendered.config, options=tuple(options.items()))
-        rendered = dataclasses.replace(rendered, config=tile)
-    q, k_cache, v_cache = (np.ascontiguousarray(tensors[n]) for n in ("q", "k_cache", "v_cache"))
-    batch, seq_q, heads_q, head_dim = q.shape
-    k_new, v_new, block_table = tensors.get("k"), tensors.get("v"), tensors.get("block_table")
-    heads_kv = k_cache.shape[2]
-    if k_new is None or v_new is None:
-        k_new = v_new = np.zeros((batch, 0, heads_kv, head_dim), dtype=q.dtype)
-    paged = block_table is not None
-    table = np.zeros((batch, 0), INT32) if block_table is None else block_table
-    splits = space.num_splits(rendered.config)
-    left, right = window_size
-    run = DecodeRun(
-        seq_new=k_new.shape[1],
-        max_pages=table.shape[1],
-        cache_capacity=0 if paged else k_cache.shape[1],
-        window_left=left,
-        window_right=0 if problem.causal else right,
-        softcap=softcap,
+    rendered = dataclasses.replace(rendered, config=with_splits(rendered.config, num_splits))
+    launch = decode_launch(
+        problem, rendered.config, tensors, window_size=window_size, softcap=softcap
     )
     emulated = run_rendered(
         rendered,
-        inputs={
-            "q": q,
-            "k_cache": k_cache,
-            "v_cache": v_cache,
-            "k_new": np.ascontiguousarray(k_new),
-            "v_new": np.ascontiguousarray(v_new),
-            "cache_seqlens": np.ascontiguousarray(tensors["cache_seqlens"], dtype=INT32),
-            "block_table": np.ascontiguousarray(table, dtype=INT32),
-        },
-        outputs={
-            "o": (q.shape, q.dtype),
-            "lse": ((batch, heads_q, seq_q), FLOAT32),
-            "o_part": ((splits, *q.shape) if splits > 1 else (1,), FLOAT32),
-            "lse_part": ((splits, batch, heads_q, seq_q) if splits > 1 else (1,), FLOAT32),
-            "counters": ((space.counters(problem, rendered.config),), INT32),
-        },
+        inputs=launch.inputs,
+        outputs=launch.outputs,
         scale=scale,
-        accumulators=("counters",),
-        updated_inputs=("k_cache", "v_cache"),
-        params_extra={"run": run},
+        accumulators=ZEROED_OUTPUTS,
+        updated_inputs=UPDATED_INPUTS,
+        params_extra={"run": launch.run},
     )
     out = emulated.outputs
     if np.any(out["counters"]):
@@ -154,7 +139,8 @@ def full_cache_inputs(
 ) -> dict[str, np.ndarray]:
     """Inputs of a tuning or verification launch: every sequence fills the bucket (seq_kv
     keys), paged caches through a shuffled block table; no new tokens (k_new, v_new are
-    16-byte placeholders) and zeroed split counters for the most row blocks any tile makes.
+    16-byte placeholders), zeroed split counters for the most row blocks any tile makes, and
+    ALiBi slopes when the problem has them.
     The names are the kernel's pointers (make_params' default DecodeRun matches them)."""
     dtype = NUMPY_DTYPES[problem.dtype]
     b, hkv, d = problem.batch, problem.heads_kv, problem.head_dim
@@ -179,7 +165,19 @@ def full_cache_inputs(
         "cache_seqlens": np.full(b, problem.seq_kv, INT32),
         "block_table": table,
         "counters": np.zeros(space.counters(problem, smallest_tile), INT32),
+        **alibi_inputs(problem, rng),
     }
+
+
+def alibi_inputs(
+    problem: AttentionDecodeProblem, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """{"alibi_slopes": float32 slopes drawn from U[0, 0.3) as FlashAttention-2's tests draw
+    them, [heads_q] or [batch, heads_q]} for a problem with ALiBi, else {}."""
+    if problem.alibi == "none":
+        return {}
+    shape = (problem.heads,) if problem.alibi == "heads" else (problem.batch, problem.heads)
+    return {"alibi_slopes": (rng.random(shape) * ALIBI_SLOPE_MAX).astype(FLOAT32)}
 
 
 def output_shapes(problem: AttentionDecodeProblem) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -205,7 +203,8 @@ def verify_run(
     arch: str,
 ) -> EmulatedRun:
     """generator.verify's run of one configuration on full_cache_inputs."""
-    tensors = {n: inputs[n] for n in ("q", "k_cache", "v_cache", "cache_seqlens")}
+    names = ("q", "k_cache", "v_cache", "cache_seqlens", "alibi_slopes")
+    tensors = {n: inputs[n] for n in names if n in inputs}
     table = inputs["block_table"] if problem.page_size else None
     result = run_attention_decode_problem(
         problem, {**tensors, "block_table": table}, config=config, specialized=specialized,

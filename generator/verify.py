@@ -154,7 +154,7 @@ def reference(problem: Problem, inputs: dict[str, np.ndarray]) -> dict[str, np.n
             inputs["q"], inputs["k_cache"], inputs["v_cache"],
             cache_seqlens=inputs["cache_seqlens"],
             block_table=inputs["block_table"] if problem.page_size else None,
-            causal=problem.causal,
+            causal=problem.causal, alibi_slopes=inputs.get("alibi_slopes"),
         )  # fmt: skip
         return {"o": o, "lse": lse}
     if isinstance(problem, AttentionProblem):

@@ -21,11 +21,10 @@ from tessera_core.types import FP8_DTYPE, AttentionDecodeProblem, GemmProblem, P
 if TYPE_CHECKING:
     from generator.compile import CompiledKernel
 
-# Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3).
-COMPILED_OPS = frozenset({"attention", "attention_bwd", "gemm"})
-# attention_decode's kernel runs on the host emulator; on a GPU it stays at tier 1 until the
-# CUDA backend allocates its split workspaces.
-HOST_COMPILED_OPS = COMPILED_OPS | {"attention_decode"}
+# Ops with a kernel template the host and CUDA backends build and run (tiers 2 and 3);
+# attention_decode's CUDA launch is runtime.cuda_decode's.
+COMPILED_OPS = frozenset({"attention", "attention_bwd", "gemm", "attention_decode"})
+HOST_COMPILED_OPS = COMPILED_OPS
 
 
 class ReferenceKernel:
@@ -69,11 +68,11 @@ class ReferenceKernel:
         if self.op == "attention_decode":
             from templates.attention_decode.reference import attention_decode_reference
 
-            q, k_cache, v_cache, k, v, lengths, table, options = inputs
+            q, k_cache, v_cache, k, v, lengths, table, slopes, options = inputs
             o, lse = attention_decode_reference(
                 q, k_cache, v_cache, cache_seqlens=lengths, k=k, v=v, block_table=table,
                 causal=causal, scale=scale, window_size=options.window_size,
-                softcap=options.softcap,
+                softcap=options.softcap, alibi_slopes=slopes,
             )  # fmt: skip
             return o.astype(q.dtype), lse.astype(np.float32)
         if self.op == "attention_bwd":
@@ -184,12 +183,13 @@ class EmulatedKernel:
         every shape of its key, so the problem it was built for is only the first of them."""
         from generator.emulate_decode import decode_problem, run_attention_decode_problem
 
-        q, k_cache, v_cache, k, v, lengths, table, options = inputs
-        tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "k": k, "v": v}
+        q, k_cache, v_cache, k, v, lengths, table, slopes, options = inputs
+        tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "k": k, "v": v,
+                   "alibi_slopes": slopes}  # fmt: skip
         seq_new = 0 if k is None else int(k.shape[1])
         problem = decode_problem(
             q, k_cache, cache_seqlens=lengths, seq_new=seq_new, paged=table is not None,
-            causal=causal,
+            causal=causal, alibi_slopes=slopes,
         )  # fmt: skip
         result = run_attention_decode_problem(
             problem,
@@ -198,7 +198,7 @@ class EmulatedKernel:
             window_size=options.window_size,
             softcap=options.softcap,
             num_splits=options.num_splits,
-            config=_splits_for(problem, self.config, self.arch),
+            config=splits_for(problem, self.config, self.arch),
             specialized=self._specialized,
             arch=self.arch,
         )
@@ -207,7 +207,7 @@ class EmulatedKernel:
         return result.o, result.lse
 
 
-def _splits_for(
+def splits_for(
     problem: AttentionDecodeProblem, config: TileConfig | None, arch: str
 ) -> TileConfig | None:
     """`config`, or its tiles with the heuristic split count of this call's problem where its

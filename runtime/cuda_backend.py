@@ -1,4 +1,5 @@
-"""device='cuda': tiers 2 and 3 launch on the GPU; NumPy inputs are copied, device arrays are not.
+"""device='cuda': tiers 2 and 3 launch on the GPU; NumPy inputs are copied, device arrays are not
+(attention_with_kvcache: runtime.cuda_decode).
 
 UNVERIFIED on hardware beyond the gpu-marked tests: written against generator.device. Not yet
 run: the CUDA array interface / DLPack path with real torch or cupy tensors (the producer's
@@ -116,6 +117,10 @@ class DeviceReferenceKernel:
     ) -> tuple[Any, Any]:
         if isinstance(inputs[0], np.ndarray):
             return self._host.run(inputs, causal=causal, scale=scale, variant=variant)
+        if self._host.op == "attention_decode":  # the caches are appended on the device
+            from runtime.cuda_decode import reference_on_device
+
+            return reference_on_device(inputs, causal=causal, scale=scale)
         host_inputs = tuple(to_host(x) for x in inputs)
         out, lse = self._host.run(host_inputs, causal=causal, scale=scale, variant=variant)
         lse_out = None if lse is None else to_device_output(np.asarray(lse, dtype=_LSE_DTYPE))
@@ -322,6 +327,8 @@ class CudaBackends:
             _max_smem_bytes(family, problem, config),
             ptx=compiled.ptx,
         )
+        if problem.op == "attention_decode":
+            return self._decode(tier=tier, config=config, key=key, loaded=loaded, family=family)
         return CudaKernel(
             tier=tier, problem=problem, config=config, kernel_key=key, loaded=loaded, family=family
         )
@@ -344,8 +351,14 @@ class CudaBackends:
             return None
         from templates.registry import family_for
 
+        family = family_for(problem, self.arch)
+        if problem.op == "attention_decode":
+            return self._decode(
+                tier=Tier.SPECIALIZED, config=loaded.config, key=loaded.kernel_key,
+                loaded=loaded.kernel, family=family,
+            )  # fmt: skip
         return CudaKernel(
-            family=family_for(problem, self.arch),
+            family=family,
             tier=Tier.SPECIALIZED,
             problem=problem,
             config=loaded.config,
@@ -355,6 +368,15 @@ class CudaBackends:
 
     def tune(self, problem: Problem) -> None:
         tune_into_cache(problem, arch=self.arch, config=self._config)
+
+    def _decode(
+        self, *, tier: Tier, config: TileConfig, key: str, loaded: Any, family: Family
+    ) -> Kernel:
+        from runtime.cuda_decode import CudaDecodeKernel
+
+        return CudaDecodeKernel(
+            tier=tier, config=config, kernel_key=key, loaded=loaded, family=family, arch=self.arch
+        )
 
 
 def _max_smem_bytes(family: Any, problem: Problem, config: TileConfig) -> int:

@@ -244,17 +244,20 @@ class Runtime:
         window_size: tuple[int, int] = (-1, -1),
         softcap: float = 0.0,
         num_splits: int = 0,
+        alibi_slopes: Any = None,
         config: Mapping[str, int] | TileConfig | None = None,
         return_lse: bool = False,
     ) -> Any:
-        """Decoding against a KV cache, in flash_attn_with_kvcache's convention (NumPy arrays).
+        """Decoding against a KV cache, in flash_attn_with_kvcache's convention.
 
         q [batch, seq_q, heads_q, d]; k_cache, v_cache [num_pages, page_size, heads_kv, d]
         with block_table int32 [batch, max_pages], or [batch, capacity, heads_kv, d] without;
         cache_seqlens int32 [batch] (or an int); k, v [batch, seq_new, heads_kv, d] are written
         into the caches at cache_seqlens (in place) before attending. heads_q is a multiple of
         heads_kv (GQA/MQA); causal and window_size (left, right; -1 unbounded) are bottom-right
-        aligned; softcap > 0 caps scores with softcap * tanh(score / softcap). Pages may hold
+        aligned; softcap > 0 caps scores with softcap * tanh(score / softcap); alibi_slopes,
+        float32 [heads_q] or [batch, heads_q], add -slope * |s + seqlen_k - seq_q - j| with each
+        sequence's own seqlen_k = cache_seqlens[b] + seq_new (FA2's ALiBi). Pages may hold
         any multiple of 16 keys (FlashAttention-2 requires multiples of 256).
 
         Args:
@@ -264,13 +267,18 @@ class Runtime:
             return_lse: also return the log-sum-exp, float32 [batch, heads_q, seq_q].
 
         Returns:
-            O [batch, seq_q, heads_q, d] in q's dtype, or (O, lse) with `return_lse`.
+            O [batch, seq_q, heads_q, d] in q's dtype, or (O, lse) with `return_lse`. On
+            device='cuda' every array may instead be a CUDA array (the caches are appended in
+            place on the device, O and lse come back as DeviceOutputs; cache_seqlens and
+            block_table are read back to pick the kernel).
         """
         call = decode_call(
             q, k_cache, v_cache, k=k, v=v, cache_seqlens=cache_seqlens, block_table=block_table,
             causal=causal, scale=scale, window_size=window_size, softcap=softcap,
-            num_splits=num_splits,
+            num_splits=num_splits, alibi_slopes=alibi_slopes,
         )  # fmt: skip
+        if self._host_only and not isinstance(q, np.ndarray):
+            raise ValueError(_HOST_ONLY.format(name="q, k_cache, v_cache", device=self.device))
         if return_lse is not False and return_lse is not True:
             raise ValueError(f"return_lse={return_lse!r}: expected a bool")
         forced = None if config is None else self._forced(config, call.key)

@@ -29,7 +29,8 @@ SignatureKey = tuple[str, str, tuple[int, ...], bool, "float | None", Variant]
 class Signature:
     """One call's identity; shape is (batch, heads, seq_q, seq_kv, head_dim) for attention and
     attention_bwd, (m, n, k) for gemm, (batch, heads_q, heads_kv, seq_q, cache-length bucket,
-    head_dim, page_size or 0) for attention_decode. A gemm's variant holds its operand layout
+    head_dim, page_size or 0) for attention_decode (its variant: ("alibi", form) with ALiBi
+    slopes). A gemm's variant holds its operand layout
     (("layout", "nt") etc.; plain "nn" is ())."""
 
     op: str
@@ -80,8 +81,9 @@ class Signature:
         if self.op == "attention_decode":
             b, hq, hkv, sq, kv, d, page = self.shape
             return AttentionDecodeProblem(
-                b, hq, sq, kv, d, self.dtype, self.causal, heads_kv=hkv, page_size=page
-            )
+                b, hq, sq, kv, d, self.dtype, self.causal, heads_kv=hkv, page_size=page,
+                alibi=dict(self.variant).get("alibi", "none"),
+            )  # fmt: skip
         m, n, k = self.shape
         return GemmProblem(m, n, k, dtype=self.dtype, layout=self.layout)  # type: ignore[arg-type]
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.arrays import DTYPE_NAMES
-from runtime.signature import SignatureKey
+from runtime.arrays import DTYPE_NAMES, NUMPY_DTYPES, device_array, is_device_array
+from runtime.signature import Signature, SignatureKey
 from runtime.validate import DTYPE_FORM, _scale
 from templates.attention_decode.space import MAX_HEAD_DIM, MMA_K
-from tessera_core.types import decode_kv_bucket
+from tessera_core.types import AttentionDecodeProblem, decode_kv_bucket
 
 Q_FORM = "[batch, seq_q, heads_q, head_dim]"
 CACHE_FORM = (
@@ -26,11 +26,13 @@ MAX_SPLITS = 256
 @dataclass(frozen=True)
 class DecodeOptions:
     """The run-time arguments of a decode call that are not in its signature (they never
-    change the kernel binary): the window, the score cap and a forced split count."""
+    change the kernel binary): the window, the score cap and a forced split count; and the
+    call's own problem (what a kernel built for another shape of its key launches with)."""
 
     window_size: tuple[int, int] = (-1, -1)
     softcap: float = 0.0
     num_splits: int = 0  # 0: the kernel's configuration decides
+    problem: AttentionDecodeProblem | None = None
 
 
 @dataclass(frozen=True)
@@ -38,26 +40,72 @@ class DecodeCall:
     """A checked decode call: its signature key and the inputs tuple the tiers run."""
 
     key: SignatureKey
-    inputs: tuple[Any, ...]  # q, k_cache, v_cache, k, v, cache_seqlens, block_table, options
+    # q, k_cache, v_cache, k, v, cache_seqlens, block_table, alibi_slopes, options
+    inputs: tuple[Any, ...]
 
 
-def _array(name: str, x: Any, ndim: int, form: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
+@dataclass(frozen=True)
+class DeviceMeta:
+    """The shape and dtype of a CUDA array: all that the checks read of q, the caches, k, v."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _array(name: str, x: Any, ndim: int, form: str) -> Any:
+    """`x` itself (NumPy) or its DeviceMeta (a CUDA array), checked for rank and layout."""
+    if isinstance(x, np.ndarray):
+        meta: Any = x
+        contiguous = bool(x.flags.c_contiguous)
+    elif is_device_array(x):
+        view = device_array(x)
+        try:
+            dtype = NUMPY_DTYPES[view.dtype] if view.dtype else np.dtype(view.dtype_text)
+        except TypeError:
+            dtype = np.dtype(np.void)  # no NumPy dtype: refused by the dtype checks
+        meta, contiguous = DeviceMeta(view.shape, dtype), view.contiguous
+    else:
         raise ValueError(
-            f"{name} is a {type(x).__name__}; attention_with_kvcache takes NumPy arrays {form}"
+            f"{name} is a {type(x).__name__}; attention_with_kvcache takes NumPy or CUDA arrays "
+            f"{form}"
         )
-    if x.ndim != ndim:
-        raise ValueError(f"{name} has shape {x.shape}; expected {form}")
-    if not x.flags.c_contiguous:
+    if meta.ndim != ndim:
+        raise ValueError(f"{name} has shape {meta.shape}; expected {form}")
+    if not contiguous:
         raise ValueError(f"{name} is not contiguous; pass a row-major {form}")
-    return x
+    return meta
 
 
 def _int32(name: str, x: Any, ndim: int, form: str) -> np.ndarray:
+    """The values of an int32 input, on the host (a CUDA array's small index arrays are read
+    back: the cache-length bucket and the page bounds depend on them)."""
     array = _array(name, x, ndim, form)
     if array.dtype != np.int32:
         raise ValueError(f"{name} is {array.dtype}; expected int32 {form}")
-    return array
+    return array if isinstance(array, np.ndarray) else _host_copy(x)
+
+
+def _host_copy(x: Any) -> np.ndarray:
+    from runtime.cuda_backend import to_host
+
+    return to_host(x)
+
+
+def _same_place(q: Any, **others: Any) -> None:
+    """Every array argument lives where q does (host or device); anything else is left to
+    the argument's own check."""
+    on_device = not isinstance(q, np.ndarray)
+    for name, x in others.items():
+        misplaced = isinstance(x, np.ndarray) if on_device else is_device_array(x)
+        if misplaced:
+            raise ValueError(
+                f"{name} must live where q does ({'a CUDA array' if on_device else 'NumPy'}): "
+                "pass every array of one call on the host, or every one on the GPU"
+            )
 
 
 def decode_call(
@@ -74,12 +122,17 @@ def decode_call(
     window_size: Any,
     softcap: Any,
     num_splits: Any,
+    alibi_slopes: Any = None,
 ) -> DecodeCall:
     """Check every argument of Runtime.attention_with_kvcache and build its call.
 
     The signature's shape is (batch, heads_q, heads_kv, seq_q, cache-length bucket, head_dim,
-    page_size or 0): every call of one bucket shares a signature, hence a tuned kernel.
+    page_size or 0): every call of one bucket shares a signature, hence a tuned kernel; ALiBi
+    slopes add ("alibi", "heads" or "batch_heads") to its variant (a compile-time flag).
     """
+    originals = (q, k_cache, v_cache, k, v)
+    _same_place(q, k_cache=k_cache, v_cache=v_cache, k=k, v=v, cache_seqlens=cache_seqlens,
+                block_table=block_table, alibi_slopes=alibi_slopes)  # fmt: skip
     q = _array("q", q, 4, Q_FORM)
     k_cache = _array("k_cache", k_cache, 4, CACHE_FORM)
     v_cache = _array("v_cache", v_cache, 4, CACHE_FORM)
@@ -108,6 +161,8 @@ def decode_call(
     seq_new = _new_tokens(k, v, q, batch, heads_kv, head_dim)
     lengths = _cache_seqlens(cache_seqlens, batch)
     page_size, capacity = _capacity(block_table, k_cache, batch)
+    if isinstance(cache_seqlens, int) and not isinstance(originals[0], np.ndarray):
+        cache_seqlens = lengths  # a NumPy copy the CUDA launch uploads
     longest = int(lengths.max()) + seq_new
     if longest > capacity:
         raise ValueError(
@@ -116,10 +171,40 @@ def decode_call(
         )
     if causal is not True and causal is not False:
         raise ValueError(f"causal={causal!r}: expected a bool")
-    options = DecodeOptions(_window(window_size), _softcap(softcap), _splits(num_splits))
     shape = (batch, heads_q, heads_kv, seq_q, decode_kv_bucket(longest), head_dim, page_size)
-    key: SignatureKey = ("attention_decode", dtype, shape, causal, _scale(scale), ())
-    return DecodeCall(key, (q, k_cache, v_cache, k, v, lengths, block_table, options))
+    variant = () if alibi_slopes is None else (("alibi", _alibi(alibi_slopes, batch, heads_q)),)
+    key: SignatureKey = ("attention_decode", dtype, shape, causal, _scale(scale), variant)
+    problem = Signature.from_key(key).problem()
+    assert isinstance(problem, AttentionDecodeProblem)
+    options = DecodeOptions(
+        _window(window_size), _softcap(softcap), _splits(num_splits), problem=problem
+    )
+    if isinstance(originals[0], np.ndarray):
+        inputs = (q, k_cache, v_cache, k, v, lengths, block_table, alibi_slopes, options)
+    else:  # CUDA arrays as given: the kernel reads them in place
+        inputs = (*originals, cache_seqlens, block_table, alibi_slopes, options)
+    return DecodeCall(key, inputs)
+
+
+def _alibi(slopes: Any, batch: int, heads_q: int) -> str:
+    """'heads' or 'batch_heads' for float32 slopes [heads_q] or [batch, heads_q]."""
+    form = f"float32 [heads_q={heads_q}] or [batch={batch}, heads_q={heads_q}]"
+    if is_device_array(slopes):
+        meta = _array("alibi_slopes", slopes, len(device_array(slopes).shape), form)
+        if meta.dtype != np.float32 or meta.shape not in ((heads_q,), (batch, heads_q)):
+            raise ValueError(
+                f"alibi_slopes has shape {meta.shape} and dtype {meta.dtype}; expected {form}"
+            )
+        slopes = _host_copy(slopes)  # for the finiteness check
+    if not isinstance(slopes, np.ndarray):
+        raise ValueError(f"alibi_slopes is a {type(slopes).__name__}; expected a NumPy {form}")
+    if slopes.dtype != np.float32 or slopes.shape not in ((heads_q,), (batch, heads_q)):
+        raise ValueError(
+            f"alibi_slopes has shape {slopes.shape} and dtype {slopes.dtype}; expected {form}"
+        )
+    if not slopes.flags.c_contiguous or not np.all(np.isfinite(slopes)):
+        raise ValueError(f"alibi_slopes must be a contiguous, finite {form}")
+    return "heads" if slopes.ndim == 1 else "batch_heads"
 
 
 def _new_tokens(k: Any, v: Any, q: np.ndarray, batch: int, heads_kv: int, head_dim: int) -> int:

@@ -354,7 +354,9 @@ class AttentionDecodeProblem(AttentionProblem):
     q [batch, seq_q, heads, head_dim]; caches [num_blocks, page_size, heads_kv, head_dim] with
     a block table (page_size > 0) or [batch, capacity, heads_kv, head_dim] (page_size 0).
     `seq_kv` is the cache-length bucket (decode_kv_bucket), not any one sequence's length:
-    lengths are per batch entry and read at run time.
+    lengths are per batch entry and read at run time. `alibi` ("heads": slopes [heads],
+    "batch_heads": [batch, heads], float32) compiles the ALiBi bias in; "none" adds nothing to
+    the keys, so keys without ALiBi are unchanged.
     """
 
     heads_kv: int = 1
@@ -380,6 +382,11 @@ class AttentionDecodeProblem(AttentionProblem):
                 f"AttentionDecodeProblem.page_size={page!r}: must be 0 (no block table) or a "
                 "positive number of keys per page"
             )
+        if self.alibi not in ALIBI_FORMS:
+            raise ValueError(
+                f"AttentionDecodeProblem.alibi={self.alibi!r}: must be one of "
+                f"{', '.join(ALIBI_FORMS)}"
+            )
 
     def flops(self) -> float:
         """Q K^T and P V over the whole bucket (every query row against seq_kv keys)."""
@@ -398,13 +405,22 @@ class AttentionDecodeProblem(AttentionProblem):
         mask = "causal" if self.causal else "noncausal"
         return (
             f"{family or self.family}.{self.dtype}.b{self.batch}.hq{self.heads}.hkv{self.heads_kv}"
-            f".sq{self.seq_q}.kv{self.seq_kv}.d{self.head_dim}.{self._page()}.{mask}.{arch}"
+            f".sq{self.seq_q}.kv{self.seq_kv}.d{self.head_dim}.{self._page()}.{mask}"
+            f"{self._alibi(generic=False)}.{arch}"
         )
+
+    def _alibi(self, *, generic: bool) -> str:
+        if self.alibi == "none":
+            return ""
+        return ".alibi" if generic else f".alibi_{self.alibi}"
 
     def generic_key(self, arch: str, *, family: str | None = None) -> str:
         """One generic kernel per dtype, head_dim and cache kind (paged or not)."""
         paged = "paged" if self.page_size else "pagenone"
-        return f"{family or self.family}.{self.dtype}.d{self.head_dim}.{paged}.{arch}.generic"
+        alibi = self._alibi(generic=True)
+        return (
+            f"{family or self.family}.{self.dtype}.d{self.head_dim}.{paged}{alibi}.{arch}.generic"
+        )
 
     def shape_str(self) -> str:
         """BxHQxHKVxSQxKVxD[xP]: the generator.tune --op attention_decode --shape form."""

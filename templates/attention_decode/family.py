@@ -26,6 +26,7 @@ PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="o_part", c_type="float*", ctype=ctypes.c_void_p),
     ParamField(name="lse_part", c_type="float*", ctype=ctypes.c_void_p),
     ParamField(name="counters", c_type="int*", ctype=ctypes.c_void_p),
+    ParamField(name="alibi_slopes", c_type="const float*", ctype=ctypes.c_void_p),
     ParamField(name="heads_q", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="heads_kv", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="seq_q", c_type="int", ctype=ctypes.c_int32),
@@ -37,6 +38,7 @@ PARAMS_FIELDS: tuple[ParamField, ...] = (
     ParamField(name="window_right", c_type="int", ctype=ctypes.c_int32),
     ParamField(name="softmax_scale", c_type="float", ctype=ctypes.c_float),
     ParamField(name="softcap", c_type="float", ctype=ctypes.c_float),
+    ParamField(name="alibi_batch_stride", c_type="int", ctype=ctypes.c_int32),
 )
 POINTER_NAMES = (
     "q",
@@ -52,6 +54,7 @@ POINTER_NAMES = (
     "lse_part",
     "counters",
 )
+ALIBI_POINTER = "alibi_slopes"  # float32 [heads_q] or [batch, heads_q], with problem.alibi
 # Q, the caches and the new keys move in 16-byte chunks (cp.async and the append's vector
 # copies); everything else is read or written one element at a time.
 POINTER_ALIGN_BYTES = {
@@ -67,6 +70,7 @@ POINTER_ALIGN_BYTES = {
     "counters": 4,
     "cache_seqlens": 4,
     "block_table": 4,
+    ALIBI_POINTER: 4,
 }
 
 
@@ -106,6 +110,7 @@ class AttentionDecodeFamily:
             "dtype": p.dtype,
             "head_dim": p.head_dim,
             "paged": p.page_size > 0,
+            "has_alibi": p.alibi != "none",
             "page_size": p.page_size,
             "heads_q": p.heads,
             "heads_kv": p.heads_kv,
@@ -143,7 +148,8 @@ class AttentionDecodeFamily:
         run: DecodeRun | None = None,
     ) -> ctypes.Structure:
         """Params by value; `scale` defaults to 1/sqrt(head_dim), `run` to a tuning launch's
-        values: every sequence fills the bucket, no new tokens, no window, no softcap."""
+        values: every sequence fills the bucket, no new tokens, no window, no softcap. Pointers:
+        POINTER_NAMES, and alibi_slopes (float32) when the problem has ALiBi."""
         p = space.as_problem(problem)
         if run is None:  # generator.emulate_decode.full_cache_inputs: every sequence full
             pages = ceil_div(p.seq_kv, p.page_size) if p.page_size else 1
@@ -151,7 +157,9 @@ class AttentionDecodeFamily:
         softmax_scale = default_scale(p.head_dim) if scale is None else float(scale)
         if not softmax_scale > 0.0:
             raise ValueError(f"softmax scale={softmax_scale}: must be positive")
-        checked = checked_pointers(self.name, pointers, POINTER_NAMES, POINTER_ALIGN_BYTES)
+        names = POINTER_NAMES + ((ALIBI_POINTER,) if p.alibi != "none" else ())
+        align = {n: POINTER_ALIGN_BYTES[n] for n in names}
+        checked = checked_pointers(self.name, pointers, names, align)
         return self.params_type(
             **checked,
             heads_q=p.heads,
@@ -165,6 +173,7 @@ class AttentionDecodeFamily:
             window_right=0 if p.causal else run.window_right,  # causal is right = 0 (FA2)
             softmax_scale=softmax_scale,
             softcap=float(run.softcap),
+            alibi_batch_stride=p.heads if p.alibi == "batch_heads" else 0,
         )
 
 

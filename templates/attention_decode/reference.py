@@ -8,7 +8,9 @@ at rows cache_seqlens[b] .. + seq_new before attending, so batch b attends to se
 cache_seqlens[b] + seq_new keys. Query head h reads KV head h // (heads_q // heads_kv).
 Masks are bottom-right aligned (row s's diagonal is key s + seqlen_k - seq_q); window_size =
 (left, right), -1 unbounded; causal means right = 0. softcap > 0 replaces each scaled score x
-by softcap * tanh(x / softcap). A row that sees no key gets O = 0 and LSE = -inf.
+by softcap * tanh(x / softcap). ALiBi slopes [heads_q] or [batch, heads_q] add
+-slope * |s + seqlen_k - seq_q - j| to the (capped) score of row s and key j, with batch b's
+own seqlen_k. A row that sees no key gets O = 0 and LSE = -inf.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def attention_decode_reference(
     scale: float | None = None,
     window_size: tuple[int, int] = (-1, -1),
     softcap: float = 0.0,
+    alibi_slopes: NDArray | None = None,
     accum_dtype: DTypeLike = np.float64,
 ) -> tuple[NDArray, NDArray]:
     """(O [batch, seq_q, heads_q, d], LSE [batch, heads_q, seq_q]) in accum_dtype.
@@ -114,6 +117,8 @@ def attention_decode_reference(
         scores = (q_h @ np.swapaxes(keys_h, -1, -2)) * softmax_scale  # [hq, sq, L]
         if softcap > 0.0:
             scores = softcap * np.tanh(scores / softcap)
+        if alibi_slopes is not None:
+            scores = scores + alibi_bias(alibi_slopes, b, seq_q, seqlen_k, accum)
         mask = visible(seq_q, seqlen_k, (left, right))
         scores = np.where(mask[None], scores, -np.inf)
         row_max = scores.max(axis=-1, initial=-np.inf)  # [hq, sq]
@@ -126,3 +131,14 @@ def attention_decode_reference(
         o[b] = np.swapaxes(np.where(empty[..., None], 0.0, out), 0, 1)
         lse[b] = np.where(empty, -np.inf, safe_max + np.log(denom))
     return o, lse
+
+
+def alibi_bias(slopes: NDArray, batch: int, seq_q: int, seqlen_k: int, accum: np.dtype) -> NDArray:
+    """[heads_q, seq_q, seqlen_k]: -slope_h * |s + seqlen_k - seq_q - j| of batch entry `batch`
+    (slopes [heads_q], or [batch, heads_q] read at row `batch`)."""
+    per_head = np.asarray(slopes, dtype=accum)
+    if per_head.ndim == 2:
+        per_head = per_head[batch]
+    rows = np.arange(seq_q)[:, None] + (seqlen_k - seq_q)
+    distance = np.abs(rows - np.arange(seqlen_k)[None, :]).astype(accum)
+    return -per_head[:, None, None] * distance[None]

@@ -237,4 +237,9 @@ KVCACHE_SAMPLE: tuple[Cell, ...] = (
     replace(_KVCACHE, seq_q=1, seq_k=339, heads="gqa", new_kv=True),
     replace(_KVCACHE, seq_q=64, seq_k=256, causal=True, new_kv=True, page=256),
     replace(_KVCACHE, seq_q=3, seq_k=799, heads="mqa", dtype="bf16", local=True, alibi=True),
+    # ALiBi against a paged cache with an append, causal, GQA (FA2's alibi axis on its paged
+    # path: per-(batch, head) slopes, each sequence's own cache length).
+    replace(
+        _KVCACHE, seq_q=1, seq_k=339, heads="gqa", causal=True, alibi=True, new_kv=True, page=256
+    ),
 )

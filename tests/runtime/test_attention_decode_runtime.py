@@ -115,6 +115,42 @@ def test_window_softcap_and_forced_splits_at_tier_2() -> None:
     np.testing.assert_allclose(lse, want_lse, atol=1e-4)
 
 
+def test_alibi_at_every_tier_with_one_line_errors(tmp_path: Path) -> None:
+    # Per-(batch, head) slopes under GQA 4:2, paged by 16, two new tokens, causal: tier 1, the
+    # generic ALiBi kernel (its own key) and a tuned one, each against float64.
+    config = RuntimeConfig(
+        device="emulator", arch=ARCH, tier2_min_calls=1, tier3_min_calls=2, tuning_workers=0,
+        cache_dirs=(tmp_path,),
+    )  # fmt: skip
+    problem = AttentionDecodeProblem(2, 4, 2, 64, 32, "fp16", True, heads_kv=2, page_size=16,
+                                     alibi="batch_heads")  # fmt: skip
+    _tuned_entry(tmp_path, problem, TUNED)
+    with Runtime(config=config) as rt:
+        for seed, tier in ((11, Tier.REFERENCE), (12, Tier.GENERIC), (13, Tier.SPECIALIZED)):
+            inputs = _inputs(seed)
+            slopes = (np.random.default_rng(seed).random((2, 4)) * 0.3).astype(np.float32)
+            want_o, want_lse, want_cache = _expected(inputs, causal=True, alibi_slopes=slopes)
+            plain, _, _ = _expected(inputs, causal=True)
+            assert _rel_err(plain, want_o) > 10 * TOLERANCE  # the bias matters at this shape
+            o, lse = _call(rt, inputs, causal=True, alibi_slopes=slopes)
+            assert _rel_err(o, want_o) <= TOLERANCE, tier
+            np.testing.assert_allclose(lse, want_lse, atol=1e-4)
+            assert np.array_equal(inputs["k_cache"], want_cache), f"append at tier {tier}"
+            assert rt.history()[-1].tier == tier
+        keys = [r.kernel_key for r in rt.history() if r.event == "call"]
+        assert keys[1:] == [problem.generic_key(ARCH), problem.kernel_key(ARCH)]
+        assert keys[2].endswith(".alibi_batch_heads.sm_80")
+        for bad, message in (
+            (np.zeros(3, np.float32), r"alibi_slopes has shape \(3,\)"),
+            (np.zeros(4, np.float64), "dtype float64"),
+            ([0.1] * 4, "alibi_slopes is a list"),
+            (np.full(4, np.nan, np.float32), "finite"),
+        ):
+            with pytest.raises(ValueError, match=message) as raised:
+                _call(rt, _inputs(14), alibi_slopes=bad)
+            assert "\n" not in str(raised.value)
+
+
 def test_lengths_of_one_bucket_share_a_signature() -> None:
     config = RuntimeConfig(device="cpu", arch=ARCH, tier2=False, tier3=False)
     with Runtime(config=config) as rt:
@@ -185,6 +221,17 @@ def test_a_hot_decode_signature_becomes_a_tune_command_that_parses_back() -> Non
     shape = command[command.index("--shape") + 1]
     assert parse_shape("attention_decode", shape, causal=True) == problem
     assert problem.kernel_key(ARCH).startswith("attention_decode.fp16.b2.hq4.hkv2.sq2.kv64.")
+
+
+def test_a_hot_alibi_decode_signature_tunes_with_its_slopes_form() -> None:
+    config = RuntimeConfig(device="cpu", arch=ARCH, tier2=False, tier3=False)
+    with Runtime(config=config) as rt:
+        for seed in range(3):
+            _call(rt, _inputs(seed), alibi_slopes=np.full(4, 0.1, np.float32))
+        (problem,) = propose_tasks(rt.hotspots(), 1)
+    assert isinstance(problem, AttentionDecodeProblem) and problem.alibi == "heads"
+    command = tune_command(problem)
+    assert command.endswith(" --alibi heads") and "--gqa" not in command
 
 
 def test_one_generic_kernel_serves_a_second_shape_of_its_key() -> None:

@@ -85,8 +85,11 @@ def _normwise(got: Any, want: Any) -> float:
     return float((got.detach().double() - want).norm() / want.norm())
 
 
-def gradient_errors(rt: Runtime, name: str, dtype: Any, seed: int = 0) -> dict[str, float]:
-    """Normwise errors (in units of u) of out, dq, dk, dv for one variant."""
+def gradient_errors(
+    rt: Runtime, name: str, dtype: Any, seed: int = 0, device: str = "cpu"
+) -> dict[str, float]:
+    """Normwise errors (in units of u) of out, dq, dk, dv for one variant; `device` holds the
+    tensors the runtime gets (the float64 reference stays on the CPU)."""
     heads_kv, causal, options = VARIANTS[name]
     options = dict(options)
     gen = torch.Generator().manual_seed(seed)
@@ -102,9 +105,13 @@ def gradient_errors(rt: Runtime, name: str, dtype: Any, seed: int = 0) -> dict[s
     def stored(x: Any) -> Any:  # bshd: [batch, seq, heads, d], by a real copy
         return x.transpose(1, 2).contiguous() if bshd else x
 
-    ours = [stored(x).requires_grad_() for x in (q, k, v)]
-    out = tt.attention(*ours, causal=causal, runtime=rt, **options)
-    out.backward(stored(grad_o))
+    ours = [stored(x).to(device).requires_grad_() for x in (q, k, v)]
+    given = dict(options)
+    if given.get("alibi_slopes") is not None:
+        given["alibi_slopes"] = given["alibi_slopes"].to(device)
+    out = tt.attention(*ours, causal=causal, runtime=rt, **given)
+    out.backward(stored(grad_o).to(device))
+    out = out.cpu()
     exact = [x.detach().double().requires_grad_() for x in (q, k, v)]
     want = reference(*exact, causal, options)
     want.backward(grad_o.double())
@@ -112,7 +119,9 @@ def gradient_errors(rt: Runtime, name: str, dtype: Any, seed: int = 0) -> dict[s
     errors = {"out": _normwise(out.transpose(1, 2) if bshd else out, want) / u}
     for label, mine, ref in zip(("dq", "dk", "dv"), ours, exact, strict=True):
         assert mine.grad.dtype == dtype and mine.grad.shape == mine.shape, label
-        grad = mine.grad.transpose(1, 2) if bshd else mine.grad
+        assert mine.grad.device == mine.device, label
+        grad = mine.grad.cpu()
+        grad = grad.transpose(1, 2) if bshd else grad
         errors[label] = _normwise(grad, ref.grad) / u
     return errors
 
@@ -127,4 +136,17 @@ def test_variant_gradients_match_float64_autograd(
         errors = gradient_errors(rt, name, dtype, seed=len(name) + 1)
         assert all(err <= TOLERANCE_U for err in errors.values()), errors
         calls = [r for r in rt.history() if r.event == "call" and r.op == "attention_bwd"]
+        assert [r.tier for r in calls] == [1, 2]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_gradients_on_the_gpu_match_float64_autograd(name: str) -> None:
+    """CUDA tensors on device='cuda': tier 1, then the compiled forward and backward (tier 2)."""
+    config = RuntimeConfig(device="cuda", tier2_min_calls=1, tuning_workers=0)
+    with Runtime(config=config) as cuda_rt:
+        for seed in (len(name), len(name) + 1):
+            errors = gradient_errors(cuda_rt, name, torch.float16, seed=seed, device="cuda")
+            assert all(err <= TOLERANCE_U for err in errors.values()), (seed, errors)
+        calls = [r for r in cuda_rt.history() if r.event == "call" and r.op == "attention_bwd"]
         assert [r.tier for r in calls] == [1, 2]

@@ -40,13 +40,14 @@ def _inputs(dtype: Any, seed: int) -> dict[str, Any]:
     }
 
 
-def _want(inputs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _want(inputs: dict[str, Any], alibi_slopes: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Float64 O and the k cache after the append, from float64 copies."""
     host = {n: t.to(torch.float64).numpy() if t.is_floating_point() else t.numpy()
             for n, t in inputs.items()}  # fmt: skip
     o, _ = attention_decode_reference(
         host["q"], host["k_cache"], host["v_cache"], k=host["k"], v=host["v"],
         cache_seqlens=host["cache_seqlens"], block_table=host["block_table"], causal=True,
+        alibi_slopes=None if alibi_slopes is None else alibi_slopes.numpy(),
     )  # fmt: skip
     return o, host["k_cache"]
 
@@ -63,6 +64,20 @@ def test_matches_float64_and_appends_in_place_at_tiers_1_and_2(
         assert np.linalg.norm(got - want_o) / np.linalg.norm(want_o) <= tolerance
         assert np.array_equal(inputs["k_cache"].to(torch.float64).numpy(), want_cache)
     assert [r.tier for r in rt.history() if r.event == "call"] == [1, 2]
+
+
+def test_alibi_slopes_at_tiers_1_and_2(rt: Runtime) -> None:
+    slopes = torch.rand(2, 4, generator=torch.Generator().manual_seed(5)) * 0.3
+    for seed in (6, 7):
+        inputs = _inputs(torch.float16, seed)
+        want_o, want_cache = _want(inputs, slopes)
+        o = td.attention_with_kvcache(**inputs, causal=True, alibi_slopes=slopes, runtime=rt)
+        got = o.to(torch.float64).numpy()
+        assert np.linalg.norm(got - want_o) / np.linalg.norm(want_o) <= 4e-3
+        assert np.array_equal(inputs["k_cache"].to(torch.float64).numpy(), want_cache)
+    assert [r.tier for r in rt.history() if r.event == "call"] == [1, 2]
+    with pytest.raises(ValueError, match=r"alibi_slopes must be a torch\.Tensor on q's device"):
+        td.attention_with_kvcache(**_inputs(torch.float16, 8), alibi_slopes=[0.1] * 4, runtime=rt)  # type: ignore[arg-type]
 
 
 def test_torch_compile_traces_the_op_whole(rt: Runtime) -> None:
@@ -87,8 +102,27 @@ def test_torch_compile_traces_the_op_whole(rt: Runtime) -> None:
 def test_cuda_like_or_bad_arguments_are_one_line(rt: Runtime) -> None:
     inputs = _inputs(torch.float16, 4)
     inputs["cache_seqlens"] = [30, 7]
-    with pytest.raises(ValueError, match="cache_seqlens must be a CPU torch"):
+    with pytest.raises(ValueError, match=r"cache_seqlens must be a torch\.Tensor on q's device"):
         td.attention_with_kvcache(**inputs, runtime=rt)
     inputs = _inputs(torch.float16, 4)
     with pytest.raises(ValueError, match="window_size"):
         td.attention_with_kvcache(**inputs, window_size=(1,), runtime=rt)  # type: ignore[arg-type]
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_decode_and_append_in_place_on_the_gpu() -> None:
+    config = RuntimeConfig(device="cuda", tier2_min_calls=1, tier3=False, tuning_workers=0)
+    slopes = torch.rand(2, 4, generator=torch.Generator().manual_seed(9)) * 0.3
+    with Runtime(config=config) as rt:
+        for seed in (10, 11):  # tier 1, then the compiled kernel on the tensors' memory
+            inputs = _inputs(torch.float16, seed)
+            want_o, want_cache = _want(inputs, slopes)
+            on_gpu = {n: t.cuda() for n, t in inputs.items()}
+            o = td.attention_with_kvcache(
+                **on_gpu, causal=True, alibi_slopes=slopes.cuda(), runtime=rt
+            )
+            assert o.is_cuda
+            got = o.cpu().to(torch.float64).numpy()
+            assert np.linalg.norm(got - want_o) / np.linalg.norm(want_o) <= 4e-3
+            assert np.array_equal(on_gpu["k_cache"].cpu().to(torch.float64).numpy(), want_cache)
+        assert [r.tier for r in rt.history() if r.event == "call"] == [1, 2]

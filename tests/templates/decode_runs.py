@@ -28,6 +28,7 @@ class DecodeCase:
     causal: bool = False
     window_size: tuple[int, int] = (-1, -1)
     softcap: float = 0.0
+    alibi: str = "none"  # ALiBi slopes: "none", "heads" [heads_q], "batch_heads" [batch, heads_q]
     spare_pages: int = 2  # block-table columns past the longest sequence's pages (valid pages)
 
     @property
@@ -46,6 +47,8 @@ class DecodeCase:
             text += f"-win{self.window_size[0]},{self.window_size[1]}"
         if self.softcap:
             text += f"-cap{self.softcap:g}"
+        if self.alibi != "none":
+            text += f"-alibi_{self.alibi}"
         return text
 
 
@@ -77,6 +80,10 @@ def make_tensors(case: DecodeCase, seed: int) -> dict[str, NDArray | None]:
         shape = (b, longest + 5, hkv, d)
     tensors["k_cache"] = random(rng, shape, case.dtype)
     tensors["v_cache"] = random(rng, shape, case.dtype)
+    tensors["alibi_slopes"] = None
+    if case.alibi != "none":  # FA2's tests: U[0, 0.3), here per head or per (batch, head)
+        slopes_shape = (case.heads_q,) if case.alibi == "heads" else (b, case.heads_q)
+        tensors["alibi_slopes"] = (rng.random(slopes_shape) * 0.3).astype(np.float32)
     return tensors
 
 
@@ -90,6 +97,7 @@ def problem_of(case: DecodeCase, tensors: dict[str, NDArray | None]) -> Attentio
         seq_new=case.seq_new,
         paged=case.page_size > 0,
         causal=case.causal,
+        alibi_slopes=tensors.get("alibi_slopes"),
     )
 
 
@@ -110,6 +118,7 @@ def reference_of(
         causal=case.causal,
         window_size=case.window_size,
         softcap=case.softcap,
+        alibi_slopes=tensors.get("alibi_slopes"),
     )
     return o, lse, k_cache, v_cache
 

@@ -32,6 +32,19 @@ def test_default_config_compiles_without_spills_on_tensor_cores() -> None:
     assert any(op.startswith("ATOM") for op in counts), sorted(counts)
 
 
+def test_the_alibi_variant_compiles_without_spills() -> None:
+    # HAS_ALIBI keeps two slopes per row tile live across the loop: the default tiles of the
+    # largest head dim must still fit.
+    import dataclasses
+
+    problem = dataclasses.replace(_problem(256), alibi="batch_heads")
+    config = FAMILY.default_config(problem, "sm_80")
+    rendered = render(FAMILY, problem, config, specialized=False)
+    assert "constexpr bool HAS_ALIBI = true;" in rendered.source
+    compiled = compile_kernel(rendered, arch="sm_80")
+    assert compiled.resources.spill_bytes == 0, compiled.log
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("head_dim", [64, 128, 256])

@@ -1,6 +1,7 @@
 """Planted defects in the attention_decode source that the emulated float64 check must catch: a
 block-table lookup off by one page, a split-KV combine (or the warps' merge) without LSE
-rescaling, an arrival counter left set."""
+rescaling, an arrival counter left set, and ALiBi with the wrong sign, the KV head's slope
+for every query head of its GQA group, or the distance measured from the wrong diagonal."""
 
 from __future__ import annotations
 
@@ -42,23 +43,49 @@ DEFECTS = {
 }
 
 
-def _run(source_edit: tuple[str, str] | None) -> list[str]:
-    tensors = make_tensors(CASE, seed=11)
-    rendered = render(get_family("attention_decode"), problem_of(CASE, tensors), CONFIG, arch=ARCH)
+# The same case with per-(batch, head) ALiBi slopes: GQA 4:2 packs two query heads with
+# different slopes into each row block.
+ALIBI_CASE = dataclasses.replace(CASE, alibi="batch_heads")
+ALIBI_DEFECTS = {
+    "alibi_wrong_sign": (
+        "x -= alibi_log2[mt][i >> 1] * fabsf(float(s + diag - j));",
+        "x += alibi_log2[mt][i >> 1] * fabsf(float(s + diag - j));",
+    ),
+    "alibi_kv_head_slope_under_gqa": (
+        "const int head = kv_head * group + r % group;",
+        "const int head = kv_head * group;",
+    ),
+    "alibi_top_left_diagonal": (
+        "x -= alibi_log2[mt][i >> 1] * fabsf(float(s + diag - j));",
+        "x -= alibi_log2[mt][i >> 1] * fabsf(float(s - j));",
+    ),
+}
+
+
+def _run(source_edit: tuple[str, str] | None, case: DecodeCase = CASE) -> list[str]:
+    tensors = make_tensors(case, seed=11)
+    rendered = render(get_family("attention_decode"), problem_of(case, tensors), CONFIG, arch=ARCH)
     if source_edit is not None:
         old, new = source_edit
         assert rendered.source.count(old) == 1, f"defect anchor not found once: {old!r}"
         rendered = dataclasses.replace(rendered, source=rendered.source.replace(old, new))
-    return errors(CASE, tensors, run_rendered_decode(rendered, tensors))
+    return errors(case, tensors, run_rendered_decode(rendered, tensors))
 
 
-def test_the_intact_kernel_passes() -> None:
-    assert _run(None) == []
+@pytest.mark.parametrize("case", [CASE, ALIBI_CASE], ids=lambda c: c.alibi)
+def test_the_intact_kernel_passes(case: DecodeCase) -> None:
+    assert _run(None, case) == []
 
 
 @pytest.mark.parametrize("defect", sorted(DEFECTS))
 def test_planted_defect_is_caught(defect: str) -> None:
     found = _run(DEFECTS[defect])
+    assert any(f.startswith("O ") for f in found), f"planted defect {defect} went unnoticed"
+
+
+@pytest.mark.parametrize("defect", sorted(ALIBI_DEFECTS))
+def test_planted_alibi_defect_is_caught(defect: str) -> None:
+    found = _run(ALIBI_DEFECTS[defect], ALIBI_CASE)
     assert any(f.startswith("O ") for f in found), f"planted defect {defect} went unnoticed"
 
 

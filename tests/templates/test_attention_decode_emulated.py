@@ -127,6 +127,74 @@ def test_matches_float64(case: DecodeCase, config: TileConfig | None, num_splits
     _check(case, config, num_splits)
 
 
+# ALiBi (FA2 semantics: -slope * |s + seqlen_k - seq_q - j| with each sequence's own
+# seqlen_k): per-head and per-(batch, head) slopes, GQA packing (rows of one block belong to
+# different query heads), paged and contiguous caches, appends, split-KV on, combined with
+# causal, a window and softcap.
+ALIBI_CASES: list[tuple[DecodeCase, TileConfig | None, int]] = [
+    (
+        DecodeCase(
+            heads_q=8,
+            heads_kv=2,
+            head_dim=64,
+            cache_seqlens=(37, 170, 5),
+            seq_new=1,
+            page_size=16,
+            alibi="heads",
+        ),
+        space.tile(16, 32, 2, 2),
+        4,
+    ),
+    (
+        DecodeCase(
+            heads_q=4,
+            heads_kv=1,
+            head_dim=32,
+            cache_seqlens=(120, 9),
+            seq_q=3,
+            seq_new=3,
+            causal=True,
+            alibi="batch_heads",
+            dtype="bf16",
+        ),
+        space.tile(16, 32, 1, 2),
+        3,
+    ),
+    (
+        DecodeCase(
+            heads_q=6,
+            heads_kv=3,
+            head_dim=32,
+            cache_seqlens=(90, 41),
+            seq_q=2,
+            page_size=32,
+            window_size=(40, 3),
+            softcap=3.0,
+            alibi="batch_heads",
+        ),
+        space.tile(32, 64, 2, 1),
+        2,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "case,config,num_splits",
+    ALIBI_CASES,
+    ids=[f"{c.label()}-{cfg}-s{n}" for c, cfg, n in ALIBI_CASES],
+)
+def test_alibi_matches_float64(
+    case: DecodeCase, config: TileConfig | None, num_splits: int
+) -> None:
+    _check(case, config, num_splits)
+
+
+def test_alibi_specialized_sizes() -> None:
+    case = DecodeCase(heads_q=4, heads_kv=2, head_dim=32, cache_seqlens=(70, 3), seq_q=2,
+                      seq_new=1, page_size=16, causal=True, alibi="heads")  # fmt: skip
+    _check(case, space.tile(16, 32, 2, 2, 2), specialized=True)
+
+
 def test_specialized_sizes() -> None:
     case = DecodeCase(
         heads_q=4,
@@ -198,12 +266,12 @@ def test_head_dims_and_pages(head_dim: int, page_size: int) -> None:
     _check(case, None, 3, seed=head_dim + 1)
 
 
-@pytest.mark.parametrize("page_size", [0, 32])
-def test_the_measured_objectives_launch_matches_float64(page_size: int) -> None:
+@pytest.mark.parametrize("page_size,alibi", [(0, "none"), (32, "none"), (32, "batch_heads")])
+def test_the_measured_objectives_launch_matches_float64(page_size: int, alibi: str) -> None:
     # What autotune's measured objective launches: full_cache_inputs and output_shapes, with
     # make_params' default run-time values (no params_extra), counters as a zeroed input.
     problem = AttentionDecodeProblem(2, 4, 2, 128, 32, "bf16", True, heads_kv=2,
-                                     page_size=page_size)  # fmt: skip
+                                     page_size=page_size, alibi=alibi)  # type: ignore[arg-type]  # fmt: skip
     inputs = full_cache_inputs(problem, np.random.default_rng(page_size))
     config = space.tile(16, 32, 2, 2, 4)
     rendered = render(get_family("attention_decode"), problem, config, arch=ARCH)

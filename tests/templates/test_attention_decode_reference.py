@@ -79,6 +79,58 @@ def test_matches_forward_attention_on_gathered_caches(case: DecodeCase) -> None:
         np.testing.assert_allclose(lse[b], want_lse, rtol=1e-12, atol=1e-12)
 
 
+ALIBI_CASES = [
+    DecodeCase(heads_q=4, heads_kv=2, head_dim=32, cache_seqlens=(5, 40), seq_new=2, page_size=16,
+               alibi="heads"),
+    DecodeCase(heads_q=3, heads_kv=1, head_dim=16, cache_seqlens=(9, 1, 30), seq_q=3, causal=True,
+               window_size=(6, 1), softcap=2.0, alibi="batch_heads"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ALIBI_CASES, ids=lambda c: c.label())
+def test_alibi_matches_forward_attention_with_each_sequences_own_length(case: DecodeCase) -> None:
+    # The forward oracle run per sequence on its own gathered keys: the ALiBi distance is
+    # measured from that sequence's diagonal (cache_seqlens[b] + seq_new - seq_q), as FA2's.
+    tensors, keys, values = _dense(case, seed=4)
+    slopes = tensors["alibi_slopes"]
+    assert slopes is not None
+    o, lse = attention_decode_reference(
+        tensors["q"],  # type: ignore[arg-type]
+        np.array(tensors["k_cache"]),
+        np.array(tensors["v_cache"]),
+        cache_seqlens=np.asarray(case.cache_seqlens),
+        k=tensors["k"],
+        v=tensors["v"],
+        block_table=tensors["block_table"],
+        causal=case.causal,
+        window_size=case.window_size,
+        softcap=case.softcap,
+        alibi_slopes=slopes,
+    )
+    group = case.heads_q // case.heads_kv
+    for b in range(case.batch):
+        q = np.swapaxes(tensors["q"][b].astype(np.float64), 0, 1)  # type: ignore[union-attr]
+        k = np.repeat(np.swapaxes(keys[b], 0, 1), group, axis=0)
+        v = np.repeat(np.swapaxes(values[b], 0, 1), group, axis=0)
+        want_o, want_lse = attention_reference(
+            q, k, v, causal=case.causal, accum_dtype=np.float64, window_size=case.window_size,
+            softcap=case.softcap, alibi_slopes=slopes if slopes.ndim == 1 else slopes[b],
+        )  # fmt: skip
+        np.testing.assert_allclose(np.swapaxes(o[b], 0, 1), want_o, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(lse[b], want_lse, rtol=1e-12, atol=1e-12)
+
+
+def test_alibi_bias_is_minus_slope_times_distance_from_the_diagonal() -> None:
+    # One query, 4 keys, cache length 4: the diagonal is key 3; head 1's slope is 0.5.
+    q = np.zeros((1, 1, 2, 16))
+    cache = np.zeros((1, 4, 1, 16))
+    _, lse = attention_decode_reference(
+        q, cache, cache.copy(), cache_seqlens=np.array([4]), alibi_slopes=np.array([0.0, 0.5])
+    )
+    np.testing.assert_allclose(lse[0, 0, 0], np.log(4.0), rtol=1e-12)
+    np.testing.assert_allclose(lse[0, 1, 0], np.log(np.exp(-0.5 * np.arange(4)).sum()), rtol=1e-12)
+
+
 def test_append_writes_new_tokens_at_each_sequence_end_through_the_block_table() -> None:
     case = DecodeCase(
         heads_q=2, heads_kv=2, head_dim=16, cache_seqlens=(15, 3), seq_new=3, page_size=16
