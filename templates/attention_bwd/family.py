@@ -8,7 +8,12 @@ from typing import Any
 
 from templates.attention.family import default_scale
 from templates.attention_bwd import space
-from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
+from templates.family import (
+    ParamField,
+    SpaceFamily,
+    checked_pointers,
+    params_structure,
+)
 from tessera_core.types import Problem, TileConfig
 
 PARAMS_FIELDS: tuple[ParamField, ...] = (
@@ -49,7 +54,7 @@ POINTER_ALIGN_BYTES = {
 }
 
 
-class AttentionBackwardFamily:
+class AttentionBackwardFamily(SpaceFamily):
     """FlashAttention-2's backward with the forward's variants (GQA, windows, softcap, ALiBi,
     layouts bhsd and bshd, head_dim any multiple of 8 the space admits).
 
@@ -61,6 +66,7 @@ class AttentionBackwardFamily:
     op = "attention_bwd"
     kernel_name = "tessera_attention_bwd"
     template_path = "attention_bwd/attention_bwd.cu.j2"
+    tiles = space  # grid, smem_bytes, default_config (SpaceFamily); before the rebinding
     space = space.SPACE
     params_fields = PARAMS_FIELDS
     params_type = params_structure("AttentionBackwardParams", PARAMS_FIELDS)
@@ -94,20 +100,6 @@ class AttentionBackwardFamily:
             "floats_offset_bytes": space.floats_offset_bytes(problem, config),
             "smem_bytes": self.smem_bytes(problem, config),
         }
-
-    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """Grid (KV blocks [+ query blocks], heads, batch); num_warps warps per block."""
-        return LaunchGeometry(
-            grid=space.grid(problem, config),
-            block=(config.num_threads, 1, 1),
-            smem_bytes=self.smem_bytes(problem, config),
-        )
-
-    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
-        return space.smem_bytes(problem, config)
-
-    def default_config(self, problem: Problem, arch: str) -> TileConfig:
-        return space.default_config(problem, arch)
 
     def make_params(
         self, problem: Problem, *, pointers: Mapping[str, int], scale: float | None = None

@@ -9,7 +9,12 @@ from typing import Any
 
 from templates.attention.family import default_scale
 from templates.attention_decode import space
-from templates.family import LaunchGeometry, ParamField, checked_pointers, params_structure
+from templates.family import (
+    ParamField,
+    SpaceFamily,
+    checked_pointers,
+    params_structure,
+)
 from tessera_core.hardware import ceil_div
 from tessera_core.types import Problem, TileConfig
 
@@ -87,13 +92,14 @@ class DecodeRun:
     softcap: float = 0.0  # 0: no cap
 
 
-class AttentionDecodeFamily:
+class AttentionDecodeFamily(SpaceFamily):
     """Split-KV decoding against a paged or contiguous KV cache (flash_attn_with_kvcache)."""
 
     name = "attention_decode"
     op = "attention_decode"
     kernel_name = "tessera_attention_decode"
     template_path = "attention_decode/attention_decode.cu.j2"
+    tiles = space  # grid, smem_bytes, default_config (SpaceFamily); before the rebinding
     space = space.SPACE
     params_fields = PARAMS_FIELDS
     params_type = params_structure("AttentionDecodeParams", PARAMS_FIELDS)
@@ -124,20 +130,6 @@ class AttentionDecodeFamily:
             "kv_region_bytes": max(kv_stages, space.reduction_bytes(p, config)),
             "smem_bytes": self.smem_bytes(problem, config),
         }
-
-    def launch_geometry(self, problem: Problem, config: TileConfig) -> LaunchGeometry:
-        """Grid (num_splits, heads_kv x row blocks, batch); num_warps warps per block."""
-        return LaunchGeometry(
-            grid=space.grid(problem, config),
-            block=(config.num_threads, 1, 1),
-            smem_bytes=self.smem_bytes(problem, config),
-        )
-
-    def smem_bytes(self, problem: Problem, config: TileConfig) -> int:
-        return space.smem_bytes(problem, config)
-
-    def default_config(self, problem: Problem, arch: str) -> TileConfig:
-        return space.default_config(problem, arch)
 
     def make_params(
         self,
