@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import ml_dtypes
 import numpy as np
 
-from generator.emulator import EmulatedRun, _render, run_rendered
+from generator.emulator import EmulatedRun, render_problem, run_rendered
 from templates.attention_sm90.fp8 import transpose_v
 from tessera_core.types import FP8_DTYPE, AttentionProblem, TileConfig
 
@@ -40,7 +40,7 @@ def run_attention_fp8_problem(
     """attention_sm90 on e4m3 q, k, v [B,H,S,128] (outputs o bf16 [B,H,Sq,128], lse f32)."""
     if problem.dtype != FP8_DTYPE:
         raise ValueError(f"problem.dtype={problem.dtype!r}: expected {FP8_DTYPE!r}")
-    rendered = _render(problem, config, specialized=specialized, arch=arch)
+    rendered = render_problem(problem, config, specialized=specialized, arch=arch)
     b, h, sq, d = problem.batch, problem.heads, problem.seq_q, problem.head_dim
     inputs = {
         "q": fp8_bits("q", q),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generator.emulator import NUMPY_DTYPES, EmulatedRun, _render, dtype_name, run_rendered
+from generator.emulator import NUMPY_DTYPES, EmulatedRun, dtype_name, render_problem, run_rendered
 from generator.render import RenderedKernel
 from templates.attention_decode import space
 from templates.attention_decode.launch import (
@@ -93,7 +93,7 @@ def run_attention_decode_problem(
     `num_splits` > 0 overrides the configuration's split count (the binary does not depend on
     it); causal is window right 0, as in FlashAttention-2.
     """
-    rendered = _render(problem, config, specialized=specialized, arch=arch)
+    rendered = render_problem(problem, config, specialized=specialized, arch=arch)
     return run_rendered_decode(
         rendered, tensors, scale=scale, window_size=window_size, softcap=softcap,
         num_splits=num_splits,

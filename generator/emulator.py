@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from tessera_core.errors import EmulatorError, InvalidConfigError
 from tessera_core.types import (
     GEMM_LAYOUTS,
     AlibiForm,
-    AttentionBackwardProblem,
     AttentionProblem,
     DType,
     GemmLayout,
@@ -302,7 +300,7 @@ def gemm_problem(
     return GemmProblem(m, n, k, dtype=dtype, layout=layout, out_dtype=out_dtype)
 
 
-def _render(
+def render_problem(
     problem: Problem,
     config: TileConfig | Mapping[str, int] | None,
     *,
@@ -333,14 +331,14 @@ def run_attention_problem(
     a varlen problem takes `cu_seqlens` (cu_seqlens_q, cu_seqlens_k), int32 [batch + 1]."""
     from templates.attention.family import ALIBI_POINTER, CU_SEQLENS, tensor_shapes
 
-    rendered = _render(problem, config, specialized=specialized, arch=arch)
-    inputs = {"q": _c(q), "k": _c(k), "v": _c(v)}
+    rendered = render_problem(problem, config, specialized=specialized, arch=arch)
+    inputs = {"q": contiguous(q), "k": contiguous(k), "v": contiguous(v)}
     totals = None
     if problem.varlen:
         if cu_seqlens is None:
             raise ValueError("a varlen problem needs cu_seqlens=(cu_seqlens_q, cu_seqlens_k)")
         for name, cu in zip(CU_SEQLENS, cu_seqlens, strict=True):
-            inputs[name] = _c(np.asarray(cu, dtype=np.int32))
+            inputs[name] = contiguous(np.asarray(cu, dtype=np.int32))
         totals = (q.shape[0], k.shape[0])
     shapes = tensor_shapes(problem, totals=totals)
     if ALIBI_POINTER in shapes:
@@ -350,7 +348,7 @@ def run_attention_problem(
                 f"alibi_slopes: expected float32 of shape {shapes[ALIBI_POINTER]} for "
                 f"alibi={problem.alibi!r}, got {got}"
             )
-        inputs[ALIBI_POINTER] = _c(np.asarray(alibi_slopes, dtype=np.float32))
+        inputs[ALIBI_POINTER] = contiguous(np.asarray(alibi_slopes, dtype=np.float32))
     return run_rendered(
         rendered,
         inputs=inputs,
@@ -438,115 +436,6 @@ def run_attention_varlen(
     return run.outputs["o"], run.outputs["lse"]
 
 
-def run_attention_backward_problem(
-    problem: AttentionBackwardProblem,
-    tensors: Mapping[str, np.ndarray],
-    *,
-    scale: float | None = None,
-    config: TileConfig | Mapping[str, int] | None = None,
-    specialized: bool = False,
-    arch: str | None = None,
-) -> EmulatedRun:
-    """Render the attention backward kernel for `problem` and run it (outputs dq, dk, dv).
-
-    `tensors` holds q, k, v, o, do (in the problem's dtype and layout), lse (float32) as the
-    forward produced them, and alibi_slopes (float32) when the problem has ALiBi. dq comes back
-    in float32 and q's shape; dk and dv in the input dtype and k's shape (GQA: heads_kv heads).
-    """
-    rendered = _render(problem, config, specialized=specialized, arch=arch)
-    return run_rendered_backward(rendered, problem, tensors, scale=scale)
-
-
-def run_rendered_backward(
-    rendered: RenderedKernel,
-    problem: AttentionBackwardProblem,
-    tensors: Mapping[str, np.ndarray],
-    *,
-    scale: float | None = None,
-) -> EmulatedRun:
-    """Run an already rendered attention backward kernel (run_attention_backward_problem's
-    tensors and outputs); the planted-defect tests run edited sources through it."""
-    from templates.attention.family import ALIBI_POINTER, tensor_shapes
-    from templates.attention_bwd.space import deterministic
-
-    missing = [n for n in ("q", "k", "v", "o", "lse", "do") if n not in tensors]
-    if missing:
-        raise ValueError(f"attention backward tensors: missing {missing}")
-    q, k = tensors["q"], tensors["k"]
-    inputs = {n: _c(tensors[n]) for n in ("q", "k", "v", "o")}
-    inputs["lse"] = _c(np.asarray(tensors["lse"], dtype=np.float32))
-    inputs["dout"] = _c(tensors["do"])
-    shapes = tensor_shapes(problem)
-    for name in ("q", "k", "v", "o", "do"):
-        expected = shapes["o" if name == "do" else name]
-        if tensors[name].shape != expected:
-            raise ValueError(f"{name} has shape {tensors[name].shape}; expected {expected}")
-    if ALIBI_POINTER in shapes:
-        slopes = tensors.get(ALIBI_POINTER)
-        if slopes is None or np.shape(slopes) != shapes[ALIBI_POINTER]:
-            raise ValueError(
-                f"alibi_slopes: expected float32 of shape {shapes[ALIBI_POINTER]} for "
-                f"alibi={problem.alibi!r}, got {None if slopes is None else np.shape(slopes)}"
-            )
-        inputs[ALIBI_POINTER] = _c(np.asarray(slopes, dtype=np.float32))
-    return run_rendered(
-        rendered,
-        inputs=inputs,
-        outputs={
-            "dq": (q.shape, np.dtype(np.float32)),
-            "dk": (k.shape, k.dtype),
-            "dv": (k.shape, k.dtype),
-        },
-        scale=scale,
-        accumulators=() if deterministic(rendered.config) else ("dq",),
-    )
-
-
-def run_attention_backward(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    o: np.ndarray,
-    lse: np.ndarray,
-    do: np.ndarray,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-    config: TileConfig | Mapping[str, int] | None = None,
-    specialized: bool = False,
-    arch: str | None = None,
-    window_size: tuple[int, int] = (-1, -1),
-    softcap: float = 0.0,
-    alibi_slopes: np.ndarray | None = None,
-    layout: Layout = "bhsd",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Attention backward on the emulator: (dQ like q, dK like k, dV like v), in the input dtype.
-
-    dQ, accumulated in fp32 by the kernel (zeroed first when it adds atomically), is rounded to
-    the input dtype once, here. The variants are the forward's (run_attention); with GQA, dK
-    and dV are summed over each KV head's query heads.
-
-    Raises:
-        InvalidConfigError: `config` is not valid for this problem.
-        EmulatorError: the kernel faulted.
-    """
-    fwd = attention_problem(
-        q, k, v, causal=causal, window_size=window_size, softcap=softcap,
-        alibi_slopes=alibi_slopes, layout=layout,
-    )  # fmt: skip
-    problem = AttentionBackwardProblem(
-        **{field.name: getattr(fwd, field.name) for field in dataclasses.fields(fwd)}
-    )
-    tensors = {"q": q, "k": k, "v": v, "o": o, "lse": lse, "do": do}
-    if alibi_slopes is not None:
-        tensors["alibi_slopes"] = alibi_slopes
-    run = run_attention_backward_problem(
-        problem, tensors, scale=scale, config=config, specialized=specialized, arch=arch
-    )
-    dq = run.outputs["dq"].astype(q.dtype)
-    return dq, run.outputs["dk"], run.outputs["dv"]
-
-
 def run_gemm_problem(
     problem: GemmProblem,
     a: np.ndarray,
@@ -563,14 +452,14 @@ def run_gemm_problem(
     ([N,K], as cuBLASLt's FP8 GEMMs take it); `scale` (the per-tensor descales' product,
     scale_a * scale_b) multiplies the fp32 accumulators before the output rounding.
     """
-    rendered = _render(problem, config, specialized=specialized, arch=arch)
+    rendered = render_problem(problem, config, specialized=specialized, arch=arch)
     codes = problem.dtype == "e4m3"
     a_in = a.view(np.uint8) if codes else a
     b_in = np.ascontiguousarray(b.view(np.uint8).T) if codes else b
     out = NUMPY_DTYPES[problem.output_dtype]
     return run_rendered(
         rendered,
-        inputs={"a": _c(a_in), "b": _c(b_in)},
+        inputs={"a": contiguous(a_in), "b": contiguous(b_in)},
         outputs={"c": ((problem.m, problem.n), out)},
         scale=scale,
     )
@@ -600,5 +489,5 @@ def run_gemm(
     ).outputs["c"]
 
 
-def _c(array: np.ndarray) -> np.ndarray:
+def contiguous(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)

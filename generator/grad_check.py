@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from generator import emulator
+from generator import emulate_backward, emulator
 from templates.attention.family import ALIBI_POINTER, tensor_shapes
 from templates.attention.reference import attention_reference
 from templates.attention_bwd.reference import attention_bwd_reference
@@ -93,7 +93,7 @@ def emulated_errors(
 ) -> dict[str, float]:
     """Run the kernel for `config` on fresh inputs; its gradients' errors in units of u."""
     inputs = backward_inputs(problem, seed)
-    run = emulator.run_attention_backward_problem(
+    run = emulate_backward.run_attention_backward_problem(
         problem, inputs, config=config, specialized=specialized, arch=arch
     )
     return grad_errors_ulps(problem, run.outputs, reference_grads(problem, inputs))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from generator import attention_args, emulator, toolchain
+from generator import attention_args, emulate_backward, emulator, toolchain
 from templates.registry import get_family
 from tessera_core import config as knobs
 from tessera_core.cli import ArgumentParser, check_writable_dir, int_at_least, run_cli, seed_int
@@ -252,7 +252,7 @@ def verify_config(
 
             run = verify_run(problem, inputs, config=config, specialized=specialized, arch=arch)
         elif isinstance(problem, AttentionBackwardProblem):
-            run = emulator.run_attention_backward_problem(
+            run = emulate_backward.run_attention_backward_problem(
                 problem, inputs, config=config, specialized=specialized, arch=arch
             )
         elif isinstance(problem, AttentionProblem):

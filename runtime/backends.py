@@ -122,7 +122,7 @@ class EmulatedKernel:
     def run(
         self, inputs: tuple[Any, ...], *, causal: bool, scale: float | None, variant: Variant = ()
     ) -> tuple[Any, Any]:
-        from generator import emulator
+        from generator import emulate_backward, emulator
 
         config = self.config.to_dict() if self.config is not None else None
         if self.problem.op == "attention" and dict(variant).get("varlen"):
@@ -161,7 +161,7 @@ class EmulatedKernel:
             return self._run_decode(inputs, causal=causal, scale=scale)
         if self.problem.op == "attention_bwd":
             q, k, v, o, lse, do = inputs[:6]
-            grads = emulator.run_attention_backward(
+            grads = emulate_backward.run_attention_backward(
                 q, k, v, o, lse, do, causal=causal, scale=scale, config=config,
                 specialized=self._specialized, arch=self.arch,
                 alibi_slopes=inputs[6] if len(inputs) > 6 else None, **attention_options(variant),

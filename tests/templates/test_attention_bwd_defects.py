@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from generator import emulator
+from generator import emulate_backward
 from generator.grad_check import GRAD_TOL_ULPS, backward_inputs, grad_errors_ulps, reference_grads
 from generator.render import render
 from templates.attention_bwd import space
@@ -65,7 +65,7 @@ def _worst_error(
         source = source.replace(old, new)
     rendered = dataclasses.replace(rendered, source=source)
     inputs = backward_inputs(problem, seed=4)
-    run = emulator.run_rendered_backward(rendered, problem, inputs)
+    run = emulate_backward.run_rendered_backward(rendered, problem, inputs)
     errors = grad_errors_ulps(problem, run.outputs, reference_grads(problem, inputs))
     return max(errors.values())
 

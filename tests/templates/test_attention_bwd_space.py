@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from generator import emulator
+from generator import emulate_backward
 from templates.attention_bwd import space
 from templates.attention_bwd.family import POINTER_NAMES
 from templates.registry import ALL_FAMILY_NAMES, FAMILY_NAMES, get_family
@@ -87,7 +87,7 @@ def test_params_name_missing_and_misaligned_tensors() -> None:
 def test_the_emulator_names_missing_tensors() -> None:
     q = np.zeros((1, 2, 65, 64), np.float16)
     with pytest.raises(ValueError, match=r"missing \['lse', 'do'\]"):
-        emulator.run_attention_backward_problem(PROBLEM, {"q": q, "k": q, "v": q, "o": q})
+        emulate_backward.run_attention_backward_problem(PROBLEM, {"q": q, "k": q, "v": q, "o": q})
 
 
 def test_the_wide_deterministic_tile_is_admitted_above_the_estimate_by_name_only() -> None:

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from generator import emulator
+from generator import emulate_backward, emulator
 from generator.grad_check import (
     GRAD_TOL_ULPS,
     UNIT_ROUNDOFF,
@@ -122,7 +122,7 @@ def test_forward_then_backward_on_the_emulator(name: str) -> None:
     assert o_error / np.linalg.norm(inputs["o"].astype(np.float64)) <= 4 * u
     expected = reference_grads(problem, inputs)  # from the float64 forward
     chained = {**inputs, "o": run.outputs["o"], "lse": run.outputs["lse"]}
-    backward = emulator.run_attention_backward_problem(problem, chained, arch=ARCH)
+    backward = emulate_backward.run_attention_backward_problem(problem, chained, arch=ARCH)
     errors = grad_errors_ulps(problem, backward.outputs, expected)
     assert all(err <= GRAD_TOL_ULPS for err in errors.values()), errors
 
@@ -130,7 +130,7 @@ def test_forward_then_backward_on_the_emulator(name: str) -> None:
 def test_gqa_gradients_come_back_in_the_kv_heads_shape() -> None:
     problem = VARIANTS["bshd"]
     inputs = backward_inputs(problem, seed=1)
-    dq, dk, dv = emulator.run_attention_backward(
+    dq, dk, dv = emulate_backward.run_attention_backward(
         inputs["q"], inputs["k"], inputs["v"], inputs["o"], inputs["lse"], inputs["do"],
         layout="bshd", arch=ARCH,
     )  # fmt: skip
@@ -146,7 +146,7 @@ def test_a_window_that_hides_whole_key_tiles_leaves_their_gradients_zero() -> No
     # Keys 0..39 are left of every row's window (row 0 sees keys 54 - 10 = 44 .. 54).
     problem = _problem(window_left=10, window_right=0)
     inputs = backward_inputs(problem, seed=3)
-    run = emulator.run_attention_backward_problem(
+    run = emulate_backward.run_attention_backward_problem(
         problem, inputs, config=space.tile(32, 32, 2, 2, 0), arch=ARCH
     )
     assert not np.any(run.outputs["dk"][:, :, :40].astype(np.float32))
