@@ -116,7 +116,9 @@ def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-INITIAL_DESIGNS = ("maximin", "random")
+INITIAL_DESIGNS = ("maximin", "random", "mixed")
+ACQUISITIONS = ("ei", "multi", "ts", "hedge")
+SURROGATES = ("gp", "forest")
 Model = Literal["gp", "tpe"]
 MODELS: tuple[Model, ...] = ("gp", "tpe")
 
@@ -133,7 +135,9 @@ class StrategySettings:
     alignment_feature: bool = True  # gp: a power-of-two column per mixed integer parameter
     y_cap_quantile: float = 1.0  # gp: flatten log times above this quantile (1.0: none)
     candidate_pool: int = 2000  # gp: score this many random free points per step (0: all)
-    acquisition: str = "ei"  # gp: "ei", or "multi" (EI, PI and LCB in turn: a portfolio)
+    acquisition: str = "ei"  # gp: one of ACQUISITIONS (autotune.proposal)
+    surrogate: str = "gp"  # gp: "gp" (Gaussian process) or "forest" (random forest)
+    length_prior: bool = False  # gp: length scales by MAP under a dimension-scaled prior
     local_every: int = 0  # gp: every k-th proposal is the best neighbour of the best (0: never)
     startup_fraction: float = 0.2  # tpe: uniform valid samples before TPE, fraction of budget...
     min_startup: int = 4  # ...but at least this many
@@ -144,8 +148,14 @@ class StrategySettings:
     exhaustive_when_covered: bool = True
 
     def __post_init__(self) -> None:
-        if self.acquisition not in ("ei", "multi"):
-            raise ValueError(f"acquisition={self.acquisition!r}: expected ei or multi")
+        if self.acquisition not in ACQUISITIONS:
+            raise ValueError(
+                f"acquisition={self.acquisition!r}: expected one of {', '.join(ACQUISITIONS)}"
+            )
+        if self.surrogate not in SURROGATES:
+            raise ValueError(
+                f"surrogate={self.surrogate!r}: expected one of {', '.join(SURROGATES)}"
+            )
         if self.initial_design not in INITIAL_DESIGNS:
             raise ValueError(
                 f"initial_design={self.initial_design!r}: expected one of "
@@ -291,6 +301,8 @@ class Searcher:
             settings=ProposalSettings(
                 fit_steps=self.settings.gp_fit_steps,
                 acquisition=self.settings.acquisition,
+                surrogate=self.settings.surrogate,
+                length_prior=self.settings.length_prior,
                 local_every=self.settings.local_every,
                 y_cap_quantile=self.settings.y_cap_quantile,
                 candidate_pool=self.settings.candidate_pool,
@@ -383,7 +395,9 @@ class Searcher:
             free_prior = [r for r in self._prior_rows if not self._taken[r]]
             if free_prior:
                 return self._ask_for(free_prior[0])
-            if self.settings.model == "gp" and self.settings.initial_design == "maximin":
+            design = self.settings.initial_design
+            spread = design == "maximin" or (design == "mixed" and 2 * n_taken < self._startup)
+            if self.settings.model == "gp" and spread:
                 return self._ask_for(self._proposer.farthest(self._taken))
             return self._ask_for(next(r for r in self._order if not self._taken[r]))
         if self.settings.model == "gp":
