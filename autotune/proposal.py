@@ -36,6 +36,7 @@ POOL_NEIGHBOURS_OF_BEST = 5
 HEDGE_ARMS = ("ei", "pi", "lcb", "ts")
 HEDGE_ETA = 1.0
 FOREST_TREES = 16
+RESTART_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ class ProposalSettings:
 
     fit_steps: int = 15
     acquisition: str = "ei"  # "ei", "multi" (EI, PI, LCB in turn), "ts", or "hedge"
-    surrogate: str = "gp"  # "gp" (autotune.surrogate) or "forest" (autotune.forest)
+    surrogate: str = "gp"  # "gp" (autotune.surrogate), "forest" (autotune.forest) or "both"
+    # ("both": the forest on odd steps, the GP on even ones: a portfolio of two models)
     length_prior: bool = False  # gp: MAP with a dimension-scaled length-scale prior
+    fit_restarts: int = 0  # gp: every RESTART_EVERY steps, this many random restarts
     local_every: int = 0  # every k-th proposal: best neighbour of the best (0: never)
     y_cap_quantile: float = 1.0  # flatten log times above this quantile (1.0: no cap)
     candidate_pool: int = 0  # score at most this many random free points (0: all)
@@ -72,7 +75,7 @@ class Proposer:
             features.shape[1], fit_steps=4 * settings.fit_steps, length_prior=settings.length_prior
         )
         self.forest: RandomForest | None = None
-        if settings.surrogate == "forest":
+        if settings.surrogate in ("forest", "both"):
             self.forest = RandomForest(trees=FOREST_TREES, seed=int(rng.integers(2**31)))
         self.hedge_gain = np.zeros(len(HEDGE_ARMS))
         self.hedge_nominees: list[int] = []
@@ -102,12 +105,17 @@ class Proposer:
         if self.settings.y_cap_quantile < 1.0:
             y = np.minimum(y, np.quantile(y, self.settings.y_cap_quantile))
         y = (y - y.mean()) / (y.std() + 1e-12)
-        if self.forest is not None:
+        use_forest = self.forest is not None and (
+            self.settings.surrogate == "forest" or len(rows) % 2 == 1
+        )
+        if self.forest is not None and use_forest:
             self.forest.fit(self.features[list(rows)], y)
             predict = self.forest.predict
         else:
             self.gp.fit(self.features[list(rows)], y)
             self.gp.fit_steps = self.settings.fit_steps
+            if self.settings.fit_restarts and len(rows) % RESTART_EVERY == 0:
+                self.gp.restart(self.features[list(rows)], y, self.settings.fit_restarts, self.rng)
             predict = self.gp.predict
         free = self._candidates(rows, y, taken)
         turn = self.settings.acquisition

@@ -67,13 +67,14 @@ import numpy as np
 
 from autotune.recorded import RecordedSpace, RecordError, load_space
 from autotune.strategy import Searcher, StrategySettings, Values
+from autotune.strategy_settings import PRESETS, preset_settings
 from tessera_core.cli import ArgumentParser, int_at_least, run_cli
 from tessera_core.config import TUNING_SPACES_DIR, configure_logging
 from tessera_core.errors import UsageError
 
 _REPO = Path(__file__).resolve().parents[1]
 PROG = "python -m autotune.replay"
-STRATEGIES = ("gp", "tpe", "random")
+STRATEGIES = (*PRESETS, "tpe", "random")  # the named GP candidates, TPE and uniform sampling
 WARM_OTHERS = "others"  # --warm-start others: each space's prior is the other spaces' records
 
 
@@ -129,9 +130,12 @@ def run_once(
         rng = np.random.default_rng(seed)
         for row in rng.permutation(len(valid))[:budget]:
             seen(recorded.time_ms(valid[row]))
-    elif strategy in ("gp", "tpe"):
+    elif strategy == "tpe" or strategy in PRESETS:
         base = settings or StrategySettings()
-        settings = StrategySettings(**{**asdict(base), "model": strategy})
+        if strategy == "tpe":
+            settings = StrategySettings(**{**asdict(base), "model": "tpe"})
+        else:
+            settings = preset_settings(strategy, base)
         searcher = Searcher(
             recorded.space, seed=seed, budget=budget, settings=settings, prior=prior
         )
@@ -216,7 +220,7 @@ def _run_task(task: Task) -> tuple[list[float], float]:
 
 def _anytime(strategy: str) -> bool:
     """Whether a run's first n choices do not depend on its budget (one run serves all)."""
-    return strategy in ("gp", "random")
+    return strategy in PRESETS or strategy == "random"
 
 
 def replay(

@@ -105,6 +105,32 @@ class GaussianProcess:
             self._clip()
         self._condition(x, y)
 
+    def restart(self, x: np.ndarray, y: np.ndarray, starts: int, rng: np.random.Generator) -> None:
+        """Multi-start maximum likelihood: Adam from `starts` random hyperparameters (and the
+        current ones), keeping the lowest negative log marginal likelihood, then condition."""
+        best_theta, best_nll = self.theta.copy(), self._nll_or_inf(x, y)
+        for _ in range(starts):
+            other = GaussianProcess(
+                self.dims, 4 * self.fit_steps, self.learning_rate, self.length_prior
+            )
+            other.theta[: self.dims] = rng.uniform(*LOG_LENGTH_BOUNDS, self.dims)
+            other.theta[self.dims] = rng.uniform(*LOG_SIGNAL_BOUNDS)
+            other.fit(x, y)
+            nll = other._nll_or_inf(x, y)
+            if nll < best_nll:
+                best_theta, best_nll = other.theta.copy(), nll
+        if not np.array_equal(best_theta, self.theta):
+            self.theta = best_theta
+            self._adam_m = np.zeros_like(self.theta)
+            self._adam_v = np.zeros_like(self.theta)
+        self._condition(x, y)
+
+    def _nll_or_inf(self, x: np.ndarray, y: np.ndarray) -> float:
+        try:
+            return self._nll_and_grad(x, y)[0]
+        except np.linalg.LinAlgError:
+            return math.inf
+
     def _condition(self, x: np.ndarray, y: np.ndarray) -> None:
         d = self.dims
         noise = math.exp(self.theta[d + 1])

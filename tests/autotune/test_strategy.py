@@ -213,3 +213,25 @@ def test_the_mixed_design_spreads_its_first_half_then_samples_at_random():
     # the random half is not pinned to corners: over a few seeds some point lies inside
     later = [p for seed in range(5) for p in first_four(seed)[2:]]
     assert any(0 < x < 10 and 0 < y < 10 for x, y in later)
+
+
+def test_the_latin_design_covers_every_parameters_strata_once():
+    space = SearchSpace(
+        params=(("x", tuple(range(8))), ("y", tuple(range(8)))), violations=lambda p: []
+    )
+    for seed in range(4):
+        searcher = Searcher(
+            space, seed=seed, budget=30, settings=StrategySettings(initial_design="lhs")
+        )
+        first = []
+        for _ in range(4):
+            candidate = searcher.ask()
+            searcher.tell(candidate, 1.0)
+            first.append(candidate.values)
+        # the design (8 points over 8 choices) takes every choice of each parameter once
+        for _ in range(4):
+            candidate = searcher.ask()
+            searcher.tell(candidate, 1.0)
+            first.append(candidate.values)
+        for axis in (0, 1):
+            assert sorted(p[axis] for p in first) == list(range(8))
