@@ -235,3 +235,36 @@ def test_the_latin_design_covers_every_parameters_strata_once():
             first.append(candidate.values)
         for axis in (0, 1):
             assert sorted(p[axis] for p in first) == list(range(8))
+
+
+def test_named_candidates_override_the_defaults_and_unknown_names_are_refused():
+    from autotune.strategy_settings import PRESETS, preset_settings
+
+    assert preset_settings("gp") == StrategySettings()
+    assert preset_settings("gp-forest").surrogate == "forest"
+    base = StrategySettings(initial_points=6)
+    assert preset_settings("gp-lhs", base).initial_points == 6  # --set values survive
+    assert all(preset_settings(name).model == "gp" for name in PRESETS)
+    with pytest.raises(ValueError, match="strategy='gp-magic'"):
+        preset_settings("gp-magic")
+
+
+def test_likelihood_restarts_never_end_worse_than_the_warm_fit():
+    import numpy as np
+
+    from autotune.surrogate import GaussianProcess
+
+    rng = np.random.default_rng(7)
+    x = rng.random((25, 3))
+    y = np.sin(5 * x[:, 0]) + x[:, 1]
+    y = (y - y.mean()) / y.std()
+    gp = GaussianProcess(3, fit_steps=2)
+    gp.theta[:3] = math.log(0.05)  # a poor start: the shortest length scales allowed
+    gp.fit(x, y)
+    before = gp._nll_or_inf(x, y)
+    gp.fit_steps = 15  # each restart takes 4 x 15 Adam steps, as in the proposer
+    gp.restart(x, y, 3, np.random.default_rng(0))
+    after = gp._nll_or_inf(x, y)
+    assert after < before
+    mean, _ = gp.predict(x)
+    assert np.linalg.norm(mean - y) / np.linalg.norm(y) < 0.2
