@@ -195,11 +195,9 @@ def test_warm_start_records_load_from_spaces_job_output_and_tuning_records(tmp_p
 
 def test_named_candidates_replay_side_by_side(tmp_path: Path, capsys) -> None:
     path = _kernel_tuner_file(tmp_path / "toy.json")
-    rc = main(
-        [str(path), "--budgets", "6", "--seeds", "2", "--json"]
-        + ["--strategies", "gp", "gp-forest", "gp-lhs", "random"]
-    )
+    names = ["gp", "gp-forest", "gp-lhs", "random"]
+    rc = main([str(path), "--budgets", "6", "--seeds", "2", "--json", "--strategies", *names])
     assert rc == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["strategy"] for r in rows] == ["gp", "gp-forest", "gp-lhs", "random"]
+    assert [r["strategy"] for r in rows] == names
     assert all(0.0 < r["mean"] <= 1.0 and r["seeds"] == 2 for r in rows)
