@@ -73,20 +73,21 @@ class StrategySettings:
 
 # Named candidates: overrides of the default StrategySettings (docs/search-candidates.md).
 PRESETS: dict[str, dict[str, Any]] = {
-    "gp": {},  # the default
+    "gp": {},  # the default: GP on log + power-of-two features, maximin start of 8, EI
     "gp-index5": {  # the first GP default: index features, 5 uniform starts
         "log_features": False,
         "alignment_feature": False,
         "initial_points": 5,
         "initial_design": "random",
     },
+    "gp-restarts": {"fit_restarts": 2},
     "gp-forest": {"surrogate": "forest"},
     "gp-both": {"surrogate": "both"},
+    "gp-both-restarts": {"surrogate": "both", "fit_restarts": 2},
     "gp-mixed": {"initial_design": "mixed"},
     "gp-lhs": {"initial_design": "lhs"},
     "gp-start5": {"initial_points": 5},
     "gp-prior": {"length_prior": True},
-    "gp-restarts": {"fit_restarts": 2},
     "gp-hedge": {"acquisition": "hedge"},
     "gp-ts": {"acquisition": "ts"},
     "gp-multi": {"acquisition": "multi"},
