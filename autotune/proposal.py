@@ -18,11 +18,12 @@ and quick replay experiments share one implementation. What each knob does and w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from autotune.forest import RandomForest
 from autotune.surrogate import (
     GaussianProcess,
     expected_improvement,
@@ -32,6 +33,10 @@ from autotune.surrogate import (
 
 # Observations whose neighbourhoods join the candidate pool.
 POOL_NEIGHBOURS_OF_BEST = 5
+HEDGE_ARMS = ("ei", "pi", "lcb", "ts")
+HEDGE_ETA = 1.0
+FOREST_TREES = 16
+RESTART_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,11 @@ class ProposalSettings:
     """The GP proposal's tunables (a subset of autotune.strategy.StrategySettings)."""
 
     fit_steps: int = 15
-    acquisition: str = "ei"  # "ei", or "multi" (EI, PI and LCB in turn)
+    acquisition: str = "ei"  # "ei", "multi" (EI, PI, LCB in turn), "ts", or "hedge"
+    surrogate: str = "gp"  # "gp" (autotune.surrogate), "forest" (autotune.forest) or "both"
+    # ("both": the forest on odd steps, the GP on even ones: a portfolio of two models)
+    length_prior: bool = False  # gp: MAP with a dimension-scaled length-scale prior
+    fit_restarts: int = 0  # gp: every RESTART_EVERY steps, this many random restarts
     local_every: int = 0  # every k-th proposal: best neighbour of the best (0: never)
     y_cap_quantile: float = 1.0  # flatten log times above this quantile (1.0: no cap)
     candidate_pool: int = 0  # score at most this many random free points (0: all)
@@ -62,7 +71,14 @@ class Proposer:
         self.grid = grid
         self.settings = settings
         self.rng = rng
-        self.gp = GaussianProcess(features.shape[1], fit_steps=4 * settings.fit_steps)
+        self.gp = GaussianProcess(
+            features.shape[1], fit_steps=4 * settings.fit_steps, length_prior=settings.length_prior
+        )
+        self.forest: RandomForest | None = None
+        if settings.surrogate in ("forest", "both"):
+            self.forest = RandomForest(trees=FOREST_TREES, seed=int(rng.integers(2**31)))
+        self.hedge_gain = np.zeros(len(HEDGE_ARMS))
+        self.hedge_nominees: list[int] = []
 
     def farthest(self, taken: np.ndarray) -> int:
         """The free row farthest from every taken one (a random free row if none is taken)."""
@@ -89,11 +105,21 @@ class Proposer:
         if self.settings.y_cap_quantile < 1.0:
             y = np.minimum(y, np.quantile(y, self.settings.y_cap_quantile))
         y = (y - y.mean()) / (y.std() + 1e-12)
-        self.gp.fit(self.features[list(rows)], y)
-        self.gp.fit_steps = self.settings.fit_steps
+        use_forest = self.forest is not None and (
+            self.settings.surrogate == "forest" or len(rows) % 2 == 1
+        )
+        if self.forest is not None and use_forest:
+            self.forest.fit(self.features[list(rows)], y)
+            predict = self.forest.predict
+        else:
+            self.gp.fit(self.features[list(rows)], y)
+            self.gp.fit_steps = self.settings.fit_steps
+            if self.settings.fit_restarts and len(rows) % RESTART_EVERY == 0:
+                self.gp.restart(self.features[list(rows)], y, self.settings.fit_restarts, self.rng)
+            predict = self.gp.predict
         free = self._candidates(rows, y, taken)
-        turn = "ei"
-        if self.settings.acquisition == "multi":
+        turn = self.settings.acquisition
+        if turn == "multi":
             turn = ("ei", "pi", "lcb")[len(rows) % 3]
         every = self.settings.local_every
         if every > 0 and len(rows) % every == 0:
@@ -103,17 +129,43 @@ class Proposer:
             near = free[steps == 1]
             if len(near):
                 free, turn = near, "mean"
-        mean, std = self.gp.predict(self.features[free])
+        mean, std = predict(self.features[free])
+        if turn == "hedge":
+            return self._hedge(free, mean, std, float(y.min()), predict)
+        return int(free[int(np.argmax(self._score(turn, mean, std, float(y.min()))))])
+
+    def _score(self, turn: str, mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
         if turn == "mean":
             score = -mean
         elif turn == "pi":
-            score = probability_of_improvement(mean, std, float(y.min()))
+            score = probability_of_improvement(mean, std, best)
         elif turn == "lcb":
             score = lower_confidence_bound(mean, std)
+        elif turn == "ts":  # Thompson sampling from each point's marginal
+            score = -(mean + std * self.rng.standard_normal(len(mean)))
         else:
-            score = expected_improvement(mean, std, float(y.min()))
-        score = score + self.rng.random(len(free)) * 1e-12  # seeded tie-break
-        return int(free[int(np.argmax(score))])
+            score = expected_improvement(mean, std, best)
+        return score + self.rng.random(len(mean)) * 1e-12  # seeded tie-break
+
+    def _hedge(
+        self,
+        free: np.ndarray,
+        mean: np.ndarray,
+        std: np.ndarray,
+        best: float,
+        predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ) -> int:
+        """GP-Hedge (Hoffman et al. 2011): each acquisition nominates a point; one nominee is
+        taken with probability rising with its arm's gain, the model's (negated) prediction
+        at the arm's past nominees."""
+        if self.hedge_nominees:
+            now, _ = predict(self.features[self.hedge_nominees])
+            self.hedge_gain -= now
+        nominees = [int(free[int(np.argmax(self._score(a, mean, std, best)))]) for a in HEDGE_ARMS]
+        weights = np.exp(HEDGE_ETA * (self.hedge_gain - self.hedge_gain.max()))
+        arm = int(self.rng.choice(len(HEDGE_ARMS), p=weights / weights.sum()))
+        self.hedge_nominees = nominees
+        return nominees[arm]
 
     def _candidates(self, rows: Sequence[int], y: np.ndarray, taken: np.ndarray) -> np.ndarray:
         free = np.flatnonzero(~taken)

@@ -9,45 +9,13 @@ with uniform random sampling of the valid set, the baseline of Schoonhoven et al
 2022).
 
 Usage: python -m autotune.replay [SPACE.json[.gz]|SPACE.csv ...] [--budgets 25 100]
-       [--seeds 20] [--strategies gp tpe random] [--warm-start others|FILE] [--jobs N]
-       [--json] [--plot curves.png]
+       [--seeds 20] [--strategies gp gp-forest ... tpe random] [--warm-start others|FILE]
+       [--jobs N] [--json] [--plot curves.png]
 
-Candidates for the default, fraction of the optimum at 25 / 100 evaluations. Developed on
-W6600 and GEMM (10 seeds each; std of one run about 0.1-0.15, so differences under ~0.05 are
-noise), then checked on A4000 and W7800 and on synthetic tile spaces (random smooth log-time
-landscapes over a convolution-like grid with invalid regions and 3% failures; "align" adds a
-penalty for unaligned block sizes). All rows score a candidate pool of 2,000 (autotune.proposal):
-
-| candidate (gp) | conv_W6600 | gemm_RTX_2080_Ti |
-|---|---|---|
-| index features, 5 random starts (the old default) | 0.817 / 0.928 | 0.867 / 0.951 |
-| log features + power-of-two column | 0.778 / 0.946 | 0.867 / 0.951 |
-| index features + power-of-two column | 0.760 / 0.980 | 0.867 / 0.951 |
-| log + power-of-two, maximin design of 8 (default) | 0.831 / 0.959 | 0.908 / 0.979 |
-| log + power-of-two, maximin 12 | 0.793 / 0.932 | 0.886 / 0.966 |
-| index + power-of-two, maximin 8 | 0.786 / 0.930 | 0.908 / 0.979 |
-| default + log times capped at their median | 0.809 / 0.884 | 0.889 / 0.977 |
-| log + power-of-two, trust region (radius 2 after 30) | 0.778 / 0.901 | 0.867 / 0.964 |
-
-The default over 20 seeds (the done-when command; previous default in brackets): A4000
-0.719 / 0.948 (0.788 / 0.940), W6600 0.847 / 0.925 (0.814 / 0.902), W7800 0.773 / 0.950
-(0.774 / 0.894), GEMM 0.903 / 0.979 (0.849 / 0.969): better at 100 everywhere, not yet at
-0.85 / 0.95 everywhere, and below random at 25 on A4000 (random 0.735).
-
-Hold-out check of the default (8 seeds) against the old default (20 seeds): A4000 0.749 /
-0.931 (old 0.788 / 0.940), W7800 0.818 / 0.950 (old 0.774 / 0.894). Synthetic (6-8 seeds):
-smooth-1 0.880 / 0.993 (old 0.838 / 0.987), smooth-4 0.689 / 0.962, align-3 0.866 / 0.980
-(random starts with the same features 0.902 / 0.986), align-2 0.549 / 0.957 (old 0.774 /
-0.957; random starts with the same features 0.726 / 1.000): on landscapes whose optimum lies
-inside the grid the maximin design, which favours corners and edges, costs at 25 evaluations;
-on the recorded spaces, whose optima sit on edges (block_size_y 1, tile_size_y 4), it helps.
-Earlier candidates (6 seeds, no pool): gp local_every=3 A4000 0.735 / 0.963, W6600 0.744 /
-0.885, W7800 0.804 / 0.954, GEMM 0.828 / 0.967; gp multi (EI/PI/LCB in turn) 0.737 / 0.916,
-0.758 / 0.913, 0.775 / 0.885, 0.895 / 0.978; TPE A4000 0.781 / 0.926 (50 seeds).
-
-Warm start (`--warm-start others`: each convolution space seeded with the ranking measured on
-the other two GPUs; 6 seeds; measured with the previous default, 5 starts from the prior):
-A4000 0.996 / 0.998, W6600 0.990 / 0.990, W7800 0.908 / 0.954.
+`--strategies` takes the named candidates of autotune.strategy_settings.PRESETS ("gp" is the
+default), "tpe" and "random"; `--set NAME=VALUE` overrides one StrategySettings field. Every
+candidate's table (shared spaces, held-out spaces, warm start) is in
+docs/search-candidates.md, with the reasons for the default.
 """
 
 from __future__ import annotations
@@ -67,13 +35,14 @@ import numpy as np
 
 from autotune.recorded import RecordedSpace, RecordError, load_space
 from autotune.strategy import Searcher, StrategySettings, Values
+from autotune.strategy_settings import PRESETS, preset_settings
 from tessera_core.cli import ArgumentParser, int_at_least, run_cli
 from tessera_core.config import TUNING_SPACES_DIR, configure_logging
 from tessera_core.errors import UsageError
 
 _REPO = Path(__file__).resolve().parents[1]
 PROG = "python -m autotune.replay"
-STRATEGIES = ("gp", "tpe", "random")
+STRATEGIES = (*PRESETS, "tpe", "random")  # the named GP candidates, TPE and uniform sampling
 WARM_OTHERS = "others"  # --warm-start others: each space's prior is the other spaces' records
 
 
@@ -129,9 +98,12 @@ def run_once(
         rng = np.random.default_rng(seed)
         for row in rng.permutation(len(valid))[:budget]:
             seen(recorded.time_ms(valid[row]))
-    elif strategy in ("gp", "tpe"):
+    elif strategy == "tpe" or strategy in PRESETS:
         base = settings or StrategySettings()
-        settings = StrategySettings(**{**asdict(base), "model": strategy})
+        if strategy == "tpe":
+            settings = StrategySettings(**{**asdict(base), "model": "tpe"})
+        else:
+            settings = preset_settings(strategy, base)
         searcher = Searcher(
             recorded.space, seed=seed, budget=budget, settings=settings, prior=prior
         )
@@ -216,7 +188,7 @@ def _run_task(task: Task) -> tuple[list[float], float]:
 
 def _anytime(strategy: str) -> bool:
     """Whether a run's first n choices do not depend on its budget (one run serves all)."""
-    return strategy in ("gp", "random")
+    return strategy in PRESETS or strategy == "random"
 
 
 def replay(

@@ -26,6 +26,8 @@ LOG_LENGTH_BOUNDS = (math.log(0.05), math.log(20.0))
 LOG_NOISE_BOUNDS = (math.log(1e-6), 0.0)
 LOG_SIGNAL_BOUNDS = (math.log(0.05), math.log(20.0))
 JITTER = 1e-8
+LENGTH_PRIOR_MU = math.sqrt(2.0)
+LENGTH_PRIOR_STD = math.sqrt(3.0)
 
 
 def _matern52(r: np.ndarray) -> np.ndarray:
@@ -39,6 +41,10 @@ class GaussianProcess:
     dims: int
     fit_steps: int = 60
     learning_rate: float = 0.08
+    # MAP instead of maximum likelihood: log length scales ~ N(mean, std^2) with the
+    # dimension-scaled prior of Hvarfner et al. (ICML 2024), mean sqrt(2) + log(d) / 2 and
+    # std sqrt(3), so few observations in many dimensions favour smooth models.
+    length_prior: bool = False
 
     def __post_init__(self) -> None:
         # log length scales (d), log signal variance, log noise variance
@@ -65,9 +71,10 @@ class GaussianProcess:
         k = signal * _matern52(r)
         kn = k + (noise + JITTER) * np.eye(n)
         chol = np.linalg.cholesky(kn)
-        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+        chol_inv = np.linalg.inv(chol)  # one inversion serves alpha and K^-1
+        inv = chol_inv.T @ chol_inv
+        alpha = inv @ y
         nll = 0.5 * y @ alpha + np.log(np.diag(chol)).sum() + 0.5 * n * math.log(2 * math.pi)
-        inv = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(n)))
         w = inv - np.outer(alpha, alpha)  # dNLL/dK = 0.5 * w
         # dk/d(log l_j) = signal * 5/3 * (1 + sqrt5 r) exp(-sqrt5 r) * diff2_j
         common = signal * 5.0 / 3.0 * (1.0 + SQRT5 * r) * np.exp(-SQRT5 * r)
@@ -75,6 +82,10 @@ class GaussianProcess:
         grad[:d] = 0.5 * np.einsum("ij,ijk->k", w * common, diff2)
         grad[d] = 0.5 * np.sum(w * k)
         grad[d + 1] = 0.5 * noise * np.trace(w)
+        if self.length_prior:
+            mu, var = LENGTH_PRIOR_MU + 0.5 * math.log(d), LENGTH_PRIOR_STD**2
+            nll += float(((self.theta[:d] - mu) ** 2).sum() / (2 * var))
+            grad[:d] += (self.theta[:d] - mu) / var
         return float(nll), grad
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -93,6 +104,32 @@ class GaussianProcess:
             self.theta -= self.learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)
             self._clip()
         self._condition(x, y)
+
+    def restart(self, x: np.ndarray, y: np.ndarray, starts: int, rng: np.random.Generator) -> None:
+        """Multi-start maximum likelihood: Adam from `starts` random hyperparameters (and the
+        current ones), keeping the lowest negative log marginal likelihood, then condition."""
+        best_theta, best_nll = self.theta.copy(), self._nll_or_inf(x, y)
+        for _ in range(starts):
+            other = GaussianProcess(
+                self.dims, 4 * self.fit_steps, self.learning_rate, self.length_prior
+            )
+            other.theta[: self.dims] = rng.uniform(*LOG_LENGTH_BOUNDS, self.dims)
+            other.theta[self.dims] = rng.uniform(*LOG_SIGNAL_BOUNDS)
+            other.fit(x, y)
+            nll = other._nll_or_inf(x, y)
+            if nll < best_nll:
+                best_theta, best_nll = other.theta.copy(), nll
+        if not np.array_equal(best_theta, self.theta):
+            self.theta = best_theta
+            self._adam_m = np.zeros_like(self.theta)
+            self._adam_v = np.zeros_like(self.theta)
+        self._condition(x, y)
+
+    def _nll_or_inf(self, x: np.ndarray, y: np.ndarray) -> float:
+        try:
+            return self._nll_and_grad(x, y)[0]
+        except np.linalg.LinAlgError:
+            return math.inf
 
     def _condition(self, x: np.ndarray, y: np.ndarray) -> None:
         d = self.dims

@@ -191,3 +191,13 @@ def test_warm_start_records_load_from_spaces_job_output_and_tuning_records(tmp_p
     (tmp_path / "empty.json").write_text("[]")
     with pytest.raises(RecordError, match="no record with a config and a value_ms/time_ms"):
         load_ranking(tmp_path / "empty.json")
+
+
+def test_named_candidates_replay_side_by_side(tmp_path: Path, capsys) -> None:
+    path = _kernel_tuner_file(tmp_path / "toy.json")
+    names = ["gp", "gp-forest", "gp-lhs", "random"]
+    rc = main([str(path), "--budgets", "6", "--seeds", "2", "--json", "--strategies", *names])
+    assert rc == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["strategy"] for r in rows] == names
+    assert all(0.0 < r["mean"] <= 1.0 and r["seeds"] == 2 for r in rows)

@@ -112,6 +112,9 @@ def test_features_are_ordered_positions_or_log_values_and_constants_drop():
             candidate_pool=20,
         ),
         StrategySettings(model="tpe"),
+        StrategySettings(model="gp", surrogate="forest"),
+        StrategySettings(model="gp", acquisition="ts", initial_design="mixed"),
+        StrategySettings(model="gp", acquisition="hedge"),
     ],
 )
 def test_every_model_finds_the_bowls_minimum_without_repeats(settings):
@@ -126,6 +129,8 @@ def test_unknown_settings_are_refused():
         StrategySettings(model="bo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="acquisition='ucb'"):
         StrategySettings(acquisition="ucb")
+    with pytest.raises(ValueError, match="surrogate='svm'"):
+        StrategySettings(surrogate="svm")
 
 
 def test_the_alignment_feature_marks_powers_of_two_of_mixed_integer_parameters():
@@ -185,3 +190,81 @@ def test_bad_design_and_cap_settings_are_refused():
         StrategySettings(initial_design="sobol")
     with pytest.raises(ValueError, match="y_cap_quantile=0"):
         StrategySettings(y_cap_quantile=0)
+
+
+def test_the_mixed_design_spreads_its_first_half_then_samples_at_random():
+    space = SearchSpace(
+        params=(("x", tuple(range(11))), ("y", tuple(range(11)))), violations=lambda p: []
+    )
+    settings = StrategySettings(initial_design="mixed", initial_points=4)
+
+    def first_four(seed: int) -> list[tuple]:
+        searcher = Searcher(space, seed=seed, budget=30, settings=settings)
+        out = []
+        for _ in range(4):
+            candidate = searcher.ask()
+            searcher.tell(candidate, 1.0)
+            out.append(candidate.values)
+        return out
+
+    for seed in range(5):
+        (x0, y0), (x1, y1), *_ = first_four(seed)
+        assert abs(x1 - x0) + abs(y1 - y0) == max(x0, 10 - x0) + max(y0, 10 - y0)
+    # the random half is not pinned to corners: over a few seeds some point lies inside
+    later = [p for seed in range(5) for p in first_four(seed)[2:]]
+    assert any(0 < x < 10 and 0 < y < 10 for x, y in later)
+
+
+def test_the_latin_design_covers_every_parameters_strata_once():
+    space = SearchSpace(
+        params=(("x", tuple(range(8))), ("y", tuple(range(8)))), violations=lambda p: []
+    )
+    for seed in range(4):
+        searcher = Searcher(
+            space, seed=seed, budget=30, settings=StrategySettings(initial_design="lhs")
+        )
+        first = []
+        for _ in range(4):
+            candidate = searcher.ask()
+            searcher.tell(candidate, 1.0)
+            first.append(candidate.values)
+        # the design (8 points over 8 choices) takes every choice of each parameter once
+        for _ in range(4):
+            candidate = searcher.ask()
+            searcher.tell(candidate, 1.0)
+            first.append(candidate.values)
+        for axis in (0, 1):
+            assert sorted(p[axis] for p in first) == list(range(8))
+
+
+def test_named_candidates_override_the_defaults_and_unknown_names_are_refused():
+    from autotune.strategy_settings import PRESETS, preset_settings
+
+    assert preset_settings("gp") == StrategySettings()
+    assert preset_settings("gp-forest").surrogate == "forest"
+    base = StrategySettings(initial_points=6)
+    assert preset_settings("gp-lhs", base).initial_points == 6  # --set values survive
+    assert all(preset_settings(name).model == "gp" for name in PRESETS)
+    with pytest.raises(ValueError, match="strategy='gp-magic'"):
+        preset_settings("gp-magic")
+
+
+def test_likelihood_restarts_never_end_worse_than_the_warm_fit():
+    import numpy as np
+
+    from autotune.surrogate import GaussianProcess
+
+    rng = np.random.default_rng(7)
+    x = rng.random((25, 3))
+    y = np.sin(5 * x[:, 0]) + x[:, 1]
+    y = (y - y.mean()) / y.std()
+    gp = GaussianProcess(3, fit_steps=2)
+    gp.theta[:3] = math.log(0.05)  # a poor start: the shortest length scales allowed
+    gp.fit(x, y)
+    before = gp._nll_or_inf(x, y)
+    gp.fit_steps = 15  # each restart takes 4 x 15 Adam steps, as in the proposer
+    gp.restart(x, y, 3, np.random.default_rng(0))
+    after = gp._nll_or_inf(x, y)
+    assert after < before
+    mean, _ = gp.predict(x)
+    assert np.linalg.norm(mean - y) / np.linalg.norm(y) < 0.2
