@@ -24,6 +24,7 @@ from device_stages import (
     _gemm_tensors,
     _median_ms,
     _tflops,
+    default_and_completed,
 )
 
 from tessera_core.types import AttentionProblem, GemmProblem, Problem, TileConfig
@@ -59,20 +60,10 @@ def _family_and_reason(problem: Problem) -> tuple[str, str | None]:
 
 
 def _configs(problem: Problem) -> list[TileConfig]:
-    from generator.inspect import complete_config
     from templates.registry import family_for
-    from tessera_core.errors import InvalidConfigError
 
-    family = family_for(problem, ARCH)
-    configs = [family.default_config(problem, ARCH)]
-    for partial in GEMM_CONFIGS if isinstance(problem, GemmProblem) else ():
-        try:
-            config, _ = complete_config(family, problem, ARCH, partial)
-        except InvalidConfigError:
-            continue
-        if config not in configs:
-            configs.append(config)
-    return configs
+    partials = GEMM_CONFIGS if isinstance(problem, GemmProblem) else ()
+    return default_and_completed(family_for(problem, ARCH), problem, ARCH, partials)
 
 
 def _compiled_row(problem: Problem, config: TileConfig, arch: str) -> dict[str, Any]:

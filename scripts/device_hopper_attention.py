@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from device_stages import OurKernel, _attention_tensors, _check, _median_ms, _tflops
+from device_stages import (
+    OurKernel,
+    _attention_tensors,
+    _check,
+    _median_ms,
+    _tflops,
+    default_and_completed,
+)
 
 from tessera_core.types import AttentionProblem, TileConfig
 
@@ -33,20 +40,9 @@ CHECK_BATCH, CHECK_HEADS, CHECK_SEQ_Q, CHECK_SEQ_KV = 2, 4, 1000, 1037  # ragged
 
 def configs(problem: AttentionProblem) -> list[TileConfig]:
     """The default of the family serving `problem` on sm_90a, then the alternatives that fit."""
-    from generator.inspect import complete_config
     from templates.registry import family_for
-    from tessera_core.errors import InvalidConfigError
 
-    family = family_for(problem, ARCH)
-    found = [family.default_config(problem, ARCH)]
-    for partial in ALTERNATIVES:
-        try:
-            config, _ = complete_config(family, problem, ARCH, partial)
-        except InvalidConfigError:
-            continue
-        if config not in found:
-            found.append(config)
-    return found
+    return default_and_completed(family_for(problem, ARCH), problem, ARCH, ALTERNATIVES)
 
 
 def _checked(problem: AttentionProblem, config: TileConfig) -> dict[str, Any]:

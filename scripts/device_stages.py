@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,21 +239,29 @@ def _check(problem: Problem, tensors: dict[str, Any]) -> dict[str, Any]:
     return {"rel_err": rel, "lse_abs_err": lse_err, "tolerance": tolerance.rel, "passed": passed}
 
 
-def _configs_to_check(problem: Problem, arch: str) -> list[TileConfig]:
+def default_and_completed(
+    family: Any, problem: Problem, arch: str, partials: Sequence[Mapping[str, int]]
+) -> list[TileConfig]:
+    """`family`'s default for `problem`, then each partial config completed by
+    generator.inspect; a partial that does not fit the problem is left out, duplicates too."""
     from generator.inspect import complete_config
-    from templates.registry import get_family
     from tessera_core.errors import InvalidConfigError
 
-    family = get_family(problem.family)
     configs = [family.default_config(problem, arch)]
-    for partial in EXTRA_CONFIGS:
+    for partial in partials:
         try:
-            config, _ = complete_config(family, problem, arch, partial)
+            config, _ = complete_config(family, problem, arch, dict(partial))
         except InvalidConfigError:
             continue
         if config not in configs:
             configs.append(config)
     return configs
+
+
+def _configs_to_check(problem: Problem, arch: str) -> list[TileConfig]:
+    from templates.registry import get_family
+
+    return default_and_completed(get_family(problem.family), problem, arch, EXTRA_CONFIGS)
 
 
 def stage_correctness(*, work: Path, out: Path, dry_run: bool) -> dict[str, Any]:
