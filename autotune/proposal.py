@@ -80,9 +80,10 @@ class Proposer:
         self.hedge_gain = np.zeros(len(HEDGE_ARMS))
         self.hedge_nominees: list[int] = []
 
-    def farthest(self, taken: np.ndarray) -> int:
-        """The free row farthest from every taken one (a random free row if none is taken)."""
-        free = np.flatnonzero(~taken)
+    def farthest(self, taken: np.ndarray, among: np.ndarray | None = None) -> int:
+        """The free row farthest from every taken one (a random free row if none is taken);
+        `among` (a mask over rows) limits the choice, not the rows it is kept away from."""
+        free = np.flatnonzero(~taken if among is None else ~taken & among)
         if not taken.any():
             return int(self.rng.choice(free))
         chosen = self.features[taken]

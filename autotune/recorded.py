@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.strategy import SearchSpace, Values
+from autotune.search_space import SearchSpace, Values
 
 GZIP_MAGIC = b"\x1f\x8b"
 

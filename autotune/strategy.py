@@ -36,11 +36,9 @@ and 100 evaluations; every table is in docs/search-candidates.md):
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
 import logging
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +49,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from autotune.proposal import ProposalSettings, Proposer
+from autotune.search_space import SearchSpace as SearchSpace
+from autotune.search_space import Values as Values
 from autotune.strategy_settings import MODELS as MODELS
 from autotune.strategy_settings import Model as Model
 from autotune.strategy_settings import StrategySettings as StrategySettings
@@ -59,70 +59,6 @@ from autotune.strategy_settings import StrategySettings as StrategySettings
 # group (TPE uses ranks, not magnitudes); the GP reads it as the slowest time measured.
 PENALTY_VALUE = 1e30
 log = logging.getLogger(__name__)
-
-Values = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Named parameters with ordered choices and a validity rule: whatever a strategy searches."""
-
-    params: tuple[tuple[str, tuple[Any, ...]], ...]
-    violations: Callable[[Mapping[str, Any]], list[str]]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.params)
-
-    def size(self) -> int:
-        return int(np.prod([len(choices) for _, choices in self.params]))
-
-    def as_dict(self, values: Values) -> dict[str, Any]:
-        return dict(zip(self.names, values, strict=True))
-
-    def points(self) -> Iterator[Values]:
-        """Every point of the cartesian product, valid or not, in a stable order."""
-        return itertools.product(*(choices for _, choices in self.params))
-
-    @functools.cached_property
-    def valid_points(self) -> list[Values]:
-        """Every valid point in a stable (cartesian) order (computed once)."""
-        return [values for values in self.points() if not self.violations(self.as_dict(values))]
-
-    def features(
-        self, points: Sequence[Values], *, log_numbers: bool = False, alignment: bool = False
-    ) -> np.ndarray:
-        """Each point as positions among the ordered choices, in [0, 1]; constants dropped.
-
-        log_numbers: a parameter whose choices are all positive numbers is placed by the
-        log of its value instead of its index (16, 32, 48, 64: 48 nearer to 64 than to 16).
-        alignment: an integer parameter whose choices mix powers of two and other numbers
-        gets a second column, 1 for a power of two: on a GPU a block of 32 or 64 threads
-        fills whole warps and aligned transactions while 48 does not, a cliff that no
-        ordering of 32 < 48 < 64 expresses.
-        """
-        columns = []
-        for j, (_, choices) in enumerate(self.params):
-            if len(choices) < 2:
-                continue
-            numeric = all(
-                isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in choices
-            )
-            if log_numbers and numeric:
-                low, high = np.log(min(choices)), np.log(max(choices))
-                columns.append([(np.log(p[j]) - low) / (high - low) for p in points])
-            else:
-                index = {choice: i for i, choice in enumerate(choices)}
-                columns.append([index[p[j]] / (len(choices) - 1) for p in points])
-            if alignment and numeric and all(float(c).is_integer() for c in choices):
-                aligned = {c: float(_power_of_two(int(c))) for c in choices}
-                if len(set(aligned.values())) > 1:
-                    columns.append([aligned[p[j]] for p in points])
-        return np.asarray(columns, dtype=np.float64).T.reshape(len(points), len(columns))
-
-
-def _power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 @dataclass
@@ -237,6 +173,7 @@ class Searcher:
             log_numbers=self.settings.log_features,
             alignment=self.settings.alignment_feature,
         )
+        self._aligned = self.space.aligned(self._valid)
         self._row = {values: i for i, values in enumerate(self._valid)}
         self._taken = np.zeros(len(self._valid), dtype=bool)
         self._observed: dict[int, float | None] = {}
@@ -406,14 +343,19 @@ class Searcher:
     def _design_row(self, n_taken: int) -> int:
         """The initial design's next free row.
 
-        maximin: the farthest from those taken; random: a seeded uniform order; mixed: maximin
+        maximin: the farthest from those taken, among the aligned points for the first
+        `aligned_start` (GPU optima sit at powers of two); random: a seeded uniform order;
+        mixed: maximin
         for the first half, then random; lhs: the valid point nearest a Latin hypercube
         sample of the parameters' index ranges, so every parameter's choices are covered
         evenly, inner values as well as the ends.
         """
         design = self.settings.initial_design
         if design == "maximin" or (design == "mixed" and 2 * n_taken < self._startup):
-            return self._proposer.farthest(self._taken)
+            among = None
+            if n_taken < self.settings.aligned_start and (self._aligned & ~self._taken).any():
+                among = self._aligned
+            return self._proposer.farthest(self._taken, among)
         if design == "lhs" and n_taken < len(self._latin):
             return self._nearest_free_index(self._latin[n_taken])
         return next(r for r in self._order if not self._taken[r])

@@ -26,6 +26,10 @@ class StrategySettings:
     initial_design: str = (
         "maximin"  # gp: one of INITIAL_DESIGNS (autotune.strategy.Searcher._design_row)
     )
+    # gp: how many of the initial points come from the aligned configurations (every integer
+    # parameter that mixes powers of two and other sizes at a power of two); the rest of the
+    # design is maximin over every valid point, so the model also sees unaligned sizes.
+    aligned_start: int = 8
     gp_fit_steps: int = 15  # gp: Adam steps on the hyperparameters per new observation
     log_features: bool = True  # gp: place positive numeric choices by log value, not index
     alignment_feature: bool = True  # gp: a power-of-two column per mixed integer parameter
@@ -61,6 +65,10 @@ class StrategySettings:
         if not 0.0 < self.y_cap_quantile <= 1.0:
             raise ValueError(
                 f"y_cap_quantile={self.y_cap_quantile!r}: expected a fraction in (0, 1]"
+            )
+        if self.aligned_start < 0:
+            raise ValueError(
+                f"aligned_start={self.aligned_start!r}: expected a count of initial points >= 0"
             )
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r}: expected one of {', '.join(MODELS)}")

@@ -162,6 +162,43 @@ def test_the_maximin_design_spreads_the_first_points_to_the_far_corners():
     assert len({c.values for c in first}) == 4
 
 
+ALIGNMENT_SPACE = SearchSpace(
+    params=(
+        ("block", (16, 32, 48, 64, 80, 96, 112, 128)),
+        ("tile", (1, 2, 3, 4)),
+        ("warps", (1, 2, 4)),  # powers of two only: no alignment to choose
+        ("flag", (0, 1)),
+    ),
+    violations=lambda p: [],
+)
+
+
+def test_aligned_points_have_every_mixed_integer_parameter_at_a_power_of_two():
+    points = [(64, 4, 1, 0), (48, 4, 1, 0), (64, 3, 2, 1), (16, 1, 4, 1)]
+    assert ALIGNMENT_SPACE.aligned(points).tolist() == [True, False, False, True]
+    assert SPACE.aligned(SPACE.valid_points).all()  # nothing mixes: every point is aligned
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_initial_design_starts_among_aligned_points_then_spreads_over_all(seed):
+    def first_points(aligned_start: int) -> list[tuple]:
+        settings = StrategySettings(initial_points=8, aligned_start=aligned_start)
+        searcher = Searcher(ALIGNMENT_SPACE, seed=seed, budget=40, settings=settings)
+        seen = []
+        for _ in range(8):
+            candidate = searcher.ask()
+            assert candidate is not None
+            seen.append(candidate.values)
+            searcher.tell(candidate, 1.0)
+        return seen
+
+    assert ALIGNMENT_SPACE.aligned(first_points(8)).all()
+    # Without the aligned start, maximin takes unaligned corners too (the alignment column is a
+    # feature: 0 for 48 or 3 is as far as a corner gets from the aligned points taken).
+    assert not ALIGNMENT_SPACE.aligned(first_points(0)).all()
+    assert ALIGNMENT_SPACE.aligned(first_points(5)[:5]).all()
+
+
 def test_the_candidate_pool_keeps_a_sample_and_every_free_neighbour_of_the_best():
     import numpy as np
 
@@ -190,6 +227,8 @@ def test_bad_design_and_cap_settings_are_refused():
         StrategySettings(initial_design="sobol")
     with pytest.raises(ValueError, match="y_cap_quantile=0"):
         StrategySettings(y_cap_quantile=0)
+    with pytest.raises(ValueError, match="aligned_start=-1"):
+        StrategySettings(aligned_start=-1)
 
 
 def test_the_mixed_design_spreads_its_first_half_then_samples_at_random():
