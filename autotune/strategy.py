@@ -198,8 +198,10 @@ class Searcher:
                 local_every=self.settings.local_every,
                 y_cap_quantile=self.settings.y_cap_quantile,
                 candidate_pool=self.settings.candidate_pool,
+                aligned_pool=self.settings.aligned_pool,
             ),
             rng=self._rng,
+            aligned=self._aligned,
         )
         self._distributions: dict[str, BaseDistribution] = {
             name: CategoricalDistribution(list(choices)) for name, choices in self.space.params

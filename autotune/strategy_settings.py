@@ -35,6 +35,7 @@ class StrategySettings:
     alignment_feature: bool = True  # gp: a power-of-two column per mixed integer parameter
     y_cap_quantile: float = 1.0  # gp: flatten log times above this quantile (1.0: none)
     candidate_pool: int = 2000  # gp: score this many random free points per step (0: all)
+    aligned_pool: bool = True  # gp: ...drawn from aligned points (unaligned: neighbours only)
     acquisition: str = "ei"  # gp: one of ACQUISITIONS (autotune.proposal)
     surrogate: str = "gp"  # gp: "gp" (Gaussian process) or "forest" (random forest)
     length_prior: bool = False  # gp: length scales by MAP under a dimension-scaled prior

@@ -222,6 +222,44 @@ def test_the_candidate_pool_keeps_a_sample_and_every_free_neighbour_of_the_best(
     assert len(chosen) <= 50 + len(neighbours)
 
 
+def test_the_aligned_pool_scores_unaligned_points_only_as_neighbours_of_the_best():
+    import numpy as np
+
+    from autotune.proposal import ProposalSettings, Proposer
+
+    points = ALIGNMENT_SPACE.valid_points
+    aligned = ALIGNMENT_SPACE.aligned(points)
+    grid = np.array(
+        [
+            [choices.index(v) for (_, choices), v in zip(ALIGNMENT_SPACE.params, p, strict=True)]
+            for p in points
+        ],
+        dtype=np.float64,
+    )
+    features = ALIGNMENT_SPACE.features(points, log_numbers=True, alignment=True)
+    taken = np.zeros(len(points), dtype=bool)
+    best = points.index((64, 2, 2, 1))
+    taken[best] = True
+
+    def candidates(aligned_pool: bool) -> set[tuple]:
+        proposer = Proposer(
+            features,
+            grid,
+            settings=ProposalSettings(candidate_pool=0, aligned_pool=aligned_pool),
+            rng=np.random.default_rng(0),
+            aligned=aligned,
+        )
+        return {points[r] for r in proposer._candidates([best], np.array([0.0]), taken)}
+
+    # one parameter changed, to any choice: the unaligned blocks and the tile of 3
+    neighbours = {(b, 2, 2, 1) for b in (48, 80, 96, 112)} | {(64, 3, 2, 1)}
+    assert candidates(False) == set(points) - {points[best]}
+    restricted = candidates(True)
+    assert neighbours <= restricted
+    assert {p for p in restricted if not ALIGNMENT_SPACE.aligned([p])[0]} == neighbours
+    assert restricted >= {p for p, a in zip(points, aligned, strict=True) if a} - {points[best]}
+
+
 def test_bad_design_and_cap_settings_are_refused():
     with pytest.raises(ValueError, match="initial_design='sobol'"):
         StrategySettings(initial_design="sobol")
