@@ -81,26 +81,34 @@ class StrategySettings:
 
 
 # Named candidates: overrides of the default StrategySettings (docs/search-candidates.md).
+# The candidates measured before the aligned start (11/2026) keep the unaligned design and
+# pool they were measured with, so each name still replays its table's row.
+UNALIGNED: dict[str, Any] = {"aligned_start": 0, "aligned_pool": False}
 PRESETS: dict[str, dict[str, Any]] = {
-    "gp": {},  # the default: GP on log + power-of-two features, maximin start of 8, EI
+    "gp": {},  # the default: GP on log + power-of-two features, aligned maximin start of 8,
+    # EI over a pool sampled from aligned points plus every neighbour of the best five
+    "gp-aligned-start": {"aligned_pool": False},  # the aligned start alone
+    "gp-aligned-6": {"aligned_start": 6, "aligned_pool": False},  # 6 aligned + 2 anywhere
+    "gp-unaligned": UNALIGNED,  # the default before the aligned start
     "gp-index5": {  # the first GP default: index features, 5 uniform starts
+        **UNALIGNED,
         "log_features": False,
         "alignment_feature": False,
         "initial_points": 5,
         "initial_design": "random",
     },
-    "gp-restarts": {"fit_restarts": 2},
-    "gp-forest": {"surrogate": "forest"},
-    "gp-both": {"surrogate": "both"},
-    "gp-both-restarts": {"surrogate": "both", "fit_restarts": 2},
-    "gp-mixed": {"initial_design": "mixed"},
-    "gp-lhs": {"initial_design": "lhs"},
-    "gp-start5": {"initial_points": 5},
-    "gp-prior": {"length_prior": True},
-    "gp-hedge": {"acquisition": "hedge"},
-    "gp-ts": {"acquisition": "ts"},
-    "gp-multi": {"acquisition": "multi"},
-    "gp-local3": {"local_every": 3},
+    "gp-restarts": {**UNALIGNED, "fit_restarts": 2},
+    "gp-forest": {**UNALIGNED, "surrogate": "forest"},
+    "gp-both": {**UNALIGNED, "surrogate": "both"},
+    "gp-both-restarts": {**UNALIGNED, "surrogate": "both", "fit_restarts": 2},
+    "gp-mixed": {**UNALIGNED, "initial_design": "mixed"},
+    "gp-lhs": {**UNALIGNED, "initial_design": "lhs"},
+    "gp-start5": {**UNALIGNED, "initial_points": 5},
+    "gp-prior": {**UNALIGNED, "length_prior": True},
+    "gp-hedge": {**UNALIGNED, "acquisition": "hedge"},
+    "gp-ts": {**UNALIGNED, "acquisition": "ts"},
+    "gp-multi": {**UNALIGNED, "acquisition": "multi"},
+    "gp-local3": {**UNALIGNED, "local_every": 3},
 }
 
 

@@ -345,3 +345,26 @@ def test_likelihood_restarts_never_end_worse_than_the_warm_fit():
     assert after < before
     mean, _ = gp.predict(x)
     assert np.linalg.norm(mean - y) / np.linalg.norm(y) < 0.2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_unaligned_optimum_is_still_found_through_the_neighbours_of_the_best(seed):
+    def cost(values) -> float:  # a bowl whose minimum is at block 48, tile 3: both unaligned
+        block, tile, warps, flag = values
+        return (
+            1.0
+            + math.log2(block / 48) ** 2
+            + 0.5 * (tile - 3) ** 2
+            + math.log2(warps / 2) ** 2
+            + flag
+        )
+
+    searcher = Searcher(ALIGNMENT_SPACE, seed=seed, budget=30)
+    best = math.inf
+    for _ in range(30):
+        candidate = searcher.ask()
+        assert candidate is not None
+        best = min(best, cost(candidate.values))
+        searcher.tell(candidate, cost(candidate.values))
+    # 30 of 192 points; uniform sampling finds the one optimum with probability 30/192
+    assert best == pytest.approx(1.0)
