@@ -40,7 +40,7 @@ class StrategySettings:
     surrogate: str = "gp"  # gp: "gp" (Gaussian process) or "forest" (random forest)
     length_prior: bool = False  # gp: length scales by MAP under a dimension-scaled prior
     fit_restarts: int = 0  # gp: random restarts of the likelihood fit every 10 observations
-    local_every: int = 0  # gp: every k-th proposal is the best neighbour of the best (0: never)
+    local_every: int = 3  # gp: every k-th proposal is the best neighbour of the best (0: never)
     startup_fraction: float = 0.2  # tpe: uniform valid samples before TPE, fraction of budget...
     min_startup: int = 4  # ...but at least this many
     max_startup: int = 12  # ...and at most this many
@@ -82,13 +82,15 @@ class StrategySettings:
 
 # Named candidates: overrides of the default StrategySettings (docs/search-candidates.md).
 # The candidates measured before the aligned start (11/2026) keep the unaligned design and
-# pool they were measured with, so each name still replays its table's row.
-UNALIGNED: dict[str, Any] = {"aligned_start": 0, "aligned_pool": False}
+# pool and the pure-EI steps they were measured with, so each name still replays its row.
+UNALIGNED: dict[str, Any] = {"aligned_start": 0, "aligned_pool": False, "local_every": 0}
 PRESETS: dict[str, dict[str, Any]] = {
     "gp": {},  # the default: GP on log + power-of-two features, aligned maximin start of 8,
-    # EI over a pool sampled from aligned points plus every neighbour of the best five
-    "gp-aligned-start": {"aligned_pool": False},  # the aligned start alone
-    "gp-aligned-6": {"aligned_start": 6, "aligned_pool": False},  # 6 aligned + 2 anywhere
+    # EI over a pool sampled from aligned points plus every neighbour of the best five, every
+    # third step the best-predicted neighbour of the best
+    "gp-aligned-pool": {"local_every": 0},  # the default without the neighbour steps
+    "gp-aligned-start": {"aligned_pool": False, "local_every": 0},  # the aligned start alone
+    "gp-aligned-6": {"aligned_start": 6, "aligned_pool": False, "local_every": 0},
     "gp-unaligned": UNALIGNED,  # the default before the aligned start
     "gp-index5": {  # the first GP default: index features, 5 uniform starts
         **UNALIGNED,
