@@ -368,3 +368,31 @@ def test_an_unaligned_optimum_is_still_found_through_the_neighbours_of_the_best(
         searcher.tell(candidate, cost(candidate.values))
     # 30 of 192 points; uniform sampling finds the one optimum with probability 30/192
     assert best == pytest.approx(1.0)
+
+
+def test_every_third_proposal_is_a_neighbour_of_the_best_so_far():
+    import numpy as np
+
+    from autotune.proposal import ProposalSettings, Proposer
+
+    grid = np.array([(x, y) for x in range(12) for y in range(12)], dtype=np.float64)
+    rng = np.random.default_rng(5)
+    rows = [int(r) for r in rng.choice(len(grid), 9, replace=False)]
+    times = [1.0 + abs(grid[r][0] - 7) + abs(grid[r][1] - 2) for r in rows]
+
+    def choice(local_every: int, n_rows: int) -> np.ndarray:
+        proposer = Proposer(
+            grid / 11,
+            grid,
+            settings=ProposalSettings(local_every=local_every),
+            rng=np.random.default_rng(0),
+        )
+        taken = np.zeros(len(grid), dtype=bool)
+        taken[rows[:n_rows]] = True
+        return grid[proposer.choose(rows[:n_rows], times[:n_rows], taken)]
+
+    for n_rows in (6, 9):  # multiples of 3: a local step
+        incumbent = grid[rows[int(np.argmin(times[:n_rows]))]]
+        assert np.abs(choice(3, n_rows) - incumbent).sum() == 1
+        # here expected improvement alone goes two steps away: the local step made the choice
+        assert np.abs(choice(0, n_rows) - incumbent).sum() == 2
