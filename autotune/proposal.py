@@ -12,8 +12,8 @@ and quick replay experiments share one implementation. What each knob does and w
   configuration is 30x slower than the optimum).
 - `candidate_pool`: scoring every free valid point costs a kernel row per point per step; on
   a large set the acquisition is maximised over a seeded random sample of that size plus
-  every free neighbour (one parameter one choice away) of the best observations, where the
-  next improvement usually is.
+  every free neighbour (one parameter changed, to any of its choices) of the best
+  observations, where the next improvement usually is.
 - `aligned_pool`: the sample comes from the aligned rows only (every integer parameter that
   mixes powers of two and other sizes at a power of two); an unaligned row is scored only as
   a neighbour of one of the best observations. The GP fits the power-of-two columns with
@@ -183,7 +183,7 @@ class Proposer:
         rows plus every free neighbour of the best observations (aligned or not)."""
         free = np.flatnonzero(~taken)
         sampled = free
-        if self.settings.aligned_pool and (self.aligned[free]).any():
+        if self.settings.aligned_pool and self.aligned[free].any():
             sampled = free[self.aligned[free]]
         pool = self.settings.candidate_pool
         if len(sampled) == len(free) and (not pool or len(free) <= pool):
